@@ -1,0 +1,146 @@
+//! The command line as clap sees it: flags, their help text (the doc comments), defaults and
+//! environment twins. Values are parsed here; what they mean together is checked in `config`.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::signal::Sig;
+
+const ABOUT: &str = "Run any single-process program as a multi-core cluster: N workers, each with a \
+stable WORKER_ID, signals relayed, crashed workers respawned with backoff, and a correct PID 1.";
+
+const AFTER_HELP: &str = "\
+Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once); TTIN / TTOU add or \
+remove a worker; TSTP is forwarded and recluster stops itself; every other signal (HUP, USR1, USR2, \
+WINCH, ...) is forwarded to every worker's process group.
+
+Exit status: 0 when every worker ended with 0 or by recluster's stop signal; otherwise the status of \
+the lowest WORKER_ID that did not (128+n for signal n); 1 when recluster itself failed; 2 for a usage \
+error; 126 / 127 when the command cannot be executed / is not found.
+
+Examples:
+  recluster -n 4 -- ./server --port 3000
+  recluster --restart on-failure --max-restarts 5 --restart-window 1m -- python3 consumer.py
+  ENTRYPOINT [\"recluster\", \"--\", \"node\", \"server.js\"]";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recluster",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    override_usage = "recluster [OPTIONS] [--] COMMAND [ARG]...",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Number of workers [default: the CPUs this process may use: its affinity mask, bounded by a
+    /// cgroup v2 cpu.max quota, rounded up]
+    #[arg(short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers)]
+    pub workers: Option<u32>,
+
+    /// When a worker that exited is started again (systemd's Restart=): always; on-failure (not
+    /// after exit status 0 or death by HUP, INT, TERM or PIPE); never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = RestartMode::Always, env = "RECLUSTER_RESTART")]
+    pub restart: RestartMode,
+
+    /// Wait before restarting a worker that died before --min-uptime; doubles with each
+    /// consecutive early death
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration, env = "RECLUSTER_RESTART_DELAY")]
+    pub restart_delay: Duration,
+
+    /// The longest wait between restarts of one worker
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_RESTART_MAX_DELAY")]
+    pub restart_max_delay: Duration,
+
+    /// Crash-loop limit: more than N restarts of one worker within --restart-window stops the
+    /// cluster and exits with that worker's status [default: no limit]
+    #[arg(long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS")]
+    pub max_restarts: Option<u32>,
+
+    /// The window in which --max-restarts counts restarts [default: 10s, as systemd's
+    /// StartLimitIntervalSec]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_RESTART_WINDOW")]
+    pub restart_window: Option<Duration>,
+
+    /// How long a worker must stay up to count as healthy (resets the restart backoff)
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, env = "RECLUSTER_MIN_UPTIME")]
+    pub min_uptime: Duration,
+
+    /// The signal sent when recluster itself decides to stop a worker (scale-down, crash-loop
+    /// give-up, end of the cluster): a name (TERM, SIGUSR1) or a number
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
+    pub stop_signal: Sig,
+
+    /// How long a stopping worker may take before its whole process group gets SIGKILL
+    #[arg(long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
+    pub kill_timeout: Duration,
+
+    /// More log detail (-v: debug, -vv: trace)
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log detail (-q: warnings and errors, -qq: errors only, -qqq: nothing)
+    #[arg(short, long, action = ArgAction::Count)]
+    pub quiet: u8,
+
+    /// The program every worker runs, found through PATH and executed directly (no shell), with its
+    /// arguments
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(OsString)
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartMode {
+    Always,
+    OnFailure,
+    Never,
+}
+
+fn parse_workers(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("the number of workers must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write a duration such as 500ms, 10s or 2m)"))
+}
+
+fn parse_stop_signal(text: &str) -> Result<Sig, String> {
+    let sig: Sig = text.parse().map_err(|e| format!("{e}"))?;
+    if sig.is_job_control() || sig == Sig::CHLD {
+        return Err(format!("{sig} does not end a process"));
+    }
+    Ok(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn everything_after_the_command_belongs_to_it() {
+        let cli =
+            Cli::try_parse_from(["recluster", "-n", "2", "./server", "-n", "--port", "3"]).unwrap();
+        assert_eq!(cli.workers, Some(2));
+        assert_eq!(cli.command, ["./server", "-n", "--port", "3"]);
+    }
+}

@@ -1,0 +1,137 @@
+//! The validated meaning of the command line: every usage error comes from here or from the value
+//! parsers in `cli`. Nothing after this point needs to second-guess a value.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::cli::{Cli, RestartMode};
+use crate::cpus;
+use crate::error::Error;
+use crate::signal::Sig;
+
+/// systemd's DefaultStartLimitIntervalSec, used when only --max-restarts is given.
+const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: u32,
+    pub policy: Policy,
+    pub log_level: log::LevelFilter,
+    /// Whether -v/-q were given (they take precedence over RUST_LOG).
+    pub log_level_from_flags: bool,
+    pub command: Vec<OsString>,
+}
+
+/// What the supervisor decides with: when to restart, how to stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub restart: RestartMode,
+    pub restart_delay: Duration,
+    pub restart_max_delay: Duration,
+    pub crash_limit: Option<CrashLimit>,
+    pub min_uptime: Duration,
+    pub stop_signal: Sig,
+    pub kill_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrashLimit {
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, Error> {
+        if cli.restart_delay > cli.restart_max_delay {
+            return Err(Error::Usage(format!(
+                "--restart-delay ({}) is longer than --restart-max-delay ({}): raise --restart-max-delay or lower --restart-delay",
+                humantime::format_duration(cli.restart_delay),
+                humantime::format_duration(cli.restart_max_delay)
+            )));
+        }
+        let crash_limit = match (cli.max_restarts, cli.restart_window) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(Error::Usage(
+                    "--restart-window needs --max-restarts: give both to limit crash loops"
+                        .to_string(),
+                ));
+            }
+            (Some(max_restarts), window) => Some(CrashLimit {
+                max_restarts,
+                window: window.unwrap_or(DEFAULT_RESTART_WINDOW),
+            }),
+        };
+        if crash_limit.is_some_and(|limit| limit.window.is_zero()) {
+            return Err(Error::Usage(
+                "--restart-window must be longer than 0s".to_string(),
+            ));
+        }
+        let log_level = match (cli.verbose, cli.quiet) {
+            (0, 0) => log::LevelFilter::Info,
+            (1, _) => log::LevelFilter::Debug,
+            (v, _) if v >= 2 => log::LevelFilter::Trace,
+            (_, 1) => log::LevelFilter::Warn,
+            (_, 2) => log::LevelFilter::Error,
+            _ => log::LevelFilter::Off,
+        };
+        Ok(Config {
+            workers: cli.workers.unwrap_or_else(cpus::available),
+            policy: Policy {
+                restart: cli.restart,
+                restart_delay: cli.restart_delay,
+                restart_max_delay: cli.restart_max_delay,
+                crash_limit,
+                min_uptime: cli.min_uptime,
+                stop_signal: cli.stop_signal,
+                kill_timeout: cli.kill_timeout,
+            },
+            log_level,
+            log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
+            command: cli.command,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config, Error> {
+        let mut full = vec!["recluster"];
+        full.extend_from_slice(args);
+        full.push("true");
+        Config::from_cli(Cli::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn restart_window_alone_is_a_usage_error_naming_both_flags() {
+        let err = config(&["--restart-window", "1m"]).unwrap_err();
+        assert!(err.to_string().contains("--max-restarts"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn max_restarts_alone_uses_systemds_window() {
+        let limit = config(&["--max-restarts", "3"])
+            .unwrap()
+            .policy
+            .crash_limit
+            .unwrap();
+        assert_eq!(limit.window, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_delay_longer_than_its_maximum_is_refused() {
+        let err = config(&["--restart-delay", "5s", "--restart-max-delay", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("--restart-max-delay"), "{err}");
+    }
+
+    #[test]
+    fn verbosity_flags_map_to_levels() {
+        assert_eq!(config(&[]).unwrap().log_level, log::LevelFilter::Info);
+        assert_eq!(config(&["-v"]).unwrap().log_level, log::LevelFilter::Debug);
+        assert_eq!(config(&["-qq"]).unwrap().log_level, log::LevelFilter::Error);
+    }
+}

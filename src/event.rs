@@ -1,0 +1,15 @@
+//! What the world tells the supervisor. Threads produce events; only the supervisor consumes them.
+
+use crate::reaper::Exit;
+use crate::signal::Sig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A signal sent to recluster (never SIGCHLD, which the signal thread answers by reaping).
+    Signal(Sig),
+    /// Children that ended, and whether any child of recluster (worker or adopted) remains.
+    Reaped {
+        exits: Vec<Exit>,
+        children_left: bool,
+    },
+}

@@ -1,0 +1,136 @@
+//! recluster runs one command as N workers and supervises them: see README.md for what it does and
+//! `../shared/CONTRACT.md` for the external contract. `main` is the whole program, in phases: set up
+//! the process, parse and validate the command line, check the command, start the signal thread,
+//! run the supervisor, exit with its status.
+
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod cpus;
+pub mod descendants;
+pub mod error;
+pub mod event;
+pub mod exit_code;
+pub mod logging;
+pub mod reaper;
+pub mod signal;
+pub mod signal_thread;
+pub mod spawn;
+pub mod startup;
+pub mod status;
+pub mod supervisor;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::error::Error;
+use crate::spawn::Spawner;
+use crate::supervisor::cluster::Cluster;
+
+/// The program; returns the exit status.
+pub fn main() -> i32 {
+    startup::ensure_standard_fds();
+    let inherited = startup::ignore_sigpipe();
+    std::panic::set_hook(Box::new(|info| {
+        logging::print_error(&format!("internal error (please report it): {info}"));
+    }));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let config = match parse(args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    logging::init(config.log_level, config.log_level_from_flags);
+    match run(config, &inherited) {
+        Ok(code) => code,
+        Err(e) => {
+            logging::print_error(&e.to_string());
+            e.exit_code()
+        }
+    }
+}
+
+/// The command line, validated; on `Err`, what to exit with (the message is printed).
+fn parse(args: Vec<OsString>) -> Result<Config, i32> {
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        logging::print_error(
+            "'recluster ctl' (the control socket) is not available in this version; to run a program named ctl, write ./ctl or its full path",
+        );
+        return Err(exit_code::USAGE);
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return Err(report_clap_error(e)),
+    };
+    Config::from_cli(cli).map_err(|e| {
+        logging::print_error(&e.to_string());
+        e.exit_code()
+    })
+}
+
+/// Help and version go to stdout with status 0; a usage error becomes one line and status 2.
+fn report_clap_error(e: clap::Error) -> i32 {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            exit_code::SUCCESS
+        }
+        _ => {
+            logging::print_error(&format!(
+                "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
+                one_line(&e.render().to_string())
+            ));
+            exit_code::USAGE
+        }
+    }
+}
+
+/// The first paragraph of a clap message, on one line, without its `error: ` prefix.
+fn one_line(message: &str) -> String {
+    let first = message.split("\n\n").next().unwrap_or(message);
+    let joined: Vec<&str> = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = joined.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
+    command::resolve(&config.command[0], std::env::var_os("PATH").as_deref())?;
+    startup::close_inherited_fds_on_exec()
+        .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
+    if let Err(e) = startup::become_subreaper() {
+        log::warn!(
+            "cannot become a child subreaper ({e}): orphans of workers will not be reaped by recluster"
+        );
+    }
+    startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
+    let spawner = Spawner::new(config.command.clone(), inherited)
+        .map_err(|e| Error::system("open /dev/null", e))?;
+    let (sender, events) = crossbeam_channel::unbounded();
+    signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
+    let cluster = Cluster::new(config.policy, config.workers);
+    Ok(supervisor::run(cluster, &spawner, &events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_messages_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: x\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+}

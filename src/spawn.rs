@@ -1,0 +1,282 @@
+//! Starting one worker process: fork, a clean child, exec. Everything the child needs (paths,
+//! argv, envp, the /dev/null fd) is built before `fork`; between fork and exec the child makes only
+//! async-signal-safe system calls, in this order:
+//!
+//! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
+//!    recluster can signal the worker's whole tree;
+//! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that recluster is still its parent: if recluster
+//!    dies, even by SIGKILL, the worker dies too (forks happen on the main thread only, since the
+//!    death signal follows the thread that forked);
+//! 3. default dispositions for the signals recluster ignored itself, and an empty signal mask;
+//! 4. stdin from /dev/null, every fd from 3 up close-on-exec;
+//! 5. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
+//!
+//! An exec failure is reported to the parent through a close-on-exec pipe, so the log names the
+//! cause, and the child exits 127 (not found) or 126.
+//!
+//! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
+//! recluster's single `waitpid(-1)` reaper.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use crate::command::{self, CommandError};
+use crate::exit_code;
+use crate::startup::Inherited;
+
+/// Variables that describe recluster's own relation to a service manager: never a worker's.
+const WITHHELD_VARIABLES: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+];
+
+/// The identity a worker is started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    pub id: u32,
+    pub count: u32,
+    pub generation: u32,
+}
+
+/// A started worker: its pid (also its process group id), and the exec error if exec failed.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub exec_error: Option<io::Error>,
+}
+
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The command is no longer found or executable.
+    Command(CommandError),
+    /// fork, pipe or a conversion failed.
+    System(&'static str, io::Error),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Command(e) => e.fmt(f),
+            SpawnError::System(doing, e) => write!(f, "failed to {doing}: {e}"),
+        }
+    }
+}
+
+/// Everything that stays the same from one spawn to the next.
+pub struct Spawner {
+    command: Vec<OsString>,
+    path_var: Option<OsString>,
+    environment: Vec<(OsString, OsString)>,
+    devnull: File,
+    signals_to_reset: Vec<i32>,
+    recluster_pid: i32,
+}
+
+impl Spawner {
+    pub fn new(command: Vec<OsString>, inherited: &Inherited) -> io::Result<Spawner> {
+        let environment: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(key, _)| {
+                !WITHHELD_VARIABLES.iter().any(|w| key == w)
+                    && ![
+                        "WORKER_ID",
+                        "WORKER_COUNT",
+                        "WORKER_GENERATION",
+                        "RECLUSTER_PID",
+                    ]
+                    .iter()
+                    .any(|w| key == w)
+            })
+            .collect();
+        Ok(Spawner {
+            command,
+            path_var: std::env::var_os("PATH"),
+            environment,
+            devnull: File::open("/dev/null")?,
+            signals_to_reset: inherited.signals_to_reset.clone(),
+            recluster_pid: std::process::id() as i32,
+        })
+    }
+
+    /// Starts one worker. Must be called from the main thread (see the module doc).
+    pub fn spawn(&self, identity: WorkerIdentity) -> Result<Spawned, SpawnError> {
+        let program = command::resolve(&self.command[0], self.path_var.as_deref())
+            .map_err(SpawnError::Command)?;
+        let prepared = self.prepare(program.as_os_str(), identity)?;
+        let (read_end, write_end) = exec_error_pipe()?;
+
+        // SAFETY: the child runs only `exec_child`, which makes async-signal-safe calls on data
+        // prepared above and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SpawnError::System("fork", io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the child of fork; see the module doc for the steps.
+            unsafe { exec_child(&prepared, write_end.as_raw_fd()) }
+        }
+        drop(write_end);
+        Ok(Spawned {
+            pid,
+            exec_error: read_exec_error(read_end),
+        })
+    }
+
+    fn prepare(&self, program: &OsStr, identity: WorkerIdentity) -> Result<Prepared, SpawnError> {
+        let c = |text: &[u8]| {
+            CString::new(text)
+                .map_err(|e| SpawnError::System("pass an argument with a NUL byte", e.into()))
+        };
+        let path = c(program.as_bytes())?;
+        let mut argv = Vec::with_capacity(self.command.len());
+        for arg in &self.command {
+            argv.push(c(arg.as_bytes())?);
+        }
+        // For an executable without #!: /bin/sh FILE ARG..., as execvp does.
+        let mut sh_argv = vec![c(b"/bin/sh")?, path.clone()];
+        sh_argv.extend(argv.iter().skip(1).cloned());
+
+        let mut envp = Vec::with_capacity(self.environment.len() + 4);
+        for (key, value) in &self.environment {
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(c(&entry)?);
+        }
+        for (key, value) in [
+            ("WORKER_ID", identity.id.to_string()),
+            ("WORKER_COUNT", identity.count.to_string()),
+            ("WORKER_GENERATION", identity.generation.to_string()),
+            ("RECLUSTER_PID", self.recluster_pid.to_string()),
+        ] {
+            envp.push(c(format!("{key}={value}").as_bytes())?);
+        }
+        Ok(Prepared {
+            argv_ptrs: null_terminated(&argv),
+            sh_argv_ptrs: null_terminated(&sh_argv),
+            envp_ptrs: null_terminated(&envp),
+            path,
+            _argv: argv,
+            _sh_argv: sh_argv,
+            _envp: envp,
+            devnull: self.devnull.as_raw_fd(),
+            signals_to_reset: self.signals_to_reset.clone(),
+            recluster_pid: self.recluster_pid,
+        })
+    }
+}
+
+/// The child's data, owned by the parent across the fork.
+struct Prepared {
+    path: CString,
+    argv_ptrs: Vec<*const libc::c_char>,
+    sh_argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    _argv: Vec<CString>,
+    _sh_argv: Vec<CString>,
+    _envp: Vec<CString>,
+    devnull: i32,
+    signals_to_reset: Vec<i32>,
+    recluster_pid: i32,
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+fn exec_error_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into a valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SpawnError::System(
+            "create a pipe",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: both fds were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Blocks until the child has exec'd (EOF) or reported an errno.
+fn read_exec_error(read_end: OwnedFd) -> Option<io::Error> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a valid buffer.
+        let n = unsafe {
+            libc::read(
+                read_end.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    (got == buf.len()).then(|| io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
+}
+
+/// The child's side of the spawn. Only async-signal-safe calls; never returns.
+///
+/// # Safety
+/// Must be called only in the child of `fork`, with `prepared` built before the fork.
+unsafe fn exec_child(prepared: &Prepared, error_pipe: i32) -> ! {
+    // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the fork
+    // copied intact; nothing allocates, locks or unwinds.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != prepared.recluster_pid {
+            libc::_exit(exit_code::FAILURE); // recluster died before the death signal was armed
+        }
+        for &number in &prepared.signals_to_reset {
+            libc::signal(number, libc::SIG_DFL);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::dup2(prepared.devnull, 0);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        libc::execve(
+            prepared.path.as_ptr(),
+            prepared.argv_ptrs.as_ptr(),
+            prepared.envp_ptrs.as_ptr(),
+        );
+        let mut errno = *libc::__errno_location();
+        if errno == libc::ENOEXEC {
+            libc::execve(
+                prepared.sh_argv_ptrs[0],
+                prepared.sh_argv_ptrs.as_ptr(),
+                prepared.envp_ptrs.as_ptr(),
+            );
+            errno = *libc::__errno_location();
+        }
+        let bytes = errno.to_ne_bytes();
+        libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len());
+        let code = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+            exit_code::NOT_FOUND
+        } else {
+            exit_code::CANNOT_EXECUTE
+        };
+        libc::_exit(code)
+    }
+}

@@ -1,0 +1,129 @@
+//! What recluster does to its own process before anything else runs: make fds 0–2 valid, note which
+//! signal dispositions its caller left ignored, ignore SIGPIPE itself (a closed log pipe must give
+//! EPIPE, not death), mark every inherited fd close-on-exec so none leaks into a worker, become a
+//! child subreaper, and block the signals that the signal thread will receive.
+//!
+//! The binary is `#![no_main]` so that this runs before Rust's runtime could have changed SIGPIPE:
+//! that is the only way to know whether the caller ignored it (tini keeps such signals ignored).
+
+use std::io;
+
+/// What the startup learned that spawning must undo in each child.
+#[derive(Debug, Clone)]
+pub struct Inherited {
+    /// Signals recluster set to ignore itself; children get them back at their default.
+    pub signals_to_reset: Vec<i32>,
+}
+
+/// Opens /dev/null on any of fds 0–2 that is closed, so no later file lands there by accident.
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: a NUL-terminated literal path; the lowest free fd (this one) is taken.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// Ignores SIGPIPE, remembering whether the caller had ignored it already.
+pub fn ignore_sigpipe() -> Inherited {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null new action only queries.
+    let was_ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    };
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    Inherited {
+        signals_to_reset: if was_ignored {
+            vec![]
+        } else {
+            vec![libc::SIGPIPE]
+        },
+    }
+}
+
+/// Marks every fd from 3 up close-on-exec: whatever recluster's caller leaked to it goes no further.
+pub fn close_inherited_fds_on_exec() -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on open descriptors.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if done {
+        return Ok(());
+    }
+    // Kernels before 5.11: set the flag on each open fd listed in /proc.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor that may have closed since (the listing's own) only fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Orphaned descendants get reparented to recluster (not to PID 1), which reaps them.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer flag.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Every signal the signal thread receives with `sigwaitinfo`: all but the ones that cannot be
+/// caught, the synchronous faults (which must kill recluster if it faults), SIGABRT (so that an
+/// abort aborts) and SIGPIPE (ignored instead).
+pub fn handled_signals() -> libc::sigset_t {
+    let excluded = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGABRT,
+        libc::SIGPIPE,
+    ];
+    // SAFETY: sigemptyset initialises the set before use; sigaddset takes valid numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for number in (1..32).chain(libc::SIGRTMIN()..=libc::SIGRTMAX()) {
+            if !excluded.contains(&number) {
+                libc::sigaddset(&mut set, number);
+            }
+        }
+        set
+    }
+}
+
+/// Blocks the handled signals in the calling thread; threads started afterwards inherit the mask.
+/// Must run on the main thread before any other thread exists.
+pub fn block_handled_signals() -> io::Result<()> {
+    let set = handled_signals();
+    // SAFETY: a valid, initialised set; no old mask wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// True when this process is PID 1 of its namespace (then the kernel will not stop it for SIGSTOP).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}

@@ -1,0 +1,20 @@
+//! What the cluster decides to do. `run` carries these out; the cluster never touches a process.
+
+use crate::signal::Sig;
+use crate::spawn::WorkerIdentity;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a worker in a slot; the result goes back through `Cluster::spawned` or `spawn_failed`.
+    Spawn(WorkerIdentity),
+    /// Send a signal to a worker's process group (its pid).
+    SignalGroup { pgid: i32, signal: Sig },
+    /// Send a signal, once, to each child of recluster that is not one of `workers` (adopted orphans).
+    SignalOrphans { signal: Sig, workers: Vec<i32> },
+    /// SIGKILL every group in `groups` and every child of recluster.
+    KillAll { groups: Vec<i32> },
+    /// Stop recluster itself (after forwarding SIGTSTP), as a shell's job control expects.
+    SuspendSelf,
+    /// End recluster with this status.
+    Exit(i32),
+}

@@ -1,0 +1,563 @@
+//! The cluster's state and every decision about it, as pure functions of (state, event, now):
+//! which slot to (re)spawn and when, the restart backoff, the crash-loop limit, scaling, the
+//! graceful stop and its deadline, and the final exit status. No process is touched here — the
+//! decisions come back as `Action`s — so all of it is unit-tested with a synthetic clock.
+//!
+//! Invariants: slot `i` holds `WORKER_ID` `i` (slots are `0..N`); a slot has at most one worker and
+//! at most one pending respawn; workers leaving on scale-down are kept apart in `leaving` until
+//! reaped; once stopping, nothing is spawned again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use humantime::format_duration;
+use log::{debug, error, info, warn};
+
+use crate::cli::RestartMode;
+use crate::config::Policy;
+use crate::exit_code;
+use crate::reaper::Exit;
+use crate::signal::Sig;
+use crate::spawn::WorkerIdentity;
+use crate::status::ProcessStatus;
+
+use super::action::Action;
+
+pub struct Cluster {
+    policy: Policy,
+    slots: Vec<Slot>,
+    /// Workers recluster stopped on scale-down, until they are reaped.
+    leaving: Vec<Worker>,
+    phase: Phase,
+    /// Whether recluster had any child left after the latest reaping.
+    children_left: bool,
+    generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Running,
+    Stopping(Stop),
+    Exited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stop {
+    signal: Sig,
+    deadline: Instant,
+    killed: bool,
+    orphans_signaled: bool,
+    outcome: Outcome,
+}
+
+/// Why the cluster is stopping; decides the exit status.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Requested,
+    Finished,
+    GaveUp(ProcessStatus),
+}
+
+struct Slot {
+    id: u32,
+    worker: Option<Worker>,
+    respawn_at: Option<Instant>,
+    /// Consecutive deaths before --min-uptime: the backoff exponent.
+    early_deaths: u32,
+    /// When this slot was restarted, within the crash-loop window.
+    restarts: VecDeque<Instant>,
+    last_end: Option<End>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Worker {
+    id: u32,
+    pid: i32,
+    started: Instant,
+    /// The signal recluster sent to stop this worker, if it did.
+    stop_sent: Option<Sig>,
+    /// When its process group gets SIGKILL (scale-down).
+    kill_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct End {
+    status: ProcessStatus,
+    /// Exit status 0, or death by the stop signal recluster sent.
+    clean: bool,
+}
+
+impl Cluster {
+    pub fn new(policy: Policy, workers: u32) -> Cluster {
+        Cluster {
+            policy,
+            slots: (0..workers).map(Slot::new).collect(),
+            leaving: Vec::new(),
+            phase: Phase::Running,
+            children_left: false,
+            generation: 0,
+        }
+    }
+
+    /// Spawns every slot.
+    pub fn start(&mut self) -> Vec<Action> {
+        info!(
+            "starting {} worker{}",
+            self.slots.len(),
+            if self.slots.len() == 1 { "" } else { "s" }
+        );
+        (0..self.slots.len())
+            .map(|i| self.spawn_action(i))
+            .collect()
+    }
+
+    /// Records a worker started for a `Spawn` action.
+    pub fn spawned(&mut self, identity: WorkerIdentity, pid: i32, now: Instant) {
+        self.children_left = true;
+        let Some(slot) = self.slots.get_mut(identity.id as usize) else {
+            return;
+        };
+        info!("worker {} started (pid {pid})", identity.id);
+        slot.worker = Some(Worker {
+            id: identity.id,
+            pid,
+            started: now,
+            stop_sent: None,
+            kill_at: None,
+        });
+    }
+
+    /// A `Spawn` that produced no process: counts as a worker that ended at once with `status`.
+    pub fn spawn_failed(
+        &mut self,
+        identity: WorkerIdentity,
+        status: ProcessStatus,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(index) = self.slots.iter().position(|s| s.id == identity.id) {
+            self.slot_ended(index, None, status, None, Duration::ZERO, now, &mut actions);
+        }
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    pub fn on_signal(&mut self, sig: Sig, now: Instant) -> Vec<Action> {
+        match (sig, self.phase) {
+            (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Running) => {
+                info!(
+                    "received {sig}: stopping {} (--kill-timeout {})",
+                    self.describe_workers(),
+                    format_duration(self.policy.kill_timeout)
+                );
+                self.begin_stop(sig, Outcome::Requested, now)
+            }
+            (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Stopping(stop)) if !stop.killed => {
+                warn!("received {sig} again while stopping: killing every worker now");
+                self.kill_all()
+            }
+            (Sig::TTIN, Phase::Running) => self.scale_up(),
+            (Sig::TTOU, Phase::Running) => self.scale_down(now),
+            (Sig::TTIN | Sig::TTOU, _) => {
+                debug!("ignoring {sig} while stopping");
+                Vec::new()
+            }
+            (Sig::TSTP, _) => {
+                let mut actions = self.forward(sig);
+                actions.push(Action::SuspendSelf);
+                actions
+            }
+            _ => self.forward(sig),
+        }
+    }
+
+    pub fn on_reaped(&mut self, exits: &[Exit], children_left: bool, now: Instant) -> Vec<Action> {
+        self.children_left = children_left;
+        let mut actions = Vec::new();
+        for exit in exits {
+            if let Some(index) = self.slot_of(exit.pid) {
+                let worker = self.slots[index]
+                    .worker
+                    .take()
+                    .expect("slot_of found a worker");
+                let uptime = now.saturating_duration_since(worker.started);
+                self.slot_ended(
+                    index,
+                    Some(worker.pid),
+                    exit.status,
+                    worker.stop_sent,
+                    uptime,
+                    now,
+                    &mut actions,
+                );
+            } else if let Some(position) = self.leaving.iter().position(|w| w.pid == exit.pid) {
+                let worker = self.leaving.remove(position);
+                let log_level = if exit.status == ProcessStatus::Killed(Sig::KILL) {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    log_level,
+                    "worker {} (pid {}) {} after being stopped",
+                    worker.id,
+                    worker.pid,
+                    exit.status
+                );
+            } else {
+                debug!("reaped adopted process {} ({})", exit.pid, exit.status);
+            }
+        }
+        if let Phase::Stopping(stop) = self.phase
+            && stop.killed
+            && children_left
+        {
+            // Orphans of the killed groups were just reparented to recluster: kill them too.
+            actions.push(Action::KillAll { groups: Vec::new() });
+        }
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    /// Carries out whatever is due at `now`: respawns, scale-down kills, the stop deadline.
+    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match self.phase {
+            Phase::Running => {
+                for index in 0..self.slots.len() {
+                    if self.slots[index].respawn_at.is_some_and(|at| at <= now) {
+                        self.slots[index].respawn_at = None;
+                        actions.push(self.spawn_action(index));
+                    }
+                }
+                for worker in &mut self.leaving {
+                    if worker.kill_at.is_some_and(|at| at <= now) {
+                        worker.kill_at = None;
+                        warn!(
+                            "worker {} (pid {}) still running {} after {}: sending SIGKILL to its process group (--kill-timeout)",
+                            worker.id,
+                            worker.pid,
+                            format_duration(self.policy.kill_timeout),
+                            self.policy.stop_signal
+                        );
+                        actions.push(Action::SignalGroup {
+                            pgid: worker.pid,
+                            signal: Sig::KILL,
+                        });
+                    }
+                }
+            }
+            Phase::Stopping(stop) if !stop.killed && stop.deadline <= now => {
+                warn!(
+                    "{} still running {} after {}: sending SIGKILL (--kill-timeout)",
+                    self.describe_remaining(),
+                    format_duration(self.policy.kill_timeout),
+                    stop.signal
+                );
+                actions = self.kill_all();
+            }
+            _ => {}
+        }
+        actions
+    }
+
+    /// The next moment `on_timer` has something to do; `None` when only an event can change things.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Running => self
+                .slots
+                .iter()
+                .filter_map(|s| s.respawn_at)
+                .chain(self.leaving.iter().filter_map(|w| w.kill_at))
+                .min(),
+            Phase::Stopping(stop) if !stop.killed => Some(stop.deadline),
+            _ => None,
+        }
+    }
+
+    /// The pids (and process groups) of every live worker, in slot order, then those leaving.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.worker.map(|w| w.pid))
+            .chain(self.leaving.iter().map(|w| w.pid))
+            .collect()
+    }
+
+    fn spawn_action(&self, index: usize) -> Action {
+        Action::Spawn(WorkerIdentity {
+            id: self.slots[index].id,
+            count: self.slots.len() as u32,
+            generation: self.generation,
+        })
+    }
+
+    fn slot_of(&self, pid: i32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.worker.is_some_and(|w| w.pid == pid))
+    }
+
+    /// A slot's worker ended (or could not be spawned): record how, and decide about a restart.
+    #[allow(clippy::too_many_arguments)]
+    fn slot_ended(
+        &mut self,
+        index: usize,
+        pid: Option<i32>,
+        status: ProcessStatus,
+        stop_sent: Option<Sig>,
+        uptime: Duration,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let clean =
+            status.success() || matches!(status, ProcessStatus::Killed(s) if Some(s) == stop_sent);
+        let policy = self.policy.clone();
+        let slot = &mut self.slots[index];
+        slot.last_end = Some(End { status, clean });
+        let who = match pid {
+            Some(pid) => format!("worker {} (pid {pid})", slot.id),
+            None => format!("worker {}", slot.id),
+        };
+        if self.phase != Phase::Running {
+            info!("{who} {status}");
+            return;
+        }
+        if !restarts_after(policy.restart, status) {
+            info!(
+                "{who} {status}; not restarting it (--restart {})",
+                restart_mode_name(policy.restart)
+            );
+            return;
+        }
+        let delay = if uptime >= policy.min_uptime {
+            slot.early_deaths = 0;
+            Duration::ZERO
+        } else {
+            slot.early_deaths = slot.early_deaths.saturating_add(1);
+            backoff(&policy, slot.early_deaths)
+        };
+        if let Some(limit) = policy.crash_limit {
+            while slot
+                .restarts
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= limit.window)
+            {
+                slot.restarts.pop_front();
+            }
+            slot.restarts.push_back(now);
+            if slot.restarts.len() > limit.max_restarts as usize {
+                error!(
+                    "{who} {status}; it needed more than {} restarts within {}: giving up (--max-restarts, --restart-window)",
+                    limit.max_restarts,
+                    format_duration(limit.window)
+                );
+                actions.extend(self.begin_stop(policy.stop_signal, Outcome::GaveUp(status), now));
+                return;
+            }
+        }
+        if delay.is_zero() {
+            info!("{who} {status}, restarting it");
+        } else {
+            info!("{who} {status}, restarting in {}", format_duration(delay));
+        }
+        slot.respawn_at = Some(now + delay);
+    }
+
+    fn begin_stop(&mut self, signal: Sig, outcome: Outcome, now: Instant) -> Vec<Action> {
+        for slot in &mut self.slots {
+            slot.respawn_at = None;
+        }
+        let mut actions = Vec::new();
+        for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            worker.stop_sent = Some(signal);
+            actions.push(Action::SignalGroup {
+                pgid: worker.pid,
+                signal,
+            });
+        }
+        // Workers already leaving got the stop signal and keep their own deadline until now.
+        for worker in &mut self.leaving {
+            worker.kill_at = None;
+        }
+        actions.push(Action::SignalOrphans {
+            signal,
+            workers: self.worker_pids(),
+        });
+        self.phase = Phase::Stopping(Stop {
+            signal,
+            deadline: now + self.policy.kill_timeout,
+            killed: false,
+            orphans_signaled: false,
+            outcome,
+        });
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    fn kill_all(&mut self) -> Vec<Action> {
+        if let Phase::Stopping(stop) = &mut self.phase {
+            stop.killed = true;
+        }
+        vec![Action::KillAll {
+            groups: self.worker_pids(),
+        }]
+    }
+
+    /// Moves on when nothing is left to wait for: a finished cluster begins to stop, a stopped one
+    /// exits once no worker and no other child of recluster remains.
+    fn settle(&mut self, now: Instant) -> Vec<Action> {
+        match self.phase {
+            Phase::Running => {
+                let idle = self.leaving.is_empty()
+                    && self
+                        .slots
+                        .iter()
+                        .all(|s| s.worker.is_none() && s.respawn_at.is_none());
+                if idle {
+                    info!("every worker has ended and none is to be restarted");
+                    return self.begin_stop(self.policy.stop_signal, Outcome::Finished, now);
+                }
+                Vec::new()
+            }
+            Phase::Stopping(stop) => {
+                let workers_left =
+                    !self.leaving.is_empty() || self.slots.iter().any(|s| s.worker.is_some());
+                if workers_left {
+                    return Vec::new();
+                }
+                if self.children_left {
+                    if stop.orphans_signaled || stop.killed {
+                        return Vec::new();
+                    }
+                    self.phase = Phase::Stopping(Stop {
+                        orphans_signaled: true,
+                        ..stop
+                    });
+                    debug!("every worker has exited; waiting for the processes they left behind");
+                    return vec![Action::SignalOrphans {
+                        signal: stop.signal,
+                        workers: Vec::new(),
+                    }];
+                }
+                let code = self.exit_code(stop.outcome);
+                self.phase = Phase::Exited;
+                info!("exiting with status {code}");
+                vec![Action::Exit(code)]
+            }
+            Phase::Exited => Vec::new(),
+        }
+    }
+
+    /// 0 when every slot's last worker ended cleanly; else the lowest unclean slot's status; after a
+    /// crash-loop give-up, the status of the worker that gave up.
+    fn exit_code(&self, outcome: Outcome) -> i32 {
+        if let Outcome::GaveUp(status) = outcome {
+            return status.code();
+        }
+        self.slots
+            .iter()
+            .filter_map(|s| s.last_end)
+            .find(|end| !end.clean)
+            .map_or(exit_code::SUCCESS, |end| end.status.code())
+    }
+
+    fn scale_up(&mut self) -> Vec<Action> {
+        let id = self.slots.len() as u32;
+        self.slots.push(Slot::new(id));
+        info!(
+            "received SIGTTIN: scaling up to {} workers",
+            self.slots.len()
+        );
+        vec![self.spawn_action(id as usize)]
+    }
+
+    fn scale_down(&mut self, now: Instant) -> Vec<Action> {
+        if self.slots.len() <= 1 {
+            warn!(
+                "received SIGTTOU with one worker left: keeping it (send TERM to stop the cluster)"
+            );
+            return Vec::new();
+        }
+        let slot = self.slots.pop().expect("more than one slot");
+        info!(
+            "received SIGTTOU: scaling down to {} workers",
+            self.slots.len()
+        );
+        let Some(mut worker) = slot.worker else {
+            return Vec::new();
+        };
+        worker.stop_sent = Some(self.policy.stop_signal);
+        worker.kill_at = Some(now + self.policy.kill_timeout);
+        self.leaving.push(worker);
+        vec![Action::SignalGroup {
+            pgid: worker.pid,
+            signal: self.policy.stop_signal,
+        }]
+    }
+
+    fn forward(&self, sig: Sig) -> Vec<Action> {
+        let pids = self.worker_pids();
+        debug!("forwarding {sig} to {} worker process groups", pids.len());
+        pids.into_iter()
+            .map(|pgid| Action::SignalGroup { pgid, signal: sig })
+            .collect()
+    }
+
+    fn describe_workers(&self) -> String {
+        let n = self.worker_pids().len();
+        format!("{n} worker{}", if n == 1 { "" } else { "s" })
+    }
+
+    fn describe_remaining(&self) -> String {
+        match self.worker_pids().len() {
+            0 => "processes left behind by workers are".to_string(),
+            1 => "1 worker is".to_string(),
+            n => format!("{n} workers are"),
+        }
+    }
+}
+
+impl Slot {
+    fn new(id: u32) -> Slot {
+        Slot {
+            id,
+            worker: None,
+            respawn_at: None,
+            early_deaths: 0,
+            restarts: VecDeque::new(),
+            last_end: None,
+        }
+    }
+}
+
+/// systemd's rule for Restart=on-failure: a clean end is status 0 or death by HUP, INT, TERM, PIPE.
+fn restarts_after(mode: RestartMode, status: ProcessStatus) -> bool {
+    match mode {
+        RestartMode::Always => true,
+        RestartMode::Never => false,
+        RestartMode::OnFailure => match status {
+            ProcessStatus::Exited(code) => code != 0,
+            ProcessStatus::Killed(sig) => {
+                ![Sig::HUP, Sig::INT, Sig::TERM].contains(&sig) && sig.number() != libc::SIGPIPE
+            }
+        },
+    }
+}
+
+fn restart_mode_name(mode: RestartMode) -> &'static str {
+    match mode {
+        RestartMode::Always => "always",
+        RestartMode::OnFailure => "on-failure",
+        RestartMode::Never => "never",
+    }
+}
+
+/// `--restart-delay` doubled for each consecutive early death after the first, capped.
+fn backoff(policy: &Policy, early_deaths: u32) -> Duration {
+    let factor = 1u32 << early_deaths.saturating_sub(1).min(31);
+    policy
+        .restart_delay
+        .saturating_mul(factor)
+        .min(policy.restart_max_delay)
+}

@@ -1,0 +1,142 @@
+//! The supervisor loop: block on the event channel until the cluster's next deadline, hand each
+//! event to the `Cluster`, carry out the actions it returns. This is the only place that spawns or
+//! signals processes, and it runs on the main thread (see `spawn` on the parent-death signal).
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, error, warn};
+
+use crate::descendants;
+use crate::event::Event;
+use crate::exit_code;
+use crate::signal::Sig;
+use crate::spawn::{SpawnError, Spawner};
+use crate::startup;
+use crate::status::ProcessStatus;
+
+use super::action::Action;
+use super::cluster::Cluster;
+
+/// Runs the cluster until it ends; returns recluster's exit status.
+pub fn run(mut cluster: Cluster, spawner: &Spawner, events: &Receiver<Event>) -> i32 {
+    let mut executor = Executor {
+        spawner,
+        orphans_signaled: HashSet::new(),
+    };
+    let mut actions = cluster.start();
+    loop {
+        if let Some(code) = executor.execute(&mut cluster, actions) {
+            return code;
+        }
+        let event = match cluster.next_deadline() {
+            Some(deadline) => match events.recv_deadline(deadline) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return lost_signal_thread(),
+            },
+            None => match events.recv() {
+                Ok(event) => Some(event),
+                Err(_) => return lost_signal_thread(),
+            },
+        };
+        let now = Instant::now();
+        actions = match event {
+            Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
+            Some(Event::Reaped {
+                exits,
+                children_left,
+            }) => cluster.on_reaped(&exits, children_left, now),
+            None => Vec::new(),
+        };
+        actions.extend(cluster.on_timer(now));
+    }
+}
+
+fn lost_signal_thread() -> i32 {
+    error!("the signal thread has stopped; exiting");
+    exit_code::FAILURE
+}
+
+struct Executor<'a> {
+    spawner: &'a Spawner,
+    /// Adopted processes already sent the stop signal: each gets it once.
+    orphans_signaled: HashSet<i32>,
+}
+
+impl Executor<'_> {
+    /// Carries out actions (and those they lead to); `Some(code)` when recluster is to exit.
+    fn execute(&mut self, cluster: &mut Cluster, actions: Vec<Action>) -> Option<i32> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Spawn(identity) => match self.spawner.spawn(identity) {
+                    Ok(spawned) => {
+                        if let Some(e) = &spawned.exec_error {
+                            error!(
+                                "worker {} (pid {}): failed to execute the command: {e}",
+                                identity.id, spawned.pid
+                            );
+                        }
+                        cluster.spawned(identity, spawned.pid, Instant::now());
+                    }
+                    Err(e) => {
+                        error!("worker {}: {e}", identity.id);
+                        let status = match &e {
+                            SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
+                            SpawnError::System(..) => ProcessStatus::Exited(exit_code::FAILURE),
+                        };
+                        queue.extend(cluster.spawn_failed(identity, status, Instant::now()));
+                    }
+                },
+                Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
+                Action::SignalOrphans { signal, workers } => {
+                    for pid in descendants::children_of(std::process::id() as i32) {
+                        if !workers.contains(&pid) && self.orphans_signaled.insert(pid) {
+                            debug!("sending {signal} to adopted process {pid}");
+                            signal_process(pid, signal);
+                        }
+                    }
+                }
+                Action::KillAll { groups } => {
+                    for pgid in groups {
+                        signal_group(pgid, Sig::KILL);
+                    }
+                    for pid in descendants::children_of(std::process::id() as i32) {
+                        signal_process(pid, Sig::KILL);
+                    }
+                }
+                Action::SuspendSelf => {
+                    if startup::is_pid1() {
+                        debug!("not stopping itself: PID 1 cannot be stopped");
+                    } else {
+                        signal_process(std::process::id() as i32, Sig::STOP);
+                    }
+                }
+                Action::Exit(code) => return Some(code),
+            }
+        }
+        None
+    }
+}
+
+fn signal_group(pgid: i32, signal: Sig) {
+    // SAFETY: killpg has no memory effects; a vanished group gives ESRCH.
+    if unsafe { libc::killpg(pgid, signal.number()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            warn!("failed to send {signal} to process group {pgid}: {e}");
+        }
+    }
+}
+
+fn signal_process(pid: i32, signal: Sig) {
+    // SAFETY: kill has no memory effects; a vanished process gives ESRCH.
+    if unsafe { libc::kill(pid, signal.number()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            warn!("failed to send {signal} to process {pid}: {e}");
+        }
+    }
+}
