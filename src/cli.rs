@@ -92,7 +92,6 @@ pub struct Cli {
         required = true,
         num_args = 1..,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_parser = clap::value_parser!(OsString)
     )]
     pub command: Vec<OsString>,
@@ -134,6 +133,12 @@ mod tests {
     #[test]
     fn the_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_mistyped_flag_is_not_taken_for_the_command() {
+        let err = Cli::try_parse_from(["recluster", "--workrs", "2", "./server"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

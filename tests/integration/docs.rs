@@ -1,0 +1,52 @@
+//! The man page must keep up with the command line.
+
+use clap::CommandFactory;
+
+#[test]
+fn the_man_page_lists_every_flag() {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
+    let command = recluster::cli::Cli::command();
+    for arg in command.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(
+                man.contains(&escaped),
+                "man/recluster.1 does not mention --{long}"
+            );
+        }
+        if let Some(short) = arg.get_short() {
+            assert!(
+                man.contains(&format!("\\-{short}")),
+                "man/recluster.1 does not mention -{short}"
+            );
+        }
+        if let Some(env) = arg.get_env() {
+            let env = env.to_str().unwrap();
+            assert!(man.contains(env), "man/recluster.1 does not mention {env}");
+        }
+    }
+}
+
+#[test]
+fn every_option_in_the_man_page_exists() {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
+    let command = recluster::cli::Cli::command();
+    let longs: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .chain(["help".to_string(), "version".to_string()])
+        .collect();
+    for line in man.lines().filter(|l| l.starts_with("\\fB\\-\\-")) {
+        let flag = line.trim_start_matches("\\fB\\-\\-").replace("\\-", "-");
+        let name = flag
+            .split(|c: char| c == '\\' || c == '=' || c.is_whitespace())
+            .next()
+            .unwrap();
+        assert!(
+            longs.iter().any(|l| l == name),
+            "man page documents --{name}, which recluster does not have"
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Runs the real recluster binary with the example worker and watches what happens. Every wait has a
+//! deadline that only decides when a test fails; nothing sleeps to synchronise. A `Cluster` that is
+//! dropped kills what it started; a failing expectation prints the whole history of the run.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+
+/// How long any expected event may take on a loaded machine before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn recluster_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_recluster"))
+}
+
+/// The example worker, which `cargo test` builds beside the binaries.
+pub fn worker_bin() -> PathBuf {
+    let path = recluster_bin().parent().unwrap().join("examples/worker");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub stream: Stream,
+    pub text: String,
+}
+
+impl Line {
+    /// For worker lines `kind key=value ...`: the kind.
+    pub fn kind(&self) -> &str {
+        self.text.split_whitespace().next().unwrap_or("")
+    }
+
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    pub fn num(&self, key: &str) -> i32 {
+        self.field(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no number {key}= in {:?}", self.text))
+    }
+
+    pub fn is_worker(&self, kind: &str) -> bool {
+        self.stream == Stream::Stdout && self.kind() == kind
+    }
+
+    pub fn is_log(&self, fragment: &str) -> bool {
+        self.stream == Stream::Stderr && self.text.contains(fragment)
+    }
+}
+
+enum Output {
+    Line(Line),
+    Eof,
+}
+
+pub struct Cluster {
+    pub pid: i32,
+    output: Receiver<Output>,
+    exit: Receiver<ExitStatus>,
+    pub history: Vec<Line>,
+    status: Option<ExitStatus>,
+    open_streams: usize,
+}
+
+/// How to start recluster: its arguments, extra environment, a wrapper command (e.g. `unshare`).
+pub struct Launch {
+    command: Command,
+}
+
+impl Launch {
+    pub fn new<I, S>(args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(recluster_bin());
+        command.args(args);
+        Launch { command }
+    }
+
+    /// Runs recluster under another program: `wrapper[0] wrapper[1..] recluster args`.
+    pub fn wrapped<I, S>(wrapper: &[&str], args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(recluster_bin()).args(args);
+        Launch { command }
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Launch {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
+    pub fn start(mut self) -> Cluster {
+        // Its own process group, as a shell's foreground job: signalling the group is what a
+        // terminal's Ctrl-C does.
+        self.command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("start recluster");
+        let (sender, output) = unbounded();
+        read_lines(child.stdout.take().unwrap(), Stream::Stdout, sender.clone());
+        read_lines(child.stderr.take().unwrap(), Stream::Stderr, sender);
+        let (exit_sender, exit) = unbounded();
+        let pid = child.id() as i32;
+        thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_sender.send(status);
+            }
+        });
+        Cluster {
+            pid,
+            output,
+            exit,
+            history: Vec::new(),
+            status: None,
+            open_streams: 2,
+        }
+    }
+}
+
+fn read_lines(stream: impl Read + Send + 'static, which: Stream, sender: Sender<Output>) {
+    thread::spawn(move || {
+        for text in BufReader::new(stream).lines() {
+            let Ok(text) = text else { break };
+            if sender
+                .send(Output::Line(Line {
+                    stream: which,
+                    text,
+                }))
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sender.send(Output::Eof);
+    });
+}
+
+impl Cluster {
+    /// Starts `recluster ARGS -- worker WORKER_ARGS`.
+    pub fn start(args: &[&str], worker_args: &[&str]) -> Cluster {
+        Launch::new(cluster_args(args, worker_args)).start()
+    }
+
+    /// Waits for the next line (after those already seen) that matches; returns it.
+    pub fn expect(&mut self, what: &str, matches: impl Fn(&Line) -> bool) -> Line {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.output.recv_deadline(deadline) {
+                Ok(Output::Line(line)) => {
+                    self.history.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Ok(Output::Eof) => {
+                    self.open_streams -= 1;
+                    if self.open_streams == 0 {
+                        self.fail(&format!("output ended while waiting for {what}"));
+                    }
+                }
+                Err(_) => self.fail(&format!("timed out waiting for {what}")),
+            }
+        }
+    }
+
+    /// Waits for a recluster log line containing `fragment`.
+    pub fn expect_log(&mut self, fragment: &str) -> Line {
+        self.expect(&format!("log {fragment:?}"), |l| l.is_log(fragment))
+    }
+
+    /// Waits for `n` `ready` lines; returns them ordered by WORKER_ID.
+    pub fn ready(&mut self, n: usize) -> Vec<Line> {
+        let mut ready: Vec<Line> = (0..n)
+            .map(|i| {
+                self.expect(&format!("ready line {} of {n}", i + 1), |l| {
+                    l.is_worker("ready")
+                })
+            })
+            .collect();
+        ready.sort_by_key(|l| l.num("id"));
+        ready
+    }
+
+    /// Sends a signal to recluster itself.
+    pub fn send(&self, signal: i32) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.pid, signal) };
+    }
+
+    /// Sends a signal to recluster's process group, as a terminal does for Ctrl-C.
+    pub fn send_to_group(&self, signal: i32) {
+        // SAFETY: killpg has no memory effects.
+        unsafe { libc::killpg(self.pid, signal) };
+    }
+
+    /// Waits until recluster exits and both its output streams are closed (every process that
+    /// shared them is gone); returns its exit status.
+    pub fn finish(&mut self) -> ExitStatus {
+        let status = match self.exit.recv_timeout(DEADLINE) {
+            Ok(status) => status,
+            Err(_) => self.fail("recluster did not exit"),
+        };
+        self.status = Some(status);
+        let deadline = Instant::now() + DEADLINE;
+        while self.open_streams > 0 {
+            match self.output.recv_deadline(deadline) {
+                Ok(Output::Line(line)) => self.history.push(line),
+                Ok(Output::Eof) => self.open_streams -= 1,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail("recluster exited but a process it started still holds its output")
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        status
+    }
+
+    /// `finish`, then the exit code (a test that expects a code must not see a signal).
+    pub fn exit_code(&mut self) -> i32 {
+        let status = self.finish();
+        status.code().unwrap_or_else(|| {
+            self.fail(&format!(
+                "recluster was killed by signal {:?}",
+                status.signal()
+            ))
+        })
+    }
+
+    /// Lines seen so far for which `matches` holds.
+    pub fn seen(&self, matches: impl Fn(&Line) -> bool) -> Vec<&Line> {
+        self.history.iter().filter(|l| matches(l)).collect()
+    }
+
+    /// Panics with everything recluster and its workers printed.
+    pub fn fail(&self, why: &str) -> ! {
+        let history: Vec<String> = self
+            .history
+            .iter()
+            .map(|l| {
+                format!(
+                    "  {} {}",
+                    if l.stream == Stream::Stdout {
+                        "out"
+                    } else {
+                        "err"
+                    },
+                    l.text
+                )
+            })
+            .collect();
+        panic!(
+            "{why}\n--- recluster (pid {}) so far:\n{}",
+            self.pid,
+            history.join("\n")
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // Kill every worker group seen, then recluster (which takes its workers with it).
+        for line in &self.history {
+            if let Some(pid) = line.field("pid").and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: signalling processes this test started.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        self.send(libc::SIGKILL);
+        let _ = self.exit.recv_timeout(DEADLINE);
+    }
+}
+
+pub fn cluster_args(args: &[&str], worker_args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.push("--".to_string());
+    all.push(worker_bin().display().to_string());
+    all.extend(worker_args.iter().map(|s| s.to_string()));
+    all
+}
+
+/// Runs recluster to completion with no input; returns (exit code, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(recluster_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run recluster");
+    (
+        out.status.code().expect("recluster exited by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A process's state letter from /proc (R, S, Z, ...), or `None` when it no longer exists.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Running, sleeping or stopped: anything but gone or a zombie.
+pub fn is_running(pid: i32) -> bool {
+    !matches!(process_state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Waits (polling /proc, with a deadline) until `condition` holds; false if it never did.
+pub fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // After the comm: state is field 3 of stat, utime 14 and stime 15 (1-based).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}

@@ -1,0 +1,13 @@
+//! One integration-test binary: every module starts the real `recluster` with the example worker
+//! and asserts on what can be observed — lines printed, signals received, pids alive, exit status.
+
+mod harness;
+
+mod docs;
+mod exit_status;
+mod reaping;
+mod respawn;
+mod robustness;
+mod signals;
+mod stopping;
+mod workers;
