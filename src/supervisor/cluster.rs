@@ -561,3 +561,420 @@ fn backoff(policy: &Policy, early_deaths: u32) -> Duration {
         .saturating_mul(factor)
         .min(policy.restart_max_delay)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CrashLimit;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> Policy {
+        Policy {
+            restart: RestartMode::Always,
+            restart_delay: 100 * MS,
+            restart_max_delay: 400 * MS,
+            crash_limit: None,
+            min_uptime: 1000 * MS,
+            stop_signal: Sig::TERM,
+            kill_timeout: 5000 * MS,
+        }
+    }
+
+    /// A cluster whose slots all run, with pids 100, 101, ...
+    fn running(policy: Policy, workers: u32, now: Instant) -> Cluster {
+        let mut cluster = Cluster::new(policy, workers);
+        for action in cluster.start() {
+            let Action::Spawn(identity) = action else {
+                panic!("{action:?}")
+            };
+            cluster.spawned(identity, 100 + identity.id as i32, now);
+        }
+        cluster
+    }
+
+    fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
+        vec![Exit { pid, status }]
+    }
+
+    fn spawned_ids(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn(identity) => Some(identity.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn start_spawns_every_slot_with_its_identity() {
+        let mut cluster = Cluster::new(policy(), 3);
+        let actions = cluster.start();
+        let expected: Vec<Action> = (0..3)
+            .map(|id| {
+                Action::Spawn(WorkerIdentity {
+                    id,
+                    count: 3,
+                    generation: 0,
+                })
+            })
+            .collect();
+        assert_eq!(actions, expected);
+    }
+
+    #[test]
+    fn nothing_wakes_the_supervisor_while_all_is_well() {
+        let t0 = Instant::now();
+        let cluster = running(policy(), 4, t0);
+        assert_eq!(cluster.next_deadline(), None);
+    }
+
+    #[test]
+    fn early_deaths_back_off_doubling_up_to_the_maximum() {
+        let mut now = Instant::now();
+        let mut cluster = running(policy(), 1, now);
+        let mut pid = 100;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            now += 10 * MS;
+            assert!(
+                cluster
+                    .on_reaped(&exit(pid, ProcessStatus::Exited(1)), false, now)
+                    .is_empty()
+            );
+            let due = cluster.next_deadline().unwrap();
+            delays.push(due - now);
+            assert!(cluster.on_timer(due - MS).is_empty(), "not before its time");
+            now = due;
+            let actions = cluster.on_timer(now);
+            assert_eq!(spawned_ids(&actions), [0]);
+            pid += 1;
+            cluster.spawned(
+                WorkerIdentity {
+                    id: 0,
+                    count: 1,
+                    generation: 0,
+                },
+                pid,
+                now,
+            );
+        }
+        assert_eq!(delays, [100 * MS, 200 * MS, 400 * MS, 400 * MS, 400 * MS]);
+    }
+
+    #[test]
+    fn a_healthy_worker_is_replaced_at_once_and_resets_the_backoff() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 1, t0);
+        cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), false, t0 + 10 * MS);
+        let t1 = cluster.next_deadline().unwrap();
+        cluster.on_timer(t1);
+        cluster.spawned(
+            WorkerIdentity {
+                id: 0,
+                count: 1,
+                generation: 0,
+            },
+            101,
+            t1,
+        );
+        let t2 = t1 + 2000 * MS; // ran longer than --min-uptime
+        cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), false, t2);
+        assert_eq!(cluster.next_deadline(), Some(t2));
+        assert_eq!(spawned_ids(&cluster.on_timer(t2)), [0]);
+        assert_eq!(cluster.slots[0].early_deaths, 0);
+    }
+
+    #[test]
+    fn a_crash_loop_stops_the_others_and_exits_with_the_crashing_status() {
+        let limit = CrashLimit {
+            max_restarts: 1,
+            window: 60_000 * MS,
+        };
+        let mut now = Instant::now();
+        let mut cluster = running(
+            Policy {
+                crash_limit: Some(limit),
+                ..policy()
+            },
+            2,
+            now,
+        );
+        now += MS;
+        cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), true, now);
+        now = cluster.next_deadline().unwrap();
+        cluster.on_timer(now);
+        cluster.spawned(
+            WorkerIdentity {
+                id: 1,
+                count: 2,
+                generation: 0,
+            },
+            102,
+            now,
+        );
+        now += MS;
+        let actions = cluster.on_reaped(&exit(102, ProcessStatus::Exited(3)), true, now);
+        assert!(
+            actions.contains(&Action::SignalGroup {
+                pgid: 100,
+                signal: Sig::TERM
+            }),
+            "{actions:?}"
+        );
+        let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, now);
+        assert_eq!(actions, [Action::Exit(3)]);
+    }
+
+    #[test]
+    fn restarts_outside_the_window_do_not_count() {
+        let limit = CrashLimit {
+            max_restarts: 1,
+            window: 1000 * MS,
+        };
+        let mut now = Instant::now();
+        let mut cluster = running(
+            Policy {
+                crash_limit: Some(limit),
+                ..policy()
+            },
+            1,
+            now,
+        );
+        for pid in 100..105 {
+            now += 2000 * MS; // each crash far from the previous one
+            let actions = cluster.on_reaped(&exit(pid, ProcessStatus::Exited(1)), false, now);
+            assert!(actions.is_empty(), "gave up at pid {pid}: {actions:?}");
+            now = cluster.next_deadline().unwrap();
+            cluster.on_timer(now);
+            cluster.spawned(
+                WorkerIdentity {
+                    id: 0,
+                    count: 1,
+                    generation: 0,
+                },
+                pid + 1,
+                now,
+            );
+        }
+    }
+
+    #[test]
+    fn a_graceful_stop_signals_every_group_and_exits_when_all_are_gone() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        let actions = cluster.on_signal(Sig::INT, t0);
+        assert_eq!(
+            actions,
+            [
+                Action::SignalGroup {
+                    pgid: 100,
+                    signal: Sig::INT
+                },
+                Action::SignalGroup {
+                    pgid: 101,
+                    signal: Sig::INT
+                },
+                Action::SignalOrphans {
+                    signal: Sig::INT,
+                    workers: vec![100, 101]
+                },
+            ]
+        );
+        assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
+        assert!(
+            cluster
+                .on_reaped(&exit(100, ProcessStatus::Killed(Sig::INT)), true, t0)
+                .is_empty()
+        );
+        let actions = cluster.on_reaped(&exit(101, ProcessStatus::Exited(0)), false, t0);
+        assert_eq!(actions, [Action::Exit(0)]);
+    }
+
+    #[test]
+    fn the_stop_waits_for_processes_the_workers_left_behind() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 1, t0);
+        cluster.on_signal(Sig::TERM, t0);
+        let actions = cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+        assert_eq!(
+            actions,
+            [Action::SignalOrphans {
+                signal: Sig::TERM,
+                workers: vec![]
+            }]
+        );
+        let actions = cluster.on_timer(t0 + 5000 * MS);
+        assert_eq!(actions, [Action::KillAll { groups: vec![] }]);
+        let actions = cluster.on_reaped(&exit(555, ProcessStatus::Killed(Sig::KILL)), false, t0);
+        assert_eq!(
+            actions,
+            [Action::Exit(0)],
+            "the workers' statuses decide, not the orphans'"
+        );
+    }
+
+    #[test]
+    fn the_kill_timeout_kills_what_remains_and_gives_137() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        cluster.on_signal(Sig::TERM, t0);
+        cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+        assert!(cluster.on_timer(t0 + 4999 * MS).is_empty());
+        let actions = cluster.on_timer(t0 + 5000 * MS);
+        assert_eq!(actions, [Action::KillAll { groups: vec![101] }]);
+        let actions = cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), false, t0);
+        assert_eq!(actions, [Action::Exit(137)]);
+    }
+
+    #[test]
+    fn a_second_stop_signal_kills_at_once() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 1, t0);
+        cluster.on_signal(Sig::TERM, t0);
+        assert_eq!(
+            cluster.on_signal(Sig::INT, t0),
+            [Action::KillAll { groups: vec![100] }]
+        );
+        assert_eq!(cluster.next_deadline(), None);
+    }
+
+    #[test]
+    fn no_respawn_once_stopping() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0);
+        cluster.on_signal(Sig::TERM, t0);
+        assert!(spawned_ids(&cluster.on_timer(t0 + 60_000 * MS)).is_empty());
+        let actions = cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::TERM)), false, t0);
+        assert_eq!(
+            actions,
+            [Action::Exit(1)],
+            "slot 0's last worker exited with 1"
+        );
+    }
+
+    #[test]
+    fn scaling_down_stops_the_highest_slot_and_kills_it_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 3, t0);
+        assert_eq!(
+            cluster.on_signal(Sig::TTOU, t0),
+            [Action::SignalGroup {
+                pgid: 102,
+                signal: Sig::TERM
+            }]
+        );
+        assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
+        assert_eq!(
+            cluster.on_timer(t0 + 5000 * MS),
+            [Action::SignalGroup {
+                pgid: 102,
+                signal: Sig::KILL
+            }]
+        );
+        cluster.on_reaped(&exit(102, ProcessStatus::Killed(Sig::KILL)), true, t0);
+        assert_eq!(cluster.worker_pids(), [100, 101]);
+        let actions = cluster.on_signal(Sig::TTIN, t0);
+        assert_eq!(
+            actions,
+            [Action::Spawn(WorkerIdentity {
+                id: 2,
+                count: 3,
+                generation: 0
+            })]
+        );
+    }
+
+    #[test]
+    fn the_last_worker_is_never_scaled_away() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 1, t0);
+        assert!(cluster.on_signal(Sig::TTOU, t0).is_empty());
+        assert_eq!(cluster.worker_pids(), [100]);
+    }
+
+    #[test]
+    fn other_signals_are_forwarded_to_every_worker() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        let usr1 = Sig::from_number(libc::SIGUSR1).unwrap();
+        assert_eq!(
+            cluster.on_signal(usr1, t0),
+            [
+                Action::SignalGroup {
+                    pgid: 100,
+                    signal: usr1
+                },
+                Action::SignalGroup {
+                    pgid: 101,
+                    signal: usr1
+                },
+            ]
+        );
+        let actions = cluster.on_signal(Sig::TSTP, t0);
+        assert_eq!(actions.last(), Some(&Action::SuspendSelf));
+    }
+
+    #[test]
+    fn with_restart_never_the_cluster_ends_with_the_lowest_failing_status() {
+        let t0 = Instant::now();
+        let mut cluster = running(
+            Policy {
+                restart: RestartMode::Never,
+                ..policy()
+            },
+            3,
+            t0,
+        );
+        cluster.on_reaped(&exit(102, ProcessStatus::Exited(5)), true, t0);
+        cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+        let actions = cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), false, t0);
+        assert_eq!(
+            actions,
+            [
+                Action::SignalOrphans {
+                    signal: Sig::TERM,
+                    workers: vec![]
+                },
+                Action::Exit(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn on_failure_follows_systemds_clean_exits() {
+        for (status, restarts) in [
+            (ProcessStatus::Exited(0), false),
+            (ProcessStatus::Exited(1), true),
+            (ProcessStatus::Killed(Sig::TERM), false),
+            (ProcessStatus::Killed(Sig::INT), false),
+            (ProcessStatus::Killed(Sig::KILL), true),
+        ] {
+            assert_eq!(
+                restarts_after(RestartMode::OnFailure, status),
+                restarts,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_spawn_backs_off_like_an_early_death() {
+        let t0 = Instant::now();
+        let mut cluster = Cluster::new(policy(), 1);
+        cluster.start();
+        let identity = WorkerIdentity {
+            id: 0,
+            count: 1,
+            generation: 0,
+        };
+        assert!(
+            cluster
+                .spawn_failed(identity, ProcessStatus::Exited(127), t0)
+                .is_empty()
+        );
+        assert_eq!(cluster.next_deadline(), Some(t0 + 100 * MS));
+    }
+}
