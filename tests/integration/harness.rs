@@ -79,6 +79,9 @@ pub struct Cluster {
     output: Receiver<Output>,
     exit: Receiver<ExitStatus>,
     pub history: Vec<Line>,
+    /// Per stream, the index in `history` after the last line an `expect` matched: order holds
+    /// within a stream, never across stdout and stderr (two pipes).
+    cursors: [usize; 2],
     status: Option<ExitStatus>,
     open_streams: usize,
 }
@@ -143,6 +146,7 @@ impl Launch {
             output,
             exit,
             history: Vec::new(),
+            cursors: [0, 0],
             status: None,
             open_streams: 2,
         }
@@ -173,17 +177,22 @@ impl Cluster {
         Launch::new(cluster_args(args, worker_args)).start()
     }
 
-    /// Waits for the next line (after those already seen) that matches; returns it.
+    /// Waits for the next line of its stream, after the last one matched there, that matches.
     pub fn expect(&mut self, what: &str, matches: impl Fn(&Line) -> bool) -> Line {
         let deadline = Instant::now() + DEADLINE;
+        let mut checked = self.cursors[0].min(self.cursors[1]);
         loop {
-            match self.output.recv_deadline(deadline) {
-                Ok(Output::Line(line)) => {
-                    self.history.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
+            while checked < self.history.len() {
+                let line = &self.history[checked];
+                let stream = line.stream as usize;
+                if checked >= self.cursors[stream] && matches(line) {
+                    self.cursors[stream] = checked + 1;
+                    return line.clone();
                 }
+                checked += 1;
+            }
+            match self.output.recv_deadline(deadline) {
+                Ok(Output::Line(line)) => self.history.push(line),
                 Ok(Output::Eof) => {
                     self.open_streams -= 1;
                     if self.open_streams == 0 {
