@@ -107,6 +107,10 @@ pub enum RestartMode {
 fn parse_workers(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(0) => Err("the number of workers must be at least 1".to_string()),
+        Ok(n) if n > crate::config::MAX_WORKERS => Err(format!(
+            "the number of workers must be at most {}",
+            crate::config::MAX_WORKERS
+        )),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{text}' is not a whole number")),
     }

@@ -9,6 +9,9 @@ use crate::cpus;
 use crate::error::Error;
 use crate::signal::Sig;
 
+/// The most workers one recluster runs (far above any machine's cores; it bounds memory).
+pub const MAX_WORKERS: u32 = 65536;
+
 /// systemd's DefaultStartLimitIntervalSec, used when only --max-restarts is given.
 const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(10);
 

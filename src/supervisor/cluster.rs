@@ -361,7 +361,7 @@ impl Cluster {
         } else {
             info!("{who} {status}, restarting in {}", format_duration(delay));
         }
-        slot.respawn_at = Some(now + delay);
+        slot.respawn_at = Some(later(now, delay));
     }
 
     fn begin_stop(&mut self, signal: Sig, outcome: Outcome, now: Instant) -> Vec<Action> {
@@ -386,7 +386,7 @@ impl Cluster {
         });
         self.phase = Phase::Stopping(Stop {
             signal,
-            deadline: now + self.policy.kill_timeout,
+            deadline: later(now, self.policy.kill_timeout),
             killed: false,
             orphans_signaled: false,
             outcome,
@@ -463,6 +463,13 @@ impl Cluster {
     }
 
     fn scale_up(&mut self) -> Vec<Action> {
+        if self.slots.len() >= crate::config::MAX_WORKERS as usize {
+            warn!(
+                "received SIGTTIN with {} workers, the most recluster runs: ignoring it",
+                self.slots.len()
+            );
+            return Vec::new();
+        }
         let id = self.slots.len() as u32;
         self.slots.push(Slot::new(id));
         info!(
@@ -488,7 +495,7 @@ impl Cluster {
             return Vec::new();
         };
         worker.stop_sent = Some(self.policy.stop_signal);
-        worker.kill_at = Some(now + self.policy.kill_timeout);
+        worker.kill_at = Some(later(now, self.policy.kill_timeout));
         self.leaving.push(worker);
         vec![Action::SignalGroup {
             pgid: worker.pid,
@@ -551,6 +558,12 @@ fn restart_mode_name(mode: RestartMode) -> &'static str {
         RestartMode::OnFailure => "on-failure",
         RestartMode::Never => "never",
     }
+}
+
+/// `now + duration`, saturating: a duration too long for the clock means "never" in practice.
+fn later(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)))
 }
 
 /// `--restart-delay` doubled for each consecutive early death after the first, capped.
@@ -958,6 +971,18 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn an_enormous_kill_timeout_does_not_overflow_the_clock() {
+        let t0 = Instant::now();
+        let huge = Policy {
+            kill_timeout: Duration::MAX,
+            ..policy()
+        };
+        let mut cluster = running(huge, 1, t0);
+        cluster.on_signal(Sig::TERM, t0);
+        assert!(cluster.next_deadline().unwrap() > t0 + Duration::from_secs(86_400 * 365 * 100));
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn usage_errors_exit_2_with_one_line_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["-n", "0", worker], "--workers"),
         (&["-n", "four", worker], "--workers"),
+        (&["-n", "4294967295", worker], "--workers"),
         (&["--restart", "sometimes", worker], "--restart"),
         (&["--kill-timeout", "5parsecs", worker], "--kill-timeout"),
         (&["--stop-signal", "SIGNOPE", worker], "--stop-signal"),
