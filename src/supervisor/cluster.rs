@@ -606,6 +606,33 @@ mod tests {
         cluster
     }
 
+    fn crash_limited(max_restarts: u32, window: Duration) -> Policy {
+        Policy {
+            crash_limit: Some(CrashLimit {
+                max_restarts,
+                window,
+            }),
+            ..policy()
+        }
+    }
+
+    /// Runs the clock to the pending respawn of slot `id`, checks it, records it as `pid`.
+    fn respawn_due(cluster: &mut Cluster, id: u32, pid: i32) -> Instant {
+        let due = cluster.next_deadline().expect("a respawn is pending");
+        assert_eq!(spawned_ids(&cluster.on_timer(due)), [id]);
+        let count = cluster.slots.len() as u32;
+        cluster.spawned(
+            WorkerIdentity {
+                id,
+                count,
+                generation: 0,
+            },
+            pid,
+            due,
+        );
+        due
+    }
+
     fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
         vec![Exit { pid, status }]
     }
@@ -659,19 +686,8 @@ mod tests {
             let due = cluster.next_deadline().unwrap();
             delays.push(due - now);
             assert!(cluster.on_timer(due - MS).is_empty(), "not before its time");
-            now = due;
-            let actions = cluster.on_timer(now);
-            assert_eq!(spawned_ids(&actions), [0]);
             pid += 1;
-            cluster.spawned(
-                WorkerIdentity {
-                    id: 0,
-                    count: 1,
-                    generation: 0,
-                },
-                pid,
-                now,
-            );
+            now = respawn_due(&mut cluster, 0, pid);
         }
         assert_eq!(delays, [100 * MS, 200 * MS, 400 * MS, 400 * MS, 400 * MS]);
     }
@@ -681,17 +697,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cluster = running(policy(), 1, t0);
         cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), false, t0 + 10 * MS);
-        let t1 = cluster.next_deadline().unwrap();
-        cluster.on_timer(t1);
-        cluster.spawned(
-            WorkerIdentity {
-                id: 0,
-                count: 1,
-                generation: 0,
-            },
-            101,
-            t1,
-        );
+        let t1 = respawn_due(&mut cluster, 0, 101);
         let t2 = t1 + 2000 * MS; // ran longer than --min-uptime
         cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), false, t2);
         assert_eq!(cluster.next_deadline(), Some(t2));
@@ -701,33 +707,11 @@ mod tests {
 
     #[test]
     fn a_crash_loop_stops_the_others_and_exits_with_the_crashing_status() {
-        let limit = CrashLimit {
-            max_restarts: 1,
-            window: 60_000 * MS,
-        };
         let mut now = Instant::now();
-        let mut cluster = running(
-            Policy {
-                crash_limit: Some(limit),
-                ..policy()
-            },
-            2,
-            now,
-        );
+        let mut cluster = running(crash_limited(1, 60_000 * MS), 2, now);
         now += MS;
         cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), true, now);
-        now = cluster.next_deadline().unwrap();
-        cluster.on_timer(now);
-        cluster.spawned(
-            WorkerIdentity {
-                id: 1,
-                count: 2,
-                generation: 0,
-            },
-            102,
-            now,
-        );
-        now += MS;
+        now = respawn_due(&mut cluster, 1, 102) + MS;
         let actions = cluster.on_reaped(&exit(102, ProcessStatus::Exited(3)), true, now);
         assert!(
             actions.contains(&Action::SignalGroup {
@@ -742,34 +726,13 @@ mod tests {
 
     #[test]
     fn restarts_outside_the_window_do_not_count() {
-        let limit = CrashLimit {
-            max_restarts: 1,
-            window: 1000 * MS,
-        };
         let mut now = Instant::now();
-        let mut cluster = running(
-            Policy {
-                crash_limit: Some(limit),
-                ..policy()
-            },
-            1,
-            now,
-        );
+        let mut cluster = running(crash_limited(1, 1000 * MS), 1, now);
         for pid in 100..105 {
             now += 2000 * MS; // each crash far from the previous one
             let actions = cluster.on_reaped(&exit(pid, ProcessStatus::Exited(1)), false, now);
             assert!(actions.is_empty(), "gave up at pid {pid}: {actions:?}");
-            now = cluster.next_deadline().unwrap();
-            cluster.on_timer(now);
-            cluster.spawned(
-                WorkerIdentity {
-                    id: 0,
-                    count: 1,
-                    generation: 0,
-                },
-                pid + 1,
-                now,
-            );
+            now = respawn_due(&mut cluster, 0, pid + 1);
         }
     }
 
