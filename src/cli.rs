@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::listen::ListenSpec;
 use crate::signal::Sig;
 
 const ABOUT: &str = "Run any single-process program as a multi-core cluster: N workers, each with a \
@@ -77,6 +78,23 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
     pub kill_timeout: Duration,
 
+    /// Bind ADDR before starting workers and pass the socket to each (fds 3, 4, ... in the order
+    /// given; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and EINHORN_FD_*). ADDR: HOST:PORT,
+    /// [V6]:PORT, :PORT (all interfaces) or unix:PATH; NAME goes to LISTEN_FDNAMES [default name:
+    /// listen]. Repeatable
+    #[arg(short = 'l', long, value_name = "[NAME=]ADDR", env = "RECLUSTER_LISTEN", value_parser = parse_listen)]
+    pub listen: Vec<ListenSpec>,
+
+    /// One SO_REUSEPORT socket per address per worker slot instead of one shared socket: the
+    /// kernel spreads connections over the slots; each slot's socket outlives its workers
+    #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER")]
+    pub socket_per_worker: bool,
+
+    /// The listen backlog of every socket recluster binds (the kernel caps it at
+    /// net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), env = "RECLUSTER_BACKLOG")]
+    pub backlog: i32,
+
     /// More log detail (-v: debug, -vv: trace)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -114,6 +132,10 @@ fn parse_workers(text: &str) -> Result<u32, String> {
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{text}' is not a whole number")),
     }
+}
+
+fn parse_listen(text: &str) -> Result<ListenSpec, String> {
+    text.parse()
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cli::{Cli, RestartMode};
 use crate::cpus;
 use crate::error::Error;
+use crate::listen::{ListenAddress, ListenSpec};
 use crate::signal::Sig;
 
 /// The most workers one recluster runs (far above any machine's cores; it bounds memory).
@@ -23,6 +24,9 @@ pub struct Config {
     /// Whether -v/-q were given (they take precedence over RUST_LOG).
     pub log_level_from_flags: bool,
     pub command: Vec<OsString>,
+    pub listen: Vec<ListenSpec>,
+    pub socket_per_worker: bool,
+    pub backlog: i32,
 }
 
 /// What the supervisor decides with: when to restart, how to stop.
@@ -70,6 +74,17 @@ impl Config {
                 "--restart-window must be longer than 0s".to_string(),
             ));
         }
+        if cli.socket_per_worker
+            && let Some(unix) = cli
+                .listen
+                .iter()
+                .find(|s| matches!(s.address, ListenAddress::Unix(_)))
+        {
+            return Err(Error::Usage(format!(
+                "--socket-per-worker needs TCP addresses: {} cannot be split per worker (SO_REUSEPORT is TCP only); drop --socket-per-worker or listen on HOST:PORT",
+                unix.address
+            )));
+        }
         let log_level = match (cli.verbose, cli.quiet) {
             (0, 0) => log::LevelFilter::Info,
             (1, _) => log::LevelFilter::Debug,
@@ -92,6 +107,9 @@ impl Config {
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
             command: cli.command,
+            listen: cli.listen,
+            socket_per_worker: cli.socket_per_worker,
+            backlog: cli.backlog,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::io;
 
 use crate::command::CommandError;
 use crate::exit_code;
+use crate::socket::BindError;
 
 #[derive(Debug)]
 pub enum Error {
@@ -13,6 +14,8 @@ pub enum Error {
     Usage(String),
     /// The command cannot be run (126 / 127).
     Command(CommandError),
+    /// A listening socket could not be bound (or an inherited one is not a socket).
+    Bind(BindError),
     /// A system call recluster needs failed before or while running the cluster.
     System {
         doing: &'static str,
@@ -32,7 +35,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit_code::USAGE,
             Error::Command(e) => e.exit_code(),
-            Error::System { .. } => exit_code::FAILURE,
+            Error::Bind(_) | Error::System { .. } => exit_code::FAILURE,
         }
     }
 }
@@ -42,6 +45,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(message) => f.write_str(message),
             Error::Command(e) => e.fmt(f),
+            Error::Bind(e) => e.fmt(f),
             Error::System { doing, source } => write!(f, "failed to {doing}: {source}"),
         }
     }

@@ -11,10 +11,12 @@ pub mod descendants;
 pub mod error;
 pub mod event;
 pub mod exit_code;
+pub mod listen;
 pub mod logging;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;
+pub mod socket;
 pub mod spawn;
 pub mod startup;
 pub mod status;
@@ -28,6 +30,7 @@ use clap::error::ErrorKind;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Error;
+use crate::socket::Sockets;
 use crate::spawn::Spawner;
 use crate::supervisor::cluster::Cluster;
 
@@ -113,12 +116,48 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         );
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
-    let spawner = Spawner::new(config.command.clone(), inherited)
+    let sockets = listening_sockets(&config)?;
+    let mut spawner = Spawner::new(config.command.clone(), inherited, sockets)
         .map_err(|e| Error::system("open /dev/null", e))?;
     let (sender, events) = crossbeam_channel::unbounded();
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
     let cluster = Cluster::new(config.policy, config.workers);
-    Ok(supervisor::run(cluster, &spawner, &events))
+    Ok(supervisor::run(cluster, &mut spawner, &events))
+}
+
+/// The sockets a service manager passed to recluster, or those `--listen` names, bound now —
+/// before any worker starts, so a bad address fails at once.
+fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
+    let sockets = match Sockets::inherited().map_err(Error::Bind)? {
+        Some(inherited) if !config.listen.is_empty() => {
+            drop(inherited);
+            return Err(Error::Usage(
+                "recluster was started with sockets (LISTEN_FDS) and --listen: use one or the other".to_string(),
+            ));
+        }
+        Some(_) if config.socket_per_worker => {
+            return Err(Error::Usage(
+                "--socket-per-worker cannot split the sockets recluster was started with (LISTEN_FDS): drop it".to_string(),
+            ));
+        }
+        Some(inherited) => inherited,
+        None => Sockets::bind(&config.listen, config.socket_per_worker, config.backlog)
+            .map_err(Error::Bind)?,
+    };
+    for (i, listener) in sockets.listeners().iter().enumerate() {
+        log::info!(
+            "listening on {} (fd {} in each worker, named {}{})",
+            listener.local,
+            3 + i,
+            listener.name,
+            if config.socket_per_worker {
+                ", one socket per worker"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(sockets)
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@
 //!    death signal follows the thread that forked);
 //! 3. default dispositions for the signals recluster ignored itself, and an empty signal mask;
 //! 4. stdin from /dev/null, every fd from 3 up close-on-exec;
-//! 5. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
+//! 5. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
+//!    source and target collide, then `dup2`ed into place, which clears close-on-exec — and the
+//!    child's own pid written into `LISTEN_PID` (libsystemd ignores the fds unless it matches);
+//! 6. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
 //! An exec failure is reported to the parent through a close-on-exec pipe, so the log names the
 //! cause, and the child exits 127 (not found) or 126.
@@ -25,6 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
 use crate::exit_code;
+use crate::socket::{self, BindError, Sockets};
 use crate::startup::Inherited;
 
 /// Variables that describe recluster's own relation to a service manager: never a worker's.
@@ -56,6 +60,8 @@ pub struct Spawned {
 pub enum SpawnError {
     /// The command is no longer found or executable.
     Command(CommandError),
+    /// A new slot's own listening socket could not be bound (`--socket-per-worker`).
+    Bind(BindError),
     /// fork, pipe or a conversion failed.
     System(&'static str, io::Error),
 }
@@ -64,6 +70,7 @@ impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SpawnError::Command(e) => e.fmt(f),
+            SpawnError::Bind(e) => write!(f, "failed to bind its socket {e}"),
             SpawnError::System(doing, e) => write!(f, "failed to {doing}: {e}"),
         }
     }
@@ -77,13 +84,24 @@ pub struct Spawner {
     devnull: File,
     signals_to_reset: Vec<i32>,
     recluster_pid: i32,
+    sockets: Sockets,
+    /// `LISTEN_FDNAMES`: the names, in fd order.
+    socket_names: String,
 }
 
+/// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
 impl Spawner {
-    pub fn new(command: Vec<OsString>, inherited: &Inherited) -> io::Result<Spawner> {
+    pub fn new(
+        command: Vec<OsString>,
+        inherited: &Inherited,
+        sockets: Sockets,
+    ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
                 !WITHHELD_VARIABLES.iter().any(|w| key == w)
+                    && !key.as_bytes().starts_with(b"EINHORN_FD_")
                     && ![
                         "WORKER_ID",
                         "WORKER_COUNT",
@@ -101,14 +119,33 @@ impl Spawner {
             devnull: File::open("/dev/null")?,
             signals_to_reset: inherited.signals_to_reset.clone(),
             recluster_pid: std::process::id() as i32,
+            socket_names: sockets
+                .listeners()
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(":"),
+            sockets,
         })
     }
 
+    /// Closes the listening sockets of a slot that no longer exists (`--socket-per-worker`).
+    pub fn release_slot(&mut self, id: u32) {
+        self.sockets.release_slot(id);
+    }
+
     /// Starts one worker. Must be called from the main thread (see the module doc).
-    pub fn spawn(&self, identity: WorkerIdentity) -> Result<Spawned, SpawnError> {
+    pub fn spawn(&mut self, identity: WorkerIdentity) -> Result<Spawned, SpawnError> {
         let program = command::resolve(&self.command[0], self.path_var.as_deref())
             .map_err(SpawnError::Command)?;
-        let prepared = self.prepare(program.as_os_str(), identity)?;
+        let listen_fds = self
+            .sockets
+            .for_slot(identity.id)
+            .map_err(SpawnError::Bind)?;
+        for &fd in &listen_fds {
+            socket::clear_nonblocking(fd);
+        }
+        let mut prepared = self.prepare(program.as_os_str(), identity, listen_fds)?;
         let (read_end, write_end) = exec_error_pipe()?;
 
         // SAFETY: the child runs only `exec_child`, which makes async-signal-safe calls on data
@@ -119,7 +156,7 @@ impl Spawner {
         }
         if pid == 0 {
             // SAFETY: in the child of fork; see the module doc for the steps.
-            unsafe { exec_child(&prepared, write_end.as_raw_fd()) }
+            unsafe { exec_child(&mut prepared, write_end.as_raw_fd()) }
         }
         drop(write_end);
         Ok(Spawned {
@@ -128,7 +165,12 @@ impl Spawner {
         })
     }
 
-    fn prepare(&self, program: &OsStr, identity: WorkerIdentity) -> Result<Prepared, SpawnError> {
+    fn prepare(
+        &self,
+        program: &OsStr,
+        identity: WorkerIdentity,
+        listen_fds: Vec<i32>,
+    ) -> Result<Prepared, SpawnError> {
         let c = |text: &[u8]| {
             CString::new(text)
                 .map_err(|e| SpawnError::System("pass an argument with a NUL byte", e.into()))
@@ -157,10 +199,31 @@ impl Spawner {
         ] {
             envp.push(c(format!("{key}={value}").as_bytes())?);
         }
+        let mut listen_pid = Vec::new();
+        if !listen_fds.is_empty() {
+            let count = listen_fds.len();
+            envp.push(c(format!("LISTEN_FDS={count}").as_bytes())?);
+            envp.push(c(
+                format!("LISTEN_FDNAMES={}", self.socket_names).as_bytes()
+            )?);
+            envp.push(c(format!("EINHORN_FD_COUNT={count}").as_bytes())?);
+            for i in 0..count {
+                envp.push(c(format!("EINHORN_FD_{i}={}", 3 + i).as_bytes())?);
+            }
+            listen_pid = LISTEN_PID_PREFIX.to_vec();
+            listen_pid.resize(LISTEN_PID_PREFIX.len() + 12, 0);
+        }
+        let mut envp_ptrs = null_terminated(&envp);
+        if !listen_pid.is_empty() {
+            envp_ptrs.insert(envp_ptrs.len() - 1, listen_pid.as_ptr().cast());
+        }
         Ok(Prepared {
             argv_ptrs: null_terminated(&argv),
             sh_argv_ptrs: null_terminated(&sh_argv),
-            envp_ptrs: null_terminated(&envp),
+            envp_ptrs,
+            scratch_fds: vec![-1; listen_fds.len()],
+            listen_fds,
+            listen_pid,
             path,
             _argv: argv,
             _sh_argv: sh_argv,
@@ -178,6 +241,11 @@ struct Prepared {
     argv_ptrs: Vec<*const libc::c_char>,
     sh_argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
+    /// The sockets to place at fds 3.., and room to move them out of the way first.
+    listen_fds: Vec<i32>,
+    scratch_fds: Vec<i32>,
+    /// `LISTEN_PID=` plus NULs (empty without sockets); `envp_ptrs` points into it.
+    listen_pid: Vec<u8>,
     _argv: Vec<CString>,
     _sh_argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -234,7 +302,7 @@ fn read_exec_error(read_end: OwnedFd) -> Option<io::Error> {
 ///
 /// # Safety
 /// Must be called only in the child of `fork`, with `prepared` built before the fork.
-unsafe fn exec_child(prepared: &Prepared, error_pipe: i32) -> ! {
+unsafe fn exec_child(prepared: &mut Prepared, error_pipe: i32) -> ! {
     // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the fork
     // copied intact; nothing allocates, locks or unwinds.
     unsafe {
@@ -256,6 +324,7 @@ unsafe fn exec_child(prepared: &Prepared, error_pipe: i32) -> ! {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        let error_pipe = place_listen_fds(prepared, error_pipe);
         libc::execve(
             prepared.path.as_ptr(),
             prepared.argv_ptrs.as_ptr(),
@@ -270,13 +339,73 @@ unsafe fn exec_child(prepared: &Prepared, error_pipe: i32) -> ! {
             );
             errno = *libc::__errno_location();
         }
-        let bytes = errno.to_ne_bytes();
-        libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len());
         let code = if errno == libc::ENOENT || errno == libc::ENOTDIR {
             exit_code::NOT_FOUND
         } else {
             exit_code::CANNOT_EXECUTE
         };
+        report_and_exit(error_pipe, errno, code)
+    }
+}
+
+/// Moves the sockets to fds 3.. and fills in `LISTEN_PID`; returns where the error pipe now is.
+///
+/// # Safety
+/// Only in the child of `fork` (see `exec_child`).
+unsafe fn place_listen_fds(prepared: &mut Prepared, error_pipe: i32) -> i32 {
+    let count = prepared.listen_fds.len();
+    if count == 0 {
+        return error_pipe;
+    }
+    let floor = 3 + count as i32;
+    // SAFETY: async-signal-safe fcntl/dup2/getpid on descriptors this process holds; writes stay
+    // within `scratch_fds` and `listen_pid`, both sized before the fork.
+    unsafe {
+        let error_pipe = match libc::fcntl(error_pipe, libc::F_DUPFD_CLOEXEC, floor) {
+            moved if moved >= 0 => moved,
+            _ => error_pipe,
+        };
+        for i in 0..count {
+            let moved = libc::fcntl(prepared.listen_fds[i], libc::F_DUPFD_CLOEXEC, floor);
+            if moved < 0 {
+                report_and_exit(error_pipe, *libc::__errno_location(), exit_code::FAILURE);
+            }
+            prepared.scratch_fds[i] = moved;
+        }
+        for i in 0..count {
+            if libc::dup2(prepared.scratch_fds[i], 3 + i as i32) < 0 {
+                report_and_exit(error_pipe, *libc::__errno_location(), exit_code::FAILURE);
+            }
+        }
+        let mut pid = libc::getpid() as u32;
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        let start = LISTEN_PID_PREFIX.len();
+        for i in 0..n {
+            prepared.listen_pid[start + i] = digits[n - 1 - i];
+        }
+        prepared.listen_pid[start + n] = 0;
+        error_pipe
+    }
+}
+
+/// Tells the parent why the exec did not happen, and exits.
+///
+/// # Safety
+/// Only in the child of `fork` (see `exec_child`).
+unsafe fn report_and_exit(error_pipe: i32, errno: i32, code: i32) -> ! {
+    let bytes = errno.to_ne_bytes();
+    // SAFETY: write and _exit are async-signal-safe; the buffer is on the stack.
+    unsafe {
+        libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(code)
     }
 }

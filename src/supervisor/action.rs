@@ -7,6 +7,8 @@ use crate::spawn::WorkerIdentity;
 pub enum Action {
     /// Start a worker in a slot; the result goes back through `Cluster::spawned` or `spawn_failed`.
     Spawn(WorkerIdentity),
+    /// Close the listening sockets of a slot that is gone (scale-down, `--socket-per-worker`).
+    ReleaseSlot(u32),
     /// Send a signal to a worker's process group (its pid).
     SignalGroup { pgid: i32, signal: Sig },
     /// Send a signal, once, to each child of recluster that is not one of `workers` (adopted orphans).

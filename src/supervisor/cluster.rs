@@ -491,16 +491,18 @@ impl Cluster {
             "received SIGTTOU: scaling down to {} workers",
             self.slots.len()
         );
-        let Some(mut worker) = slot.worker else {
-            return Vec::new();
-        };
-        worker.stop_sent = Some(self.policy.stop_signal);
-        worker.kill_at = Some(later(now, self.policy.kill_timeout));
-        self.leaving.push(worker);
-        vec![Action::SignalGroup {
-            pgid: worker.pid,
-            signal: self.policy.stop_signal,
-        }]
+        let mut actions = Vec::new();
+        if let Some(mut worker) = slot.worker {
+            worker.stop_sent = Some(self.policy.stop_signal);
+            worker.kill_at = Some(later(now, self.policy.kill_timeout));
+            self.leaving.push(worker);
+            actions.push(Action::SignalGroup {
+                pgid: worker.pid,
+                signal: self.policy.stop_signal,
+            });
+        }
+        actions.push(Action::ReleaseSlot(slot.id));
+        actions
     }
 
     fn forward(&self, sig: Sig) -> Vec<Action> {
@@ -837,10 +839,13 @@ mod tests {
         let mut cluster = running(policy(), 3, t0);
         assert_eq!(
             cluster.on_signal(Sig::TTOU, t0),
-            [Action::SignalGroup {
-                pgid: 102,
-                signal: Sig::TERM
-            }]
+            [
+                Action::SignalGroup {
+                    pgid: 102,
+                    signal: Sig::TERM
+                },
+                Action::ReleaseSlot(2)
+            ]
         );
         assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
         assert_eq!(

@@ -20,7 +20,7 @@ use super::action::Action;
 use super::cluster::Cluster;
 
 /// Runs the cluster until it ends; returns recluster's exit status.
-pub fn run(mut cluster: Cluster, spawner: &Spawner, events: &Receiver<Event>) -> i32 {
+pub fn run(mut cluster: Cluster, spawner: &mut Spawner, events: &Receiver<Event>) -> i32 {
     let mut executor = Executor {
         spawner,
         orphans_signaled: HashSet::new(),
@@ -60,7 +60,7 @@ fn lost_signal_thread() -> i32 {
 }
 
 struct Executor<'a> {
-    spawner: &'a Spawner,
+    spawner: &'a mut Spawner,
     /// Adopted processes already sent the stop signal: each gets it once.
     orphans_signaled: HashSet<i32>,
 }
@@ -85,12 +85,15 @@ impl Executor<'_> {
                         error!("worker {}: {e}", identity.id);
                         let status = match &e {
                             SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
-                            SpawnError::System(..) => ProcessStatus::Exited(exit_code::FAILURE),
+                            SpawnError::Bind(_) | SpawnError::System(..) => {
+                                ProcessStatus::Exited(exit_code::FAILURE)
+                            }
                         };
                         queue.extend(cluster.spawn_failed(identity, status, Instant::now()));
                     }
                 },
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
+                Action::ReleaseSlot(id) => self.spawner.release_slot(id),
                 Action::SignalOrphans { signal, workers } => {
                     for pid in descendants::children_of(std::process::id() as i32) {
                         if !workers.contains(&pid) && self.orphans_signaled.insert(pid) {

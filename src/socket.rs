@@ -1,0 +1,406 @@
+//! The listening sockets recluster binds (or inherits) and hands to workers.
+//!
+//! - `Shared`: one socket per address, shared by every worker; its queue outlives every worker.
+//! - `PerWorker`: one `SO_REUSEPORT` socket per address per slot, held here across that slot's
+//!   respawns, so a slot's queue is never closed while recluster holds it.
+//!
+//! A TCP address is first bound *without* `SO_REUSEPORT`, which fails if anything already listens
+//! there — even a foreign `SO_REUSEPORT` group, which recluster must not silently join — and the
+//! option is set before `listen`, so recluster's own per-slot sockets can join its group. A unix
+//! socket path left by a dead process (nothing accepts on it) is replaced; a live socket or any
+//! other file is refused, untouched.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::listen::{ListenAddress, ListenSpec};
+
+/// A socket that could not be bound, named by its address.
+#[derive(Debug)]
+pub struct BindError {
+    pub address: String,
+    pub reason: String,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.address, self.reason)
+    }
+}
+
+/// One listening socket: what `LISTEN_FDNAMES` calls it, where it listens, the socket itself.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub local: String,
+    socket: Socket,
+}
+
+impl Listener {
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+#[derive(Debug)]
+pub enum Sockets {
+    None,
+    Shared(Vec<Listener>),
+    PerWorker {
+        /// Slot 0's sockets, bound first and checked for foreign listeners.
+        first: Vec<Listener>,
+        /// The sockets of slots 1.., bound on demand to the same addresses.
+        others: HashMap<u32, Vec<Socket>>,
+        backlog: i32,
+    },
+}
+
+impl Sockets {
+    /// Binds every address, in order. Per worker, the other slots' sockets come with `for_slot`.
+    pub fn bind(
+        specs: &[ListenSpec],
+        per_worker: bool,
+        backlog: i32,
+    ) -> Result<Sockets, BindError> {
+        if specs.is_empty() {
+            return Ok(Sockets::None);
+        }
+        let mut first = Vec::with_capacity(specs.len());
+        for spec in specs {
+            first.push(bind_first(spec, backlog)?);
+        }
+        Ok(if per_worker {
+            Sockets::PerWorker {
+                first,
+                others: HashMap::new(),
+                backlog,
+            }
+        } else {
+            Sockets::Shared(first)
+        })
+    }
+
+    /// The sockets a service manager passed to recluster itself (`LISTEN_FDS` with `LISTEN_PID`
+    /// equal to recluster's pid), if any; each checked to be a listening socket.
+    pub fn inherited() -> Result<Option<Sockets>, BindError> {
+        let pid_matches = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p == std::process::id());
+        let count = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok());
+        let (true, Some(count @ 1..)) = (pid_matches, count) else {
+            return Ok(None);
+        };
+        let names_var = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        let names: Vec<&str> = names_var.split(':').collect();
+        let mut listeners = Vec::new();
+        for i in 0..count {
+            let fd = 3 + i;
+            let error = |reason: String| BindError {
+                address: format!("fd {fd} from LISTEN_FDS"),
+                reason,
+            };
+            // SAFETY: fstat writes into a zeroed stat; it only inspects the descriptor.
+            let is_socket = unsafe {
+                let mut stat: libc::stat = std::mem::zeroed();
+                libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+            };
+            if !is_socket {
+                return Err(error(
+                    "is not a socket (check the .socket unit)".to_string(),
+                ));
+            }
+            // SAFETY: the service manager handed this fd to recluster; it is owned from now on.
+            let socket = unsafe { Socket::from_raw_fd(fd) };
+            let local = socket
+                .local_addr()
+                .map(|a| describe(&a))
+                .unwrap_or_else(|_| "?".into());
+            let name = names
+                .get(i as usize)
+                .filter(|n| !n.is_empty())
+                .map_or("unknown", |n| n)
+                .to_string();
+            listeners.push(Listener {
+                name,
+                local,
+                socket,
+            });
+        }
+        Ok(Some(Sockets::Shared(listeners)))
+    }
+
+    /// The listeners bound or inherited, for the start-up log and `LISTEN_FDNAMES`.
+    pub fn listeners(&self) -> &[Listener] {
+        match self {
+            Sockets::None => &[],
+            Sockets::Shared(listeners)
+            | Sockets::PerWorker {
+                first: listeners, ..
+            } => listeners,
+        }
+    }
+
+    /// The fds slot `id` gets, in order (binding its own sockets first, per worker).
+    pub fn for_slot(&mut self, id: u32) -> Result<Vec<RawFd>, BindError> {
+        match self {
+            Sockets::None => Ok(Vec::new()),
+            Sockets::Shared(listeners) => Ok(listeners.iter().map(Listener::fd).collect()),
+            Sockets::PerWorker { first, .. } if id == 0 => {
+                Ok(first.iter().map(Listener::fd).collect())
+            }
+            Sockets::PerWorker {
+                first,
+                others,
+                backlog,
+            } => {
+                let sockets = match others.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let mut sockets = Vec::with_capacity(first.len());
+                        for listener in first.iter() {
+                            sockets.push(bind_again(listener, *backlog)?);
+                        }
+                        slot.insert(sockets)
+                    }
+                };
+                Ok(sockets.iter().map(AsRawFd::as_raw_fd).collect())
+            }
+        }
+    }
+
+    /// Closes slot `id`'s own sockets (scale-down). What waits in their queues is reset, or moved
+    /// to the other slots' sockets where `net.ipv4.tcp_migrate_req` is 1.
+    pub fn release_slot(&mut self, id: u32) {
+        let Sockets::PerWorker { others, .. } = self else {
+            return;
+        };
+        if others.remove(&id).is_some() && !migrates_requests() {
+            log::warn!(
+                "closed worker {id}'s sockets: connections still waiting in their queues are reset (set net.ipv4.tcp_migrate_req=1 to move them to the other workers)"
+            );
+        }
+    }
+}
+
+fn bind_first(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
+    let fail = |e: io::Error| BindError {
+        address: spec.address.to_string(),
+        reason: describe_error(&e),
+    };
+    let socket = match &spec.address {
+        ListenAddress::Tcp { host, port } => {
+            let (address, dual_stack) =
+                resolve(host.as_deref(), *port).map_err(|reason| BindError {
+                    address: spec.address.to_string(),
+                    reason,
+                })?;
+            let socket = bind_tcp(address, dual_stack, false).or_else(|e| {
+                // `:PORT` on a machine without IPv6: every IPv4 interface.
+                if dual_stack && e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+                    bind_tcp((IpAddr::from([0, 0, 0, 0]), *port).into(), false, false)
+                } else {
+                    Err(e)
+                }
+            });
+            let socket = socket.map_err(fail)?;
+            socket.set_reuse_port(true).map_err(fail)?;
+            socket
+        }
+        ListenAddress::Unix(path) => bind_unix(path).map_err(|reason| BindError {
+            address: spec.address.to_string(),
+            reason,
+        })?,
+    };
+    socket.listen(backlog).map_err(fail)?;
+    let local = socket.local_addr().map(|a| describe(&a)).map_err(fail)?;
+    Ok(Listener {
+        name: spec.name.clone(),
+        local,
+        socket,
+    })
+}
+
+/// Another socket in `listener`'s `SO_REUSEPORT` group (same address, same port).
+fn bind_again(listener: &Listener, backlog: i32) -> Result<Socket, BindError> {
+    let fail = |e: io::Error| BindError {
+        address: listener.local.clone(),
+        reason: describe_error(&e),
+    };
+    let address = listener
+        .socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| fail(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
+    let dual_stack = address.is_ipv6() && !listener.socket.only_v6().unwrap_or(true);
+    let socket = bind_tcp(address, dual_stack, true).map_err(fail)?;
+    socket.listen(backlog).map_err(fail)?;
+    Ok(socket)
+}
+
+/// The address to bind, and whether it is the dual-stack `[::]` that `:PORT` stands for.
+fn resolve(host: Option<&str>, port: u16) -> Result<(SocketAddr, bool), String> {
+    let Some(host) = host else {
+        return Ok(((Ipv6Addr::UNSPECIFIED, port).into(), true));
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(((ip, port).into(), false));
+    }
+    let mut found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let address = found
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host}: no address"))?;
+    Ok((address, false))
+}
+
+fn bind_tcp(address: SocketAddr, dual_stack: bool, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    // As systemd does: a restart is not refused while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_port(reuse_port)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+fn bind_unix(path: &Path) -> Result<Socket, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err("address already in use (a process accepts on it)".to_string()),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    // Left by a process that is gone: replace it.
+                    std::fs::remove_file(path).map_err(|e| {
+                        format!("cannot remove the stale socket: {}", describe_error(&e))
+                    })?;
+                }
+                Err(e) => return Err(describe_error(&e)),
+            }
+        }
+        Ok(_) => {
+            return Err("exists and is not a socket: remove it or choose another path".to_string());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(describe_error(&e)),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| describe_error(&e))?;
+    let address = SockAddr::unix(path).map_err(|e| describe_error(&e))?;
+    socket.bind(&address).map_err(|e| describe_error(&e))?;
+    Ok(socket)
+}
+
+/// `127.0.0.1:3000`, `[::1]:3000`, `unix:/run/app.sock`.
+fn describe(address: &SockAddr) -> String {
+    if let Some(socket) = address.as_socket() {
+        return socket.to_string();
+    }
+    match address.as_pathname() {
+        Some(path) => format!("unix:{}", path.display()),
+        None => "unix:(unnamed)".to_string(),
+    }
+}
+
+/// The OS's reason in lower case, without Rust's " (os error N)".
+fn describe_error(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+/// Whether the kernel moves a closed `SO_REUSEPORT` socket's waiting connections to the others.
+fn migrates_requests() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Makes a descriptor blocking again: `O_NONBLOCK` lives in the open file description that every
+/// holder shares, and a new worker must receive its socket as systemd would pass it.
+pub fn clear_nonblocking(fd: RawFd) {
+    // SAFETY: F_GETFL/F_SETFL only change the status flags of an open descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> ListenSpec {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_foreign_reuseport_listener_is_an_address_in_use() {
+        let foreign = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        foreign.set_reuse_port(true).unwrap();
+        foreign
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        foreign.listen(8).unwrap();
+        let port = foreign.local_addr().unwrap().as_socket().unwrap().port();
+        let err = Sockets::bind(&[spec(&format!("127.0.0.1:{port}"))], false, 8).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("127.0.0.1:{port}: address already in use")
+        );
+    }
+
+    #[test]
+    fn per_worker_sockets_share_the_port_and_are_distinct() {
+        let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
+        let port = sockets.listeners()[0].local.clone();
+        let slot0 = sockets.for_slot(0).unwrap();
+        let slot1 = sockets.for_slot(1).unwrap();
+        assert_ne!(slot0, slot1);
+        assert_eq!(sockets.for_slot(1).unwrap(), slot1, "held across respawns");
+        let local = |fd| {
+            // SAFETY: borrowed only for the query; not closed here.
+            let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+            describe(&socket.local_addr().unwrap())
+        };
+        assert_eq!(local(slot1[0]), port);
+    }
+
+    #[test]
+    fn a_stale_unix_socket_is_replaced_and_a_live_one_refused() {
+        let path = std::env::temp_dir().join(format!("recluster-sock-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = spec(&format!("unix:{}", path.display()));
+        let live = Sockets::bind(std::slice::from_ref(&unix), false, 8).unwrap();
+        let err = Sockets::bind(std::slice::from_ref(&unix), false, 8).unwrap_err();
+        assert!(err.reason.contains("already in use"), "{err}");
+        drop(live); // the file stays, nothing accepts on it: stale
+        Sockets::bind(std::slice::from_ref(&unix), false, 8).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "data").unwrap();
+        let err = Sockets::bind(&[unix], false, 8).unwrap_err();
+        assert!(err.reason.contains("not a socket"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "data",
+            "left untouched"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
