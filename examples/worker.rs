@@ -15,6 +15,13 @@
 //! running; repeatable); `--on-stop exit|die` (INT, TERM, QUIT: exit 0, or die of the signal);
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
 //!
+//! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
+//! sockets from fd 3, each listening), prints
+//! `listening id=0 pid=.. fds=3 names=listen sockets=<inode>,.. addresses=127.0.0.1:3000,..`, and
+//! answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
+//! TERM or QUIT it stops accepting, finishes what it accepted and exits 0; on USR2 it does the same
+//! but stays, printing `idle id=.. pid=..`.
+//!
 //! `#![no_main]`, like recluster, so Rust's runtime does not ignore SIGPIPE and `sigign` in the
 //! report shows what recluster handed over.
 
@@ -35,6 +42,8 @@ struct Options {
     daemon: bool,
     orphan: bool,
     ignore: Vec<Sig>,
+    serve: bool,
+    version: String,
     die_on_stop: bool,
     exit: Option<i32>,
     exit_for: Vec<(u32, i32)>,
@@ -81,6 +90,7 @@ fn run() -> ! {
         make_orphan(id);
     }
     block_all_signals();
+    let server = options.serve.then(|| serve::start(id, &options.version));
     // SAFETY: plain queries of this process's ids.
     let (pgid, ppid) = unsafe { (libc::getpgrp(), libc::getppid()) };
     say(&format!(
@@ -106,8 +116,17 @@ fn run() -> ! {
             continue;
         };
         say(&format!("signal {sig} id={id} pid={pid}"));
+        if let Some(server) = &server
+            && sig.number() == libc::SIGUSR2
+        {
+            server.drain();
+            say(&format!("idle id={id} pid={pid}"));
+        }
         let stops = [Sig::INT, Sig::TERM, Sig::QUIT].contains(&sig);
         if stops && !options.ignore.contains(&sig) {
+            if let Some(server) = &server {
+                server.drain();
+            }
             if options.die_on_stop {
                 die_of(sig);
             }
@@ -131,6 +150,8 @@ fn parse_options() -> Options {
             "--grandchild" => options.grandchild = true,
             "--daemon" => options.daemon = true,
             "--orphan" => options.orphan = true,
+            "--serve" => options.serve = true,
+            "--version" => options.version = value(),
             "--ignore" => options
                 .ignore
                 .push(value().parse().unwrap_or_else(|_| usage("bad signal"))),
@@ -275,4 +296,228 @@ fn die_of(sig: Sig) -> ! {
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
     std::process::exit(128 + sig.number())
+}
+
+/// A small HTTP/1.1 server on the sockets recluster passed: one thread accepts on all of them, one
+/// thread per connection answers (keep-alive), a drain stops accepting and waits for them.
+mod serve {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::say;
+
+    pub struct Server {
+        shared: Arc<Shared>,
+        wake: i32,
+    }
+
+    struct Shared {
+        draining: AtomicBool,
+        in_flight: Mutex<usize>,
+        done: Condvar,
+        body: String,
+    }
+
+    pub fn start(id: u32, version: &str) -> Server {
+        let pid = std::process::id();
+        let fds = check_listen_fds(id, pid);
+        let mut inodes = Vec::new();
+        let mut addresses = Vec::new();
+        for &fd in &fds {
+            inodes.push(
+                std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default()
+                    .trim_start_matches("socket:[")
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+            addresses.push(local_address(fd));
+            // SAFETY: F_SETFL on a descriptor this process was given.
+            unsafe {
+                libc::fcntl(
+                    fd,
+                    libc::F_SETFL,
+                    libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+                )
+            };
+        }
+        let mut pipe = [0; 2];
+        // SAFETY: pipe2 writes two fds into a valid array.
+        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) };
+        let shared = Arc::new(Shared {
+            draining: AtomicBool::new(false),
+            in_flight: Mutex::new(0),
+            done: Condvar::new(),
+            body: format!(
+                "id={id} pid={pid} gen={} version={version}\n",
+                std::env::var("WORKER_GENERATION").unwrap_or_default()
+            ),
+        });
+        let accepting = Arc::clone(&shared);
+        let wake_read = pipe[0];
+        std::thread::spawn(move || accept_loop(&fds, wake_read, &accepting));
+        say(&format!(
+            "listening id={id} pid={pid} fds={} names={} sockets={} addresses={}",
+            (3..3 + inodes.len())
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            std::env::var("LISTEN_FDNAMES").unwrap_or_default(),
+            inodes.join(","),
+            addresses.join(",")
+        ));
+        Server {
+            shared,
+            wake: pipe[1],
+        }
+    }
+
+    impl Server {
+        /// Stops accepting, ends keep-alive connections after their current request, waits.
+        pub fn drain(&self) {
+            self.shared.draining.store(true, Ordering::SeqCst);
+            // SAFETY: a one-byte write to our own pipe.
+            unsafe { libc::write(self.wake, b"x".as_ptr().cast(), 1) };
+            let mut in_flight = self.shared.in_flight.lock().unwrap();
+            while *in_flight > 0 {
+                in_flight = self.shared.done.wait(in_flight).unwrap();
+            }
+        }
+    }
+
+    /// The strict systemd check: LISTEN_PID must be this process, fds 3.. listening sockets.
+    fn check_listen_fds(id: u32, pid: u32) -> Vec<i32> {
+        let fail = |why: String| -> ! {
+            say(&format!("error id={id} pid={pid} {why}"));
+            std::process::exit(3)
+        };
+        let listen_pid = std::env::var("LISTEN_PID").unwrap_or_default();
+        if listen_pid != pid.to_string() {
+            fail(format!("LISTEN_PID={listen_pid:?} is not this process"));
+        }
+        let count: i32 = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| fail("no LISTEN_FDS".to_string()));
+        (3..3 + count)
+            .map(|fd| {
+                let mut listening: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt writes an int into a valid buffer.
+                let ok = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_ACCEPTCONN,
+                        (&mut listening as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                } == 0;
+                if !ok || listening != 1 {
+                    fail(format!("fd {fd} is not a listening socket"));
+                }
+                fd
+            })
+            .collect()
+    }
+
+    fn local_address(fd: i32) -> String {
+        // SAFETY: the listener is borrowed for one query and never closed here.
+        let listener =
+            std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+        listener
+            .local_addr()
+            .map_or_else(|_| "unix".to_string(), |a| a.to_string())
+    }
+
+    fn accept_loop(fds: &[i32], wake: i32, shared: &Arc<Shared>) {
+        let mut polled: Vec<libc::pollfd> = fds
+            .iter()
+            .chain(std::iter::once(&wake))
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        loop {
+            // SAFETY: a valid array of pollfd.
+            unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+            if shared.draining.load(Ordering::SeqCst) {
+                return;
+            }
+            for entry in &polled[..fds.len()] {
+                if entry.revents == 0 {
+                    continue;
+                }
+                loop {
+                    // SAFETY: accept4 on a listening socket; no address wanted.
+                    let conn = unsafe {
+                        libc::accept4(
+                            entry.fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_CLOEXEC,
+                        )
+                    };
+                    if conn < 0 {
+                        break; // EAGAIN: another worker took it, or the queue is empty
+                    }
+                    *shared.in_flight.lock().unwrap() += 1;
+                    let shared = Arc::clone(shared);
+                    std::thread::spawn(move || {
+                        // SAFETY: a connection this thread now owns.
+                        let stream = unsafe { TcpStream::from_raw_fd(conn) };
+                        answer(stream, &shared);
+                        let mut in_flight = shared.in_flight.lock().unwrap();
+                        *in_flight -= 1;
+                        shared.done.notify_all();
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers requests on one connection until the client closes it or asks to, or a drain.
+    fn answer(mut stream: TcpStream, shared: &Shared) {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match stream.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        if shared.draining.load(Ordering::SeqCst) && buffer.is_empty() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            buffer.drain(..end + 4);
+            let close =
+                head.contains("connection: close") || shared.draining.load(Ordering::SeqCst);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{}",
+                shared.body.len(),
+                if close { "close" } else { "keep-alive" },
+                shared.body
+            );
+            if stream.write_all(response.as_bytes()).is_err() || close {
+                return;
+            }
+        }
+    }
 }

@@ -370,3 +370,135 @@ pub fn cpu_ticks(pid: i32) -> u64 {
     // After the comm: state is field 3 of stat, utime 14 and stime 15 (1-based).
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// One `GET /` on a new connection (`HOST:PORT` or `unix:PATH`); the body of a 200 answer.
+pub fn http_get(target: &str) -> Result<String, String> {
+    use std::io::Write;
+    let request = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    let timeout = Some(Duration::from_secs(10));
+    let mut response = Vec::new();
+    let result = if let Some(path) = target.strip_prefix("unix:") {
+        std::os::unix::net::UnixStream::connect(path).and_then(|mut s| {
+            s.set_read_timeout(timeout)?;
+            s.write_all(request)?;
+            s.read_to_end(&mut response)
+        })
+    } else {
+        std::net::TcpStream::connect(target).and_then(|mut s| {
+            s.set_read_timeout(timeout)?;
+            s.write_all(request)?;
+            s.read_to_end(&mut response)
+        })
+    };
+    result.map_err(|e| format!("{target}: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{target}: no complete answer: {text:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("{target}: {head}"));
+    }
+    Ok(body.to_string())
+}
+
+/// The value of `key=` in an answer body such as `id=0 pid=12 ...`.
+pub fn body_field(body: &str, key: &str) -> String {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sends requests until `distinct` different values of `key` have answered (at most 500).
+pub fn answered_by(target: &str, key: &str, distinct: usize) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..500 {
+        let body = http_get(target).unwrap_or_else(|e| panic!("request failed: {e}"));
+        let value = body_field(&body, key);
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+        if seen.len() >= distinct {
+            break;
+        }
+    }
+    seen
+}
+
+/// Steady load: client threads each sending requests on new connections, until stopped, or
+/// 20,000 requests, or 60 s in all.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    pub fn start(target: &str, clients: usize) -> Load {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, target) = (Arc::clone(&stop), Arc::clone(&ok), target.to_string());
+                thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    for _ in 0..20_000 / clients {
+                        if stop.load(Ordering::SeqCst)
+                            || started.elapsed() > Duration::from_secs(60)
+                        {
+                            break;
+                        }
+                        match http_get(&target) {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    pub fn succeeded(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further requests have succeeded.
+    pub fn wait_for(&self, more: u64) {
+        let goal = self.succeeded() + more;
+        assert!(
+            eventually(|| self.succeeded() >= goal),
+            "the load stalled below {goal}"
+        );
+    }
+
+    /// Stops the clients; returns (successes, failures).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (self.ok.load(std::sync::atomic::Ordering::SeqCst), failures)
+    }
+}
+
+impl Cluster {
+    /// The addresses recluster logged as listening, in fd order (waits for `n` of them).
+    pub fn listening(&mut self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let line = self.expect_log("recluster: listening on ");
+                let rest = line.text.split("listening on ").nth(1).unwrap();
+                rest.split_whitespace().next().unwrap().to_string()
+            })
+            .collect()
+    }
+}

@@ -9,5 +9,6 @@ mod reaping;
 mod respawn;
 mod robustness;
 mod signals;
+mod sockets;
 mod stopping;
 mod workers;

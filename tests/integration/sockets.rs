@@ -1,0 +1,226 @@
+//! --listen: the systemd protocol in every worker, both socket modes, names, IPv6 and unix, bind
+//! failures, socket activation, and no lost connection when a worker is killed under load.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+
+use crate::harness::{
+    Cluster, Launch, Load, answered_by, cluster_args, http_get, run_to_end, worker_bin,
+};
+
+/// Starts a serving cluster; returns it with the `listening` line of each worker, by id.
+fn serving(args: &[&str], n: usize) -> (Cluster, Vec<crate::harness::Line>) {
+    let mut cluster = Cluster::start(args, &["--serve", "--report"]);
+    let mut lines: Vec<_> = (0..n)
+        .map(|_| cluster.expect("a worker listening", |l| l.is_worker("listening")))
+        .collect();
+    lines.sort_by_key(|l| l.num("id"));
+    (cluster, lines)
+}
+
+fn stop(mut cluster: Cluster) {
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() {
+    for mode in [None, Some("--socket-per-worker")] {
+        let mut args = vec!["-n", "4", "--listen", "127.0.0.1:0"];
+        args.extend(mode);
+        let (mut cluster, listening) = serving(&args, 4);
+        let address = cluster.listening(1).remove(0);
+        let reports = cluster.seen(|l| l.is_worker("report"));
+        assert_eq!(reports.len(), 4, "each worker reports before it listens");
+        for report in reports {
+            assert_eq!(
+                report.field("fds"),
+                Some("0,1,2,3"),
+                "{mode:?}: {}",
+                report.text
+            );
+        }
+        // The worker exits 3 unless LISTEN_PID is its own pid and fd 3 is a listening socket.
+        let mut inodes: Vec<&str> = listening
+            .iter()
+            .map(|l| l.field("sockets").unwrap())
+            .collect();
+        for line in &listening {
+            assert_eq!(line.field("addresses"), Some(address.as_str()));
+            assert_eq!(line.field("names"), Some("listen"));
+        }
+        inodes.sort();
+        inodes.dedup();
+        let expected_sockets = if mode.is_some() { 4 } else { 1 };
+        assert_eq!(inodes.len(), expected_sockets, "{mode:?}: distinct sockets");
+        let ids = answered_by(&address, "id", 2);
+        assert!(ids.len() >= 2, "{mode:?}: only {ids:?} answered");
+        stop(cluster);
+    }
+}
+
+#[test]
+fn named_listeners_follow_the_order_given() {
+    let (mut cluster, listening) = serving(
+        &[
+            "-n",
+            "2",
+            "-l",
+            "web=127.0.0.1:0",
+            "-l",
+            "admin=127.0.0.1:0",
+        ],
+        2,
+    );
+    let addresses = cluster.listening(2);
+    for line in &listening {
+        assert_eq!(line.field("fds"), Some("3,4"));
+        assert_eq!(line.field("names"), Some("web:admin"));
+        assert_eq!(line.field("addresses"), Some(addresses.join(",").as_str()));
+    }
+    for address in &addresses {
+        assert!(http_get(address).is_ok(), "{address}");
+    }
+    stop(cluster);
+}
+
+#[test]
+fn ipv6_and_unix_sockets_serve() {
+    let path = std::env::temp_dir().join(format!("recluster-unix-{}.sock", std::process::id()));
+    let unix = format!("unix:{}", path.display());
+    let (mut cluster, _) = serving(&["-n", "2", "-l", "[::1]:0", "-l", &unix], 2);
+    let addresses = cluster.listening(2);
+    assert!(addresses[0].starts_with("[::1]:"), "{addresses:?}");
+    assert_eq!(addresses[1], unix);
+    assert_eq!(answered_by(&addresses[0], "id", 2).len(), 2);
+    assert!(http_get(&unix).is_ok());
+    stop(cluster);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_address_in_use_exits_1_naming_it_before_any_worker_starts() {
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let foreign = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    foreign.set_reuse_port(true).unwrap();
+    foreign
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    foreign.listen(8).unwrap();
+    let foreign_port = foreign.local_addr().unwrap().as_socket().unwrap().port();
+    let worker = worker_bin();
+    for port in [plain.local_addr().unwrap().port(), foreign_port] {
+        let address = format!("127.0.0.1:{port}");
+        for mode in [None, Some("--socket-per-worker")] {
+            let mut args = vec!["-n", "2", "-l", &address];
+            args.extend(mode);
+            args.push(worker.to_str().unwrap());
+            let (code, _, stderr) = run_to_end(&args);
+            assert_eq!(code, 1, "{stderr}");
+            assert_eq!(
+                stderr,
+                format!("recluster: error: {address}: address already in use\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_unix_socket_path_that_is_a_file_is_refused_untouched() {
+    let path = std::env::temp_dir().join(format!("recluster-file-{}", std::process::id()));
+    std::fs::write(&path, "keep me").unwrap();
+    let worker = worker_bin();
+    let address = format!("unix:{}", path.display());
+    let (code, _, stderr) = run_to_end(&["-l", &address, worker.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn sockets_from_a_service_manager_are_passed_on() {
+    // What systemd does for a .socket unit: the socket at fd 3, LISTEN_PID = recluster's pid.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let inode = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    let fd = listener.as_raw_fd();
+    let script = "LISTEN_FDS=1 LISTEN_PID=$$ LISTEN_FDNAMES=web exec \"$0\" \"$@\"";
+    let mut launch = Launch::wrapped(
+        &["sh", "-c", script],
+        cluster_args(&["-n", "2"], &["--serve"]),
+    );
+    // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
+    unsafe {
+        launch.command().pre_exec(move || {
+            libc::dup2(fd, 3);
+            Ok(())
+        });
+    }
+    let mut cluster = launch.start();
+    for _ in 0..2 {
+        let line = cluster.expect("a worker listening", |l| l.is_worker("listening"));
+        assert_eq!(line.field("names"), Some("web"));
+        let expected = inode.display().to_string();
+        assert_eq!(
+            format!("socket:[{}]", line.field("sockets").unwrap()),
+            expected
+        );
+    }
+    assert_eq!(answered_by(&address, "id", 2).len(), 2);
+    stop(cluster);
+}
+
+#[test]
+fn systemd_socket_activate_serves_through_recluster() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let wrapper = ["systemd-socket-activate", "-l", address.as_str()];
+    let mut cluster = Launch::wrapped(&wrapper, cluster_args(&["-n", "2"], &["--serve"])).start();
+    // It binds, says so, and starts recluster on the first connection.
+    cluster.expect_log(&format!("Listening on {address}"));
+    assert_eq!(answered_by(&address, "id", 2).len(), 2);
+    cluster.expect("a worker listening", |l| l.is_worker("listening"));
+    stop(cluster);
+}
+
+#[test]
+fn killing_a_worker_under_load_fails_no_request() {
+    for mode in [None, Some("--socket-per-worker")] {
+        let mut args = vec!["-n", "2", "--listen", "127.0.0.1:0"];
+        args.extend(mode);
+        let (mut cluster, listening) = serving(&args, 2);
+        let address = cluster.listening(1).remove(0);
+        let load = Load::start(&address, 4);
+        load.wait_for(100);
+        // SIGKILL loses what a worker has already accepted — nothing can save that. recluster's
+        // promise is that nothing *waiting in a queue* is lost, so the victim first stops
+        // accepting and finishes its requests (USR2 → "idle"), then dies.
+        let victim = listening[1].num("pid");
+        // SAFETY: signalling a worker this test started.
+        unsafe { libc::kill(victim, libc::SIGUSR2) };
+        cluster.expect("the victim is idle", |l| {
+            l.is_worker("idle") && l.num("pid") == victim
+        });
+        // From now on, connections the kernel gives the victim's socket wait in its queue (per
+        // worker) or go to the other worker (shared socket).
+        // SAFETY: as above.
+        unsafe { libc::kill(victim, libc::SIGKILL) };
+        let replacement = cluster.expect("a replacement", |l| l.is_worker("listening"));
+        assert_eq!(replacement.num("id"), 1);
+        load.wait_for(200);
+        let (ok, failures) = load.finish();
+        assert!(
+            failures.is_empty(),
+            "{mode:?}: {} of {} requests failed: {:?}",
+            failures.len(),
+            ok,
+            &failures[..failures.len().min(5)]
+        );
+        stop(cluster);
+    }
+}
