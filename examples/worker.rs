@@ -404,26 +404,25 @@ mod serve {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| fail("no LISTEN_FDS".to_string()));
-        (3..3 + count)
-            .map(|fd| {
-                let mut listening: libc::c_int = 0;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: getsockopt writes an int into a valid buffer.
-                let ok = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_ACCEPTCONN,
-                        (&mut listening as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                } == 0;
-                if !ok || listening != 1 {
-                    fail(format!("fd {fd} is not a listening socket"));
-                }
-                fd
-            })
-            .collect()
+        let fds: Vec<i32> = (3..3 + count).collect();
+        for &fd in &fds {
+            let mut listening: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes an int into a valid buffer.
+            let ok = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ACCEPTCONN,
+                    (&mut listening as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            } == 0;
+            if !ok || listening != 1 {
+                fail(format!("fd {fd} is not a listening socket"));
+            }
+        }
+        fds
     }
 
     fn local_address(fd: i32) -> String {
