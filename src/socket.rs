@@ -110,14 +110,22 @@ impl Sockets {
                 reason,
             };
             // SAFETY: fstat writes into a zeroed stat; it only inspects the descriptor.
-            let is_socket = unsafe {
+            let mode = unsafe {
                 let mut stat: libc::stat = std::mem::zeroed();
-                libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+                (libc::fstat(fd, &mut stat) == 0).then_some(stat.st_mode & libc::S_IFMT)
             };
-            if !is_socket {
-                return Err(error(
-                    "is not a socket (check the .socket unit)".to_string(),
-                ));
+            match mode {
+                None => {
+                    return Err(error(
+                        "is not open (LISTEN_FDS promised more fds than were passed)".to_string(),
+                    ));
+                }
+                Some(libc::S_IFSOCK) => {}
+                Some(_) => {
+                    return Err(error(
+                        "is not a socket (check the .socket unit)".to_string(),
+                    ));
+                }
             }
             // SAFETY: the service manager handed this fd to recluster; it is owned from now on.
             let socket = unsafe { Socket::from_raw_fd(fd) };

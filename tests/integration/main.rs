@@ -5,6 +5,7 @@ mod harness;
 
 mod docs;
 mod exit_status;
+mod interop;
 mod reaping;
 mod respawn;
 mod robustness;

@@ -150,10 +150,15 @@ fn sockets_from_a_service_manager_are_passed_on() {
         &["sh", "-c", script],
         cluster_args(&["-n", "2"], &["--serve"]),
     );
-    // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2(3, 3) would leave close-on-exec set,
+    // so a listener that already is fd 3 gets the flag cleared instead.
     unsafe {
         launch.command().pre_exec(move || {
-            libc::dup2(fd, 3);
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else {
+                libc::dup2(fd, 3);
+            }
             Ok(())
         });
     }

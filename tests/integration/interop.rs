@@ -1,0 +1,94 @@
+//! Programs nobody here wrote take recluster's sockets and serve: Python, Node, a C program using
+//! libsystemd, and gunicorn. `scripts/install-test-deps` installs them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{Launch, answered_by};
+
+fn program(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/install-test-deps"
+    );
+}
+
+/// `recluster -n 2 --listen 127.0.0.1:0 -- COMMAND`: two different processes must answer.
+fn serves_with_two_workers(command: &[&str]) {
+    let mut args = vec!["-n", "2", "--listen", "127.0.0.1:0", "--"];
+    args.extend_from_slice(command);
+    let mut cluster = Launch::new(&args).start();
+    let address = cluster.listening(1).remove(0);
+    cluster.expect_log("worker 1 started");
+    let pids = answered_by(&address, "pid", 2);
+    assert_eq!(pids.len(), 2, "{command:?}: answered by {pids:?}");
+    cluster.send(libc::SIGTERM);
+    // Each exits 0 on TERM or dies of it: both count as clean.
+    assert_eq!(cluster.exit_code(), 0, "{command:?}");
+}
+
+#[test]
+fn python_takes_fd_3() {
+    require("python3");
+    serves_with_two_workers(&["python3", &program("fd3_server.py")]);
+}
+
+#[test]
+fn node_listens_on_fd_3() {
+    require("node");
+    serves_with_two_workers(&["node", &program("fd3_server.js")]);
+}
+
+#[test]
+fn a_libsystemd_program_accepts_the_sockets() {
+    require("gcc");
+    let binary = std::env::temp_dir().join(format!("recluster-sd-listen-{}", std::process::id()));
+    let built = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&binary)
+        .arg(program("sd_listen_server.c"))
+        .arg("-lsystemd")
+        .status()
+        .expect("run gcc");
+    assert!(
+        built.success(),
+        "gcc failed: is libsystemd-dev installed? (scripts/install-test-deps)"
+    );
+    serves_with_two_workers(&[binary.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&binary);
+}
+
+#[test]
+fn gunicorn_serves_through_its_systemd_support() {
+    let found = Command::new("python3")
+        .args(["-c", "import gunicorn"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "gunicorn is not installed: run scripts/install-test-deps"
+    );
+    let dir = program("");
+    serves_with_two_workers(&[
+        "python3",
+        "-m",
+        "gunicorn",
+        "--workers",
+        "1",
+        "--chdir",
+        &dir,
+        "wsgi_app:app",
+    ]);
+}
