@@ -20,7 +20,8 @@
 //! `listening id=0 pid=.. fds=3 names=listen sockets=<inode>,.. addresses=127.0.0.1:3000,..`, and
 //! answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
 //! TERM or QUIT it stops accepting, finishes what it accepted and exits 0; on USR2 it does the same
-//! but stays, printing `idle id=.. pid=..`.
+//! but stays, printing `idle id=.. pid=..`. A drain first prints
+//! `served id=.. pid=.. connections=N requests=N`.
 //!
 //! `#![no_main]`, like recluster, so Rust's runtime does not ignore SIGPIPE and `sigign` in the
 //! report shows what recluster handed over.
@@ -304,7 +305,7 @@ mod serve {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::os::fd::FromRawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
 
@@ -313,10 +314,13 @@ mod serve {
     pub struct Server {
         shared: Arc<Shared>,
         wake: i32,
+        id: u32,
     }
 
     struct Shared {
         draining: AtomicBool,
+        connections: AtomicU64,
+        requests: AtomicU64,
         in_flight: Mutex<usize>,
         done: Condvar,
         body: String,
@@ -351,6 +355,8 @@ mod serve {
         unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) };
         let shared = Arc::new(Shared {
             draining: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             in_flight: Mutex::new(0),
             done: Condvar::new(),
             body: format!(
@@ -374,6 +380,7 @@ mod serve {
         Server {
             shared,
             wake: pipe[1],
+            id,
         }
     }
 
@@ -387,6 +394,13 @@ mod serve {
             while *in_flight > 0 {
                 in_flight = self.shared.done.wait(in_flight).unwrap();
             }
+            say(&format!(
+                "served id={} pid={} connections={} requests={}",
+                self.id,
+                std::process::id(),
+                self.shared.connections.load(Ordering::SeqCst),
+                self.shared.requests.load(Ordering::SeqCst)
+            ));
         }
     }
 
@@ -468,6 +482,7 @@ mod serve {
                         break; // EAGAIN: another worker took it, or the queue is empty
                     }
                     *shared.in_flight.lock().unwrap() += 1;
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
                     let shared = Arc::clone(shared);
                     std::thread::spawn(move || {
                         // SAFETY: a connection this thread now owns.
@@ -506,6 +521,7 @@ mod serve {
             };
             let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
             buffer.drain(..end + 4);
+            shared.requests.fetch_add(1, Ordering::Relaxed);
             let close =
                 head.contains("connection: close") || shared.draining.load(Ordering::SeqCst);
             let response = format!(

@@ -229,3 +229,29 @@ fn killing_a_worker_under_load_fails_no_request() {
         stop(cluster);
     }
 }
+
+#[test]
+fn scaling_down_per_worker_closes_the_slots_socket_and_says_what_happens_to_its_queue() {
+    let (mut cluster, _) = serving(&["-n", "2", "--socket-per-worker", "-l", "127.0.0.1:0"], 2);
+    let address = cluster.listening(1).remove(0);
+    cluster.send(libc::SIGTTOU);
+    cluster.expect("worker 1 stops", |l| {
+        l.is_worker("exit") && l.num("id") == 1
+    });
+    let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .is_ok_and(|v| v.trim() == "1");
+    let warned = !cluster.seen(|l| l.is_log("tcp_migrate_req=1")).is_empty();
+    assert_eq!(
+        warned, !migrates,
+        "warns exactly when waiting connections would be reset"
+    );
+    // Every connection now reaches the remaining worker.
+    assert_eq!(answered_by(&address, "id", 1), ["0"]);
+    for _ in 0..50 {
+        assert_eq!(
+            crate::harness::body_field(&http_get(&address).unwrap(), "id"),
+            "0"
+        );
+    }
+    stop(cluster);
+}
