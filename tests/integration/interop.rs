@@ -4,7 +4,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::{Launch, answered_by};
+use crate::harness::{Launch, Line, answered_by};
+
+/// The `ready pid=` line the test programs print once they accept.
+fn prints_ready(line: &Line) -> bool {
+    line.is_worker("ready")
+}
 
 fn program(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,13 +30,16 @@ fn require(tool: &str) {
     );
 }
 
-/// `recluster -n 2 --listen 127.0.0.1:0 -- COMMAND`: two different processes must answer.
-fn serves_with_two_workers(command: &[&str]) {
+/// `recluster -n 2 --listen 127.0.0.1:0 -- COMMAND`: once both workers say they are ready (a
+/// line that `ready` recognises), two different processes must answer.
+fn serves_with_two_workers(command: &[&str], ready: impl Fn(&Line) -> bool) {
     let mut args = vec!["-n", "2", "--listen", "127.0.0.1:0", "--"];
     args.extend_from_slice(command);
     let mut cluster = Launch::new(&args).start();
     let address = cluster.listening(1).remove(0);
-    cluster.expect_log("worker 1 started");
+    for _ in 0..2 {
+        cluster.expect("a worker ready to accept", &ready);
+    }
     let pids = answered_by(&address, "pid", 2);
     assert_eq!(pids.len(), 2, "{command:?}: answered by {pids:?}");
     cluster.send(libc::SIGTERM);
@@ -42,13 +50,13 @@ fn serves_with_two_workers(command: &[&str]) {
 #[test]
 fn python_takes_fd_3() {
     require("python3");
-    serves_with_two_workers(&["python3", &program("fd3_server.py")]);
+    serves_with_two_workers(&["python3", &program("fd3_server.py")], prints_ready);
 }
 
 #[test]
 fn node_listens_on_fd_3() {
     require("node");
-    serves_with_two_workers(&["node", &program("fd3_server.js")]);
+    serves_with_two_workers(&["node", &program("fd3_server.js")], prints_ready);
 }
 
 #[test]
@@ -66,7 +74,7 @@ fn a_libsystemd_program_accepts_the_sockets() {
         built.success(),
         "gcc failed: is libsystemd-dev installed? (scripts/install-test-deps)"
     );
-    serves_with_two_workers(&[binary.to_str().unwrap()]);
+    serves_with_two_workers(&[binary.to_str().unwrap()], prints_ready);
     let _ = std::fs::remove_file(&binary);
 }
 
@@ -81,14 +89,18 @@ fn gunicorn_serves_through_its_systemd_support() {
         "gunicorn is not installed: run scripts/install-test-deps"
     );
     let dir = program("");
-    serves_with_two_workers(&[
-        "python3",
-        "-m",
-        "gunicorn",
-        "--workers",
-        "1",
-        "--chdir",
-        &dir,
-        "wsgi_app:app",
-    ]);
+    serves_with_two_workers(
+        &[
+            "python3",
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--chdir",
+            &dir,
+            "wsgi_app:app",
+        ],
+        // gunicorn's own worker logs this once it accepts.
+        |line| line.is_log("Booting worker with pid"),
+    );
 }
