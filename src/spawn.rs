@@ -31,8 +31,13 @@ use crate::exit_code;
 use crate::socket::{self, BindError, Sockets};
 use crate::startup::Inherited;
 
-/// Variables that describe recluster's own relation to a service manager: never a worker's.
-const WITHHELD_VARIABLES: [&str; 6] = [
+/// Variables a worker never inherits: those recluster sets for each worker, and those that describe
+/// recluster's own relation to a service manager (plus every `EINHORN_FD_*`).
+const NOT_INHERITED: [&str; 10] = [
+    "WORKER_ID",
+    "WORKER_COUNT",
+    "WORKER_GENERATION",
+    "RECLUSTER_PID",
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -100,16 +105,8 @@ impl Spawner {
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
-                !WITHHELD_VARIABLES.iter().any(|w| key == w)
+                !NOT_INHERITED.iter().any(|name| key == name)
                     && !key.as_bytes().starts_with(b"EINHORN_FD_")
-                    && ![
-                        "WORKER_ID",
-                        "WORKER_COUNT",
-                        "WORKER_GENERATION",
-                        "RECLUSTER_PID",
-                    ]
-                    .iter()
-                    .any(|w| key == w)
             })
             .collect();
         Ok(Spawner {
