@@ -19,6 +19,19 @@ fn program(name: &str) -> String {
         .to_string()
 }
 
+/// The Python interpreter itself, not a version manager's shim in front of it (pyenv's shims are
+/// bash scripts): the test is about Python taking fd 3, nothing else.
+fn python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is not installed: run scripts/install-test-deps");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
 fn require(tool: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -49,8 +62,7 @@ fn serves_with_two_workers(command: &[&str], ready: impl Fn(&Line) -> bool) {
 
 #[test]
 fn python_takes_fd_3() {
-    require("python3");
-    serves_with_two_workers(&["python3", &program("fd3_server.py")], prints_ready);
+    serves_with_two_workers(&[python(), &program("fd3_server.py")], prints_ready);
 }
 
 #[test]
@@ -80,7 +92,7 @@ fn a_libsystemd_program_accepts_the_sockets() {
 
 #[test]
 fn gunicorn_serves_through_its_systemd_support() {
-    let found = Command::new("python3")
+    let found = Command::new(python())
         .args(["-c", "import gunicorn"])
         .status()
         .is_ok_and(|s| s.success());
@@ -91,7 +103,7 @@ fn gunicorn_serves_through_its_systemd_support() {
     let dir = program("");
     serves_with_two_workers(
         &[
-            "python3",
+            python(),
             "-m",
             "gunicorn",
             "--workers",

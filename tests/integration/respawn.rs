@@ -126,3 +126,35 @@ fn on_failure_restarts_a_crash_but_not_a_clean_exit() {
         1
     );
 }
+
+#[test]
+fn a_command_that_disappears_is_retried_with_backoff_until_it_is_back() {
+    let dir = std::env::temp_dir().join(format!("recluster-vanish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("worker");
+    std::fs::copy(crate::harness::worker_bin(), &binary).unwrap();
+    let binary_text = binary.display().to_string();
+    let mut cluster = crate::harness::Launch::new([
+        "-n",
+        "1",
+        "--restart-delay",
+        "50ms",
+        "--restart-max-delay",
+        "200ms",
+        "--",
+        &binary_text,
+    ])
+    .start();
+    let pid = cluster.ready(1)[0].num("pid");
+    std::fs::remove_file(&binary).unwrap(); // a deploy that moves files around
+    // SAFETY: killing the worker this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    cluster.expect_log(&format!("worker 0: {binary_text}: no such file"));
+    cluster.expect_log("worker 0 exited with status 127, restarting in");
+    std::fs::copy(crate::harness::worker_bin(), &binary).unwrap();
+    let back = cluster.expect("the worker is back", |l| l.is_worker("ready"));
+    assert_eq!(back.num("id"), 0);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

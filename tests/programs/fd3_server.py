@@ -14,5 +14,7 @@ class Handler(socketserver.StreamRequestHandler):
 
 server = socketserver.TCPServer(None, Handler, bind_and_activate=False)
 server.socket = socket.socket(fileno=3)
-print(f"ready pid={os.getpid()}", flush=True)
+# One write for the whole line: print() may write the text and the newline separately, and two
+# workers starting together would then mix their lines on the shared stdout.
+os.write(1, f"ready pid={os.getpid()}\n".encode())
 server.serve_forever()
