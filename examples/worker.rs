@@ -9,6 +9,9 @@
 //! exit id=0 pid=.. code=0
 //! ```
 //!
+//! `--notify MS` sends `READY=1` on `NOTIFY_SOCKET` MS milliseconds after start (printing
+//! `notifying id=.. pid=..` just before).
+//!
 //! Options: `--report`; `--grandchild` (a `sleep 1000` in the worker's process group that ignores
 //! TERM and INT); `--daemon` (the same in a session of its own); `--orphan` (a grandchild whose parent
 //! exits at once, so recluster adopts it; it prints its pid and exits); `--ignore SIG` (print it, keep
@@ -45,6 +48,7 @@ struct Options {
     ignore: Vec<Sig>,
     serve: bool,
     version: String,
+    notify_after: Option<Duration>,
     die_on_stop: bool,
     exit: Option<i32>,
     exit_for: Vec<(u32, i32)>,
@@ -101,6 +105,9 @@ fn run() -> ! {
         var("RECLUSTER_PID")
     ));
 
+    if let Some(after) = options.notify_after {
+        notify_ready_after(id, after);
+    }
     let exit_code = options
         .exit_for
         .iter()
@@ -152,6 +159,11 @@ fn parse_options() -> Options {
             "--daemon" => options.daemon = true,
             "--orphan" => options.orphan = true,
             "--serve" => options.serve = true,
+            "--notify" => {
+                options.notify_after = Some(Duration::from_millis(
+                    value().parse().unwrap_or_else(|_| usage("bad ms")),
+                ))
+            }
             "--version" => options.version = value(),
             "--ignore" => options
                 .ignore
@@ -279,6 +291,19 @@ fn wait_for_signal(timeout: Option<Duration>) -> Option<Sig> {
         }
     };
     Sig::from_number(number)
+}
+
+/// Sends READY=1 on $NOTIFY_SOCKET after `after` (from a thread: the main one waits for signals).
+fn notify_ready_after(id: u32, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after); // the worker's own start-up time, not a test's synchronisation
+        let path = std::env::var_os("NOTIFY_SOCKET").unwrap_or_else(|| usage("no NOTIFY_SOCKET"));
+        let socket = std::os::unix::net::UnixDatagram::unbound().expect("a datagram socket");
+        say(&format!("notifying id={id} pid={}", std::process::id()));
+        socket
+            .send_to(b"READY=1\nSTATUS=serving", path)
+            .expect("send READY=1");
+    });
 }
 
 fn finish(id: u32, pid: u32, code: i32) -> ! {

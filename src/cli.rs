@@ -69,6 +69,16 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, env = "RECLUSTER_MIN_UPTIME")]
     pub min_uptime: Duration,
 
+    /// When a new worker counts as ready: started (it stayed up for --min-uptime); notify (it, or
+    /// any process of its tree, sent READY=1 on the NOTIFY_SOCKET recluster gives it)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ReadyMode::Started, env = "RECLUSTER_READY")]
+    pub ready: ReadyMode,
+
+    /// How long a new worker may take to become ready (--ready notify) before it is stopped and
+    /// restarted as a failed start [default: 90s, systemd's TimeoutStartSec]
+    #[arg(long, value_name = "DUR", default_value = "90s", value_parser = parse_duration, env = "RECLUSTER_READY_TIMEOUT")]
+    pub ready_timeout: Duration,
+
     /// The signal sent when recluster itself decides to stop a worker (scale-down, crash-loop
     /// give-up, end of the cluster): a name (TERM, SIGUSR1) or a number
     #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
@@ -113,6 +123,12 @@ pub struct Cli {
         value_parser = clap::value_parser!(OsString)
     )]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadyMode {
+    Started,
+    Notify,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

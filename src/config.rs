@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use crate::cli::{Cli, RestartMode};
+use crate::cli::{Cli, ReadyMode, RestartMode};
 use crate::cpus;
 use crate::error::Error;
 use crate::listen::{ListenAddress, ListenSpec};
@@ -37,6 +37,8 @@ pub struct Policy {
     pub restart_max_delay: Duration,
     pub crash_limit: Option<CrashLimit>,
     pub min_uptime: Duration,
+    pub ready: ReadyMode,
+    pub ready_timeout: Duration,
     pub stop_signal: Sig,
     pub kill_timeout: Duration,
 }
@@ -101,6 +103,8 @@ impl Config {
                 restart_max_delay: cli.restart_max_delay,
                 crash_limit,
                 min_uptime: cli.min_uptime,
+                ready: cli.ready,
+                ready_timeout: cli.ready_timeout,
                 stop_signal: cli.stop_signal,
                 kill_timeout: cli.kill_timeout,
             },

@@ -1,5 +1,6 @@
 //! What the world tells the supervisor. Threads produce events; only the supervisor consumes them.
 
+use crate::notify::Message;
 use crate::reaper::Exit;
 use crate::signal::Sig;
 
@@ -12,4 +13,6 @@ pub enum Event {
         exits: Vec<Exit>,
         children_left: bool,
     },
+    /// A message on the `NOTIFY_SOCKET` given to the worker spawned with this token.
+    Notified { token: u64, message: Message },
 }

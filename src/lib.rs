@@ -13,6 +13,7 @@ pub mod event;
 pub mod exit_code;
 pub mod listen;
 pub mod logging;
+pub mod notify;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;
@@ -27,9 +28,10 @@ use std::ffi::OsString;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, ReadyMode};
 use crate::config::Config;
 use crate::error::Error;
+use crate::notify::{Manager, WorkerSockets};
 use crate::socket::Sockets;
 use crate::spawn::Spawner;
 use crate::supervisor::cluster::Cluster;
@@ -120,9 +122,21 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     let mut spawner = Spawner::new(config.command.clone(), inherited, sockets)
         .map_err(|e| Error::system("open /dev/null", e))?;
     let (sender, events) = crossbeam_channel::unbounded();
+    let notify = match config.policy.ready {
+        ReadyMode::Notify => Some(
+            WorkerSockets::start(sender.clone())
+                .map_err(|e| Error::system("create the workers' notify sockets", e))?,
+        ),
+        ReadyMode::Started => None,
+    };
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
     let cluster = Cluster::new(config.policy, config.workers);
-    Ok(supervisor::run(cluster, &mut spawner, &events))
+    let plumbing = supervisor::run::Plumbing {
+        spawner: &mut spawner,
+        notify,
+        manager: Manager::from_env(),
+    };
+    Ok(supervisor::run(cluster, plumbing, &events))
 }
 
 /// The sockets a service manager passed to recluster, or those `--listen` names, bound now —

@@ -132,7 +132,12 @@ impl Spawner {
     }
 
     /// Starts one worker. Must be called from the main thread (see the module doc).
-    pub fn spawn(&mut self, identity: WorkerIdentity) -> Result<Spawned, SpawnError> {
+    /// With `notify_socket`, the worker gets `NOTIFY_SOCKET` set to it.
+    pub fn spawn(
+        &mut self,
+        identity: WorkerIdentity,
+        notify_socket: Option<&std::path::Path>,
+    ) -> Result<Spawned, SpawnError> {
         let program = command::resolve(&self.command[0], self.path_var.as_deref())
             .map_err(SpawnError::Command)?;
         let listen_fds = self
@@ -142,7 +147,8 @@ impl Spawner {
         for &fd in &listen_fds {
             socket::clear_nonblocking(fd);
         }
-        let mut prepared = self.prepare(program.as_os_str(), identity, listen_fds)?;
+        let mut prepared =
+            self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
         let (read_end, write_end) = exec_error_pipe()?;
 
         // SAFETY: the child runs only `exec_child`, which makes async-signal-safe calls on data
@@ -167,6 +173,7 @@ impl Spawner {
         program: &OsStr,
         identity: WorkerIdentity,
         listen_fds: Vec<i32>,
+        notify_socket: Option<&std::path::Path>,
     ) -> Result<Prepared, SpawnError> {
         let c = |text: &[u8]| {
             CString::new(text)
@@ -195,6 +202,11 @@ impl Spawner {
             ("RECLUSTER_PID", self.recluster_pid.to_string()),
         ] {
             envp.push(c(format!("{key}={value}").as_bytes())?);
+        }
+        if let Some(path) = notify_socket {
+            let mut entry = b"NOTIFY_SOCKET=".to_vec();
+            entry.extend_from_slice(path.as_os_str().as_bytes());
+            envp.push(c(&entry)?);
         }
         let mut listen_pid = Vec::new();
         if !listen_fds.is_empty() {

@@ -17,6 +17,8 @@ pub enum Action {
     KillAll { groups: Vec<i32> },
     /// Stop recluster itself (after forwarding SIGTSTP), as a shell's job control expects.
     SuspendSelf,
+    /// Tell recluster's own service manager (`NOTIFY_SOCKET`), if it has one.
+    NotifyManager(String),
     /// End recluster with this status.
     Exit(i32),
 }

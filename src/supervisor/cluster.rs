@@ -1,6 +1,6 @@
 //! The cluster's state and every decision about it, as pure functions of (state, event, now):
-//! which slot to (re)spawn and when, the restart backoff, the crash-loop limit, scaling, the
-//! graceful stop and its deadline, and the final exit status. No process is touched here — the
+//! which slot to (re)spawn and when, readiness, the restart backoff, the crash-loop limit, scaling,
+//! the graceful stop and its deadline, and the final exit status. No process is touched here — the
 //! decisions come back as `Action`s — so all of it is unit-tested with a synthetic clock.
 //!
 //! Invariants: slot `i` holds `WORKER_ID` `i` (slots are `0..N`); a slot has at most one worker and
@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use humantime::format_duration;
 use log::{debug, error, info, warn};
 
-use crate::cli::RestartMode;
+use crate::cli::{ReadyMode, RestartMode};
 use crate::config::Policy;
 use crate::exit_code;
+use crate::notify::Message;
 use crate::reaper::Exit;
 use crate::signal::Sig;
 use crate::spawn::WorkerIdentity;
@@ -32,6 +33,8 @@ pub struct Cluster {
     /// Whether recluster had any child left after the latest reaping.
     children_left: bool,
     generation: u32,
+    /// Whether the service manager has been told that every worker is ready.
+    announced_ready: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,8 +79,24 @@ struct Worker {
     started: Instant,
     /// The signal recluster sent to stop this worker, if it did.
     stop_sent: Option<Sig>,
-    /// When its process group gets SIGKILL (scale-down).
+    /// When its process group gets SIGKILL (after recluster stopped it).
     kill_at: Option<Instant>,
+    ready: bool,
+    /// `--ready started`: when it will have been up for `--min-uptime`.
+    ready_at: Option<Instant>,
+    /// `--ready notify`: when `--ready-timeout` runs out.
+    ready_by: Option<Instant>,
+    /// Stopped by recluster because it did not become ready in time: a failed start.
+    failed_start: bool,
+}
+
+/// How a slot's worker (or an attempt to spawn one) ended.
+struct Ended {
+    pid: Option<i32>,
+    status: ProcessStatus,
+    stop_sent: Option<Sig>,
+    uptime: Duration,
+    failed_start: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +115,7 @@ impl Cluster {
             phase: Phase::Running,
             children_left: false,
             generation: 0,
+            announced_ready: false,
         }
     }
 
@@ -118,13 +138,39 @@ impl Cluster {
             return;
         };
         info!("worker {} started (pid {pid})", identity.id);
+        let (ready_at, ready_by) = match self.policy.ready {
+            ReadyMode::Started => (Some(later(now, self.policy.min_uptime)), None),
+            ReadyMode::Notify => (None, Some(later(now, self.policy.ready_timeout))),
+        };
         slot.worker = Some(Worker {
             id: identity.id,
             pid,
             started: now,
             stop_sent: None,
             kill_at: None,
+            ready: false,
+            ready_at,
+            ready_by,
+            failed_start: false,
         });
+    }
+
+    /// A message a worker (or a process of its tree) sent on its notify socket.
+    pub fn on_notified(&mut self, pid: i32, message: &Message, _now: Instant) -> Vec<Action> {
+        let Some(index) = self.slot_of(pid) else {
+            return Vec::new();
+        };
+        if let Some(status) = &message.status {
+            debug!("worker {}: {status}", self.slots[index].id);
+        }
+        let worker = self.slots[index]
+            .worker
+            .as_mut()
+            .expect("slot_of found a worker");
+        if message.ready && !worker.ready && worker.stop_sent.is_none() {
+            return self.became_ready(index);
+        }
+        Vec::new()
     }
 
     /// A `Spawn` that produced no process: counts as a worker that ended at once with `status`.
@@ -136,7 +182,14 @@ impl Cluster {
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(index) = self.slots.iter().position(|s| s.id == identity.id) {
-            self.slot_ended(index, None, status, None, Duration::ZERO, now, &mut actions);
+            let ended = Ended {
+                pid: None,
+                status,
+                stop_sent: None,
+                uptime: Duration::ZERO,
+                failed_start: false,
+            };
+            self.slot_ended(index, ended, now, &mut actions);
         }
         actions.extend(self.settle(now));
         actions
@@ -180,16 +233,14 @@ impl Cluster {
                     .worker
                     .take()
                     .expect("slot_of found a worker");
-                let uptime = now.saturating_duration_since(worker.started);
-                self.slot_ended(
-                    index,
-                    Some(worker.pid),
-                    exit.status,
-                    worker.stop_sent,
-                    uptime,
-                    now,
-                    &mut actions,
-                );
+                let ended = Ended {
+                    pid: Some(worker.pid),
+                    status: exit.status,
+                    stop_sent: worker.stop_sent,
+                    uptime: now.saturating_duration_since(worker.started),
+                    failed_start: worker.failed_start,
+                };
+                self.slot_ended(index, ended, now, &mut actions);
             } else if let Some(position) = self.leaving.iter().position(|w| w.pid == exit.pid) {
                 let worker = self.leaving.remove(position);
                 let log_level = if exit.status == ProcessStatus::Killed(Sig::KILL) {
@@ -229,6 +280,7 @@ impl Cluster {
                         self.slots[index].respawn_at = None;
                         actions.push(self.spawn_action(index));
                     }
+                    actions.extend(self.check_worker_timers(index, now));
                 }
                 for worker in &mut self.leaving {
                     if worker.kill_at.is_some_and(|at| at <= now) {
@@ -268,6 +320,11 @@ impl Cluster {
                 .slots
                 .iter()
                 .filter_map(|s| s.respawn_at)
+                .chain(
+                    self.slots
+                        .iter()
+                        .filter_map(|s| s.worker.and_then(|w| w.next_timer())),
+                )
                 .chain(self.leaving.iter().filter_map(|w| w.kill_at))
                 .min(),
             Phase::Stopping(stop) if !stop.killed => Some(stop.deadline),
@@ -298,20 +355,79 @@ impl Cluster {
             .position(|s| s.worker.is_some_and(|w| w.pid == pid))
     }
 
+    /// Readiness and stop timers of a slot's worker that are due at `now`.
+    fn check_worker_timers(&mut self, index: usize, now: Instant) -> Vec<Action> {
+        let policy = self.policy.clone();
+        let Some(worker) = self.slots[index].worker.as_mut() else {
+            return Vec::new();
+        };
+        if !worker.ready && worker.stop_sent.is_none() {
+            if worker.ready_at.is_some_and(|at| at <= now) {
+                return self.became_ready(index);
+            }
+            if worker.ready_by.is_some_and(|at| at <= now) {
+                error!(
+                    "worker {} (pid {}) did not send READY=1 within {}: stopping it as a failed start (--ready-timeout)",
+                    worker.id,
+                    worker.pid,
+                    format_duration(policy.ready_timeout)
+                );
+                worker.failed_start = true;
+                worker.stop_sent = Some(policy.stop_signal);
+                worker.kill_at = Some(later(now, policy.kill_timeout));
+                return vec![Action::SignalGroup {
+                    pgid: worker.pid,
+                    signal: policy.stop_signal,
+                }];
+            }
+        }
+        if worker.kill_at.is_some_and(|at| at <= now) {
+            worker.kill_at = None;
+            warn!(
+                "worker {} (pid {}) still running {} after {}: sending SIGKILL to its process group (--kill-timeout)",
+                worker.id,
+                worker.pid,
+                format_duration(policy.kill_timeout),
+                policy.stop_signal
+            );
+            return vec![Action::SignalGroup {
+                pgid: worker.pid,
+                signal: Sig::KILL,
+            }];
+        }
+        Vec::new()
+    }
+
+    /// A slot's worker became ready; once all are, at start, the service manager hears of it.
+    fn became_ready(&mut self, index: usize) -> Vec<Action> {
+        let slot = &mut self.slots[index];
+        let worker = slot.worker.as_mut().expect("a ready worker");
+        worker.ready = true;
+        debug!("worker {} (pid {}) is ready", worker.id, worker.pid);
+        let all_ready = self.slots.iter().all(|s| s.worker.is_some_and(|w| w.ready));
+        if self.announced_ready || !all_ready || self.phase != Phase::Running {
+            return Vec::new();
+        }
+        self.announced_ready = true;
+        let n = self.slots.len();
+        info!("all {n} workers are ready");
+        vec![Action::NotifyManager(format!(
+            "READY=1\nSTATUS={n} workers ready"
+        ))]
+    }
+
     /// A slot's worker ended (or could not be spawned): record how, and decide about a restart.
-    #[allow(clippy::too_many_arguments)]
-    fn slot_ended(
-        &mut self,
-        index: usize,
-        pid: Option<i32>,
-        status: ProcessStatus,
-        stop_sent: Option<Sig>,
-        uptime: Duration,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        let clean =
-            status.success() || matches!(status, ProcessStatus::Killed(s) if Some(s) == stop_sent);
+    fn slot_ended(&mut self, index: usize, ended: Ended, now: Instant, actions: &mut Vec<Action>) {
+        let Ended {
+            pid,
+            status,
+            stop_sent,
+            uptime,
+            failed_start,
+        } = ended;
+        let clean = !failed_start
+            && (status.success()
+                || matches!(status, ProcessStatus::Killed(s) if Some(s) == stop_sent));
         let policy = self.policy.clone();
         let slot = &mut self.slots[index];
         slot.last_end = Some(End { status, clean });
@@ -323,14 +439,19 @@ impl Cluster {
             info!("{who} {status}");
             return;
         }
-        if !restarts_after(policy.restart, status) {
+        let restart = if failed_start {
+            policy.restart != RestartMode::Never
+        } else {
+            restarts_after(policy.restart, status)
+        };
+        if !restart {
             info!(
                 "{who} {status}; not restarting it (--restart {})",
                 restart_mode_name(policy.restart)
             );
             return;
         }
-        let delay = if uptime >= policy.min_uptime {
+        let delay = if uptime >= policy.min_uptime && !failed_start {
             slot.early_deaths = 0;
             Duration::ZERO
         } else {
@@ -384,6 +505,9 @@ impl Cluster {
             signal,
             workers: self.worker_pids(),
         });
+        actions.push(Action::NotifyManager(format!(
+            "STOPPING=1\nSTATUS=stopping ({signal})"
+        )));
         self.phase = Phase::Stopping(Stop {
             signal,
             deadline: later(now, self.policy.kill_timeout),
@@ -527,6 +651,18 @@ impl Cluster {
     }
 }
 
+impl Worker {
+    /// Its next readiness or stop deadline, if any.
+    fn next_timer(self) -> Option<Instant> {
+        let readiness = if self.ready || self.stop_sent.is_some() {
+            None
+        } else {
+            self.ready_at.or(self.ready_by)
+        };
+        [readiness, self.kill_at].into_iter().flatten().min()
+    }
+}
+
 impl Slot {
     fn new(id: u32) -> Slot {
         Slot {
@@ -591,13 +727,25 @@ mod tests {
             restart_max_delay: 400 * MS,
             crash_limit: None,
             min_uptime: 1000 * MS,
+            ready: ReadyMode::Started,
+            ready_timeout: 3000 * MS,
             stop_signal: Sig::TERM,
             kill_timeout: 5000 * MS,
         }
     }
 
-    /// A cluster whose slots all run, with pids 100, 101, ...
+    /// A cluster whose slots all run and are ready, with pids 100, 101, ...
     fn running(policy: Policy, workers: u32, now: Instant) -> Cluster {
+        let mut cluster = starting(policy, workers, now);
+        for slot in &mut cluster.slots {
+            slot.worker.as_mut().unwrap().ready = true;
+        }
+        cluster.announced_ready = true;
+        cluster
+    }
+
+    /// A cluster whose workers were all spawned at `now`, not ready yet.
+    fn starting(policy: Policy, workers: u32, now: Instant) -> Cluster {
         let mut cluster = Cluster::new(policy, workers);
         for action in cluster.start() {
             let Action::Spawn(identity) = action else {
@@ -758,6 +906,7 @@ mod tests {
                     signal: Sig::INT,
                     workers: vec![100, 101]
                 },
+                Action::NotifyManager("STOPPING=1\nSTATUS=stopping (SIGINT)".to_string()),
             ]
         );
         assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
@@ -919,6 +1068,7 @@ mod tests {
                     signal: Sig::TERM,
                     workers: vec![]
                 },
+                Action::NotifyManager("STOPPING=1\nSTATUS=stopping (SIGTERM)".to_string()),
                 Action::Exit(3)
             ]
         );
@@ -951,6 +1101,74 @@ mod tests {
         let mut cluster = running(huge, 1, t0);
         cluster.on_signal(Sig::TERM, t0);
         assert!(cluster.next_deadline().unwrap() > t0 + Duration::from_secs(86_400 * 365 * 100));
+    }
+
+    #[test]
+    fn started_workers_are_ready_after_min_uptime_and_the_manager_hears_it_once() {
+        let t0 = Instant::now();
+        let mut cluster = starting(policy(), 2, t0);
+        assert_eq!(cluster.next_deadline(), Some(t0 + 1000 * MS));
+        assert!(cluster.on_timer(t0 + 999 * MS).is_empty());
+        let actions = cluster.on_timer(t0 + 1000 * MS);
+        assert_eq!(
+            actions,
+            [Action::NotifyManager(
+                "READY=1\nSTATUS=2 workers ready".to_string()
+            )]
+        );
+        assert_eq!(cluster.next_deadline(), None, "no timer once all are ready");
+    }
+
+    #[test]
+    fn notify_workers_are_ready_on_ready_1_only() {
+        let t0 = Instant::now();
+        let notify = Policy {
+            ready: ReadyMode::Notify,
+            ..policy()
+        };
+        let mut cluster = starting(notify, 1, t0);
+        let status = Message {
+            status: Some("loading".into()),
+            ..Message::default()
+        };
+        assert!(cluster.on_notified(100, &status, t0).is_empty());
+        let ready = Message {
+            ready: true,
+            ..Message::default()
+        };
+        assert_eq!(
+            cluster.on_notified(100, &ready, t0),
+            [Action::NotifyManager(
+                "READY=1\nSTATUS=1 workers ready".to_string()
+            )]
+        );
+        assert!(
+            cluster.on_notified(100, &ready, t0).is_empty(),
+            "announced once"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_never_becomes_ready_is_stopped_and_restarted_as_a_failed_start() {
+        let t0 = Instant::now();
+        let notify = Policy {
+            ready: ReadyMode::Notify,
+            ..policy()
+        };
+        let mut cluster = starting(notify, 1, t0);
+        assert_eq!(cluster.next_deadline(), Some(t0 + 3000 * MS));
+        let t1 = t0 + 3000 * MS;
+        assert_eq!(
+            cluster.on_timer(t1),
+            [Action::SignalGroup {
+                pgid: 100,
+                signal: Sig::TERM
+            }]
+        );
+        // It dies of the stop signal: still a failure, restarted with backoff.
+        cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, t1);
+        assert_eq!(cluster.next_deadline(), Some(t1 + 100 * MS));
+        assert!(!cluster.slots[0].last_end.unwrap().clean);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The supervisor loop: block on the event channel until the cluster's next deadline, hand each
 //! event to the `Cluster`, carry out the actions it returns. This is the only place that spawns or
 //! signals processes, and it runs on the main thread (see `spawn` on the parent-death signal).
+//! It also owns the plumbing the cluster need not know: each worker's notify socket (by pid) and
+//! recluster's own service manager.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -11,6 +13,7 @@ use log::{debug, error, warn};
 use crate::descendants;
 use crate::event::Event;
 use crate::exit_code;
+use crate::notify::{Manager, WorkerSockets};
 use crate::signal::Sig;
 use crate::spawn::{SpawnError, Spawner};
 use crate::startup;
@@ -19,11 +22,22 @@ use crate::status::ProcessStatus;
 use super::action::Action;
 use super::cluster::Cluster;
 
+/// What the loop works with besides the cluster.
+pub struct Plumbing<'a> {
+    pub spawner: &'a mut Spawner,
+    /// With `--ready notify`: the workers' notify sockets.
+    pub notify: Option<WorkerSockets>,
+    /// recluster's own service manager, if it gave recluster a `NOTIFY_SOCKET`.
+    pub manager: Option<Manager>,
+}
+
 /// Runs the cluster until it ends; returns recluster's exit status.
-pub fn run(mut cluster: Cluster, spawner: &mut Spawner, events: &Receiver<Event>) -> i32 {
+pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -> i32 {
     let mut executor = Executor {
-        spawner,
+        plumbing,
         orphans_signaled: HashSet::new(),
+        token_of: HashMap::new(),
+        pid_of: HashMap::new(),
     };
     let mut actions = cluster.start();
     loop {
@@ -47,7 +61,16 @@ pub fn run(mut cluster: Cluster, spawner: &mut Spawner, events: &Receiver<Event>
             Some(Event::Reaped {
                 exits,
                 children_left,
-            }) => cluster.on_reaped(&exits, children_left, now),
+            }) => {
+                for exit in &exits {
+                    executor.forget_worker(exit.pid);
+                }
+                cluster.on_reaped(&exits, children_left, now)
+            }
+            Some(Event::Notified { token, message }) => match executor.pid_of.get(&token) {
+                Some(&pid) => cluster.on_notified(pid, &message, now),
+                None => Vec::new(),
+            },
             None => Vec::new(),
         };
         actions.extend(cluster.on_timer(now));
@@ -60,9 +83,12 @@ fn lost_signal_thread() -> i32 {
 }
 
 struct Executor<'a> {
-    spawner: &'a mut Spawner,
+    plumbing: Plumbing<'a>,
     /// Adopted processes already sent the stop signal: each gets it once.
     orphans_signaled: HashSet<i32>,
+    /// Notify socket tokens by worker pid, and back.
+    token_of: HashMap<i32, u64>,
+    pid_of: HashMap<u64, i32>,
 }
 
 impl Executor<'_> {
@@ -71,29 +97,57 @@ impl Executor<'_> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Spawn(identity) => match self.spawner.spawn(identity) {
-                    Ok(spawned) => {
-                        if let Some(e) = &spawned.exec_error {
+                Action::Spawn(identity) => {
+                    let socket = match self.plumbing.notify.as_mut().map(WorkerSockets::open) {
+                        Some(Ok((token, path))) => Some((token, path)),
+                        Some(Err(e)) => {
                             error!(
-                                "worker {} (pid {}): failed to execute the command: {e}",
-                                identity.id, spawned.pid
+                                "worker {}: failed to create its notify socket: {e}",
+                                identity.id
                             );
+                            queue.extend(cluster.spawn_failed(
+                                identity,
+                                ProcessStatus::Exited(exit_code::FAILURE),
+                                Instant::now(),
+                            ));
+                            continue;
                         }
-                        cluster.spawned(identity, spawned.pid, Instant::now());
-                    }
-                    Err(e) => {
-                        error!("worker {}: {e}", identity.id);
-                        let status = match &e {
-                            SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
-                            SpawnError::Bind(_) | SpawnError::System(..) => {
-                                ProcessStatus::Exited(exit_code::FAILURE)
+                        None => None,
+                    };
+                    let path = socket.as_ref().map(|(_, path)| path.as_path());
+                    match self.plumbing.spawner.spawn(identity, path) {
+                        Ok(spawned) => {
+                            if let Some(e) = &spawned.exec_error {
+                                error!(
+                                    "worker {} (pid {}): failed to execute the command: {e}",
+                                    identity.id, spawned.pid
+                                );
                             }
-                        };
-                        queue.extend(cluster.spawn_failed(identity, status, Instant::now()));
+                            if let Some((token, _)) = socket {
+                                self.token_of.insert(spawned.pid, token);
+                                self.pid_of.insert(token, spawned.pid);
+                            }
+                            cluster.spawned(identity, spawned.pid, Instant::now());
+                        }
+                        Err(e) => {
+                            error!("worker {}: {e}", identity.id);
+                            if let (Some((token, _)), Some(notify)) =
+                                (socket, self.plumbing.notify.as_mut())
+                            {
+                                notify.close(token);
+                            }
+                            let status = match &e {
+                                SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
+                                SpawnError::Bind(_) | SpawnError::System(..) => {
+                                    ProcessStatus::Exited(exit_code::FAILURE)
+                                }
+                            };
+                            queue.extend(cluster.spawn_failed(identity, status, Instant::now()));
+                        }
                     }
-                },
+                }
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
-                Action::ReleaseSlot(id) => self.spawner.release_slot(id),
+                Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::SignalOrphans { signal, workers } => {
                     for pid in descendants::children_of(std::process::id() as i32) {
                         if !workers.contains(&pid) && self.orphans_signaled.insert(pid) {
@@ -117,10 +171,25 @@ impl Executor<'_> {
                         signal_process(std::process::id() as i32, Sig::STOP);
                     }
                 }
+                Action::NotifyManager(text) => {
+                    if let Some(manager) = &self.plumbing.manager {
+                        manager.send(&text);
+                    }
+                }
                 Action::Exit(code) => return Some(code),
             }
         }
         None
+    }
+
+    /// A process ended: if it was a worker with a notify socket, close the socket.
+    fn forget_worker(&mut self, pid: i32) {
+        if let Some(token) = self.token_of.remove(&pid) {
+            self.pid_of.remove(&token);
+            if let Some(notify) = self.plumbing.notify.as_mut() {
+                notify.close(token);
+            }
+        }
     }
 }
 

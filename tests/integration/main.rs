@@ -7,6 +7,7 @@ mod docs;
 mod exit_status;
 mod interop;
 mod logging;
+mod readiness;
 mod reaping;
 mod respawn;
 mod robustness;

@@ -1,0 +1,254 @@
+//! The sd_notify protocol, both ways.
+//!
+//! Down: with `--ready notify` every worker gets a `NOTIFY_SOCKET` of its own, a datagram socket in a
+//! directory only recluster's user can enter. A message on it counts for that worker whoever in its
+//! tree sends it (`systemd-notify --ready` from a wrapper script works). One thread receives them
+//! all and turns them into `Event::Notified`.
+//!
+//! Up: when recluster itself runs with `NOTIFY_SOCKET` (a systemd `Type=notify` service), `Manager`
+//! sends it `READY=1`, `STOPPING=1` and `STATUS=` lines.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::event::Event;
+
+/// What a worker said on its socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub ready: bool,
+    pub stopping: bool,
+    pub status: Option<String>,
+}
+
+impl Message {
+    /// Parses `KEY=VALUE` lines; unknown keys are ignored, as systemd does.
+    pub fn parse(datagram: &[u8]) -> Message {
+        let text = String::from_utf8_lossy(datagram);
+        let mut message = Message::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("READY", "1")) => message.ready = true,
+                Some(("STOPPING", "1")) => message.stopping = true,
+                Some(("STATUS", status)) => message.status = Some(status.to_string()),
+                _ => {}
+            }
+        }
+        message
+    }
+}
+
+/// The private directory of the workers' sockets, and the thread that reads them.
+pub struct WorkerSockets {
+    dir: PathBuf,
+    next: u64,
+    register: Sender<(u64, UnixDatagram)>,
+    forget: Sender<u64>,
+    wake: RawFd,
+}
+
+impl WorkerSockets {
+    /// Creates the directory (mode 0700) and starts the thread; messages arrive on `events`.
+    pub fn start(events: Sender<Event>) -> io::Result<WorkerSockets> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("recluster-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?; // left by a recluster with this pid that was killed
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let mut pipe = [0; 2];
+        // SAFETY: pipe2 writes two fds into a valid array.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (register, registrations) = crossbeam_channel::unbounded();
+        let (forget, forgotten) = crossbeam_channel::unbounded();
+        let wake_read = pipe[0];
+        std::thread::Builder::new()
+            .name("notify".to_string())
+            .spawn(move || receive(wake_read, &registrations, &forgotten, &events))?;
+        Ok(WorkerSockets {
+            dir,
+            next: 0,
+            register,
+            forget,
+            wake: pipe[1],
+        })
+    }
+
+    /// A new socket for the next worker: its token and the path for `NOTIFY_SOCKET`.
+    pub fn open(&mut self) -> io::Result<(u64, PathBuf)> {
+        self.next += 1;
+        let path = self.dir.join(format!("w{}", self.next));
+        let socket = UnixDatagram::bind(&path)?;
+        let _ = self.register.send((self.next, socket));
+        self.wake();
+        Ok((self.next, path))
+    }
+
+    /// Closes a worker's socket (it has ended).
+    pub fn close(&mut self, token: u64) {
+        let _ = std::fs::remove_file(self.dir.join(format!("w{token}")));
+        let _ = self.forget.send(token);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        // SAFETY: a one-byte write to our own pipe (non-blocking: a full pipe already wakes).
+        unsafe { libc::write(self.wake, b"x".as_ptr().cast(), 1) };
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for WorkerSockets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The thread: poll every worker socket and the wake pipe; turn datagrams into events.
+fn receive(
+    wake: RawFd,
+    registrations: &Receiver<(u64, UnixDatagram)>,
+    forgotten: &Receiver<u64>,
+    events: &Sender<Event>,
+) {
+    let mut sockets: HashMap<u64, UnixDatagram> = HashMap::new();
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        for (token, socket) in registrations.try_iter() {
+            sockets.insert(token, socket);
+        }
+        for token in forgotten.try_iter() {
+            sockets.remove(&token);
+        }
+        let tokens: Vec<u64> = sockets.keys().copied().collect();
+        let mut polled: Vec<libc::pollfd> = tokens
+            .iter()
+            .map(|t| sockets[t].as_raw_fd())
+            .chain(std::iter::once(wake))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfd; no timeout, the wake pipe ends the wait.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            continue; // EINTR
+        }
+        if polled.last().is_some_and(|p| p.revents != 0) {
+            // SAFETY: draining our own non-blocking pipe into a stack buffer.
+            while unsafe { libc::read(wake, buffer.as_mut_ptr().cast(), buffer.len()) } > 0 {}
+        }
+        for (token, entry) in tokens.iter().zip(&polled) {
+            if entry.revents == 0 {
+                continue;
+            }
+            while let Ok(n) = sockets[token].recv(&mut buffer) {
+                let message = Message::parse(&buffer[..n]);
+                if events
+                    .send(Event::Notified {
+                        token: *token,
+                        message,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                if sockets[token].set_nonblocking(true).is_err() {
+                    break;
+                }
+            }
+            let _ = sockets[token].set_nonblocking(false);
+        }
+    }
+}
+
+/// recluster's own service manager, when it has given recluster a `NOTIFY_SOCKET`.
+pub struct Manager {
+    socket: UnixDatagram,
+    address: std::os::unix::net::SocketAddr,
+}
+
+impl Manager {
+    /// From `NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace), if set.
+    pub fn from_env() -> Option<Manager> {
+        let target = std::env::var_os("NOTIFY_SOCKET")?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
+        let address = match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?
+            }
+            None => std::os::unix::net::SocketAddr::from_pathname(Path::new(&target)).ok()?,
+        };
+        let socket = UnixDatagram::unbound().ok()?;
+        Some(Manager { socket, address })
+    }
+
+    /// Sends one notification (`READY=1\nSTATUS=…`); a manager that went away is not an error.
+    pub fn send(&self, text: &str) {
+        if let Err(e) = self.socket.send_to_addr(text.as_bytes(), &self.address) {
+            log::debug!("failed to notify the service manager: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_keys_recluster_acts_on() {
+        let m = Message::parse(b"READY=1\nSTATUS=serving on 3000\nMAINPID=1\n");
+        assert!(m.ready);
+        assert_eq!(m.status.as_deref(), Some("serving on 3000"));
+        assert!(!Message::parse(b"READY=0").ready);
+        assert!(Message::parse(b"STOPPING=1").stopping);
+    }
+
+    #[test]
+    fn a_worker_socket_delivers_its_messages_with_its_token() {
+        let (sender, events) = crossbeam_channel::unbounded();
+        let mut sockets = WorkerSockets::start(sender).unwrap();
+        let mode = std::fs::metadata(sockets.dir()).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+        let (token, path) = sockets.open().unwrap();
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"READY=1", &path)
+            .unwrap();
+        let event = events
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            event,
+            Event::Notified {
+                token,
+                message: Message {
+                    ready: true,
+                    ..Message::default()
+                }
+            }
+        );
+        sockets.close(token);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,87 @@
+//! --ready: when a worker counts as ready, and what recluster tells a service manager above it.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use crate::harness::{Cluster, Launch, cluster_args};
+
+#[test]
+fn with_ready_notify_a_worker_is_ready_when_it_says_so() {
+    let mut cluster = Cluster::start(
+        &["-n", "2", "-v", "--ready", "notify"],
+        &["--notify", "300"],
+    );
+    for _ in 0..2 {
+        cluster.expect("a worker notifies", |l| l.is_worker("notifying"));
+    }
+    cluster.expect_log("all 2 workers are ready");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_wrapper_script_can_notify_for_its_worker_with_systemd_notify() {
+    let worker = crate::harness::worker_bin();
+    let script = format!("systemd-notify --ready && exec {}", worker.display());
+    let mut cluster =
+        Launch::new(["-n", "2", "--ready", "notify", "--", "sh", "-c", &script]).start();
+    cluster.expect_log("all 2 workers are ready");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_worker_that_never_notifies_is_stopped_after_the_ready_timeout_and_restarted() {
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "1",
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "300ms",
+            "--restart-delay",
+            "10ms",
+        ],
+        &[],
+    );
+    let first = cluster.ready(1)[0].num("pid");
+    cluster.expect_log(&format!(
+        "worker 0 (pid {first}) did not send READY=1 within 300ms"
+    ));
+    cluster.expect("it got the stop signal", |l| {
+        l.is_worker("signal") && l.num("pid") == first
+    });
+    let second = cluster.expect("a new attempt", |l| l.is_worker("ready"));
+    assert_ne!(second.num("pid"), first);
+    cluster.send(libc::SIGTERM);
+    // The last worker was stopped by the user's TERM: clean, although the first start failed.
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_service_manager_above_hears_ready_then_stopping() {
+    let path = std::env::temp_dir().join(format!("recluster-manager-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager
+        .set_read_timeout(Some(crate::harness::DEADLINE))
+        .unwrap();
+    let args = cluster_args(&["-n", "2", "--ready", "notify"], &["--notify", "200"]);
+    let mut cluster = Launch::new(args).env("NOTIFY_SOCKET", &path).start();
+    let mut buffer = [0u8; 1024];
+    let mut next = || {
+        let n = manager.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\nSTATUS=2 workers ready");
+    // Workers never see recluster's own NOTIFY_SOCKET: theirs is a different one.
+    cluster.send(libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
+    assert_eq!(cluster.exit_code(), 0);
+    manager
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    assert!(manager.recv(&mut buffer).is_err(), "nothing more");
+    std::fs::remove_file(&path).unwrap();
+}
