@@ -9,6 +9,8 @@
 //! exit id=0 pid=.. code=0
 //! ```
 //!
+//! `--version-file PATH` reads the version from a file at start; `broken` there makes the worker
+//! print `broken id=.. pid=..` and exit 1 at once (a release that cannot start).
 //! `--notify MS` sends `READY=1` on `NOTIFY_SOCKET` MS milliseconds after start (printing
 //! `notifying id=.. pid=..` just before).
 //!
@@ -94,6 +96,11 @@ fn run() -> ! {
     if options.orphan {
         make_orphan(id);
     }
+    if options.version == "broken" {
+        // A release that cannot start.
+        say(&format!("broken id={id} pid={pid}"));
+        std::process::exit(1);
+    }
     block_all_signals();
     let server = options.serve.then(|| serve::start(id, &options.version));
     // SAFETY: plain queries of this process's ids.
@@ -165,6 +172,12 @@ fn parse_options() -> Options {
                 ))
             }
             "--version" => options.version = value(),
+            "--version-file" => {
+                let path = value();
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| usage(&format!("{path}: {e}")));
+                options.version = text.trim().to_string();
+            }
             "--ignore" => options
                 .ignore
                 .push(value().parse().unwrap_or_else(|_| usage("bad signal"))),

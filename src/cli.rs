@@ -13,9 +13,9 @@ const ABOUT: &str = "Run any single-process program as a multi-core cluster: N w
 stable WORKER_ID, signals relayed, crashed workers respawned with backoff, and a correct PID 1.";
 
 const AFTER_HELP: &str = "\
-Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once); TTIN / TTOU add or \
-remove a worker; TSTP is forwarded and recluster stops itself; every other signal (HUP, USR1, USR2, \
-WINCH, ...) is forwarded to every worker's process group.
+Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once); HUP replaces every \
+worker in a rolling reload; TTIN / TTOU add or remove a worker; TSTP is forwarded and recluster stops \
+itself; every other signal (USR1, USR2, WINCH, ...) is forwarded to every worker's process group.
 
 Exit status: 0 when every worker ended with 0 or by recluster's stop signal; otherwise the status of \
 the lowest WORKER_ID that did not (128+n for signal n); 1 when recluster itself failed; 2 for a usage \
@@ -78,6 +78,11 @@ pub struct Cli {
     /// restarted as a failed start [default: 90s, systemd's TimeoutStartSec]
     #[arg(long, value_name = "DUR", default_value = "90s", value_parser = parse_duration, env = "RECLUSTER_READY_TIMEOUT")]
     pub ready_timeout: Duration,
+
+    /// How many worker slots a rolling reload (SIGHUP) replaces at a time: at most N + K workers
+    /// are alive during a reload
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "RECLUSTER_RELOAD_BATCH")]
+    pub reload_batch: u32,
 
     /// The signal sent when recluster itself decides to stop a worker (scale-down, crash-loop
     /// give-up, end of the cluster): a name (TERM, SIGUSR1) or a number

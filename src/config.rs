@@ -39,6 +39,7 @@ pub struct Policy {
     pub min_uptime: Duration,
     pub ready: ReadyMode,
     pub ready_timeout: Duration,
+    pub reload_batch: u32,
     pub stop_signal: Sig,
     pub kill_timeout: Duration,
 }
@@ -105,6 +106,7 @@ impl Config {
                 min_uptime: cli.min_uptime,
                 ready: cli.ready,
                 ready_timeout: cli.ready_timeout,
+                reload_batch: cli.reload_batch,
                 stop_signal: cli.stop_signal,
                 kill_timeout: cli.kill_timeout,
             },

@@ -19,6 +19,9 @@ pub enum Action {
     SuspendSelf,
     /// Tell recluster's own service manager (`NOTIFY_SOCKET`), if it has one.
     NotifyManager(String),
+    /// Tell it `RELOADING=1` with `MONOTONIC_USEC=` (the clock is read when it is sent), and this
+    /// `STATUS=`.
+    NotifyReloading(String),
     /// End recluster with this status.
     Exit(i32),
 }

@@ -24,6 +24,10 @@ use crate::status::ProcessStatus;
 
 use super::action::Action;
 
+mod reload;
+
+use reload::Reload;
+
 pub struct Cluster {
     policy: Policy,
     slots: Vec<Slot>,
@@ -35,6 +39,10 @@ pub struct Cluster {
     generation: u32,
     /// Whether the service manager has been told that every worker is ready.
     announced_ready: bool,
+    /// The rolling reload under way, if any.
+    reload: Option<Reload>,
+    /// The newest generation ever asked for (reloads that fail still use up their number).
+    last_generation: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +72,10 @@ enum Outcome {
 struct Slot {
     id: u32,
     worker: Option<Worker>,
+    /// During a reload: the new generation's worker, until it is ready and takes over.
+    replacement: Option<Worker>,
+    /// The generation a respawn of this slot runs (that of its current worker).
+    generation: u32,
     respawn_at: Option<Instant>,
     /// Consecutive deaths before --min-uptime: the backoff exponent.
     early_deaths: u32,
@@ -76,6 +88,7 @@ struct Slot {
 struct Worker {
     id: u32,
     pid: i32,
+    generation: u32,
     started: Instant,
     /// The signal recluster sent to stop this worker, if it did.
     stop_sent: Option<Sig>,
@@ -116,6 +129,8 @@ impl Cluster {
             children_left: false,
             generation: 0,
             announced_ready: false,
+            reload: None,
+            last_generation: 0,
         }
     }
 
@@ -137,14 +152,14 @@ impl Cluster {
         let Some(slot) = self.slots.get_mut(identity.id as usize) else {
             return;
         };
-        info!("worker {} started (pid {pid})", identity.id);
         let (ready_at, ready_by) = match self.policy.ready {
             ReadyMode::Started => (Some(later(now, self.policy.min_uptime)), None),
             ReadyMode::Notify => (None, Some(later(now, self.policy.ready_timeout))),
         };
-        slot.worker = Some(Worker {
+        let worker = Worker {
             id: identity.id,
             pid,
+            generation: identity.generation,
             started: now,
             stop_sent: None,
             kill_at: None,
@@ -152,11 +167,37 @@ impl Cluster {
             ready_at,
             ready_by,
             failed_start: false,
-        });
+        };
+        if self
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.spawning == Some(identity.id))
+        {
+            info!(
+                "worker {} of generation {} started (pid {pid})",
+                identity.id, identity.generation
+            );
+            self.reload.as_mut().expect("checked").spawning = None;
+            slot.replacement = Some(worker);
+        } else {
+            info!("worker {} started (pid {pid})", identity.id);
+            slot.generation = identity.generation;
+            slot.worker = Some(worker);
+        }
     }
 
     /// A message a worker (or a process of its tree) sent on its notify socket.
-    pub fn on_notified(&mut self, pid: i32, message: &Message, _now: Instant) -> Vec<Action> {
+    pub fn on_notified(&mut self, pid: i32, message: &Message, now: Instant) -> Vec<Action> {
+        if let Some(index) = self.replacement_of(pid) {
+            if let Some(status) = &message.status {
+                debug!("worker {} (new generation): {status}", self.slots[index].id);
+            }
+            return if message.ready {
+                self.promote(index, now)
+            } else {
+                Vec::new()
+            };
+        }
         let Some(index) = self.slot_of(pid) else {
             return Vec::new();
         };
@@ -181,6 +222,20 @@ impl Cluster {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
+        if self
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.spawning == Some(identity.id))
+        {
+            self.reload.as_mut().expect("checked").spawning = None;
+            let reason = format!(
+                "worker {} of the new generation could not be started",
+                identity.id
+            );
+            let mut actions = self.abandon_reload(&reason, now);
+            actions.extend(self.settle(now));
+            return actions;
+        }
         if let Some(index) = self.slots.iter().position(|s| s.id == identity.id) {
             let ended = Ended {
                 pid: None,
@@ -211,7 +266,8 @@ impl Cluster {
             }
             (Sig::TTIN, Phase::Running) => self.scale_up(),
             (Sig::TTOU, Phase::Running) => self.scale_down(now),
-            (Sig::TTIN | Sig::TTOU, _) => {
+            (Sig::HUP, Phase::Running) => self.begin_reload(now),
+            (Sig::TTIN | Sig::TTOU | Sig::HUP, _) => {
                 debug!("ignoring {sig} while stopping");
                 Vec::new()
             }
@@ -228,7 +284,9 @@ impl Cluster {
         self.children_left = children_left;
         let mut actions = Vec::new();
         for exit in exits {
-            if let Some(index) = self.slot_of(exit.pid) {
+            if let Some(index) = self.replacement_of(exit.pid) {
+                actions.extend(self.replacement_ended(index, exit.status, now));
+            } else if let Some(index) = self.slot_of(exit.pid) {
                 let worker = self.slots[index]
                     .worker
                     .take()
@@ -259,6 +317,10 @@ impl Cluster {
                 debug!("reaped adopted process {} ({})", exit.pid, exit.status);
             }
         }
+        if self.reload.is_some() {
+            // An old worker that finished draining makes room for the next replacement.
+            actions.extend(self.advance_reload(now));
+        }
         if let Phase::Stopping(stop) = self.phase
             && stop.killed
             && children_left
@@ -281,6 +343,7 @@ impl Cluster {
                         actions.push(self.spawn_action(index));
                     }
                     actions.extend(self.check_worker_timers(index, now));
+                    actions.extend(self.check_replacement_timers(index, now));
                 }
                 for worker in &mut self.leaving {
                     if worker.kill_at.is_some_and(|at| at <= now) {
@@ -325,6 +388,11 @@ impl Cluster {
                         .iter()
                         .filter_map(|s| s.worker.and_then(|w| w.next_timer())),
                 )
+                .chain(
+                    self.slots
+                        .iter()
+                        .filter_map(|s| s.replacement.and_then(|w| w.next_timer())),
+                )
                 .chain(self.leaving.iter().filter_map(|w| w.kill_at))
                 .min(),
             Phase::Stopping(stop) if !stop.killed => Some(stop.deadline),
@@ -337,6 +405,11 @@ impl Cluster {
         self.slots
             .iter()
             .filter_map(|s| s.worker.map(|w| w.pid))
+            .chain(
+                self.slots
+                    .iter()
+                    .filter_map(|s| s.replacement.map(|w| w.pid)),
+            )
             .chain(self.leaving.iter().map(|w| w.pid))
             .collect()
     }
@@ -345,8 +418,14 @@ impl Cluster {
         Action::Spawn(WorkerIdentity {
             id: self.slots[index].id,
             count: self.slots.len() as u32,
-            generation: self.generation,
+            generation: self.slots[index].generation,
         })
+    }
+
+    fn replacement_of(&self, pid: i32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.replacement.is_some_and(|w| w.pid == pid))
     }
 
     fn slot_of(&self, pid: i32) -> Option<usize> {
@@ -439,6 +518,10 @@ impl Cluster {
             info!("{who} {status}");
             return;
         }
+        if slot.replacement.is_some() {
+            info!("{who} {status}; its replacement of the new generation takes over when ready");
+            return;
+        }
         let restart = if failed_start {
             policy.restart != RestartMode::Never
         } else {
@@ -490,12 +573,20 @@ impl Cluster {
             slot.respawn_at = None;
         }
         let mut actions = Vec::new();
-        for worker in self.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            worker.stop_sent = Some(signal);
-            actions.push(Action::SignalGroup {
-                pgid: worker.pid,
-                signal,
-            });
+        if self.reload.take().is_some() {
+            info!("the reload under way is cancelled");
+        }
+        for slot in &mut self.slots {
+            for worker in [slot.worker.as_mut(), slot.replacement.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                worker.stop_sent = Some(signal);
+                actions.push(Action::SignalGroup {
+                    pgid: worker.pid,
+                    signal,
+                });
+            }
         }
         // Workers already leaving got the stop signal and keep their own deadline until now.
         for worker in &mut self.leaving {
@@ -534,10 +625,9 @@ impl Cluster {
         match self.phase {
             Phase::Running => {
                 let idle = self.leaving.is_empty()
-                    && self
-                        .slots
-                        .iter()
-                        .all(|s| s.worker.is_none() && s.respawn_at.is_none());
+                    && self.slots.iter().all(|s| {
+                        s.worker.is_none() && s.replacement.is_none() && s.respawn_at.is_none()
+                    });
                 if idle {
                     info!("every worker has ended and none is to be restarted");
                     return self.begin_stop(self.policy.stop_signal, Outcome::Finished, now);
@@ -545,8 +635,11 @@ impl Cluster {
                 Vec::new()
             }
             Phase::Stopping(stop) => {
-                let workers_left =
-                    !self.leaving.is_empty() || self.slots.iter().any(|s| s.worker.is_some());
+                let workers_left = !self.leaving.is_empty()
+                    || self
+                        .slots
+                        .iter()
+                        .any(|s| s.worker.is_some() || s.replacement.is_some());
                 if workers_left {
                     return Vec::new();
                 }
@@ -595,7 +688,10 @@ impl Cluster {
             return Vec::new();
         }
         let id = self.slots.len() as u32;
-        self.slots.push(Slot::new(id));
+        let mut slot = Slot::new(id);
+        // During a reload a new slot starts on the new generation: nothing to replace later.
+        slot.generation = self.reload.as_ref().map_or(self.generation, |r| r.target);
+        self.slots.push(slot);
         info!(
             "received SIGTTIN: scaling up to {} workers",
             self.slots.len()
@@ -615,18 +711,25 @@ impl Cluster {
             "received SIGTTOU: scaling down to {} workers",
             self.slots.len()
         );
-        let mut actions = Vec::new();
-        if let Some(mut worker) = slot.worker {
-            worker.stop_sent = Some(self.policy.stop_signal);
-            worker.kill_at = Some(later(now, self.policy.kill_timeout));
-            self.leaving.push(worker);
-            actions.push(Action::SignalGroup {
-                pgid: worker.pid,
-                signal: self.policy.stop_signal,
-            });
-        }
+        let mut actions: Vec<Action> = [slot.worker, slot.replacement]
+            .into_iter()
+            .flatten()
+            .map(|worker| self.retire(worker, now))
+            .collect();
         actions.push(Action::ReleaseSlot(slot.id));
         actions
+    }
+
+    /// Stops a worker that is no longer a slot's own: `--stop-signal` now, SIGKILL after
+    /// `--kill-timeout`; it counts as alive (for the N + K bound) until it is reaped.
+    fn retire(&mut self, mut worker: Worker, now: Instant) -> Action {
+        worker.stop_sent = Some(self.policy.stop_signal);
+        worker.kill_at = Some(later(now, self.policy.kill_timeout));
+        self.leaving.push(worker);
+        Action::SignalGroup {
+            pgid: worker.pid,
+            signal: self.policy.stop_signal,
+        }
     }
 
     fn forward(&self, sig: Sig) -> Vec<Action> {
@@ -668,6 +771,8 @@ impl Slot {
         Slot {
             id,
             worker: None,
+            replacement: None,
+            generation: 0,
             respawn_at: None,
             early_deaths: 0,
             restarts: VecDeque::new(),
@@ -729,6 +834,7 @@ mod tests {
             min_uptime: 1000 * MS,
             ready: ReadyMode::Started,
             ready_timeout: 3000 * MS,
+            reload_batch: 1,
             stop_signal: Sig::TERM,
             kill_timeout: 5000 * MS,
         }
@@ -1169,6 +1275,143 @@ mod tests {
         cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, t1);
         assert_eq!(cluster.next_deadline(), Some(t1 + 100 * MS));
         assert!(!cluster.slots[0].last_end.unwrap().clean);
+    }
+
+    fn identity(id: u32, count: u32, generation: u32) -> WorkerIdentity {
+        WorkerIdentity {
+            id,
+            count,
+            generation,
+        }
+    }
+
+    fn reloading(generation: u32) -> Action {
+        Action::NotifyReloading(format!("reloading to generation {generation}"))
+    }
+
+    #[test]
+    fn a_reload_starts_each_new_worker_before_stopping_the_old_one() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        assert_eq!(
+            cluster.on_signal(Sig::HUP, t0),
+            [reloading(1), Action::Spawn(identity(0, 2, 1))]
+        );
+        cluster.spawned(identity(0, 2, 1), 200, t0);
+        assert_eq!(cluster.worker_pids().len(), 3, "N + K alive");
+        // Ready after --min-uptime: only then is the old worker stopped.
+        assert!(cluster.on_timer(t0 + 999 * MS).is_empty());
+        let t1 = t0 + 1000 * MS;
+        assert_eq!(
+            cluster.on_timer(t1),
+            [Action::SignalGroup {
+                pgid: 100,
+                signal: Sig::TERM
+            }]
+        );
+        // The next slot waits until the old worker is gone: never more than N + K alive.
+        assert_eq!(
+            cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), true, t1),
+            [Action::Spawn(identity(1, 2, 1))]
+        );
+        cluster.spawned(identity(1, 2, 1), 201, t1);
+        let t2 = t1 + 1000 * MS;
+        assert_eq!(
+            cluster.on_timer(t2),
+            [Action::SignalGroup {
+                pgid: 101,
+                signal: Sig::TERM
+            }]
+        );
+        assert_eq!(
+            cluster.on_reaped(&exit(101, ProcessStatus::Exited(0)), true, t2),
+            [Action::NotifyManager(
+                "READY=1\nSTATUS=2 workers of generation 1".to_string()
+            )]
+        );
+        assert_eq!(cluster.worker_pids(), [200, 201]);
+        // The stopped old workers count as clean, whatever the new ones do later.
+        cluster.on_signal(Sig::TERM, t2);
+        cluster.on_reaped(&exit(200, ProcessStatus::Exited(0)), true, t2);
+        let actions = cluster.on_reaped(&exit(201, ProcessStatus::Exited(0)), false, t2);
+        assert_eq!(actions, [Action::Exit(0)]);
+    }
+
+    #[test]
+    fn a_new_worker_that_exits_abandons_the_reload_and_the_old_one_keeps_serving() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        cluster.on_signal(Sig::HUP, t0);
+        cluster.spawned(identity(0, 2, 1), 200, t0);
+        let actions = cluster.on_reaped(&exit(200, ProcessStatus::Exited(1)), true, t0 + MS);
+        assert!(
+            matches!(actions.as_slice(), [Action::NotifyManager(text)] if text.starts_with("READY=1\nSTATUS=reload to generation 1 failed")),
+            "{actions:?}"
+        );
+        assert_eq!(cluster.worker_pids(), [100, 101]);
+        assert_eq!(
+            cluster.next_deadline(),
+            None,
+            "no respawn of the failed release"
+        );
+        // The next SIGHUP tries again, with the next generation.
+        assert_eq!(
+            cluster.on_signal(Sig::HUP, t0 + 2 * MS),
+            [reloading(2), Action::Spawn(identity(0, 2, 2))]
+        );
+    }
+
+    #[test]
+    fn a_hup_during_a_reload_retargets_it_without_piling_up_workers() {
+        let t0 = Instant::now();
+        let mut cluster = running(policy(), 2, t0);
+        cluster.on_signal(Sig::HUP, t0);
+        cluster.spawned(identity(0, 2, 1), 200, t0);
+        // The generation-1 worker is not ready: it is stopped, and generation 2 waits for it.
+        assert_eq!(
+            cluster.on_signal(Sig::HUP, t0 + MS),
+            [
+                Action::SignalGroup {
+                    pgid: 200,
+                    signal: Sig::TERM
+                },
+                reloading(2)
+            ]
+        );
+        assert_eq!(
+            cluster.on_reaped(
+                &exit(200, ProcessStatus::Killed(Sig::TERM)),
+                true,
+                t0 + 2 * MS
+            ),
+            [Action::Spawn(identity(0, 2, 2))]
+        );
+    }
+
+    #[test]
+    fn a_new_worker_that_never_notifies_abandons_the_reload() {
+        let t0 = Instant::now();
+        let notify = Policy {
+            ready: ReadyMode::Notify,
+            ..policy()
+        };
+        let mut cluster = running(notify, 1, t0);
+        cluster.on_signal(Sig::HUP, t0);
+        cluster.spawned(identity(0, 1, 1), 200, t0);
+        assert_eq!(cluster.next_deadline(), Some(t0 + 3000 * MS));
+        let actions = cluster.on_timer(t0 + 3000 * MS);
+        assert_eq!(
+            actions[0],
+            Action::SignalGroup {
+                pgid: 200,
+                signal: Sig::TERM
+            }
+        );
+        assert_eq!(
+            cluster.worker_pids(),
+            [100, 200],
+            "the new one is leaving, the old one serves"
+        );
     }
 
     #[test]

@@ -176,6 +176,14 @@ impl Executor<'_> {
                         manager.send(&text);
                     }
                 }
+                Action::NotifyReloading(status) => {
+                    if let Some(manager) = &self.plumbing.manager {
+                        manager.send(&format!(
+                            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={status}",
+                            monotonic_usec()
+                        ));
+                    }
+                }
                 Action::Exit(code) => return Some(code),
             }
         }
@@ -191,6 +199,17 @@ impl Executor<'_> {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }
 
 fn signal_group(pgid: i32, signal: Sig) {

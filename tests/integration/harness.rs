@@ -426,7 +426,7 @@ pub fn answered_by(target: &str, key: &str, distinct: usize) -> Vec<String> {
 }
 
 /// Steady load: client threads each sending requests on new connections, until stopped, or
-/// 20,000 requests, or 60 s in all.
+/// 100,000 requests, or 60 s in all.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -445,7 +445,7 @@ impl Load {
                 let (stop, ok, target) = (Arc::clone(&stop), Arc::clone(&ok), target.to_string());
                 thread::spawn(move || {
                     let mut failures = Vec::new();
-                    for _ in 0..20_000 / clients {
+                    for _ in 0..100_000 / clients {
                         if stop.load(Ordering::SeqCst)
                             || started.elapsed() > Duration::from_secs(60)
                         {

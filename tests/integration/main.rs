@@ -9,6 +9,7 @@ mod interop;
 mod logging;
 mod readiness;
 mod reaping;
+mod reload;
 mod respawn;
 mod robustness;
 mod signals;

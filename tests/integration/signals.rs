@@ -10,7 +10,7 @@ fn other_signals_are_forwarded_to_every_worker() {
         (libc::SIGUSR1, "SIGUSR1"),
         (libc::SIGUSR2, "SIGUSR2"),
         (libc::SIGWINCH, "SIGWINCH"),
-        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGALRM, "SIGALRM"),
         (libc::SIGRTMIN() + 1, "SIGRTMIN+1"),
     ] {
         cluster.send(signal);
