@@ -11,6 +11,8 @@
 //!
 //! `--version-file PATH` reads the version from a file at start; `broken` there makes the worker
 //! print `broken id=.. pid=..` and exit 1 at once (a release that cannot start).
+//! `--bind PORT` (after `--bind-after MS`) listens on 127.0.0.1:PORT itself, printing
+//! `bound id=.. pid=.. port=..`.
 //! `--notify MS` sends `READY=1` on `NOTIFY_SOCKET` MS milliseconds after start (printing
 //! `notifying id=.. pid=..` just before).
 //!
@@ -51,6 +53,8 @@ struct Options {
     serve: bool,
     version: String,
     notify_after: Option<Duration>,
+    bind: Option<u16>,
+    bind_after: Duration,
     die_on_stop: bool,
     exit: Option<i32>,
     exit_for: Vec<(u32, i32)>,
@@ -115,6 +119,9 @@ fn run() -> ! {
     if let Some(after) = options.notify_after {
         notify_ready_after(id, after);
     }
+    if let Some(port) = options.bind {
+        bind_after(id, port, options.bind_after);
+    }
     let exit_code = options
         .exit_for
         .iter()
@@ -166,6 +173,11 @@ fn parse_options() -> Options {
             "--daemon" => options.daemon = true,
             "--orphan" => options.orphan = true,
             "--serve" => options.serve = true,
+            "--bind" => options.bind = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
+            "--bind-after" => {
+                options.bind_after =
+                    Duration::from_millis(value().parse().unwrap_or_else(|_| usage("bad ms")))
+            }
             "--notify" => {
                 options.notify_after = Some(Duration::from_millis(
                     value().parse().unwrap_or_else(|_| usage("bad ms")),
@@ -316,6 +328,25 @@ fn notify_ready_after(id: u32, after: Duration) {
         socket
             .send_to(b"READY=1\nSTATUS=serving", path)
             .expect("send READY=1");
+    });
+}
+
+/// Binds 127.0.0.1:PORT itself (SO_REUSEPORT, as self-binding servers do) after `after`, and
+/// keeps listening.
+fn bind_after(id: u32, port: u16, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after); // the worker's own start-up time
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        socket.bind(&address.into()).expect("bind");
+        socket.listen(16).expect("listen");
+        say(&format!(
+            "bound id={id} pid={} port={port}",
+            std::process::id()
+        ));
+        std::mem::forget(socket);
     });
 }
 

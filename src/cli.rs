@@ -70,8 +70,10 @@ pub struct Cli {
     pub min_uptime: Duration,
 
     /// When a new worker counts as ready: started (it stayed up for --min-uptime); notify (it, or
-    /// any process of its tree, sent READY=1 on the NOTIFY_SOCKET recluster gives it)
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ReadyMode::Started, env = "RECLUSTER_READY")]
+    /// any process of its tree, sent READY=1 on the NOTIFY_SOCKET recluster gives it); listening
+    /// or listening:PORT (a process of its process group listens on a TCP port, or on PORT: for
+    /// workers that bind their own sockets)
+    #[arg(long, value_name = "WHEN", default_value = "started", value_parser = parse_ready, env = "RECLUSTER_READY")]
     pub ready: ReadyMode,
 
     /// How long a new worker may take to become ready (--ready notify) before it is stopped and
@@ -130,10 +132,32 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyMode {
     Started,
     Notify,
+    /// A listening TCP socket in the worker's process group, on this port or any.
+    Listening(Option<u16>),
+}
+
+fn parse_ready(text: &str) -> Result<ReadyMode, String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("'{p}' is not a port (1 to 65535)"))
+    };
+    match text {
+        "started" => Ok(ReadyMode::Started),
+        "notify" => Ok(ReadyMode::Notify),
+        "listening" => Ok(ReadyMode::Listening(None)),
+        _ => match text.strip_prefix("listening:") {
+            Some(p) => Ok(ReadyMode::Listening(Some(port(p)?))),
+            None => Err(format!(
+                "'{text}' is not a readiness: write started, notify, listening or listening:PORT"
+            )),
+        },
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod exit_code;
 pub mod listen;
+pub mod listening;
 pub mod logging;
 pub mod notify;
 pub mod reaper;
@@ -127,7 +128,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
             WorkerSockets::start(sender.clone())
                 .map_err(|e| Error::system("create the workers' notify sockets", e))?,
         ),
-        ReadyMode::Started => None,
+        ReadyMode::Started | ReadyMode::Listening(_) => None,
     };
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
     let cluster = Cluster::new(config.policy, config.workers);

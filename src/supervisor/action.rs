@@ -17,6 +17,9 @@ pub enum Action {
     KillAll { groups: Vec<i32> },
     /// Stop recluster itself (after forwarding SIGTSTP), as a shell's job control expects.
     SuspendSelf,
+    /// `--ready listening`: does the process group `pgid` listen (on `port`)? The answer goes back
+    /// through `Cluster::on_probed`.
+    ProbeListening { pgid: i32, port: Option<u16> },
     /// Tell recluster's own service manager (`NOTIFY_SOCKET`), if it has one.
     NotifyManager(String),
     /// Tell it `RELOADING=1` with `MONOTONIC_USEC=` (the clock is read when it is sent), and this

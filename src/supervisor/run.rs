@@ -13,6 +13,7 @@ use log::{debug, error, warn};
 use crate::descendants;
 use crate::event::Event;
 use crate::exit_code;
+use crate::listening;
 use crate::notify::{Manager, WorkerSockets};
 use crate::signal::Sig;
 use crate::spawn::{SpawnError, Spawner};
@@ -170,6 +171,10 @@ impl Executor<'_> {
                     } else {
                         signal_process(std::process::id() as i32, Sig::STOP);
                     }
+                }
+                Action::ProbeListening { pgid, port } => {
+                    let found = listening::group_listens(pgid, port);
+                    queue.extend(cluster.on_probed(pgid, found, Instant::now()));
                 }
                 Action::NotifyManager(text) => {
                     if let Some(manager) = &self.plumbing.manager {

@@ -47,7 +47,7 @@ fn a_worker_that_never_notifies_is_stopped_after_the_ready_timeout_and_restarted
     );
     let first = cluster.ready(1)[0].num("pid");
     cluster.expect_log(&format!(
-        "worker 0 (pid {first}) did not send READY=1 within 300ms"
+        "worker 0 (pid {first}) was not ready within 300ms"
     ));
     cluster.expect("it got the stop signal", |l| {
         l.is_worker("signal") && l.num("pid") == first
@@ -84,4 +84,50 @@ fn a_service_manager_above_hears_ready_then_stopping() {
         .unwrap();
     assert!(manager.recv(&mut buffer).is_err(), "nothing more");
     std::fs::remove_file(&path).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn with_ready_listening_a_worker_is_ready_once_it_listens_on_the_port() {
+    let port = free_port().to_string();
+    let ready = format!("listening:{port}");
+    let worker = ["--bind", port.as_str(), "--bind-after", "200"];
+    let mut cluster = Cluster::start(&["-n", "2", "--ready", &ready], &worker);
+    cluster.expect_log("all 2 workers are ready");
+    for _ in 0..2 {
+        cluster.expect("a worker bound its port", |l| l.is_worker("bound"));
+    }
+    // A reload waits for the new workers' sockets the same way.
+    cluster.send(libc::SIGHUP);
+    cluster.expect_log("reload to generation 1 complete");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_worker_listening_on_another_port_is_not_ready() {
+    let (port, other) = (free_port().to_string(), free_port());
+    let ready = format!("listening:{other}");
+    let args = [
+        "-n",
+        "1",
+        "--ready",
+        &ready,
+        "--ready-timeout",
+        "500ms",
+        "--restart",
+        "never",
+    ];
+    let mut cluster = Cluster::start(&args, &["--bind", port.as_str(), "--bind-after", "0"]);
+    cluster.expect_log("was not ready within 500ms");
+    cluster.expect_log("not restarting it (--restart never)");
+    // It ended on recluster's stop signal, with 0: clean by the exit-status table.
+    assert_eq!(cluster.exit_code(), 0);
 }

@@ -176,7 +176,8 @@ impl Cluster {
 
     /// Replacement readiness: `started` after `--min-uptime`, `notify` bounded by `--ready-timeout`.
     pub(super) fn check_replacement_timers(&mut self, index: usize, now: Instant) -> Vec<Action> {
-        let Some(worker) = self.slots[index].replacement else {
+        let policy = self.policy.clone();
+        let Some(worker) = self.slots[index].replacement.as_mut() else {
             return Vec::new();
         };
         if worker.ready_at.is_some_and(|at| at <= now) {
@@ -184,15 +185,19 @@ impl Cluster {
         }
         if worker.ready_by.is_some_and(|at| at <= now) {
             let reason = format!(
-                "worker {} of generation {} (pid {}) did not send READY=1 within {} (--ready-timeout)",
+                "worker {} of generation {} (pid {}) was not ready within {} (--ready-timeout)",
                 worker.id,
                 worker.generation,
                 worker.pid,
-                format_duration(self.policy.ready_timeout)
+                format_duration(policy.ready_timeout)
             );
             return self.abandon_reload(&reason, now);
         }
-        Vec::new()
+        // After the timeout check: a slow probe must never starve it.
+        match super::probe(worker, &policy, now) {
+            Some(action) => vec![action],
+            None => Vec::new(),
+        }
     }
 
     /// Stops every new worker; the old ones keep serving. The next SIGHUP tries again.
