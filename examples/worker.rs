@@ -426,7 +426,9 @@ mod serve {
             draining: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            in_flight: Mutex::new(0),
+            // The accept thread counts as one until it returns: a drain waits for it, then for
+            // every connection it accepted (none slips in between the two).
+            in_flight: Mutex::new(1),
             done: Condvar::new(),
             body: format!(
                 "id={id} pid={pid} gen={} version={version}\n",
@@ -435,7 +437,11 @@ mod serve {
         });
         let accepting = Arc::clone(&shared);
         let wake_read = pipe[0];
-        std::thread::spawn(move || accept_loop(&fds, wake_read, &accepting));
+        std::thread::spawn(move || {
+            accept_loop(&fds, wake_read, &accepting);
+            *accepting.in_flight.lock().unwrap() -= 1;
+            accepting.done.notify_all();
+        });
         say(&format!(
             "listening id={id} pid={pid} fds={} names={} sockets={} addresses={}",
             (3..3 + inodes.len())
