@@ -25,7 +25,7 @@
 //! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
 //! sockets from fd 3, each listening), prints
 //! `listening id=0 pid=.. fds=3 names=listen sockets=<inode>,.. addresses=127.0.0.1:3000,..`, and
-//! answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
+//! (after `--serve-after MS`, a server's own start-up time) answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
 //! TERM or QUIT it stops accepting, finishes what it accepted and exits 0; on USR2 it does the same
 //! but stays, printing `idle id=.. pid=..`. A drain first prints
 //! `served id=.. pid=.. connections=N requests=N`.
@@ -51,6 +51,7 @@ struct Options {
     orphan: bool,
     ignore: Vec<Sig>,
     serve: bool,
+    serve_after: Duration,
     version: String,
     notify_after: Option<Duration>,
     bind: Option<u16>,
@@ -106,7 +107,9 @@ fn run() -> ! {
         std::process::exit(1);
     }
     block_all_signals();
-    let server = options.serve.then(|| serve::start(id, &options.version));
+    let server = options
+        .serve
+        .then(|| serve::start(id, &options.version, options.serve_after));
     // SAFETY: plain queries of this process's ids.
     let (pgid, ppid) = unsafe { (libc::getpgrp(), libc::getppid()) };
     say(&format!(
@@ -173,6 +176,10 @@ fn parse_options() -> Options {
             "--daemon" => options.daemon = true,
             "--orphan" => options.orphan = true,
             "--serve" => options.serve = true,
+            "--serve-after" => {
+                options.serve_after =
+                    Duration::from_millis(value().parse().unwrap_or_else(|_| usage("bad ms")))
+            }
             "--bind" => options.bind = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
             "--bind-after" => {
                 options.bind_after =
@@ -395,7 +402,7 @@ mod serve {
         body: String,
     }
 
-    pub fn start(id: u32, version: &str) -> Server {
+    pub fn start(id: u32, version: &str, serve_after: Duration) -> Server {
         let pid = std::process::id();
         let fds = check_listen_fds(id, pid);
         let mut inodes = Vec::new();
@@ -438,6 +445,8 @@ mod serve {
         let accepting = Arc::clone(&shared);
         let wake_read = pipe[0];
         std::thread::spawn(move || {
+            // A server that needs time (loading, warming caches) before it accepts.
+            std::thread::sleep(serve_after);
             accept_loop(&fds, wake_read, &accepting);
             *accepting.in_flight.lock().unwrap() -= 1;
             accepting.done.notify_all();
