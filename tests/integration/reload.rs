@@ -136,7 +136,7 @@ fn a_release_that_cannot_start_leaves_the_old_workers_serving() {
 
 #[test]
 fn with_ready_notify_the_old_worker_is_stopped_only_after_the_new_one_is_ready() {
-    let mut cluster = Cluster::start(&["-n", "2", "--ready", "notify"], &["--notify", "1000"]);
+    let mut cluster = Cluster::start(&["-n", "2", "--ready", "notify"], &["--notify", "2000"]);
     cluster.expect_log("all 2 workers are ready");
     let old: Vec<i32> = cluster
         .seen(|l| l.is_worker("ready"))
