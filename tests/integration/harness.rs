@@ -502,3 +502,45 @@ impl Cluster {
             .collect()
     }
 }
+
+/// A service manager's `NOTIFY_SOCKET` for recluster to report to: a datagram socket the test
+/// reads, removed when dropped.
+pub struct FakeManager {
+    socket: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+}
+
+impl FakeManager {
+    pub fn new(name: &str) -> FakeManager {
+        let path = std::env::temp_dir().join(format!(
+            "recluster-manager-{name}-{}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        FakeManager { socket, path }
+    }
+
+    /// The next notification (fails the test after the deadline).
+    pub fn next(&self) -> String {
+        let mut buffer = [0u8; 1024];
+        let n = self.socket.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    }
+
+    /// Whether nothing more arrives within a moment.
+    pub fn is_quiet(&self) -> bool {
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        self.socket.recv(&mut buffer).is_err()
+    }
+}
+
+impl Drop for FakeManager {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,9 +1,6 @@
 //! --ready: when a worker counts as ready, and what recluster tells a service manager above it.
 
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
-
-use crate::harness::{Cluster, Launch, cluster_args};
+use crate::harness::{Cluster, FakeManager, Launch, cluster_args};
 
 #[test]
 fn with_ready_notify_a_worker_is_ready_when_it_says_so() {
@@ -61,29 +58,18 @@ fn a_worker_that_never_notifies_is_stopped_after_the_ready_timeout_and_restarted
 
 #[test]
 fn a_service_manager_above_hears_ready_then_stopping() {
-    let path = std::env::temp_dir().join(format!("recluster-manager-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let manager = UnixDatagram::bind(&path).unwrap();
-    manager
-        .set_read_timeout(Some(crate::harness::DEADLINE))
-        .unwrap();
+    let manager = FakeManager::new("ready");
     let args = cluster_args(&["-n", "2", "--ready", "notify"], &["--notify", "200"]);
-    let mut cluster = Launch::new(args).env("NOTIFY_SOCKET", &path).start();
-    let mut buffer = [0u8; 1024];
-    let mut next = || {
-        let n = manager.recv(&mut buffer).expect("a notification");
-        String::from_utf8_lossy(&buffer[..n]).into_owned()
-    };
-    assert_eq!(next(), "READY=1\nSTATUS=2 workers ready");
-    // Workers never see recluster's own NOTIFY_SOCKET: theirs is a different one.
+    let mut cluster = Launch::new(args)
+        .env("NOTIFY_SOCKET", &manager.path)
+        .start();
+    // The workers send READY=1 too, on sockets of their own: had they inherited recluster's
+    // NOTIFY_SOCKET, their messages would arrive here first.
+    assert_eq!(manager.next(), "READY=1\nSTATUS=2 workers ready");
     cluster.send(libc::SIGTERM);
-    assert_eq!(next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
+    assert_eq!(manager.next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
     assert_eq!(cluster.exit_code(), 0);
-    manager
-        .set_read_timeout(Some(Duration::from_millis(1)))
-        .unwrap();
-    assert!(manager.recv(&mut buffer).is_err(), "nothing more");
-    std::fs::remove_file(&path).unwrap();
+    assert!(manager.is_quiet(), "nothing more");
 }
 
 fn free_port() -> u16 {

@@ -2,10 +2,11 @@
 //! down, new workers are ready before old ones are stopped, HUPs converge without piling up.
 
 use std::collections::HashSet;
-use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
-use crate::harness::{Cluster, Launch, Line, Load, body_field, cluster_args, http_get};
+use crate::harness::{
+    Cluster, FakeManager, Launch, Line, Load, body_field, cluster_args, http_get,
+};
 
 /// A version file the workers read at start: writing it is "deploying a new release".
 struct Release(PathBuf);
@@ -212,25 +213,14 @@ fn five_hups_at_once_converge_to_the_newest_generation_without_piling_up() {
 
 #[test]
 fn a_service_manager_hears_ready_reloading_ready_stopping_in_order() {
-    let path = std::env::temp_dir().join(format!(
-        "recluster-manager-reload-{}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let manager = UnixDatagram::bind(&path).unwrap();
-    manager
-        .set_read_timeout(Some(crate::harness::DEADLINE))
-        .unwrap();
+    let manager = FakeManager::new("reload");
     let args = cluster_args(&["-n", "2", "--min-uptime", "200ms"], &[]);
-    let mut cluster = Launch::new(args).env("NOTIFY_SOCKET", &path).start();
-    let mut buffer = [0u8; 1024];
-    let mut next = || {
-        let n = manager.recv(&mut buffer).expect("a notification");
-        String::from_utf8_lossy(&buffer[..n]).into_owned()
-    };
-    assert_eq!(next(), "READY=1\nSTATUS=2 workers ready");
+    let mut cluster = Launch::new(args)
+        .env("NOTIFY_SOCKET", &manager.path)
+        .start();
+    assert_eq!(manager.next(), "READY=1\nSTATUS=2 workers ready");
     cluster.send(libc::SIGHUP);
-    let reloading = next();
+    let reloading = manager.next();
     let lines: Vec<&str> = reloading.lines().collect();
     assert_eq!(lines[0], "RELOADING=1", "{reloading}");
     assert!(
@@ -241,9 +231,8 @@ fn a_service_manager_hears_ready_reloading_ready_stopping_in_order() {
             .unwrap()
             > 0
     );
-    assert_eq!(next(), "READY=1\nSTATUS=2 workers of generation 1");
+    assert_eq!(manager.next(), "READY=1\nSTATUS=2 workers of generation 1");
     cluster.send(libc::SIGTERM);
-    assert_eq!(next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
+    assert_eq!(manager.next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
     assert_eq!(cluster.exit_code(), 0);
-    std::fs::remove_file(&path).unwrap();
 }
