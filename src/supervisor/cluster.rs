@@ -373,22 +373,12 @@ impl Cluster {
                     actions.extend(self.check_worker_timers(index, now));
                     actions.extend(self.check_replacement_timers(index, now));
                 }
-                for worker in &mut self.leaving {
-                    if worker.kill_at.is_some_and(|at| at <= now) {
-                        worker.kill_at = None;
-                        warn!(
-                            "worker {} (pid {}) still running {} after {}: sending SIGKILL to its process group (--kill-timeout)",
-                            worker.id,
-                            worker.pid,
-                            format_duration(self.policy.kill_timeout),
-                            self.policy.stop_signal
-                        );
-                        actions.push(Action::SignalGroup {
-                            pgid: worker.pid,
-                            signal: Sig::KILL,
-                        });
-                    }
-                }
+                let policy = &self.policy;
+                actions.extend(
+                    self.leaving
+                        .iter_mut()
+                        .filter_map(|worker| kill_if_due(worker, policy, now)),
+                );
             }
             Phase::Stopping(stop) if !stop.killed && stop.deadline <= now => {
                 warn!(
@@ -492,21 +482,7 @@ impl Cluster {
                 return vec![action];
             }
         }
-        if worker.kill_at.is_some_and(|at| at <= now) {
-            worker.kill_at = None;
-            warn!(
-                "worker {} (pid {}) still running {} after {}: sending SIGKILL to its process group (--kill-timeout)",
-                worker.id,
-                worker.pid,
-                format_duration(policy.kill_timeout),
-                policy.stop_signal
-            );
-            return vec![Action::SignalGroup {
-                pgid: worker.pid,
-                signal: Sig::KILL,
-            }];
-        }
-        Vec::new()
+        kill_if_due(worker, &policy, now).into_iter().collect()
     }
 
     /// A slot's worker became ready; once all are, at start, the service manager hears of it.
@@ -836,6 +812,25 @@ fn restart_mode_name(mode: RestartMode) -> &'static str {
         RestartMode::OnFailure => "on-failure",
         RestartMode::Never => "never",
     }
+}
+
+/// SIGKILL for the process group of a worker recluster stopped, once `--kill-timeout` has run out.
+fn kill_if_due(worker: &mut Worker, policy: &Policy, now: Instant) -> Option<Action> {
+    if worker.kill_at.is_none_or(|at| at > now) {
+        return None;
+    }
+    worker.kill_at = None;
+    warn!(
+        "worker {} (pid {}) still running {} after {}: sending SIGKILL to its process group (--kill-timeout)",
+        worker.id,
+        worker.pid,
+        format_duration(policy.kill_timeout),
+        policy.stop_signal
+    );
+    Some(Action::SignalGroup {
+        pgid: worker.pid,
+        signal: Sig::KILL,
+    })
 }
 
 /// How often `--ready listening` looks for a worker's socket while it is not ready yet.
