@@ -151,9 +151,9 @@ impl Cluster {
     /// Records a worker started for a `Spawn` action.
     pub fn spawned(&mut self, identity: WorkerIdentity, pid: i32, now: Instant) {
         self.children_left = true;
-        let Some(slot) = self.slots.get_mut(identity.id as usize) else {
+        if identity.id as usize >= self.slots.len() {
             return;
-        };
+        }
         let ready_by = Some(later(now, self.policy.ready_timeout));
         let (ready_at, ready_by, probe_at) = match self.policy.ready {
             ReadyMode::Started => (Some(later(now, self.policy.min_uptime)), None, None),
@@ -173,19 +173,15 @@ impl Cluster {
             probe_at,
             failed_start: false,
         };
-        if self
-            .reload
-            .as_ref()
-            .is_some_and(|r| r.spawning == Some(identity.id))
-        {
+        if self.take_spawning(identity.id) {
             info!(
                 "worker {} of generation {} started (pid {pid})",
                 identity.id, identity.generation
             );
-            self.reload.as_mut().expect("checked").spawning = None;
-            slot.replacement = Some(worker);
+            self.slots[identity.id as usize].replacement = Some(worker);
         } else {
             info!("worker {} started (pid {pid})", identity.id);
+            let slot = &mut self.slots[identity.id as usize];
             slot.generation = identity.generation;
             slot.worker = Some(worker);
         }
@@ -250,12 +246,7 @@ impl Cluster {
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        if self
-            .reload
-            .as_ref()
-            .is_some_and(|r| r.spawning == Some(identity.id))
-        {
-            self.reload.as_mut().expect("checked").spawning = None;
+        if self.take_spawning(identity.id) {
             let reason = format!(
                 "worker {} of the new generation could not be started",
                 identity.id
@@ -347,7 +338,7 @@ impl Cluster {
         }
         if self.reload.is_some() {
             // An old worker that finished draining makes room for the next replacement.
-            actions.extend(self.advance_reload(now));
+            actions.extend(self.advance_reload());
         }
         if let Phase::Stopping(stop) = self.phase
             && stop.killed

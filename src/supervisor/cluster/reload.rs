@@ -6,7 +6,6 @@
 //! serving, and the next SIGHUP tries again. A SIGHUP during a reload retargets it to the newest
 //! generation; new workers of an older one that are not ready yet are stopped.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use humantime::format_duration;
@@ -19,10 +18,8 @@ use super::{Action, Cluster, WorkerIdentity};
 pub(super) struct Reload {
     /// The generation the reload brings every slot to.
     pub target: u32,
-    /// Slots still to replace, in order.
-    queue: VecDeque<u32>,
     /// The slot whose replacement is being spawned (between the `Spawn` and `spawned`).
-    pub spawning: Option<u32>,
+    spawning: Option<u32>,
 }
 
 impl Cluster {
@@ -47,85 +44,72 @@ impl Cluster {
                 actions.push(self.retire(worker, now));
             }
         }
-        let queue = self
-            .slots
-            .iter()
-            .filter(|s| s.worker.is_some_and(|w| w.generation < target))
-            .map(|s| s.id)
-            .collect();
         self.reload = Some(Reload {
             target,
-            queue,
             spawning: None,
         });
         actions.push(Action::NotifyReloading(format!(
             "reloading to generation {target}"
         )));
-        actions.extend(self.advance_reload(now));
+        actions.extend(self.advance_reload());
         actions
     }
 
-    /// Starts as many replacements as the bounds allow; finishes the reload when all are done.
-    pub(super) fn advance_reload(&mut self, _now: Instant) -> Vec<Action> {
-        let n = self.slots.len();
-        let k = self.policy.reload_batch as usize;
-        let mut actions = Vec::new();
-        loop {
-            let Some(reload) = self.reload.as_mut() else {
-                return actions;
-            };
-            let in_flight = self
-                .slots
-                .iter()
-                .filter(|s| s.replacement.is_some())
-                .count();
-            let alive = self.slots.iter().filter(|s| s.worker.is_some()).count()
-                + in_flight
-                + self.leaving.len();
-            if in_flight >= k || alive >= n + k {
-                return actions;
-            }
-            let target = reload.target;
-            if reload.queue.is_empty() {
-                // Slots respawned on an older generation meanwhile still need replacing.
-                reload.queue = self
-                    .slots
-                    .iter()
-                    .filter(|s| {
-                        s.replacement.is_none() && s.worker.is_some_and(|w| w.generation < target)
-                    })
-                    .map(|s| s.id)
-                    .collect();
-            }
-            let Some(id) = reload.queue.pop_front() else {
-                if in_flight > 0 {
-                    return actions;
-                }
-                self.reload = None;
-                self.generation = target;
-                for slot in &mut self.slots {
-                    slot.generation = target; // a slot waiting to respawn comes back on it
-                }
-                info!("reload to generation {target} complete: {n} workers");
-                actions.push(Action::NotifyManager(format!(
-                    "READY=1\nSTATUS={n} workers of generation {target}"
-                )));
-                return actions;
-            };
-            let Some(slot) = self.slots.get(id as usize) else {
-                continue; // scaled down since
-            };
-            if slot.worker.is_none_or(|w| w.generation >= target) {
-                continue; // respawned (or added) since, on the new generation or pending
-            }
-            reload.spawning = Some(id);
-            actions.push(Action::Spawn(WorkerIdentity {
-                id,
+    /// Starts the next replacement if the bounds allow; finishes the reload when all are done.
+    /// The slots still to replace are always those, in id order, whose worker runs an older
+    /// generation and that have no replacement yet (respawns and scaling included).
+    pub(super) fn advance_reload(&mut self) -> Vec<Action> {
+        let Some(reload) = self.reload.as_mut() else {
+            return Vec::new();
+        };
+        let target = reload.target;
+        let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
+        let in_flight = self
+            .slots
+            .iter()
+            .filter(|s| s.replacement.is_some())
+            .count();
+        let alive = self.slots.iter().filter(|s| s.worker.is_some()).count()
+            + in_flight
+            + self.leaving.len();
+        if in_flight >= k || alive >= n + k {
+            return Vec::new();
+        }
+        let next = self
+            .slots
+            .iter()
+            .find(|s| s.replacement.is_none() && s.worker.is_some_and(|w| w.generation < target));
+        if let Some(slot) = next {
+            reload.spawning = Some(slot.id);
+            // The executor spawns before the next event: `spawned` files it as the replacement.
+            return vec![Action::Spawn(WorkerIdentity {
+                id: slot.id,
                 count: n as u32,
                 generation: target,
-            }));
-            // The executor spawns before the next action: `spawned` files it as the replacement.
-            return actions;
+            })];
+        }
+        if in_flight > 0 {
+            return Vec::new();
+        }
+        self.reload = None;
+        self.generation = target;
+        for slot in &mut self.slots {
+            slot.generation = target; // a slot waiting to respawn comes back on it
+        }
+        info!("reload to generation {target} complete: {n} workers");
+        vec![Action::NotifyManager(format!(
+            "READY=1\nSTATUS={n} workers of generation {target}"
+        ))]
+    }
+
+    /// Whether `id` is the slot whose replacement was just spawned (clearing the mark if so).
+    pub(super) fn take_spawning(&mut self, id: u32) -> bool {
+        match self.reload.as_mut() {
+            Some(reload) if reload.spawning == Some(id) => {
+                reload.spawning = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -152,7 +136,7 @@ impl Cluster {
                 new.id, new.generation, new.pid
             ),
         }
-        actions.extend(self.advance_reload(now));
+        actions.extend(self.advance_reload());
         actions
     }
 
