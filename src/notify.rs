@@ -90,6 +90,8 @@ impl WorkerSockets {
         self.next += 1;
         let path = self.dir.join(format!("w{}", self.next));
         let socket = UnixDatagram::bind(&path)?;
+        // The thread reads each socket until it would block, after poll says it is readable.
+        socket.set_nonblocking(true)?;
         let _ = self.register.send((self.next, socket));
         self.wake();
         Ok((self.next, path))
@@ -169,11 +171,7 @@ fn receive(
                 {
                     return;
                 }
-                if sockets[token].set_nonblocking(true).is_err() {
-                    break;
-                }
             }
-            let _ = sockets[token].set_nonblocking(false);
         }
     }
 }
@@ -188,7 +186,7 @@ impl Manager {
     /// From `NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace), if set.
     pub fn from_env() -> Option<Manager> {
         let target = std::env::var_os("NOTIFY_SOCKET")?;
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
         let address = match bytes.strip_prefix(b"@") {
             Some(name) => {
                 use std::os::linux::net::SocketAddrExt;

@@ -797,12 +797,9 @@ fn restarts_after(mode: RestartMode, status: ProcessStatus) -> bool {
     }
 }
 
-fn restart_mode_name(mode: RestartMode) -> &'static str {
-    match mode {
-        RestartMode::Always => "always",
-        RestartMode::OnFailure => "on-failure",
-        RestartMode::Never => "never",
-    }
+/// The flag's own spelling of a restart mode (`on-failure`), from the CLI definition.
+fn restart_mode_name(mode: RestartMode) -> String {
+    clap::ValueEnum::to_possible_value(&mode).map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// SIGKILL for the process group of a worker recluster stopped, once `--kill-timeout` has run out.
