@@ -76,8 +76,9 @@ pub struct Cli {
     #[arg(long, value_name = "WHEN", default_value = "started", value_parser = parse_ready, env = "RECLUSTER_READY")]
     pub ready: ReadyMode,
 
-    /// How long a new worker may take to become ready (--ready notify) before it is stopped and
-    /// restarted as a failed start [default: 90s, systemd's TimeoutStartSec]
+    /// How long a new worker may take to become ready (--ready notify or listening) before it is
+    /// stopped and restarted as a failed start, or its reload is abandoned [default: 90s,
+    /// systemd's TimeoutStartSec]
     #[arg(long, value_name = "DUR", default_value = "90s", value_parser = parse_duration, env = "RECLUSTER_READY_TIMEOUT")]
     pub ready_timeout: Duration,
 
@@ -86,8 +87,9 @@ pub struct Cli {
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "RECLUSTER_RELOAD_BATCH")]
     pub reload_batch: u32,
 
-    /// The signal sent when recluster itself decides to stop a worker (scale-down, crash-loop
-    /// give-up, end of the cluster): a name (TERM, SIGUSR1) or a number
+    /// The signal sent when recluster itself decides to stop a worker (the old one after a reload,
+    /// scale-down, a failed start, crash-loop give-up, end of the cluster): a name (TERM, SIGUSR1)
+    /// or a number
     #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
     pub stop_signal: Sig,
 

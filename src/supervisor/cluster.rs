@@ -3,9 +3,10 @@
 //! the graceful stop and its deadline, and the final exit status. No process is touched here — the
 //! decisions come back as `Action`s — so all of it is unit-tested with a synthetic clock.
 //!
-//! Invariants: slot `i` holds `WORKER_ID` `i` (slots are `0..N`); a slot has at most one worker and
-//! at most one pending respawn; workers leaving on scale-down are kept apart in `leaving` until
-//! reaped; once stopping, nothing is spawned again.
+//! Invariants: slot `i` holds `WORKER_ID` `i` (slots are `0..N`); a slot has at most one worker,
+//! at most one replacement (during a reload) and at most one pending respawn; workers recluster
+//! stopped that are no longer a slot's own (scale-down, the old ones after a reload, abandoned
+//! replacements) are kept apart in `leaving` until reaped; once stopping, nothing is spawned again.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,11 +32,12 @@ use reload::Reload;
 pub struct Cluster {
     policy: Policy,
     slots: Vec<Slot>,
-    /// Workers recluster stopped on scale-down, until they are reaped.
+    /// Workers recluster stopped that are no longer a slot's own, until they are reaped.
     leaving: Vec<Worker>,
     phase: Phase,
     /// Whether recluster had any child left after the latest reaping.
     children_left: bool,
+    /// The generation of the last completed reload: what a slot added by TTIN runs.
     generation: u32,
     /// Whether the service manager has been told that every worker is ready.
     announced_ready: bool,
