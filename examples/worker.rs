@@ -25,9 +25,11 @@
 //! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
 //! sockets from fd 3, each listening), prints
 //! `listening id=0 pid=.. fds=3 names=listen sockets=<inode>,.. addresses=127.0.0.1:3000,..`, and
-//! (after `--serve-after MS`, a server's own start-up time) answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
+//! (after `--serve-after MS`, or as many ms as `--serve-after-file PATH` holds at start, a server's own start-up time, it sets `O_NONBLOCK` on them and) answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
 //! TERM or QUIT it stops accepting, finishes what it accepted and exits 0; on USR2 it does the same
-//! but stays, printing `idle id=.. pid=..`. A drain first prints
+//! but stays, printing `idle id=.. pid=..`; on USR1 it prints `flags id=.. pid=.. nonblock=1,..`,
+//! whether each of its sockets is `O_NONBLOCK` now. `accepting id=.. pid=..` says it has set
+//! `O_NONBLOCK` and begins to accept. A drain first prints
 //! `served id=.. pid=.. connections=N requests=N`.
 //!
 //! `#![no_main]`, like recluster, so Rust's runtime does not ignore SIGPIPE and `sigign` in the
@@ -142,6 +144,14 @@ fn run() -> ! {
         };
         say(&format!("signal {sig} id={id} pid={pid}"));
         if let Some(server) = &server
+            && sig.number() == libc::SIGUSR1
+        {
+            say(&format!(
+                "flags id={id} pid={pid} nonblock={}",
+                server.nonblocking()
+            ));
+        }
+        if let Some(server) = &server
             && sig.number() == libc::SIGUSR2
         {
             server.drain();
@@ -179,6 +189,14 @@ fn parse_options() -> Options {
             "--serve-after" => {
                 options.serve_after =
                     Duration::from_millis(value().parse().unwrap_or_else(|_| usage("bad ms")))
+            }
+            "--serve-after-file" => {
+                let path = value();
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| usage(&format!("{path}: {e}")));
+                options.serve_after = Duration::from_millis(
+                    text.trim().parse().unwrap_or_else(|_| usage("bad ms in file")),
+                )
             }
             "--bind" => options.bind = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
             "--bind-after" => {
@@ -389,6 +407,7 @@ mod serve {
 
     pub struct Server {
         shared: Arc<Shared>,
+        fds: Vec<i32>,
         wake: i32,
         id: u32,
     }
@@ -417,14 +436,6 @@ mod serve {
                     .to_string(),
             );
             addresses.push(local_address(fd));
-            // SAFETY: F_SETFL on a descriptor this process was given.
-            unsafe {
-                libc::fcntl(
-                    fd,
-                    libc::F_SETFL,
-                    libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
-                )
-            };
         }
         let mut pipe = [0; 2];
         // SAFETY: pipe2 writes two fds into a valid array.
@@ -444,9 +455,35 @@ mod serve {
         });
         let accepting = Arc::clone(&shared);
         let wake_read = pipe[0];
+        let listen_fds = fds.clone();
         std::thread::spawn(move || {
             // A server that needs time (loading, warming caches) before it accepts.
-            std::thread::sleep(serve_after);
+            // A drain during that time ends it (the wake pipe becomes readable).
+            let mut wait = libc::pollfd {
+                fd: wake_read,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = serve_after.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            if ms > 0 && unsafe { libc::poll(&mut wait, 1, ms) } > 0 {
+                *accepting.in_flight.lock().unwrap() -= 1;
+                accepting.done.notify_all();
+                return;
+            }
+            // Only then does it make its sockets non-blocking, as an event-loop server does
+            // when it starts accepting.
+            for &fd in &fds {
+                // SAFETY: F_SETFL on a descriptor this process was given.
+                unsafe {
+                    libc::fcntl(
+                        fd,
+                        libc::F_SETFL,
+                        libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+                    )
+                };
+            }
+            say(&format!("accepting id={id} pid={pid}"));
             accept_loop(&fds, wake_read, &accepting);
             *accepting.in_flight.lock().unwrap() -= 1;
             accepting.done.notify_all();
@@ -463,12 +500,31 @@ mod serve {
         ));
         Server {
             shared,
+            fds: listen_fds,
             wake: pipe[1],
             id,
         }
     }
 
     impl Server {
+        /// `1` or `0` per socket: whether it is `O_NONBLOCK` now (the flag lives in the open file
+        /// description, which every process holding the socket shares).
+        pub fn nonblocking(&self) -> String {
+            self.fds
+                .iter()
+                .map(|&fd| {
+                    // SAFETY: F_GETFL only queries a descriptor this process holds.
+                    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+
         /// Stops accepting, ends keep-alive connections after their current request, waits.
         pub fn drain(&self) {
             self.shared.draining.store(true, Ordering::SeqCst);

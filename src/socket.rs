@@ -338,18 +338,6 @@ fn migrates_requests() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }
 
-/// Makes a descriptor blocking again: `O_NONBLOCK` lives in the open file description that every
-/// holder shares, and a new worker must receive its socket as systemd would pass it.
-pub fn clear_nonblocking(fd: RawFd) {
-    // SAFETY: F_GETFL/F_SETFL only change the status flags of an open descriptor.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
 use crate::exit_code;
-use crate::socket::{self, BindError, Sockets};
+use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
 
 /// Variables a worker never inherits: those recluster sets for each worker, and those that describe
@@ -144,9 +144,6 @@ impl Spawner {
             .sockets
             .for_slot(identity.id)
             .map_err(SpawnError::Bind)?;
-        for &fd in &listen_fds {
-            socket::clear_nonblocking(fd);
-        }
         let mut prepared =
             self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
         let (read_end, write_end) = exec_error_pipe()?;

@@ -257,3 +257,63 @@ fn scaling_down_per_worker_closes_the_slots_socket_and_says_what_happens_to_its_
     }
     stop(cluster);
 }
+
+/// What a worker reports its sockets' `O_NONBLOCK` to be now (it is asked with USR1).
+fn nonblocking_of(cluster: &mut Cluster, pid: i32) -> String {
+    // SAFETY: signalling a worker this test started.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let line = cluster.expect("its flags", |l| l.is_worker("flags") && l.num("pid") == pid);
+    line.field("nonblock").unwrap().to_string()
+}
+
+#[test]
+fn a_running_workers_non_blocking_socket_stays_non_blocking_through_respawns_and_reloads() {
+    // The flag lives in the open file description, which every holder of the socket shares: a
+    // spawn that touched it would freeze an event-loop server in accept(). The replacements here
+    // start slowly and have not set the flag themselves when the running worker is asked.
+    for mode in [None, Some("--socket-per-worker")] {
+        let delay = std::env::temp_dir().join(format!(
+            "recluster-serve-after-{}-{}",
+            std::process::id(),
+            mode.is_some()
+        ));
+        std::fs::write(&delay, "0").unwrap();
+        let mut args = vec!["-n", "2", "--min-uptime", "1h", "--listen", "127.0.0.1:0"];
+        args.extend(mode);
+        let file = delay.display().to_string();
+        let mut cluster = Cluster::start(&args, &["--serve", "--serve-after-file", &file]);
+        let mut accepting: Vec<_> = (0..2)
+            .map(|_| cluster.expect("a worker accepting", |l| l.is_worker("accepting")))
+            .collect();
+        accepting.sort_by_key(|l| l.num("id"));
+        let (first, second) = (accepting[0].num("pid"), accepting[1].num("pid"));
+        assert_eq!(nonblocking_of(&mut cluster, first), "1", "{mode:?}");
+        std::fs::write(&delay, "600000").unwrap(); // the next release starts slowly
+
+        // A sibling's respawn.
+        // SAFETY: signalling a worker this test started.
+        unsafe { libc::kill(second, libc::SIGKILL) };
+        cluster.expect("worker 1 respawned", |l| {
+            l.is_worker("listening") && l.num("id") == 1 && l.num("pid") != second
+        });
+        assert_eq!(
+            nonblocking_of(&mut cluster, first),
+            "1",
+            "{mode:?}: after a sibling's respawn"
+        );
+
+        // A reload: worker 0's replacement is started beside it (and never becomes ready here).
+        cluster.send(libc::SIGHUP);
+        cluster.expect("worker 0 of generation 1", |l| {
+            l.is_worker("listening") && l.num("id") == 0 && l.num("pid") != first
+        });
+        assert_eq!(
+            nonblocking_of(&mut cluster, first),
+            "1",
+            "{mode:?}: after its replacement was started"
+        );
+        cluster.send(libc::SIGTERM);
+        assert_eq!(cluster.exit_code(), 0, "{mode:?}");
+        let _ = std::fs::remove_file(&delay);
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""A single-threaded event-loop HTTP server, as Node or any epoll server is, on the socket passed at
+fd 3 (LISTEN_FDS). `--version-file PATH` that says `broken` makes it exit 1 at once. After `--start-after MS` (its start-up time) it makes the socket non-blocking,
+sends READY=1 on NOTIFY_SOCKET if it has one, and on each readiness accepts until EAGAIN. Should
+the socket turn blocking under it, that accept blocks and the whole loop freezes, which is what
+scripts/bench-reload looks for. TERM: stop accepting, finish the open connections, exit 0.
+"""
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+
+def main():
+    start_after = 0.0
+    if "--start-after" in sys.argv:
+        start_after = int(sys.argv[sys.argv.index("--start-after") + 1]) / 1000
+    if "--version-file" in sys.argv:
+        with open(sys.argv[sys.argv.index("--version-file") + 1]) as f:
+            if f.read().strip() == "broken":
+                sys.exit("evloop_server: this release cannot start")
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        sys.exit("evloop_server: needs one socket from LISTEN_FDS")
+    time.sleep(start_after)  # the server's own start-up time (loading code, warming caches)
+    listener = socket.socket(fileno=3)
+    listener.setblocking(False)
+    body = f"id={os.environ.get('WORKER_ID')} pid={os.getpid()}\n".encode()
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno())
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_read, selectors.EVENT_READ, "wake")
+    buffers = {}
+    notify = os.environ.get("NOTIFY_SOCKET")
+    if notify:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"READY=1", notify)
+    while not (stopping and not buffers):
+        for key, _ in selector.select():
+            if key.data == "wake":
+                try:
+                    wake_read.recv(64)
+                except BlockingIOError:
+                    pass
+                if stopping and listener.fileno() >= 0:
+                    selector.unregister(listener)
+                    listener.close()
+            elif key.data == "accept":
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    conn.setblocking(False)
+                    buffers[conn] = b""
+                    selector.register(conn, selectors.EVENT_READ, "conn")
+            else:
+                conn = key.fileobj
+                try:
+                    data = conn.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                buffers[conn] += data
+                while b"\r\n\r\n" in buffers[conn]:
+                    head, buffers[conn] = buffers[conn].split(b"\r\n\r\n", 1)
+                    close = b"connection: close" in head.lower() or bool(stopping)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s"
+                                 % (len(body), b"close" if close else b"keep-alive", body))
+                    if close:
+                        data = b""
+                        break
+                if not data:
+                    selector.unregister(conn)
+                    del buffers[conn]
+                    conn.close()
+
+
+if __name__ == "__main__":
+    main()
