@@ -41,6 +41,7 @@ use crate::supervisor::cluster::Cluster;
 pub fn main() -> i32 {
     startup::ensure_standard_fds();
     let inherited = startup::ignore_sigpipe();
+    startup::reset_sigchld();
     std::panic::set_hook(Box::new(|info| {
         logging::print_error(&format!("internal error (please report it): {info}"));
     }));

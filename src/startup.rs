@@ -1,5 +1,5 @@
 //! What recluster does to its own process before anything else runs: make fds 0–2 valid, note which
-//! signal dispositions its caller left ignored, ignore SIGPIPE itself (a closed log pipe must give
+//! signal dispositions its caller left ignored (and undo an ignored SIGCHLD), ignore SIGPIPE itself (a closed log pipe must give
 //! EPIPE, not death), mark every inherited fd close-on-exec so none leaks into a worker, become a
 //! child subreaper, and block the signals that the signal thread will receive.
 //!
@@ -43,6 +43,15 @@ pub fn ignore_sigpipe() -> Inherited {
             vec![libc::SIGPIPE]
         },
     }
+}
+
+/// Sets SIGCHLD back to its default if the caller left it ignored (`env --ignore-signal=CHLD`,
+/// some init scripts): ignored, it makes the kernel reap children itself and report no exit, so
+/// recluster would wait for ever. Workers then inherit the default too — the one ignored signal
+/// recluster does not pass on as it came.
+pub fn reset_sigchld() {
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
 
 /// Marks every fd from 3 up close-on-exec: whatever recluster's caller leaked to it goes no further.

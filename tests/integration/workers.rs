@@ -110,6 +110,28 @@ fn signals_the_caller_ignored_stay_ignored() {
 }
 
 #[test]
+fn an_inherited_ignored_sigchld_is_reset_so_exits_are_still_seen() {
+    // With SIGCHLD ignored the kernel reaps children itself and reports nothing: recluster would
+    // wait for ever. It is the one ignored signal recluster does not keep, for itself and workers.
+    let mut launch = Launch::new(cluster_args(
+        &["-n", "1", "--restart", "never"],
+        &["--report", "--exit", "0", "--after", "200"],
+    ));
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        launch.command().pre_exec(|| {
+            default_dispositions();
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut cluster = launch.start();
+    let report = cluster.expect("report", |l| l.is_worker("report"));
+    assert_eq!(ignored_signals(&report) & bit(libc::SIGCHLD), 0, "{}", report.text);
+    assert_eq!(cluster.exit_code(), 0, "the worker's exit ends the cluster");
+}
+
+#[test]
 fn arguments_and_environment_pass_through_byte_for_byte() {
     let odd = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff");
     let mut args: Vec<std::ffi::OsString> = cluster_args(&["-n", "1"], &["--report"])
