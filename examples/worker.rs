@@ -2,7 +2,7 @@
 //! `write`, so lines from many workers never mix:
 //!
 //! ```text
-//! report id=0 pid=.. fds=0,1,2 sigblk=.. sigign=.. stdin=/dev/null argv=<hex>,.. bytes=<hex>
+//! report id=0 pid=.. fds=0,1,2 nofile=.. sigblk=.. sigign=.. stdin=/dev/null argv=<hex>,.. bytes=<hex>
 //! grandchild id=0 pid=..        daemon id=0 pid=..        orphan id=0 pid=..
 //! ready id=0 pid=.. pgid=.. ppid=.. gen=0 count=4 recluster_pid=..
 //! signal SIGTERM id=0 pid=..
@@ -195,7 +195,9 @@ fn parse_options() -> Options {
                 let text = std::fs::read_to_string(&path)
                     .unwrap_or_else(|e| usage(&format!("{path}: {e}")));
                 options.serve_after = Duration::from_millis(
-                    text.trim().parse().unwrap_or_else(|_| usage("bad ms in file")),
+                    text.trim()
+                        .parse()
+                        .unwrap_or_else(|_| usage("bad ms in file")),
                 )
             }
             "--bind" => options.bind = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
@@ -279,9 +281,16 @@ fn report(id: u32, pid: u32) {
         std::fs::read_link("/proc/self/fd/0").map_or("-".into(), |p| p.display().to_string());
     let argv: Vec<String> = std::env::args_os().map(|a| hex(a.as_bytes())).collect();
     let bytes = std::env::var_os("RECLUSTER_TEST_BYTES").unwrap_or_default();
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
     say(&format!(
-        "report id={id} pid={pid} fds={} sigblk={} sigign={} stdin={stdin} argv={} bytes={}",
+        "report id={id} pid={pid} fds={} nofile={} sigblk={} sigign={} stdin={stdin} argv={} bytes={}",
         fds.join(","),
+        nofile.rlim_cur,
         field("SigBlk:"),
         field("SigIgn:"),
         argv.join(","),

@@ -120,6 +120,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The file descriptors recluster holds at most with N workers (and K more during a reload):
+    /// a notify socket per live worker, each slot's own listening sockets.
+    pub fn fds_needed(&self) -> u64 {
+        let workers = u64::from(self.workers);
+        let alive = workers + u64::from(self.policy.reload_batch);
+        let notify = if self.policy.ready == ReadyMode::Notify {
+            alive
+        } else {
+            0
+        };
+        let listeners = self.listen.len() as u64;
+        let sockets = if self.socket_per_worker {
+            listeners * workers
+        } else {
+            listeners
+        };
+        crate::startup::RESERVED_FDS + notify + sockets
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

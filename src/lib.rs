@@ -112,6 +112,13 @@ fn one_line(message: &str) -> String {
 
 fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     command::resolve(&config.command[0], std::env::var_os("PATH").as_deref())?;
+    let mut inherited = inherited.clone();
+    inherited.fd_limit = startup::raise_fd_limit(config.fds_needed()).map_err(|need| {
+        Error::Usage(match describe_fd_users(&config) {
+            Some(users) => format!("{} workers with {users} need {need}", config.workers),
+            None => format!("recluster needs {need}"),
+        })
+    })?;
     startup::close_inherited_fds_on_exec()
         .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
     if let Err(e) = startup::become_subreaper() {
@@ -121,7 +128,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
-    let mut spawner = Spawner::new(config.command.clone(), inherited, sockets)
+    let mut spawner = Spawner::new(config.command.clone(), &inherited, sockets)
         .map_err(|e| Error::system("open /dev/null", e))?;
     let (sender, events) = crossbeam_channel::unbounded();
     let notify = match config.policy.ready {
@@ -139,6 +146,18 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         manager: Manager::from_env(),
     };
     Ok(supervisor::run(cluster, plumbing, &events))
+}
+
+/// What makes each worker cost recluster file descriptors, for the open-files error.
+fn describe_fd_users(config: &Config) -> Option<String> {
+    let mut users = Vec::new();
+    if config.policy.ready == ReadyMode::Notify {
+        users.push("--ready notify");
+    }
+    if config.socket_per_worker {
+        users.push("--socket-per-worker");
+    }
+    (!users.is_empty()).then(|| users.join(" and "))
 }
 
 /// The sockets a service manager passed to recluster, or those `--listen` names, bound now —

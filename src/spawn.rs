@@ -12,7 +12,9 @@
 //! 5. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
 //!    source and target collide, then `dup2`ed into place, which clears close-on-exec — and the
 //!    child's own pid written into `LISTEN_PID` (libsystemd ignores the fds unless it matches);
-//! 6. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
+//! 6. the open-files limit recluster was started with, if it raised its own (last, since
+//!    recluster's descriptors may lie above it);
+//! 7. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
 //! An exec failure is reported to the parent through a close-on-exec pipe, so the log names the
 //! cause, and the child exits 127 (not found) or 126.
@@ -67,7 +69,9 @@ pub enum SpawnError {
     Command(CommandError),
     /// A new slot's own listening socket could not be bound (`--socket-per-worker`).
     Bind(BindError),
-    /// fork, pipe or a conversion failed.
+    /// fork failed (`EAGAIN`: a limit on processes).
+    Fork(io::Error),
+    /// A pipe or a conversion failed.
     System(&'static str, io::Error),
 }
 
@@ -76,6 +80,11 @@ impl std::fmt::Display for SpawnError {
         match self {
             SpawnError::Command(e) => e.fmt(f),
             SpawnError::Bind(e) => write!(f, "failed to bind its socket {e}"),
+            SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EAGAIN) => write!(
+                f,
+                "failed to fork: {e} (a limit on processes is reached: pids.max of recluster's cgroup, kernel.pid_max, or RLIMIT_NPROC, ulimit -u)"
+            ),
+            SpawnError::Fork(e) => write!(f, "failed to fork: {e}"),
             SpawnError::System(doing, e) => write!(f, "failed to {doing}: {e}"),
         }
     }
@@ -88,6 +97,7 @@ pub struct Spawner {
     environment: Vec<(OsString, OsString)>,
     devnull: File,
     signals_to_reset: Vec<i32>,
+    fd_limit: Option<libc::rlimit>,
     recluster_pid: i32,
     sockets: Sockets,
     /// `LISTEN_FDNAMES`: the names, in fd order.
@@ -115,6 +125,7 @@ impl Spawner {
             environment,
             devnull: File::open("/dev/null")?,
             signals_to_reset: inherited.signals_to_reset.clone(),
+            fd_limit: inherited.fd_limit,
             recluster_pid: std::process::id() as i32,
             socket_names: sockets
                 .listeners()
@@ -152,7 +163,7 @@ impl Spawner {
         // prepared above and never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(SpawnError::System("fork", io::Error::last_os_error()));
+            return Err(SpawnError::Fork(io::Error::last_os_error()));
         }
         if pid == 0 {
             // SAFETY: in the child of fork; see the module doc for the steps.
@@ -236,6 +247,7 @@ impl Spawner {
             _envp: envp,
             devnull: self.devnull.as_raw_fd(),
             signals_to_reset: self.signals_to_reset.clone(),
+            fd_limit: self.fd_limit,
             recluster_pid: self.recluster_pid,
         })
     }
@@ -257,6 +269,7 @@ struct Prepared {
     _envp: Vec<CString>,
     devnull: i32,
     signals_to_reset: Vec<i32>,
+    fd_limit: Option<libc::rlimit>,
     recluster_pid: i32,
 }
 
@@ -331,6 +344,10 @@ unsafe fn exec_child(prepared: &mut Prepared, error_pipe: i32) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         );
         let error_pipe = place_listen_fds(prepared, error_pipe);
+        if let Some(limit) = &prepared.fd_limit {
+            // Last, once no descriptor is to be created: recluster's own fds may lie above it.
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+        }
         libc::execve(
             prepared.path.as_ptr(),
             prepared.argv_ptrs.as_ptr(),

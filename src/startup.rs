@@ -1,7 +1,8 @@
 //! What recluster does to its own process before anything else runs: make fds 0–2 valid, note which
-//! signal dispositions its caller left ignored (and undo an ignored SIGCHLD), ignore SIGPIPE itself (a closed log pipe must give
-//! EPIPE, not death), mark every inherited fd close-on-exec so none leaks into a worker, become a
-//! child subreaper, and block the signals that the signal thread will receive.
+//! signal dispositions its caller left ignored (and undo an ignored SIGCHLD), ignore SIGPIPE
+//! itself (a closed log pipe must give EPIPE, not death), mark every inherited fd close-on-exec so
+//! none leaks into a worker, become a child subreaper, raise its own open-files limit (workers get the one it was started with), and
+//! block the signals that the signal thread will receive.
 //!
 //! The binary is `#![no_main]` so that this runs before Rust's runtime could have changed SIGPIPE:
 //! that is the only way to know whether the caller ignored it (tini keeps such signals ignored).
@@ -13,6 +14,61 @@ use std::io;
 pub struct Inherited {
     /// Signals recluster set to ignore itself; children get them back at their default.
     pub signals_to_reset: Vec<i32>,
+    /// The open-files limit recluster was started with, when it raised its own (`raise_fd_limit`):
+    /// every worker gets this one back.
+    pub fd_limit: Option<libc::rlimit>,
+}
+
+/// File descriptors recluster keeps for itself besides those per worker (0–2, /dev/null, the
+/// notify thread's pipe, a spawn's error pipe, /proc reads, the service manager's socket), with room.
+pub const RESERVED_FDS: u64 = 32;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go does since 1.19 and systemd
+/// recommends (the soft 1024 exists only for `select`, which recluster does not use), so scaling
+/// up later finds room too. Returns the limit recluster was started with if it changed it
+/// (workers get it back); an error text naming the limit if even the hard limit cannot hold the
+/// `need` descriptors that the cluster asked for needs.
+pub fn raise_fd_limit(need: u64) -> Result<Option<libc::rlimit>, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Ok(None); // nothing known: leave it, EMFILE will name itself
+    }
+    if need > limit.rlim_max {
+        return Err(format!(
+            "about {need} open files, but the hard limit on open files (RLIMIT_NOFILE) is {}: raise it (ulimit -Hn, LimitNOFILE= in a systemd unit, docker run --ulimit nofile=) or run fewer workers",
+            limit.rlim_max
+        ));
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok(None);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        if need <= limit.rlim_cur {
+            return Ok(None);
+        }
+        return Err(format!(
+            "about {need} open files, but the limit on open files (RLIMIT_NOFILE) is {} and could not be raised to the hard limit {}: {}",
+            limit.rlim_cur,
+            limit.rlim_max,
+            io::Error::last_os_error()
+        ));
+    }
+    log::debug!(
+        "raised the open-files limit from {} to {} (workers get {})",
+        limit.rlim_cur,
+        limit.rlim_max,
+        limit.rlim_cur
+    );
+    Ok(Some(limit))
 }
 
 /// Opens /dev/null on any of fds 0–2 that is closed, so no later file lands there by accident.
@@ -42,6 +98,7 @@ pub fn ignore_sigpipe() -> Inherited {
         } else {
             vec![libc::SIGPIPE]
         },
+        fd_limit: None,
     }
 }
 

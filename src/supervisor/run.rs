@@ -139,7 +139,9 @@ impl Executor<'_> {
                             }
                             let status = match &e {
                                 SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
-                                SpawnError::Bind(_) | SpawnError::System(..) => {
+                                SpawnError::Bind(_)
+                                | SpawnError::Fork(_)
+                                | SpawnError::System(..) => {
                                     ProcessStatus::Exited(exit_code::FAILURE)
                                 }
                             };

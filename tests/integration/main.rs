@@ -6,6 +6,7 @@ mod harness;
 mod docs;
 mod exit_status;
 mod interop;
+mod limits;
 mod logging;
 mod readiness;
 mod reaping;

@@ -127,7 +127,12 @@ fn an_inherited_ignored_sigchld_is_reset_so_exits_are_still_seen() {
     }
     let mut cluster = launch.start();
     let report = cluster.expect("report", |l| l.is_worker("report"));
-    assert_eq!(ignored_signals(&report) & bit(libc::SIGCHLD), 0, "{}", report.text);
+    assert_eq!(
+        ignored_signals(&report) & bit(libc::SIGCHLD),
+        0,
+        "{}",
+        report.text
+    );
     assert_eq!(cluster.exit_code(), 0, "the worker's exit ends the cluster");
 }
 
