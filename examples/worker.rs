@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `--version-file PATH` reads the version from a file at start; `broken` there makes the worker
-//! print `broken id=.. pid=..` and exit 1 at once (a release that cannot start).
+//! print `broken id=.. pid=..` and exit 1 at once (a release that cannot start); `silent` makes it
+//! run but never send the READY=1 that `--notify` asks for (a release that never gets ready).
 //! `--bind PORT` (after `--bind-after MS`) listens on 127.0.0.1:PORT itself, printing
 //! `bound id=.. pid=.. port=..`.
 //! `--notify MS` sends `READY=1` on `NOTIFY_SOCKET` MS milliseconds after start (printing
@@ -121,7 +122,9 @@ fn run() -> ! {
         var("RECLUSTER_PID")
     ));
 
-    if let Some(after) = options.notify_after {
+    // A release that starts but never reports ready.
+    let notify_after = options.notify_after.filter(|_| options.version != "silent");
+    if let Some(after) = notify_after {
         notify_ready_after(id, after);
     }
     if let Some(port) = options.bind {

@@ -49,7 +49,7 @@ const NOT_INHERITED: [&str; 10] = [
 ];
 
 /// The identity a worker is started with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkerIdentity {
     pub id: u32,
     pub count: u32,

@@ -5,8 +5,10 @@ use crate::spawn::WorkerIdentity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start a worker in a slot; the result goes back through `Cluster::spawned` or `spawn_failed`.
-    Spawn(WorkerIdentity),
+    /// Start a worker for this ticket — unless `Cluster::is_current` says it went stale since
+    /// (the stop began, the slot was scaled away, the reload was abandoned). The result goes back
+    /// through `Cluster::spawned` or `spawn_failed`.
+    Spawn(Ticket),
     /// Close the listening sockets of a slot that is gone (scale-down, `--socket-per-worker`).
     ReleaseSlot(u32),
     /// Send a signal to a worker's process group (its pid).
@@ -27,4 +29,22 @@ pub enum Action {
     NotifyReloading(String),
     /// End recluster with this status.
     Exit(i32),
+}
+
+/// A decision to start one worker, issued by the cluster when it decides: which slot, in which
+/// role, of which generation, and a serial number no other ticket has. Carried out later, it is
+/// recognised as stale instead of guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub identity: WorkerIdentity,
+    pub role: Role,
+    pub serial: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The slot's own worker (first start, respawn, scale-up).
+    Slot,
+    /// A new generation's worker started beside the slot's own during a reload.
+    Replacement,
 }

@@ -20,7 +20,7 @@ use crate::spawn::{SpawnError, Spawner};
 use crate::startup;
 use crate::status::ProcessStatus;
 
-use super::action::Action;
+use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 
 /// What the loop works with besides the cluster.
@@ -40,7 +40,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         token_of: HashMap::new(),
         pid_of: HashMap::new(),
     };
-    let mut actions = cluster.start();
+    let mut actions = cluster.start(Instant::now());
     loop {
         if let Some(code) = executor.execute(&mut cluster, actions) {
             return code;
@@ -98,56 +98,15 @@ impl Executor<'_> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Spawn(identity) => {
-                    let socket = match self.plumbing.notify.as_mut().map(WorkerSockets::open) {
-                        Some(Ok((token, path))) => Some((token, path)),
-                        Some(Err(e)) => {
-                            error!(
-                                "worker {}: failed to create its notify socket: {e}",
-                                identity.id
-                            );
-                            queue.extend(cluster.spawn_failed(
-                                identity,
-                                ProcessStatus::Exited(exit_code::FAILURE),
-                                Instant::now(),
-                            ));
-                            continue;
-                        }
-                        None => None,
-                    };
-                    let path = socket.as_ref().map(|(_, path)| path.as_path());
-                    match self.plumbing.spawner.spawn(identity, path) {
-                        Ok(spawned) => {
-                            if let Some(e) = &spawned.exec_error {
-                                error!(
-                                    "worker {} (pid {}): failed to execute the command: {e}",
-                                    identity.id, spawned.pid
-                                );
-                            }
-                            if let Some((token, _)) = socket {
-                                self.token_of.insert(spawned.pid, token);
-                                self.pid_of.insert(token, spawned.pid);
-                            }
-                            cluster.spawned(identity, spawned.pid, Instant::now());
-                        }
-                        Err(e) => {
-                            error!("worker {}: {e}", identity.id);
-                            if let (Some((token, _)), Some(notify)) =
-                                (socket, self.plumbing.notify.as_mut())
-                            {
-                                notify.close(token);
-                            }
-                            let status = match &e {
-                                SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
-                                SpawnError::Bind(_)
-                                | SpawnError::Fork(_)
-                                | SpawnError::System(..) => {
-                                    ProcessStatus::Exited(exit_code::FAILURE)
-                                }
-                            };
-                            queue.extend(cluster.spawn_failed(identity, status, Instant::now()));
-                        }
+                Action::Spawn(ticket) => {
+                    if !cluster.is_current(&ticket) {
+                        debug!(
+                            "worker {}: not spawned, the decision no longer stands",
+                            ticket.identity.id
+                        );
+                        continue;
                     }
+                    queue.extend(self.spawn(cluster, ticket));
                 }
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
@@ -195,6 +154,56 @@ impl Executor<'_> {
             }
         }
         None
+    }
+
+    /// Starts the worker a ticket stands for (with its own notify socket, if readiness is
+    /// `notify`); what the cluster decides about the result.
+    fn spawn(&mut self, cluster: &mut Cluster, ticket: Ticket) -> Vec<Action> {
+        let identity = ticket.identity;
+        let socket = match self.plumbing.notify.as_mut().map(WorkerSockets::open) {
+            Some(Ok((token, path))) => Some((token, path)),
+            Some(Err(e)) => {
+                error!(
+                    "worker {}: failed to create its notify socket: {e}",
+                    identity.id
+                );
+                return cluster.spawn_failed(
+                    ticket,
+                    ProcessStatus::Exited(exit_code::FAILURE),
+                    Instant::now(),
+                );
+            }
+            None => None,
+        };
+        let path = socket.as_ref().map(|(_, path)| path.as_path());
+        match self.plumbing.spawner.spawn(identity, path) {
+            Ok(spawned) => {
+                if let Some(e) = &spawned.exec_error {
+                    error!(
+                        "worker {} (pid {}): failed to execute the command: {e}",
+                        identity.id, spawned.pid
+                    );
+                }
+                if let Some((token, _)) = socket {
+                    self.token_of.insert(spawned.pid, token);
+                    self.pid_of.insert(token, spawned.pid);
+                }
+                cluster.spawned(ticket, spawned.pid, Instant::now())
+            }
+            Err(e) => {
+                error!("worker {}: {e}", identity.id);
+                if let (Some((token, _)), Some(notify)) = (socket, self.plumbing.notify.as_mut()) {
+                    notify.close(token);
+                }
+                let status = match &e {
+                    SpawnError::Command(c) => ProcessStatus::Exited(c.exit_code()),
+                    SpawnError::Bind(_) | SpawnError::Fork(_) | SpawnError::System(..) => {
+                        ProcessStatus::Exited(exit_code::FAILURE)
+                    }
+                };
+                cluster.spawn_failed(ticket, status, Instant::now())
+            }
+        }
     }
 
     /// A process ended: if it was a worker with a notify socket, close the socket.

@@ -108,3 +108,24 @@ fn help_and_version_exit_zero() {
     assert_eq!(code, 0);
     assert!(stdout.starts_with("recluster "));
 }
+
+#[test]
+fn a_worker_stopped_for_missing_its_ready_timeout_is_a_failure() {
+    // It never sends READY=1; recluster stops it with TERM, and dying of that is no clean end
+    // here (systemd fails a unit whose start timed out).
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "1",
+            "--restart",
+            "never",
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "300ms",
+        ],
+        &["--on-stop", "die"],
+    );
+    cluster.expect_log("was not ready within 300ms");
+    assert_eq!(cluster.exit_code(), 143);
+}

@@ -236,3 +236,62 @@ fn a_service_manager_hears_ready_reloading_ready_stopping_in_order() {
     assert_eq!(manager.next(), "STOPPING=1\nSTATUS=stopping (SIGTERM)");
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn a_crash_during_a_failing_reload_leaves_the_slot_respawned_and_the_cluster_running() {
+    // -n 1: the old worker is killed while its replacement starts, then the replacement ends
+    // before it is ready. The slot must get a worker of the generation that last succeeded.
+    let release = Release::new("crash-during-reload", "v1");
+    let file = release.arg();
+    let mut cluster = Cluster::start(
+        &["-n", "1", "--ready", "notify", "--min-uptime", "1h"],
+        &["--notify", "0", "--version-file", &file],
+    );
+    cluster.expect_log("all 1 workers are ready");
+    let old = cluster.seen(|l| l.is_worker("ready"))[0].num("pid");
+    release.deploy("silent");
+    cluster.send(libc::SIGHUP);
+    let new = cluster
+        .expect("the replacement", |l| {
+            l.is_worker("ready") && l.num("gen") == 1
+        })
+        .num("pid");
+    // SAFETY: signalling workers this test started.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    cluster.expect_log(&format!("worker 0 (pid {old}) was killed by SIGKILL"));
+    // SAFETY: as above.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    cluster.expect_log("reload to generation 1 abandoned");
+    let respawned = cluster.expect("slot 0 respawned", |l| {
+        l.is_worker("ready") && l.num("id") == 0 && l.num("pid") != old && l.num("pid") != new
+    });
+    assert_eq!(respawned.num("gen"), 0, "{}", respawned.text);
+    assert!(
+        cluster
+            .seen(|l| l.is_log("every worker has ended"))
+            .is_empty(),
+        "the cluster went on"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_reload_batch_of_two_starts_two_new_workers_at_once() {
+    // New workers never become ready here (--min-uptime 1h), so no old worker ever exits: both
+    // replacements must start without waiting for one.
+    let mut cluster = Cluster::start(
+        &["-n", "4", "--reload-batch", "2", "--min-uptime", "1h"],
+        &[],
+    );
+    cluster.ready(4);
+    cluster.send(libc::SIGHUP);
+    for _ in 0..2 {
+        cluster.expect("a new worker", |l| {
+            l.is_worker("ready") && l.num("gen") == 1
+        });
+    }
+    assert!(cluster.seen(|l| l.is_worker("exit")).is_empty());
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

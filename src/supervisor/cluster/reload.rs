@@ -1,25 +1,31 @@
-//! The rolling reload (SIGHUP), as decisions on the cluster's state. Slot by slot, at most
-//! `--reload-batch` K at a time: start the new generation's worker beside the old one, wait until
-//! it is ready, then stop the old one. Capacity never dips below N, and no new worker starts
-//! while N + K are alive (old workers still draining count). A new worker that exits or misses
-//! `--ready-timeout` abandons the reload: the other new workers are stopped, the old ones keep
-//! serving, and the next SIGHUP tries again. A SIGHUP during a reload retargets it to the newest
-//! generation; new workers of an older one that are not ready yet are stopped.
+//! The rolling reload (SIGHUP), as decisions on the cluster's state. Slot by slot, up to
+//! `--reload-batch` K at once: start the new generation's worker beside the old one, wait until it
+//! is ready, then stop the old one. Capacity never dips below N, and no new worker starts while
+//! N + K are alive (old workers still draining count). A new worker that exits, cannot be spawned
+//! or misses `--ready-timeout` abandons the reload: the other new workers are stopped, the old ones
+//! keep serving, and the next SIGHUP tries again. A SIGHUP during a reload retargets it to the
+//! newest generation; new workers of an older one that are not ready yet are stopped.
+//!
+//! A slot whose old worker died during the reload gets a replacement like any other (it starts
+//! into an empty slot); its own respawn stays scheduled and runs, at the slot's last generation,
+//! if the reload is abandoned or superseded before the replacement is ready.
 
 use std::time::Instant;
 
-use humantime::format_duration;
 use log::{error, info};
 
 use crate::status::ProcessStatus;
 
-use super::{Action, Cluster, WorkerIdentity};
+use super::worker::{State, StopReason, Worker};
+use super::{Action, Cluster, Key, Occupant, Place, Role};
 
 pub(super) struct Reload {
     /// The generation the reload brings every slot to.
     pub target: u32,
-    /// The slot whose replacement is being spawned (between the `Spawn` and `spawned`).
-    spawning: Option<u32>,
+    /// Slots before this one have had their replacement started (or needed none).
+    cursor: usize,
+    /// Replacements decided and not yet ready.
+    pub in_flight: usize,
 }
 
 impl Cluster {
@@ -32,159 +38,151 @@ impl Cluster {
                 "received SIGHUP during the reload to generation {}: reloading to generation {target} instead",
                 old.target
             );
+            // New workers of an older target that are not ready yet will not be needed.
+            actions.extend(self.drop_replacements(now));
         } else {
             info!(
                 "received SIGHUP: reloading {} workers to generation {target}",
                 self.slots.len()
             );
         }
-        // New workers of an older target that are not ready yet will not be needed.
-        for index in 0..self.slots.len() {
-            if let Some(worker) = self.slots[index].replacement.take() {
-                actions.push(self.retire(worker, now));
-            }
-        }
         self.reload = Some(Reload {
             target,
-            spawning: None,
+            cursor: 0,
+            in_flight: 0,
         });
         actions.push(Action::NotifyReloading(format!(
             "reloading to generation {target}"
         )));
-        actions.extend(self.advance_reload());
+        actions.extend(self.advance_reload(now));
         actions
     }
 
-    /// Starts the next replacement if the bounds allow; finishes the reload when all are done.
-    /// The slots still to replace are always those, in id order, whose worker runs an older
-    /// generation and that have no replacement yet (respawns and scaling included).
-    pub(super) fn advance_reload(&mut self) -> Vec<Action> {
-        let Some(reload) = self.reload.as_mut() else {
-            return Vec::new();
+    /// Starts replacements while the bounds allow (up to K in flight, N + K alive); finishes the
+    /// reload when every slot has been replaced and the old workers are gone.
+    pub(super) fn advance_reload(&mut self, _now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(reload) = self.reload.as_ref() else {
+            return actions;
         };
-        let target = reload.target;
+        let (target, mut cursor, mut in_flight) = (reload.target, reload.cursor, reload.in_flight);
         let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
-        let in_flight = self
-            .slots
-            .iter()
-            .filter(|s| s.replacement.is_some())
-            .count();
-        let alive = self.slots.iter().filter(|s| s.worker.is_some()).count()
-            + in_flight
-            + self.leaving.len();
-        if in_flight >= k || alive >= n + k {
-            return Vec::new();
+        // Slots waiting to respawn keep their room: a dead worker is replaced before a live one.
+        while in_flight < k && self.places.len() + self.spawning + self.waiting < n + k {
+            while cursor < n && !self.needs_replacement(cursor, target) {
+                cursor += 1;
+            }
+            if cursor >= n {
+                break;
+            }
+            let id = self.slots[cursor].id;
+            let ticket = self.issue(id, Role::Replacement, target);
+            self.slots[cursor].replacement = Some(Worker::spawning(ticket));
+            actions.push(Action::Spawn(ticket));
+            in_flight += 1;
+            cursor += 1;
         }
-        let next = self
-            .slots
-            .iter()
-            .find(|s| s.replacement.is_none() && s.worker.is_some_and(|w| w.generation < target));
-        if let Some(slot) = next {
-            reload.spawning = Some(slot.id);
-            // The executor spawns before the next event: `spawned` files it as the replacement.
-            return vec![Action::Spawn(WorkerIdentity {
-                id: slot.id,
-                count: n as u32,
-                generation: target,
-            })];
-        }
-        if in_flight > 0 {
-            return Vec::new();
+        let reload = self.reload.as_mut().expect("checked above");
+        reload.cursor = cursor;
+        reload.in_flight = in_flight;
+        // Complete once the old workers have drained too.
+        if in_flight > 0 || cursor < n || !self.leaving.is_empty() {
+            return actions;
         }
         self.reload = None;
         self.generation = target;
         for slot in &mut self.slots {
-            slot.generation = target; // a slot waiting to respawn comes back on it
+            slot.generation = target; // a slot that ended for good would come back on it
         }
         info!("reload to generation {target} complete: {n} workers");
-        vec![Action::NotifyManager(format!(
+        actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers of generation {target}"
-        ))]
+        )));
+        actions
     }
 
-    /// Whether `id` is the slot whose replacement was just spawned (clearing the mark if so).
-    pub(super) fn take_spawning(&mut self, id: u32) -> bool {
-        match self.reload.as_mut() {
-            Some(reload) if reload.spawning == Some(id) => {
-                reload.spawning = None;
-                true
-            }
-            _ => false,
-        }
+    /// Whether slot `index` still runs (or is about to respawn) an older generation.
+    fn needs_replacement(&self, index: usize, target: u32) -> bool {
+        let slot = &self.slots[index];
+        slot.replacement.is_none()
+            && slot.generation < target
+            && !matches!(slot.occupant, Occupant::Done)
     }
 
     /// The slot's replacement is ready: it takes over, the old worker is stopped.
     pub(super) fn promote(&mut self, index: usize, now: Instant) -> Vec<Action> {
-        let slot = &mut self.slots[index];
-        let Some(mut new) = slot.replacement.take() else {
+        let Some(mut new) = self.slots[index].replacement.take() else {
             return Vec::new();
         };
-        new.ready = true;
-        slot.generation = new.generation;
-        let old = slot.worker.replace(new);
+        if !new.become_ready() {
+            self.slots[index].replacement = Some(new);
+            return Vec::new();
+        }
+        if let Some(reload) = self.reload.as_mut() {
+            reload.in_flight -= 1;
+        }
+        let pid = new.pid().expect("a ready worker has a pid");
+        self.places.insert(pid, Place::Slot(new.id()));
+        self.slots[index].generation = new.generation();
         let mut actions = Vec::new();
-        match old {
-            Some(old) => {
-                info!(
-                    "worker {} of generation {} (pid {}) is ready: stopping pid {}",
-                    new.id, new.generation, new.pid, old.pid
-                );
-                actions.push(self.retire(old, now));
+        match self.put_occupant(index, Occupant::Worker(new)) {
+            Occupant::Worker(old) => {
+                match old.pid() {
+                    Some(old_pid) => info!(
+                        "worker {} of generation {} (pid {pid}) is ready: stopping pid {old_pid}",
+                        new.id(),
+                        new.generation()
+                    ),
+                    None => info!(
+                        "worker {} of generation {} (pid {pid}) is ready",
+                        new.id(),
+                        new.generation()
+                    ),
+                }
+                actions.extend(self.discard(old, now));
             }
-            None => info!(
-                "worker {} of generation {} (pid {}) is ready",
-                new.id, new.generation, new.pid
+            Occupant::Waiting { .. } | Occupant::Done => info!(
+                "worker {} of generation {} (pid {pid}) is ready",
+                new.id(),
+                new.generation()
             ),
         }
-        actions.extend(self.advance_reload());
+        actions.extend(self.announce_if_all_ready());
+        actions.extend(self.advance_reload(now));
         actions
     }
 
-    /// A replacement ended before it was ready: the reload is abandoned.
+    /// A replacement ended (its record already taken out): before it was ready, unless the
+    /// whole cluster is stopping, that abandons the reload.
     pub(super) fn replacement_ended(
         &mut self,
-        index: usize,
+        worker: Worker,
         status: ProcessStatus,
         now: Instant,
     ) -> Vec<Action> {
-        let worker = self.slots[index].replacement.take().expect("a replacement");
-        if worker.stop_sent.is_some() {
-            return Vec::new(); // stopped by recluster (a stop of the whole cluster)
+        if let Some(reload) = self.reload.as_mut() {
+            reload.in_flight -= 1;
+        }
+        if matches!(
+            worker.state,
+            State::Stopping {
+                reason: StopReason::ClusterStop,
+                ..
+            }
+        ) {
+            return Vec::new();
         }
         let reason = format!(
             "worker {} of generation {} (pid {}) {status} before it was ready",
-            worker.id, worker.generation, worker.pid
+            worker.id(),
+            worker.generation(),
+            worker.pid().unwrap_or_default()
         );
         self.abandon_reload(&reason, now)
     }
 
-    /// Replacement readiness: `started` after `--min-uptime`, `notify` bounded by `--ready-timeout`.
-    pub(super) fn check_replacement_timers(&mut self, index: usize, now: Instant) -> Vec<Action> {
-        let policy = self.policy.clone();
-        let Some(worker) = self.slots[index].replacement.as_mut() else {
-            return Vec::new();
-        };
-        if worker.ready_at.is_some_and(|at| at <= now) {
-            return self.promote(index, now);
-        }
-        if worker.ready_by.is_some_and(|at| at <= now) {
-            let reason = format!(
-                "worker {} of generation {} (pid {}) was not ready within {} (--ready-timeout)",
-                worker.id,
-                worker.generation,
-                worker.pid,
-                format_duration(policy.ready_timeout)
-            );
-            return self.abandon_reload(&reason, now);
-        }
-        // After the timeout check: a slow probe must never starve it.
-        match super::probe(worker, &policy, now) {
-            Some(action) => vec![action],
-            None => Vec::new(),
-        }
-    }
-
-    /// Stops every new worker; the old ones keep serving. The next SIGHUP tries again.
+    /// Stops every new worker; the old ones keep serving, and a slot whose old worker died
+    /// meanwhile is respawned as scheduled. The next SIGHUP tries again.
     pub(super) fn abandon_reload(&mut self, reason: &str, now: Instant) -> Vec<Action> {
         let Some(reload) = self.reload.take() else {
             return Vec::new();
@@ -193,16 +191,26 @@ impl Cluster {
             "reload to generation {} abandoned: {reason}; the current workers keep serving (send SIGHUP to try again)",
             reload.target
         );
-        let mut actions = Vec::new();
-        for index in 0..self.slots.len() {
-            if let Some(worker) = self.slots[index].replacement.take() {
-                actions.push(self.retire(worker, now));
-            }
-        }
+        let mut actions = self.drop_replacements(now);
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",
             reload.target
         )));
+        actions
+    }
+
+    /// Stops (or forgets, if not spawned yet) every replacement, and lets every respawn that was
+    /// held back for one run.
+    fn drop_replacements(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for index in 0..self.slots.len() {
+            if let Some(worker) = self.slots[index].replacement.take() {
+                actions.extend(self.discard(worker, now));
+            }
+            if let Occupant::Waiting { at } = self.slots[index].occupant {
+                self.timers.push(at, Key::Slot(self.slots[index].id));
+            }
+        }
         actions
     }
 }

@@ -1,0 +1,117 @@
+//! What happens when a slot's own worker ends (or could not be spawned): how its end counts for
+//! the exit status, whether `--restart` starts it again, after which backoff (`--restart-delay`
+//! doubling up to `--restart-max-delay` for deaths before `--min-uptime`), and the crash-loop
+//! limit (`--max-restarts` within `--restart-window`), which gives up and stops the cluster.
+
+use std::time::{Duration, Instant};
+
+use humantime::format_duration;
+use log::{error, info};
+
+use crate::cli::RestartMode;
+use crate::signal::Sig;
+use crate::status::ProcessStatus;
+
+use super::stop::Outcome;
+use super::worker::{Worker, later};
+use super::{Action, Cluster, End, backoff};
+
+impl Cluster {
+    /// A slot's worker ended with `status` (its record already taken out of the slot): record
+    /// how, and decide about a restart.
+    pub(super) fn slot_ended(
+        &mut self,
+        index: usize,
+        worker: Worker,
+        status: ProcessStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let clean = worker.ended_cleanly(status);
+        let failed_start = worker.missed_ready_timeout();
+        let uptime = worker.started().map_or(Duration::ZERO, |started| {
+            now.saturating_duration_since(started)
+        });
+        let policy = self.policy.clone();
+        let running = self.is_running();
+        let slot = &mut self.slots[index];
+        slot.last_end = Some(End { status, clean });
+        let who = match worker.pid() {
+            Some(pid) => format!("worker {} (pid {pid})", slot.id),
+            None => format!("worker {}", slot.id),
+        };
+        if !running {
+            info!("{who} {status}");
+            return;
+        }
+        let restart = if failed_start {
+            policy.restart != RestartMode::Never
+        } else {
+            restarts_after(policy.restart, status)
+        };
+        if !restart {
+            info!(
+                "{who} {status}; not restarting it (--restart {})",
+                restart_mode_name(policy.restart)
+            );
+            return;
+        }
+        let delay = if uptime >= policy.min_uptime && !failed_start {
+            slot.early_deaths = 0;
+            Duration::ZERO
+        } else {
+            slot.early_deaths = slot.early_deaths.saturating_add(1);
+            backoff(&policy, slot.early_deaths)
+        };
+        if let Some(limit) = policy.crash_limit {
+            while slot
+                .restarts
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= limit.window)
+            {
+                slot.restarts.pop_front();
+            }
+            slot.restarts.push_back(now);
+            if slot.restarts.len() > limit.max_restarts as usize {
+                error!(
+                    "{who} {status}; it needed more than {} restarts within {}: giving up (--max-restarts, --restart-window)",
+                    limit.max_restarts,
+                    format_duration(limit.window)
+                );
+                actions.extend(self.begin_stop(policy.stop_signal, Outcome::GaveUp(status), now));
+                return;
+            }
+        }
+        if let Some(replacement) = slot.replacement {
+            info!(
+                "{who} {status}; its replacement of generation {} takes over when ready",
+                replacement.generation()
+            );
+        } else if delay.is_zero() {
+            info!("{who} {status}, restarting it");
+        } else {
+            info!("{who} {status}, restarting in {}", format_duration(delay));
+        }
+        // Held back while a replacement is on its way; it runs if that one fails.
+        self.schedule_spawn(index, later(now, delay));
+    }
+}
+
+/// systemd's rule for Restart=on-failure: a clean end is status 0 or death by HUP, INT, TERM, PIPE.
+pub(super) fn restarts_after(mode: RestartMode, status: ProcessStatus) -> bool {
+    match mode {
+        RestartMode::Always => true,
+        RestartMode::Never => false,
+        RestartMode::OnFailure => match status {
+            ProcessStatus::Exited(code) => code != 0,
+            ProcessStatus::Killed(sig) => {
+                ![Sig::HUP, Sig::INT, Sig::TERM].contains(&sig) && sig.number() != libc::SIGPIPE
+            }
+        },
+    }
+}
+
+/// The flag's own spelling of a restart mode (`on-failure`), from the CLI definition.
+fn restart_mode_name(mode: RestartMode) -> String {
+    clap::ValueEnum::to_possible_value(&mode).map_or_else(String::new, |v| v.get_name().to_string())
+}

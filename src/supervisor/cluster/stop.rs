@@ -1,0 +1,207 @@
+//! The graceful stop: every worker gets the stop signal, nothing is spawned any more, SIGKILL for
+//! what remains after `--kill-timeout`, then the processes the workers left behind; and the exit
+//! status once nothing is left. Also when the cluster stops by itself: every worker ended and none
+//! is to be restarted, or a crash loop gave up.
+
+use std::time::Instant;
+
+use humantime::format_duration;
+use log::{debug, info, warn};
+
+use crate::exit_code;
+use crate::signal::Sig;
+use crate::status::ProcessStatus;
+
+use super::worker::{State, StopReason, Worker, later};
+use super::{Action, Cluster, Occupant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Phase {
+    Running,
+    Stopping(Stop),
+    Exited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Stop {
+    pub signal: Sig,
+    pub deadline: Instant,
+    pub killed: bool,
+    orphans_signaled: bool,
+    outcome: Outcome,
+}
+
+/// Why the cluster is stopping; decides the exit status.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Outcome {
+    Requested,
+    Finished,
+    GaveUp(ProcessStatus),
+}
+
+impl Cluster {
+    pub(super) fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    pub(super) fn begin_stop(
+        &mut self,
+        signal: Sig,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Vec<Action> {
+        if self.reload.take().is_some() {
+            info!("the reload under way is cancelled");
+        }
+        // No deadline of the running cluster matters any more (the stop has its own), and every
+        // spawn not carried out yet goes stale.
+        self.timers.clear();
+        let mut actions = Vec::new();
+        for index in 0..self.slots.len() {
+            let occupant = match self.take_occupant(index) {
+                Occupant::Worker(worker) => self.stop_for_good(worker, signal, &mut actions),
+                Occupant::Waiting { .. } | Occupant::Done => Occupant::Done,
+            };
+            self.slots[index].occupant = occupant;
+            if let Some(worker) = self.slots[index].replacement.take() {
+                self.slots[index].replacement =
+                    match self.stop_for_good(worker, signal, &mut actions) {
+                        Occupant::Worker(worker) => Some(worker),
+                        _ => None,
+                    };
+            }
+        }
+        // Workers already leaving got the stop signal and keep it; the stop's deadline applies.
+        for worker in self.leaving.values_mut() {
+            if let State::Stopping { kill_at, .. } = &mut worker.state {
+                *kill_at = None;
+            }
+        }
+        actions.push(Action::SignalOrphans {
+            signal,
+            workers: self.worker_pids(),
+        });
+        actions.push(Action::NotifyManager(format!(
+            "STOPPING=1\nSTATUS=stopping ({signal})"
+        )));
+        self.phase = Phase::Stopping(Stop {
+            signal,
+            deadline: later(now, self.policy.kill_timeout),
+            killed: false,
+            orphans_signaled: false,
+            outcome,
+        });
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    /// A slot's worker (or replacement) as the stop leaves it: one not spawned yet is dropped,
+    /// any other gets `signal` (a failed start stays a failed start).
+    fn stop_for_good(
+        &mut self,
+        mut worker: Worker,
+        signal: Sig,
+        actions: &mut Vec<Action>,
+    ) -> Occupant {
+        let reason = match worker.state {
+            State::Spawning => {
+                self.spawning -= 1;
+                return Occupant::Done;
+            }
+            State::Stopping {
+                reason: StopReason::MissedReadyTimeout,
+                ..
+            } => StopReason::MissedReadyTimeout,
+            _ => StopReason::ClusterStop,
+        };
+        if let Some(pid) = worker.stop(signal, reason, None) {
+            actions.push(Action::SignalGroup { pgid: pid, signal });
+        }
+        Occupant::Worker(worker)
+    }
+
+    pub(super) fn kill_all(&mut self) -> Vec<Action> {
+        if let Phase::Stopping(stop) = &mut self.phase {
+            stop.killed = true;
+        }
+        vec![Action::KillAll {
+            groups: self.worker_pids(),
+        }]
+    }
+
+    /// `--kill-timeout` ran out while stopping.
+    pub(super) fn stop_deadline_passed(&mut self) -> Vec<Action> {
+        let Phase::Stopping(stop) = self.phase else {
+            return Vec::new();
+        };
+        let remaining = match self.places.len() {
+            0 => "processes left behind by workers are".to_string(),
+            1 => "1 worker is".to_string(),
+            n => format!("{n} workers are"),
+        };
+        warn!(
+            "{remaining} still running {} after {}: sending SIGKILL (--kill-timeout)",
+            format_duration(self.policy.kill_timeout),
+            stop.signal
+        );
+        self.kill_all()
+    }
+
+    /// Moves on when nothing is left to wait for: a finished cluster begins to stop, a stopped one
+    /// exits once no worker and no other child of recluster remains.
+    pub(super) fn settle(&mut self, now: Instant) -> Vec<Action> {
+        match self.phase {
+            Phase::Running => {
+                // Cheap first: only when no process is alive or on its way are the slots looked at.
+                let idle = self.places.is_empty()
+                    && self.spawning == 0
+                    && self
+                        .slots
+                        .iter()
+                        .all(|s| s.occupant == Occupant::Done && s.replacement.is_none());
+                if idle {
+                    info!("every worker has ended and none is to be restarted");
+                    return self.begin_stop(self.policy.stop_signal, Outcome::Finished, now);
+                }
+                Vec::new()
+            }
+            Phase::Stopping(stop) => {
+                if !self.places.is_empty() {
+                    return Vec::new();
+                }
+                if self.children_left {
+                    if stop.orphans_signaled || stop.killed {
+                        return Vec::new();
+                    }
+                    self.phase = Phase::Stopping(Stop {
+                        orphans_signaled: true,
+                        ..stop
+                    });
+                    debug!("every worker has exited; waiting for the processes they left behind");
+                    return vec![Action::SignalOrphans {
+                        signal: stop.signal,
+                        workers: Vec::new(),
+                    }];
+                }
+                let code = self.exit_code(stop.outcome);
+                self.phase = Phase::Exited;
+                info!("exiting with status {code}");
+                vec![Action::Exit(code)]
+            }
+            Phase::Exited => Vec::new(),
+        }
+    }
+
+    /// 0 when every slot's last worker ended cleanly; else the lowest unclean slot's status; after a
+    /// crash-loop give-up, the status of the worker that gave up.
+    fn exit_code(&self, outcome: Outcome) -> i32 {
+        if let Outcome::GaveUp(status) = outcome {
+            return status.code();
+        }
+        self.slots
+            .iter()
+            .filter_map(|s| s.last_end)
+            .find(|end| !end.clean)
+            .map_or(exit_code::SUCCESS, |end| end.status.code())
+    }
+}

@@ -1,0 +1,1037 @@
+//! The cluster's decisions on a synthetic clock: no process is started. The helpers carry out
+//! `Spawn` actions as the loop does (only while `is_current`), so the tests see what a real run
+//! would start.
+
+use super::*;
+use crate::cli::{ReadyMode, RestartMode};
+use crate::config::CrashLimit;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn policy() -> Policy {
+    Policy {
+        restart: RestartMode::Always,
+        restart_delay: 100 * MS,
+        restart_max_delay: 400 * MS,
+        crash_limit: None,
+        min_uptime: 1000 * MS,
+        ready: ReadyMode::Started,
+        ready_timeout: 3000 * MS,
+        reload_batch: 1,
+        stop_signal: Sig::TERM,
+        kill_timeout: 5000 * MS,
+    }
+}
+
+fn notify_policy() -> Policy {
+    Policy {
+        ready: ReadyMode::Notify,
+        ..policy()
+    }
+}
+
+/// A cluster whose slots all run and are ready, with pids 100, 101, ...
+fn running(policy: Policy, workers: u32, now: Instant) -> Cluster {
+    let mut cluster = starting(policy, workers, now);
+    for index in 0..cluster.slots.len() {
+        if let Occupant::Worker(worker) = &mut cluster.slots[index].occupant {
+            assert!(worker.become_ready());
+            cluster.ready += 1;
+        }
+    }
+    cluster.announced_ready = true;
+    cluster
+}
+
+/// A cluster whose workers were all spawned at `now`, not ready yet.
+fn starting(policy: Policy, workers: u32, now: Instant) -> Cluster {
+    let mut cluster = Cluster::new(policy, workers);
+    let actions = cluster.start(now);
+    assert_eq!(spawned_ids(&actions).len(), workers as usize);
+    for ticket in tickets(&actions) {
+        cluster.spawned(ticket, 100 + ticket.identity.id as i32, now);
+    }
+    cluster
+}
+
+fn crash_limited(max_restarts: u32, window: Duration) -> Policy {
+    Policy {
+        crash_limit: Some(CrashLimit {
+            max_restarts,
+            window,
+        }),
+        ..policy()
+    }
+}
+
+fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
+    vec![Exit { pid, status }]
+}
+
+fn tickets(actions: &[Action]) -> Vec<Ticket> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn(ticket) => Some(*ticket),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spawned_ids(actions: &[Action]) -> Vec<u32> {
+    tickets(actions).iter().map(|t| t.identity.id).collect()
+}
+
+/// (slot, generation) of each spawn decided.
+fn spawns(actions: &[Action]) -> Vec<(u32, u32)> {
+    tickets(actions)
+        .iter()
+        .map(|t| (t.identity.id, t.identity.generation))
+        .collect()
+}
+
+/// The actions that are not spawns.
+fn others(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Spawn(_)))
+        .cloned()
+        .collect()
+}
+
+/// Carries out the one spawn among `actions` as the loop would, as `pid`.
+fn spawn_one(cluster: &mut Cluster, actions: &[Action], pid: i32, now: Instant) -> Ticket {
+    let found = tickets(actions);
+    assert_eq!(found.len(), 1, "one spawn expected: {actions:?}");
+    assert!(cluster.is_current(&found[0]));
+    assert!(cluster.spawned(found[0], pid, now).is_empty());
+    found[0]
+}
+
+fn stop_signal(pgid: i32) -> Action {
+    Action::SignalGroup {
+        pgid,
+        signal: Sig::TERM,
+    }
+}
+
+fn ready_message() -> Message {
+    Message {
+        ready: true,
+        ..Message::default()
+    }
+}
+
+fn reloading(generation: u32) -> Action {
+    Action::NotifyReloading(format!("reloading to generation {generation}"))
+}
+
+/// Runs the clock to the pending respawn of slot `id`, checks it, records it as `pid`.
+fn respawn_due(cluster: &mut Cluster, id: u32, pid: i32) -> Instant {
+    let due = cluster.next_deadline().expect("a respawn is pending");
+    let actions = cluster.on_timer(due);
+    assert_eq!(spawned_ids(&actions), [id]);
+    spawn_one(cluster, &actions, pid, due);
+    due
+}
+
+/// Every invariant the module promises, checked after a step of a test.
+fn check_invariants(cluster: &Cluster) {
+    check_invariants_after(cluster, "");
+}
+
+fn check_invariants_after(cluster: &Cluster, steps: &str) {
+    let n = cluster.slots.len();
+    let alive = cluster.places.len() + cluster.spawning;
+    if cluster.reload.is_some() && cluster.spawning > 0 {
+        // Spawns are decided only within the bound (a scale-down may lower N afterwards).
+        let k = cluster.policy.reload_batch as usize;
+        assert!(
+            alive <= n + k,
+            "{steps}: {alive} alive with N = {n}, K = {k}"
+        );
+    }
+    if !cluster.is_running() {
+        assert_eq!(cluster.spawning, 0, "nothing is spawned once stopping");
+    } else {
+        for slot in &cluster.slots {
+            if let Occupant::Done = slot.occupant {
+                assert!(
+                    slot.last_end.is_some() && cluster.policy.restart != RestartMode::Always,
+                    "slot {} left empty while running",
+                    slot.id
+                );
+            }
+        }
+    }
+    let ready = cluster
+        .slots
+        .iter()
+        .filter(|s| matches!(s.occupant, Occupant::Worker(w) if w.is_ready()))
+        .count();
+    assert_eq!(cluster.ready, ready, "the count of ready slots");
+    let waiting = cluster
+        .slots
+        .iter()
+        .filter(|s| matches!(s.occupant, Occupant::Waiting { .. }))
+        .count();
+    assert_eq!(cluster.waiting, waiting, "the count of waiting slots");
+    let records = cluster
+        .slots
+        .iter()
+        .flat_map(|s| {
+            let own = match s.occupant {
+                Occupant::Worker(w) => Some(w),
+                _ => None,
+            };
+            [own, s.replacement]
+        })
+        .flatten()
+        .filter(|w| w.pid().is_some())
+        .count()
+        + cluster.leaving.len();
+    assert_eq!(
+        records,
+        cluster.places.len(),
+        "every process has one record"
+    );
+}
+
+// ----- start, respawn, backoff -----
+
+#[test]
+fn start_spawns_every_slot_with_its_identity() {
+    let mut cluster = Cluster::new(policy(), 3);
+    let actions = cluster.start(Instant::now());
+    let identities: Vec<WorkerIdentity> = tickets(&actions).iter().map(|t| t.identity).collect();
+    let expected: Vec<WorkerIdentity> = (0..3)
+        .map(|id| WorkerIdentity {
+            id,
+            count: 3,
+            generation: 0,
+        })
+        .collect();
+    assert_eq!(identities, expected);
+    assert!(tickets(&actions).iter().all(|t| t.role == Role::Slot));
+}
+
+#[test]
+fn a_large_start_is_spawned_in_batches_so_signals_are_handled_between_them() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(policy(), 100);
+    let first = cluster.start(t0);
+    assert_eq!(first.len(), SPAWN_BATCH);
+    for ticket in tickets(&first) {
+        cluster.spawned(ticket, 1000 + ticket.identity.id as i32, t0);
+    }
+    assert_eq!(cluster.next_deadline(), Some(t0), "the rest is due at once");
+    // A TERM between two batches: the rest is never spawned.
+    cluster.on_signal(Sig::TERM, t0);
+    assert!(spawned_ids(&cluster.on_timer(t0)).is_empty());
+    check_invariants(&cluster);
+}
+
+#[test]
+fn nothing_wakes_the_supervisor_while_all_is_well() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 4, t0);
+    assert_eq!(cluster.next_deadline(), None);
+}
+
+#[test]
+fn early_deaths_back_off_doubling_up_to_the_maximum() {
+    let mut now = Instant::now();
+    let mut cluster = running(policy(), 1, now);
+    let mut pid = 100;
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        now += 10 * MS;
+        assert!(
+            cluster
+                .on_reaped(&exit(pid, ProcessStatus::Exited(1)), false, now)
+                .is_empty()
+        );
+        let due = cluster.next_deadline().unwrap();
+        delays.push(due - now);
+        assert!(cluster.on_timer(due - MS).is_empty(), "not before its time");
+        pid += 1;
+        now = respawn_due(&mut cluster, 0, pid);
+    }
+    assert_eq!(delays, [100 * MS, 200 * MS, 400 * MS, 400 * MS, 400 * MS]);
+}
+
+#[test]
+fn a_healthy_worker_is_replaced_at_once_and_resets_the_backoff() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), false, t0 + 10 * MS);
+    let t1 = respawn_due(&mut cluster, 0, 101);
+    let t2 = t1 + 2000 * MS; // ran longer than --min-uptime
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), false, t2);
+    assert_eq!(cluster.next_deadline(), Some(t2));
+    assert_eq!(spawned_ids(&cluster.on_timer(t2)), [0]);
+    assert_eq!(cluster.slots[0].early_deaths, 0);
+}
+
+#[test]
+fn a_crash_loop_stops_the_others_and_exits_with_the_crashing_status() {
+    let mut now = Instant::now();
+    let mut cluster = running(crash_limited(1, 60_000 * MS), 2, now);
+    now += MS;
+    cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), true, now);
+    now = respawn_due(&mut cluster, 1, 102) + MS;
+    let actions = cluster.on_reaped(&exit(102, ProcessStatus::Exited(3)), true, now);
+    assert!(actions.contains(&stop_signal(100)), "{actions:?}");
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, now);
+    assert_eq!(actions, [Action::Exit(3)]);
+}
+
+#[test]
+fn restarts_outside_the_window_do_not_count() {
+    let mut now = Instant::now();
+    let mut cluster = running(crash_limited(1, 1000 * MS), 1, now);
+    for pid in 100..105 {
+        now += 2000 * MS; // each crash far from the previous one
+        let actions = cluster.on_reaped(&exit(pid, ProcessStatus::Exited(1)), false, now);
+        assert!(actions.is_empty(), "gave up at pid {pid}: {actions:?}");
+        now = respawn_due(&mut cluster, 0, pid + 1);
+    }
+}
+
+#[test]
+fn a_failed_spawn_backs_off_like_an_early_death() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(policy(), 1);
+    let actions = cluster.start(t0);
+    let ticket = tickets(&actions)[0];
+    assert!(
+        cluster
+            .spawn_failed(ticket, ProcessStatus::Exited(127), t0)
+            .is_empty()
+    );
+    assert_eq!(cluster.next_deadline(), Some(t0 + 100 * MS));
+    check_invariants(&cluster);
+}
+
+// ----- stopping and the exit status -----
+
+#[test]
+fn a_graceful_stop_signals_every_group_and_exits_when_all_are_gone() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::INT, t0);
+    assert_eq!(
+        actions,
+        [
+            Action::SignalGroup {
+                pgid: 100,
+                signal: Sig::INT
+            },
+            Action::SignalGroup {
+                pgid: 101,
+                signal: Sig::INT
+            },
+            Action::SignalOrphans {
+                signal: Sig::INT,
+                workers: vec![100, 101]
+            },
+            Action::NotifyManager("STOPPING=1\nSTATUS=stopping (SIGINT)".to_string()),
+        ]
+    );
+    assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
+    assert!(
+        cluster
+            .on_reaped(&exit(100, ProcessStatus::Killed(Sig::INT)), true, t0)
+            .is_empty()
+    );
+    let actions = cluster.on_reaped(&exit(101, ProcessStatus::Exited(0)), false, t0);
+    assert_eq!(actions, [Action::Exit(0)]);
+}
+
+#[test]
+fn the_stop_waits_for_processes_the_workers_left_behind() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+    assert_eq!(
+        actions,
+        [Action::SignalOrphans {
+            signal: Sig::TERM,
+            workers: vec![]
+        }]
+    );
+    let actions = cluster.on_timer(t0 + 5000 * MS);
+    assert_eq!(actions, [Action::KillAll { groups: vec![] }]);
+    let actions = cluster.on_reaped(&exit(555, ProcessStatus::Killed(Sig::KILL)), false, t0);
+    assert_eq!(
+        actions,
+        [Action::Exit(0)],
+        "the workers' statuses decide, not the orphans'"
+    );
+}
+
+#[test]
+fn the_kill_timeout_kills_what_remains_and_gives_137() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+    assert!(cluster.on_timer(t0 + 4999 * MS).is_empty());
+    let actions = cluster.on_timer(t0 + 5000 * MS);
+    assert_eq!(actions, [Action::KillAll { groups: vec![101] }]);
+    let actions = cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), false, t0);
+    assert_eq!(actions, [Action::Exit(137)]);
+}
+
+#[test]
+fn a_second_stop_signal_kills_at_once() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    assert_eq!(
+        cluster.on_signal(Sig::INT, t0),
+        [Action::KillAll { groups: vec![100] }]
+    );
+    assert_eq!(cluster.next_deadline(), None);
+}
+
+#[test]
+fn no_respawn_once_stopping() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    assert!(spawned_ids(&cluster.on_timer(t0 + 60_000 * MS)).is_empty());
+    let actions = cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::TERM)), false, t0);
+    assert_eq!(
+        actions,
+        [Action::Exit(1)],
+        "slot 0's last worker exited with 1"
+    );
+}
+
+#[test]
+fn a_spawn_decided_before_the_stop_is_never_carried_out() {
+    // The loop carries out an event's actions in order: a respawn decided by one exit, then a
+    // crash-loop give-up decided by the next, in the same batch.
+    let t0 = Instant::now();
+    let mut cluster = running(crash_limited(1, 60_000 * MS), 2, t0);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0 + 2000 * MS);
+    let t1 = t0 + 2000 * MS;
+    let respawn = cluster.on_timer(t1);
+    let ticket = tickets(&respawn)[0];
+    assert!(cluster.is_current(&ticket));
+    cluster.on_signal(Sig::TERM, t1);
+    assert!(!cluster.is_current(&ticket), "the stop made it stale");
+    // Had it been started anyway, it is stopped at once and tracked until reaped.
+    let actions = cluster.spawned(ticket, 300, t1);
+    assert_eq!(actions, [stop_signal(300)]);
+    assert!(cluster.worker_pids().contains(&300));
+    check_invariants(&cluster);
+}
+
+#[test]
+fn with_restart_never_the_cluster_ends_with_the_lowest_failing_status() {
+    let t0 = Instant::now();
+    let never = Policy {
+        restart: RestartMode::Never,
+        ..policy()
+    };
+    let mut cluster = running(never, 3, t0);
+    cluster.on_reaped(&exit(102, ProcessStatus::Exited(5)), true, t0);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0);
+    let actions = cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), false, t0);
+    assert_eq!(
+        actions,
+        [
+            Action::SignalOrphans {
+                signal: Sig::TERM,
+                workers: vec![]
+            },
+            Action::NotifyManager("STOPPING=1\nSTATUS=stopping (SIGTERM)".to_string()),
+            Action::Exit(3)
+        ]
+    );
+}
+
+#[test]
+fn a_worker_stopped_for_missing_its_ready_timeout_is_a_failure_even_if_it_dies_of_term() {
+    let t0 = Instant::now();
+    let never = Policy {
+        restart: RestartMode::Never,
+        ..notify_policy()
+    };
+    let mut cluster = starting(never, 1, t0);
+    let t1 = t0 + 3000 * MS;
+    assert_eq!(cluster.on_timer(t1), [stop_signal(100)]);
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, t1);
+    assert_eq!(actions.last(), Some(&Action::Exit(143)), "{actions:?}");
+}
+
+#[test]
+fn on_failure_follows_systemds_clean_exits() {
+    for (status, restarts) in [
+        (ProcessStatus::Exited(0), false),
+        (ProcessStatus::Exited(1), true),
+        (ProcessStatus::Killed(Sig::TERM), false),
+        (ProcessStatus::Killed(Sig::INT), false),
+        (ProcessStatus::Killed(Sig::KILL), true),
+    ] {
+        assert_eq!(
+            restart::restarts_after(RestartMode::OnFailure, status),
+            restarts,
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn an_enormous_kill_timeout_does_not_overflow_the_clock() {
+    let t0 = Instant::now();
+    let huge = Policy {
+        kill_timeout: Duration::MAX,
+        ..policy()
+    };
+    let mut cluster = running(huge, 1, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    assert!(cluster.next_deadline().unwrap() > t0 + Duration::from_secs(86_400 * 365 * 100));
+}
+
+// ----- scaling and forwarding -----
+
+#[test]
+fn scaling_down_stops_the_highest_slot_and_kills_it_after_the_timeout() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 3, t0);
+    assert_eq!(
+        cluster.on_signal(Sig::TTOU, t0),
+        [stop_signal(102), Action::ReleaseSlot(2)]
+    );
+    assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
+    assert_eq!(
+        cluster.on_timer(t0 + 5000 * MS),
+        [Action::SignalGroup {
+            pgid: 102,
+            signal: Sig::KILL
+        }]
+    );
+    cluster.on_reaped(&exit(102, ProcessStatus::Killed(Sig::KILL)), true, t0);
+    assert_eq!(cluster.worker_pids(), [100, 101]);
+    let actions = cluster.on_signal(Sig::TTIN, t0);
+    assert_eq!(spawns(&actions), [(2, 0)]);
+    assert_eq!(tickets(&actions)[0].identity.count, 3);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn the_last_worker_is_never_scaled_away() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    assert!(cluster.on_signal(Sig::TTOU, t0).is_empty());
+    assert_eq!(cluster.worker_pids(), [100]);
+}
+
+#[test]
+fn other_signals_are_forwarded_to_every_worker() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let usr1 = Sig::from_number(libc::SIGUSR1).unwrap();
+    assert_eq!(
+        cluster.on_signal(usr1, t0),
+        [
+            Action::SignalGroup {
+                pgid: 100,
+                signal: usr1
+            },
+            Action::SignalGroup {
+                pgid: 101,
+                signal: usr1
+            },
+        ]
+    );
+    let actions = cluster.on_signal(Sig::TSTP, t0);
+    assert_eq!(actions.last(), Some(&Action::SuspendSelf));
+}
+
+// ----- readiness -----
+
+#[test]
+fn started_workers_are_ready_after_min_uptime_and_the_manager_hears_it_once() {
+    let t0 = Instant::now();
+    let mut cluster = starting(policy(), 2, t0);
+    assert_eq!(cluster.next_deadline(), Some(t0 + 1000 * MS));
+    assert!(cluster.on_timer(t0 + 999 * MS).is_empty());
+    let actions = cluster.on_timer(t0 + 1000 * MS);
+    assert_eq!(
+        actions,
+        [Action::NotifyManager(
+            "READY=1\nSTATUS=2 workers ready".to_string()
+        )]
+    );
+    assert_eq!(cluster.next_deadline(), None, "no timer once all are ready");
+}
+
+#[test]
+fn notify_workers_are_ready_on_ready_1_only() {
+    let t0 = Instant::now();
+    let mut cluster = starting(notify_policy(), 1, t0);
+    let status = Message {
+        status: Some("loading".into()),
+        ..Message::default()
+    };
+    assert!(cluster.on_notified(100, &status, t0).is_empty());
+    assert_eq!(
+        cluster.on_notified(100, &ready_message(), t0),
+        [Action::NotifyManager(
+            "READY=1\nSTATUS=1 workers ready".to_string()
+        )]
+    );
+    assert!(
+        cluster.on_notified(100, &ready_message(), t0).is_empty(),
+        "announced once"
+    );
+    assert_eq!(
+        cluster.next_deadline(),
+        None,
+        "the ready timeout no longer wakes anything"
+    );
+}
+
+#[test]
+fn a_worker_that_never_becomes_ready_is_stopped_and_restarted_as_a_failed_start() {
+    let t0 = Instant::now();
+    let mut cluster = starting(notify_policy(), 1, t0);
+    assert_eq!(cluster.next_deadline(), Some(t0 + 3000 * MS));
+    let t1 = t0 + 3000 * MS;
+    assert_eq!(cluster.on_timer(t1), [stop_signal(100)]);
+    // It dies of the stop signal: still a failure, restarted with backoff.
+    cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), false, t1);
+    assert_eq!(cluster.next_deadline(), Some(t1 + 100 * MS));
+}
+
+#[test]
+fn a_slow_listening_probe_never_starves_the_ready_timeout() {
+    let t0 = Instant::now();
+    let listening = Policy {
+        ready: ReadyMode::Listening(Some(3000)),
+        ..policy()
+    };
+    let mut cluster = starting(listening, 1, t0);
+    let probe = Action::ProbeListening {
+        pgid: 100,
+        port: Some(3000),
+    };
+    assert_eq!(cluster.on_timer(t0), std::slice::from_ref(&probe));
+    // Each probe takes longer than the interval: the next is scheduled from its answer.
+    let mut now = t0;
+    while now < t0 + 3000 * MS {
+        now += 150 * MS;
+        assert!(cluster.on_probed(100, false, now).is_empty());
+        assert_eq!(cluster.next_deadline(), Some(now + 100 * MS));
+        now += 100 * MS;
+        let actions = cluster.on_timer(now);
+        if now >= t0 + 3000 * MS {
+            assert_eq!(actions, [stop_signal(100)]);
+            return;
+        }
+        assert_eq!(actions, std::slice::from_ref(&probe));
+    }
+    panic!("the ready timeout never fired");
+}
+
+// ----- reload -----
+
+#[test]
+fn a_reload_starts_each_new_worker_before_stopping_the_old_one() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    assert_eq!(others(&actions), [reloading(1)]);
+    assert_eq!(spawns(&actions), [(0, 1)]);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    assert_eq!(cluster.worker_pids().len(), 3, "N + K alive");
+    // Ready after --min-uptime: only then is the old worker stopped.
+    assert!(cluster.on_timer(t0 + 999 * MS).is_empty());
+    let t1 = t0 + 1000 * MS;
+    assert_eq!(cluster.on_timer(t1), [stop_signal(100)]);
+    // The next slot waits until the old worker is gone: never more than N + K alive.
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), true, t1);
+    assert_eq!(spawns(&actions), [(1, 1)]);
+    spawn_one(&mut cluster, &actions, 201, t1);
+    let t2 = t1 + 1000 * MS;
+    assert_eq!(cluster.on_timer(t2), [stop_signal(101)]);
+    assert_eq!(
+        cluster.on_reaped(&exit(101, ProcessStatus::Exited(0)), true, t2),
+        [Action::NotifyManager(
+            "READY=1\nSTATUS=2 workers of generation 1".to_string()
+        )]
+    );
+    assert_eq!(cluster.worker_pids(), [200, 201]);
+    // The stopped old workers count as clean, whatever the new ones do later.
+    cluster.on_signal(Sig::TERM, t2);
+    cluster.on_reaped(&exit(200, ProcessStatus::Exited(0)), true, t2);
+    let actions = cluster.on_reaped(&exit(201, ProcessStatus::Exited(0)), false, t2);
+    assert_eq!(actions, [Action::Exit(0)]);
+}
+
+#[test]
+fn a_reload_batch_of_k_starts_k_new_workers_at_once() {
+    let t0 = Instant::now();
+    let batch = Policy {
+        reload_batch: 2,
+        ..notify_policy()
+    };
+    let mut cluster = running(batch, 4, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    assert_eq!(spawns(&actions), [(0, 1), (1, 1)]);
+    for (ticket, pid) in tickets(&actions).into_iter().zip([200, 201]) {
+        cluster.spawned(ticket, pid, t0);
+    }
+    assert_eq!(cluster.worker_pids().len(), 6, "N + K alive");
+    check_invariants(&cluster);
+    // One is ready: its old worker drains, and no third new one starts until it is gone.
+    let actions = cluster.on_notified(200, &ready_message(), t0 + MS);
+    assert_eq!(actions, [stop_signal(100)]);
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t0 + 2 * MS);
+    assert_eq!(spawns(&actions), [(2, 1)]);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_reap_and_a_due_timer_in_one_pass_never_spawn_one_slot_twice() {
+    // With K = 2, the loop handles an exit and then the timers before it spawns anything.
+    let t0 = Instant::now();
+    let batch = Policy {
+        reload_batch: 2,
+        ..policy()
+    };
+    let mut cluster = running(batch, 3, t0);
+    let mut pending = cluster.on_signal(Sig::HUP, t0);
+    let t1 = t0 + 1000 * MS;
+    let first = tickets(&pending);
+    for (ticket, pid) in first.iter().zip([200, 201]) {
+        cluster.spawned(*ticket, pid, t0);
+    }
+    pending.clear();
+    // Both new workers are ready at t1: both old ones are stopped; one is reaped in the same pass.
+    pending.extend(cluster.on_timer(t1));
+    pending.extend(cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t1));
+    pending.extend(cluster.on_timer(t1));
+    let decided = spawns(&pending);
+    assert_eq!(decided, [(2, 1)], "{pending:?}");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_new_worker_that_exits_abandons_the_reload_and_the_old_one_keeps_serving() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    let actions = cluster.on_reaped(&exit(200, ProcessStatus::Exited(1)), true, t0 + MS);
+    assert!(
+        matches!(actions.as_slice(), [Action::NotifyManager(text)] if text.starts_with("READY=1\nSTATUS=reload to generation 1 failed")),
+        "{actions:?}"
+    );
+    assert_eq!(cluster.worker_pids(), [100, 101]);
+    assert_eq!(
+        cluster.next_deadline(),
+        None,
+        "no respawn of the failed release"
+    );
+    // The next SIGHUP tries again, with the next generation.
+    let actions = cluster.on_signal(Sig::HUP, t0 + 2 * MS);
+    assert_eq!(others(&actions), [reloading(2)]);
+    assert_eq!(spawns(&actions), [(0, 2)]);
+}
+
+#[test]
+fn a_hup_during_a_reload_retargets_it_without_piling_up_workers() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    // The generation-1 worker is not ready: it is stopped, and generation 2 waits for it.
+    assert_eq!(
+        cluster.on_signal(Sig::HUP, t0 + MS),
+        [stop_signal(200), reloading(2)]
+    );
+    let actions = cluster.on_reaped(
+        &exit(200, ProcessStatus::Killed(Sig::TERM)),
+        true,
+        t0 + 2 * MS,
+    );
+    assert_eq!(spawns(&actions), [(0, 2)]);
+}
+
+#[test]
+fn a_new_worker_that_never_notifies_abandons_the_reload() {
+    let t0 = Instant::now();
+    let mut cluster = running(notify_policy(), 1, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    assert_eq!(cluster.next_deadline(), Some(t0 + 3000 * MS));
+    let actions = cluster.on_timer(t0 + 3000 * MS);
+    assert_eq!(actions[0], stop_signal(200));
+    assert_eq!(
+        cluster.worker_pids(),
+        [100, 200],
+        "the new one is leaving, the old one serves"
+    );
+}
+
+#[test]
+fn a_replacement_that_could_not_be_spawned_abandons_the_reload() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    let ticket = tickets(&actions)[0];
+    let actions = cluster.spawn_failed(ticket, ProcessStatus::Exited(127), t0);
+    assert!(
+        matches!(actions.as_slice(), [Action::NotifyManager(text)] if text.contains("failed")),
+        "{actions:?}"
+    );
+    assert_eq!(cluster.worker_pids(), [100, 101]);
+    check_invariants(&cluster);
+}
+
+// ----- interleavings during a reload: the old worker dies, and then... -----
+
+/// `-n 1 --ready notify`, HUP, the replacement (pid 200) started, then the old worker killed.
+fn reload_whose_old_worker_died(now: Instant) -> Cluster {
+    let mut cluster = running(notify_policy(), 1, now);
+    let actions = cluster.on_signal(Sig::HUP, now);
+    spawn_one(&mut cluster, &actions, 200, now);
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::KILL)), true, now);
+    assert!(
+        spawned_ids(&actions).is_empty(),
+        "the replacement takes over"
+    );
+    // Past the respawn's backoff, within the replacement's --ready-timeout.
+    assert!(spawned_ids(&cluster.on_timer(now + 2000 * MS)).is_empty());
+    check_invariants(&cluster);
+    cluster
+}
+
+#[test]
+fn old_worker_dies_then_the_replacement_becomes_ready_and_takes_the_slot() {
+    let t0 = Instant::now();
+    let mut cluster = reload_whose_old_worker_died(t0);
+    let actions = cluster.on_notified(200, &ready_message(), t0 + MS);
+    assert!(
+        matches!(actions.as_slice(), [Action::NotifyManager(t)] if t.contains("generation 1")),
+        "{actions:?}"
+    );
+    assert_eq!(cluster.worker_pids(), [200]);
+    assert_eq!(cluster.next_deadline(), None, "no respawn of the old one");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn old_worker_dies_then_the_replacement_exits_and_the_slot_is_respawned_at_the_old_generation() {
+    let t0 = Instant::now();
+    let mut cluster = reload_whose_old_worker_died(t0);
+    let t1 = t0 + 60_000 * MS;
+    let actions = cluster.on_reaped(&exit(200, ProcessStatus::Exited(1)), false, t1);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Exit(_))),
+        "the cluster goes on: {actions:?}"
+    );
+    let due = cluster.next_deadline().expect("a respawn is due");
+    assert!(due <= t1, "its backoff has passed already");
+    let actions = cluster.on_timer(t1);
+    assert_eq!(
+        spawns(&actions),
+        [(0, 0)],
+        "the generation that last succeeded"
+    );
+    spawn_one(&mut cluster, &actions, 101, t1);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn old_worker_dies_then_the_replacement_times_out_and_the_slot_is_respawned() {
+    let t0 = Instant::now();
+    let mut cluster = reload_whose_old_worker_died(t0);
+    let actions = cluster.on_timer(t0 + 3000 * MS);
+    assert!(actions.contains(&stop_signal(200)), "{actions:?}");
+    assert_eq!(spawns(&actions), [(0, 0)], "its backoff has passed already");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn old_worker_dies_then_another_hup_starts_the_newest_generation_in_the_slot() {
+    let t0 = Instant::now();
+    let mut cluster = reload_whose_old_worker_died(t0);
+    let actions = cluster.on_signal(Sig::HUP, t0 + MS);
+    // The generation-1 replacement is stopped; the slot's respawn (generation 0) may run again,
+    // and generation 2 replaces it as soon as N + K allows.
+    assert!(actions.contains(&stop_signal(200)), "{actions:?}");
+    check_invariants(&cluster);
+    let mut all = actions;
+    all.extend(cluster.on_timer(t0 + MS));
+    let actions = cluster.on_reaped(
+        &exit(200, ProcessStatus::Killed(Sig::TERM)),
+        true,
+        t0 + 2 * MS,
+    );
+    all.extend(actions.clone());
+    let decided = spawns(&all);
+    assert!(decided.contains(&(0, 2)), "{decided:?}");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn old_worker_dies_then_ttou_removes_the_slot_with_its_replacement() {
+    let t0 = Instant::now();
+    let mut cluster = running(notify_policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    // Slot 0 is being replaced; slot 1's old worker dies, then slot 1 is scaled away.
+    cluster.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t0);
+    let actions = cluster.on_signal(Sig::TTOU, t0 + MS);
+    assert!(actions.contains(&Action::ReleaseSlot(1)), "{actions:?}");
+    assert!(spawned_ids(&cluster.on_timer(t0 + 2000 * MS)).is_empty());
+    check_invariants(&cluster);
+    // The reload goes on with the one slot left.
+    let actions = cluster.on_notified(200, &ready_message(), t0 + 2 * MS);
+    assert!(actions.contains(&stop_signal(100)), "{actions:?}");
+}
+
+#[test]
+fn old_worker_dies_then_term_stops_the_replacement_and_exits() {
+    let t0 = Instant::now();
+    let mut cluster = reload_whose_old_worker_died(t0);
+    let actions = cluster.on_signal(Sig::TERM, t0 + MS);
+    assert!(actions.contains(&stop_signal(200)), "{actions:?}");
+    assert!(spawned_ids(&cluster.on_timer(t0 + 60_000 * MS)).is_empty());
+    let actions = cluster.on_reaped(
+        &exit(200, ProcessStatus::Killed(Sig::TERM)),
+        false,
+        t0 + 2 * MS,
+    );
+    assert_eq!(
+        actions,
+        [Action::Exit(137)],
+        "slot 0's last own worker died of SIGKILL nobody sent it"
+    );
+}
+
+#[test]
+fn old_worker_dies_during_a_reload_of_several_slots_and_no_slot_is_left_empty() {
+    let t0 = Instant::now();
+    let mut cluster = running(notify_policy(), 3, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    // Slot 2's old worker dies before its turn; then the slot-0 replacement fails.
+    cluster.on_reaped(&exit(102, ProcessStatus::Exited(1)), true, t0);
+    cluster.on_reaped(&exit(200, ProcessStatus::Exited(1)), true, t0 + MS);
+    let actions = cluster.on_timer(t0 + 1000 * MS);
+    assert_eq!(spawns(&actions), [(2, 0)]);
+    spawn_one(&mut cluster, &actions, 103, t0 + 1000 * MS);
+    // A later reload replaces every slot, slot 2 included.
+    let actions = cluster.on_signal(Sig::HUP, t0 + 2000 * MS);
+    assert_eq!(spawns(&actions), [(0, 2)]);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
+    // Exhaustive over short sequences: from a reload of 2 slots with K = 2, apply every sequence
+    // of three events and check the invariants after each.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        OldDies(usize),
+        NewExits(usize),
+        NewReady(usize),
+        Timeout,
+        Hup,
+        Ttou,
+        Term,
+    }
+    let steps = [
+        Step::OldDies(0),
+        Step::OldDies(1),
+        Step::NewExits(0),
+        Step::NewReady(0),
+        Step::NewReady(1),
+        Step::Timeout,
+        Step::Hup,
+        Step::Ttou,
+        Step::Term,
+    ];
+    let batch = Policy {
+        reload_batch: 2,
+        ..notify_policy()
+    };
+    for a in steps {
+        for b in steps {
+            for c in steps {
+                let t0 = Instant::now();
+                let mut cluster = running(batch.clone(), 2, t0);
+                let mut next_pid = 300;
+                let mut now = t0;
+                let mut pending = cluster.on_signal(Sig::HUP, now);
+                for step in [a, b, c] {
+                    // The loop carries out what stands.
+                    for ticket in tickets(&pending) {
+                        if cluster.is_current(&ticket) {
+                            next_pid += 1;
+                            pending.extend(cluster.spawned(ticket, next_pid, now));
+                        }
+                    }
+                    now += 10 * MS;
+                    let pids = cluster.worker_pids();
+                    let slot_pid = |cluster: &Cluster, index: usize, new: bool| {
+                        cluster.slots.get(index).and_then(|s| {
+                            if new {
+                                s.replacement.and_then(|w| w.pid())
+                            } else {
+                                match s.occupant {
+                                    Occupant::Worker(w) => w.pid(),
+                                    _ => None,
+                                }
+                            }
+                        })
+                    };
+                    pending = match step {
+                        Step::OldDies(i) => match slot_pid(&cluster, i, false) {
+                            Some(pid) => cluster.on_reaped(
+                                &exit(pid, ProcessStatus::Killed(Sig::KILL)),
+                                true,
+                                now,
+                            ),
+                            None => Vec::new(),
+                        },
+                        Step::NewExits(i) => match slot_pid(&cluster, i, true) {
+                            Some(pid) => {
+                                cluster.on_reaped(&exit(pid, ProcessStatus::Exited(1)), true, now)
+                            }
+                            None => Vec::new(),
+                        },
+                        Step::NewReady(i) => match slot_pid(&cluster, i, true) {
+                            Some(pid) => cluster.on_notified(pid, &ready_message(), now),
+                            None => Vec::new(),
+                        },
+                        Step::Timeout => {
+                            now += 3000 * MS;
+                            cluster.on_timer(now)
+                        }
+                        Step::Hup => cluster.on_signal(Sig::HUP, now),
+                        Step::Ttou => cluster.on_signal(Sig::TTOU, now),
+                        Step::Term => cluster.on_signal(Sig::TERM, now),
+                    };
+                    pending.extend(cluster.on_timer(now));
+                    assert!(
+                        !pending.iter().any(|a| matches!(a, Action::Exit(_)))
+                            || matches!(step, Step::Term)
+                            || pids.is_empty(),
+                        "{a:?} {b:?} {c:?}: the cluster ended: {pending:?}"
+                    );
+                    check_invariants_after(&cluster, &format!("{a:?} {b:?} {c:?}"));
+                }
+            }
+        }
+    }
+}
