@@ -27,17 +27,17 @@ fn with_fd_limit(args: &[&str], worker_args: &[&str], soft: u64, hard: u64) -> L
 
 #[test]
 fn more_workers_than_the_soft_fd_limit_allows_start_and_get_the_callers_limit() {
-    // 40 notify sockets do not fit under a soft limit of 48 with recluster's own descriptors.
+    // 60 notify sockets do not fit under a soft limit of 48.
     let mut cluster = with_fd_limit(
-        &["-n", "40", "--ready", "notify", "--min-uptime", "1h"],
+        &["-n", "60", "--ready", "notify", "--min-uptime", "1h"],
         &["--report", "--notify", "0"],
         48,
         4096,
     )
     .start();
-    cluster.expect_log("all 40 workers are ready");
+    cluster.expect_log("all 60 workers are ready");
     let reports = cluster.seen(|l| l.is_worker("report"));
-    assert_eq!(reports.len(), 40);
+    assert_eq!(reports.len(), 60);
     for report in reports {
         assert_eq!(report.field("nofile"), Some("48"), "{}", report.text);
     }
