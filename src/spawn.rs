@@ -1,12 +1,15 @@
-//! Starting one worker process: fork, a clean child, exec. Everything the child needs (paths,
-//! argv, envp, the /dev/null fd) is built before `fork`; between fork and exec the child makes only
-//! async-signal-safe system calls, in this order:
+//! Starting one worker process: a clean child, then exec. Everything the child needs (paths, argv,
+//! envp, the /dev/null fd) is built before the child exists. The child is made as `posix_spawn`
+//! makes it: `clone(CLONE_VM | CLONE_VFORK)`, on a stack of its own, sharing recluster's memory
+//! while the spawning thread waits for its exec — so no page table is copied and no page faults
+//! after the fork, whatever recluster's size. Until exec it makes only async-signal-safe system
+//! calls, in this order:
 //!
 //! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
 //!    recluster can signal the worker's whole tree;
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that recluster is still its parent: if recluster
-//!    dies, even by SIGKILL, the worker dies too (forks happen on the main thread only, since the
-//!    death signal follows the thread that forked);
+//!    dies, even by SIGKILL, the worker dies too (spawns happen on the main thread only, since the
+//!    death signal follows the thread that created the child);
 //! 3. default dispositions for the signals recluster ignored itself, and an empty signal mask;
 //! 4. stdin from /dev/null, every fd from 3 up close-on-exec;
 //! 5. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
@@ -16,8 +19,8 @@
 //!    recluster's descriptors may lie above it);
 //! 7. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
-//! An exec failure is reported to the parent through a close-on-exec pipe, so the log names the
-//! cause, and the child exits 127 (not found) or 126.
+//! An exec failure is written into the memory the child shares with recluster, so the log names
+//! the cause, and the child exits 127 (not found) or 126.
 //!
 //! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
 //! recluster's single `waitpid(-1)` reaper.
@@ -25,7 +28,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
@@ -102,6 +105,8 @@ pub struct Spawner {
     sockets: Sockets,
     /// `LISTEN_FDNAMES`: the names, in fd order.
     socket_names: String,
+    /// The stack each child runs on until it execs.
+    child_stack: Vec<u8>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -134,6 +139,7 @@ impl Spawner {
                 .collect::<Vec<_>>()
                 .join(":"),
             sockets,
+            child_stack: vec![0; CHILD_STACK],
         })
     }
 
@@ -157,22 +163,26 @@ impl Spawner {
             .map_err(SpawnError::Bind)?;
         let mut prepared =
             self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
-        let (read_end, write_end) = exec_error_pipe()?;
-
-        // SAFETY: the child runs only `exec_child`, which makes async-signal-safe calls on data
-        // prepared above and never returns.
-        let pid = unsafe { libc::fork() };
+        let stack_top = child_stack_top(&mut self.child_stack);
+        // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
+        // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
+        // it makes only async-signal-safe calls on `prepared`, built above, and never returns.
+        let pid = unsafe {
+            libc::clone(
+                child_entry,
+                stack_top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw mut prepared).cast(),
+            )
+        };
         if pid < 0 {
             return Err(SpawnError::Fork(io::Error::last_os_error()));
         }
-        if pid == 0 {
-            // SAFETY: in the child of fork; see the module doc for the steps.
-            unsafe { exec_child(&mut prepared, write_end.as_raw_fd()) }
-        }
-        drop(write_end);
+        // SAFETY: the child has exec'd or exited: nothing writes the field any more.
+        let errno = unsafe { std::ptr::read_volatile(&raw const prepared.exec_errno) };
         Ok(Spawned {
             pid,
-            exec_error: read_exec_error(read_end),
+            exec_error: (errno != 0).then(|| io::Error::from_raw_os_error(errno)),
         })
     }
 
@@ -249,6 +259,7 @@ impl Spawner {
             signals_to_reset: self.signals_to_reset.clone(),
             fd_limit: self.fd_limit,
             recluster_pid: self.recluster_pid,
+            exec_errno: 0,
         })
     }
 }
@@ -271,6 +282,8 @@ struct Prepared {
     signals_to_reset: Vec<i32>,
     fd_limit: Option<libc::rlimit>,
     recluster_pid: i32,
+    /// Written by the child when it cannot exec (it shares this memory): why.
+    exec_errno: i32,
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -281,47 +294,27 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-fn exec_error_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into a valid array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SpawnError::System(
-            "create a pipe",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both fds were just created and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+/// The child's stack: its size, allocated once.
+const CHILD_STACK: usize = 128 * 1024;
+
+/// The top of the child's stack (stacks grow down), aligned as the ABI wants.
+fn child_stack_top(stack: &mut [u8]) -> *mut libc::c_void {
+    let end = stack.as_mut_ptr_range().end as usize;
+    (end & !15) as *mut libc::c_void
 }
 
-/// Blocks until the child has exec'd (EOF) or reported an errno.
-fn read_exec_error(read_end: OwnedFd) -> Option<io::Error> {
-    let mut buf = [0u8; 4];
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled tail of a valid buffer.
-        let n = unsafe {
-            libc::read(
-                read_end.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-            _ => break,
-        }
-    }
-    (got == buf.len()).then(|| io::Error::from_raw_os_error(i32::from_ne_bytes(buf)))
+/// Where the child starts (on its own stack, in recluster's memory).
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Prepared` that `spawn` passed to clone, alive and not touched by the
+    // suspended parent until this child has exec'd or exited.
+    unsafe { exec_child(&mut *arg.cast::<Prepared>()) }
 }
 
 /// The child's side of the spawn. Only async-signal-safe calls; never returns.
 ///
 /// # Safety
 /// Must be called only in the child of `fork`, with `prepared` built before the fork.
-unsafe fn exec_child(prepared: &mut Prepared, error_pipe: i32) -> ! {
+unsafe fn exec_child(prepared: &mut Prepared) -> ! {
     // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the fork
     // copied intact; nothing allocates, locks or unwinds.
     unsafe {
@@ -343,7 +336,7 @@ unsafe fn exec_child(prepared: &mut Prepared, error_pipe: i32) -> ! {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
-        let error_pipe = place_listen_fds(prepared, error_pipe);
+        place_listen_fds(prepared);
         if let Some(limit) = &prepared.fd_limit {
             // Last, once no descriptor is to be created: recluster's own fds may lie above it.
             libc::setrlimit(libc::RLIMIT_NOFILE, limit);
@@ -367,37 +360,33 @@ unsafe fn exec_child(prepared: &mut Prepared, error_pipe: i32) -> ! {
         } else {
             exit_code::CANNOT_EXECUTE
         };
-        report_and_exit(error_pipe, errno, code)
+        report_and_exit(prepared, errno, code)
     }
 }
 
-/// Moves the sockets to fds 3.. and fills in `LISTEN_PID`; returns where the error pipe now is.
+/// Moves the sockets to fds 3.. and fills in `LISTEN_PID`.
 ///
 /// # Safety
 /// Only in the child of `fork` (see `exec_child`).
-unsafe fn place_listen_fds(prepared: &mut Prepared, error_pipe: i32) -> i32 {
+unsafe fn place_listen_fds(prepared: &mut Prepared) {
     let count = prepared.listen_fds.len();
     if count == 0 {
-        return error_pipe;
+        return;
     }
     let floor = 3 + count as i32;
     // SAFETY: async-signal-safe fcntl/dup2/getpid on descriptors this process holds; writes stay
     // within `scratch_fds` and `listen_pid`, both sized before the fork.
     unsafe {
-        let error_pipe = match libc::fcntl(error_pipe, libc::F_DUPFD_CLOEXEC, floor) {
-            moved if moved >= 0 => moved,
-            _ => error_pipe,
-        };
         for i in 0..count {
             let moved = libc::fcntl(prepared.listen_fds[i], libc::F_DUPFD_CLOEXEC, floor);
             if moved < 0 {
-                report_and_exit(error_pipe, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
             }
             prepared.scratch_fds[i] = moved;
         }
         for i in 0..count {
             if libc::dup2(prepared.scratch_fds[i], 3 + i as i32) < 0 {
-                report_and_exit(error_pipe, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
             }
         }
         let mut pid = libc::getpid() as u32;
@@ -416,19 +405,18 @@ unsafe fn place_listen_fds(prepared: &mut Prepared, error_pipe: i32) -> i32 {
             prepared.listen_pid[start + i] = digits[n - 1 - i];
         }
         prepared.listen_pid[start + n] = 0;
-        error_pipe
     }
 }
 
-/// Tells the parent why the exec did not happen, and exits.
+/// Tells the parent why the exec did not happen (in the memory it shares), and exits.
 ///
 /// # Safety
-/// Only in the child of `fork` (see `exec_child`).
-unsafe fn report_and_exit(error_pipe: i32, errno: i32, code: i32) -> ! {
-    let bytes = errno.to_ne_bytes();
-    // SAFETY: write and _exit are async-signal-safe; the buffer is on the stack.
+/// Only in the child of `clone` (see `exec_child`).
+unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
+    // SAFETY: a write into the shared `Prepared`, read by the parent only once this child has
+    // exited; _exit is async-signal-safe.
     unsafe {
-        libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len());
+        std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
     }
 }
