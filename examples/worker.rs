@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! report id=0 pid=.. fds=0,1,2 nofile=.. sigblk=.. sigign=.. stdin=/dev/null argv=<hex>,.. bytes=<hex>
-//! grandchild id=0 pid=..        daemon id=0 pid=..        orphan id=0 pid=..
+//! grandchild id=0 pid=..        daemon id=0 pid=..        orphan id=0 pid=.. ppid=..
 //! ready id=0 pid=.. pgid=.. ppid=.. gen=0 count=4 recluster_pid=..
 //! signal SIGTERM id=0 pid=..
 //! exit id=0 pid=.. code=0
@@ -309,14 +309,27 @@ fn ignoring_term(command: &str) -> Command {
     c
 }
 
-/// A grandchild whose parent exits at once: it is reparented to recluster, prints, and exits.
+/// A grandchild whose parent exits at once: it is reparented (to recluster, the subreaper), prints
+/// its new parent, and exits.
 fn make_orphan(id: u32) {
     // SAFETY: this program is single-threaded, so the forked children may run ordinary code.
     unsafe {
         let child = libc::fork();
         if child == 0 {
+            let parent = libc::getpid();
             if libc::fork() == 0 {
-                say(&format!("orphan id={id} pid={}", libc::getpid()));
+                // Once its parent is gone, say who adopted it (bounded: 10 s at most).
+                for _ in 0..10_000 {
+                    if libc::getppid() != parent {
+                        break;
+                    }
+                    libc::usleep(1000);
+                }
+                say(&format!(
+                    "orphan id={id} pid={} ppid={}",
+                    libc::getpid(),
+                    libc::getppid()
+                ));
                 libc::_exit(0);
             }
             libc::_exit(0);

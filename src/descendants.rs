@@ -1,11 +1,68 @@
-//! Finding recluster's children that are not workers — orphans it adopted as subreaper or PID 1 —
-//! so that stopping the cluster can signal them and leave nothing running. Reads /proc; used only
-//! while stopping, never on a hot path.
+//! recluster's children that are not workers — orphans it adopted as subreaper or PID 1 — found
+//! and signalled so that stopping the cluster leaves nothing running. Used only while stopping.
+//!
+//! The children are listed from `/proc/self/task/*/children` (each thread's own; an adopted orphan
+//! is the child of whichever thread the kernel chose), else by scanning `/proc`. A child is
+//! signalled through a pidfd taken while it is still recluster's child: the signal thread reaps
+//! concurrently, and a pid reaped and reused in between is never signalled.
 
 use std::fs;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::signal::Sig;
+
+/// Sends `signal` to each child of recluster for which `wanted` holds; returns how many got it.
+pub fn signal_children(signal: Sig, mut wanted: impl FnMut(i32) -> bool) -> usize {
+    let me = std::process::id() as i32;
+    let mut sent = 0;
+    for pid in children() {
+        if !wanted(pid) {
+            continue;
+        }
+        match open_pidfd(pid) {
+            Ok(pidfd) => {
+                // The pidfd holds this process now; check it is still the child we listed.
+                if parent_of(pid) == Some(me) && send_signal(&pidfd, signal).is_ok() {
+                    sent += 1;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                // Kernels before 5.3 have no pidfd: the best that can be done.
+                // SAFETY: kill has no memory effects; a vanished process gives ESRCH.
+                if unsafe { libc::kill(pid, signal.number()) } == 0 {
+                    sent += 1;
+                }
+            }
+            Err(_) => {} // gone already
+        }
+    }
+    sent
+}
+
+/// The pids of recluster's children.
+pub fn children() -> Vec<i32> {
+    match children_from_tasks() {
+        Ok(children) => children,
+        Err(_) => children_by_scanning(std::process::id() as i32),
+    }
+}
+
+/// Every thread's `children` file (needs CONFIG_PROC_CHILDREN, which distributions enable).
+fn children_from_tasks() -> io::Result<Vec<i32>> {
+    let mut children = Vec::new();
+    for task in fs::read_dir("/proc/self/task")? {
+        let text = fs::read_to_string(task?.path().join("children"))?;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Ok(children)
+}
 
 /// The pids whose parent is `parent`, from /proc/*/stat. Empty when /proc is not mounted.
-pub fn children_of(parent: i32) -> Vec<i32> {
+fn children_by_scanning(parent: i32) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -13,6 +70,34 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| parent_of(pid) == Some(parent))
         .collect()
+}
+
+fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn send_signal(pidfd: &OwnedFd, signal: Sig) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal.number(),
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The parent pid from /proc/PID/stat (the field after the state, past the `(comm)` that may hold
@@ -37,14 +122,20 @@ mod tests {
     }
 
     #[test]
-    fn finds_a_child_of_this_process() {
+    fn finds_and_signals_a_child_of_this_process_and_no_other() {
         let mut child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .unwrap();
-        let found = children_of(std::process::id() as i32).contains(&(child.id() as i32));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(found);
+        let pid = child.id() as i32;
+        assert!(children().contains(&pid));
+        assert!(children_by_scanning(std::process::id() as i32).contains(&pid));
+        assert_eq!(signal_children(Sig::KILL, |p| p == pid), 1);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert_eq!(signal_children(Sig::KILL, |p| p == pid), 0, "reaped: gone");
     }
 }

@@ -111,20 +111,20 @@ impl Executor<'_> {
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::SignalOrphans { signal, workers } => {
-                    for pid in descendants::children_of(std::process::id() as i32) {
-                        if !workers.contains(&pid) && self.orphans_signaled.insert(pid) {
-                            debug!("sending {signal} to adopted process {pid}");
-                            signal_process(pid, signal);
-                        }
+                    let workers: HashSet<i32> = workers.into_iter().collect();
+                    let signaled = &mut self.orphans_signaled;
+                    let sent = descendants::signal_children(signal, |pid| {
+                        !workers.contains(&pid) && signaled.insert(pid)
+                    });
+                    if sent > 0 {
+                        debug!("sent {signal} to {sent} adopted processes");
                     }
                 }
                 Action::KillAll { groups } => {
                     for pgid in groups {
                         signal_group(pgid, Sig::KILL);
                     }
-                    for pid in descendants::children_of(std::process::id() as i32) {
-                        signal_process(pid, Sig::KILL);
-                    }
+                    descendants::signal_children(Sig::KILL, |_| true);
                 }
                 Action::SuspendSelf => {
                     if startup::is_pid1() {

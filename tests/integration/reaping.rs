@@ -9,9 +9,14 @@ fn orphans_of_workers_are_reaped_by_recluster() {
     let mut cluster = Cluster::start(&["-n", "2"], &["--orphan"]);
     let orphans: Vec<i32> = (0..2)
         .map(|_| {
-            cluster
-                .expect("an orphan", |l| l.is_worker("orphan"))
-                .num("pid")
+            let line = cluster.expect("an orphan", |l| l.is_worker("orphan"));
+            assert_eq!(
+                line.num("ppid"),
+                cluster.pid,
+                "adopted by recluster (the subreaper), not by init: {}",
+                line.text
+            );
+            line.num("pid")
         })
         .collect();
     for pid in orphans {
@@ -97,9 +102,9 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_term() {
 fn recluster_under(unshare: i32) -> i32 {
     let mut found = None;
     assert!(eventually(|| {
-        found = recluster::descendants::children_of(unshare)
-            .first()
-            .copied();
+        found = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok());
         found.is_some()
     }));
     let pid = found.unwrap();
