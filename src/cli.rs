@@ -37,7 +37,7 @@ Examples:
 )]
 pub struct Cli {
     /// Number of workers [default: the CPUs this process may use: its affinity mask, bounded by a
-    /// cgroup v2 cpu.max quota, rounded up]
+    /// cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us), rounded up]
     #[arg(short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers)]
     pub workers: Option<u32>,
 

@@ -1,6 +1,8 @@
 //! The default number of workers: the CPUs this process may run on (its affinity mask), bounded by
-//! the cgroup v2 `cpu.max` quota of its cgroup and every ancestor, rounded up. A container limited
-//! to `--cpus 1.5` gets 2 workers; one pinned with `taskset -c 0` gets 1.
+//! the CPU quota of its cgroup and every ancestor up to the cgroup mount, rounded up: cgroup v2's
+//! `cpu.max`, or cgroup v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (hybrid hosts and older
+//! container runtimes). A container limited to `--cpus 1.5` gets 2 workers; one pinned with
+//! `taskset -c 0` gets 1.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,8 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn available() -> u32 {
     let affinity = affinity_cpus()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let quota = cgroup_v2_dir().and_then(|dir| quota_cpus(&dir));
-    quota.map_or(affinity, |q| q.min(affinity)).max(1)
+    quota().map_or(affinity, |q| q.min(affinity)).max(1)
 }
 
 fn affinity_cpus() -> Option<u32> {
@@ -21,75 +22,220 @@ fn affinity_cpus() -> Option<u32> {
     (count > 0).then_some(count as u32)
 }
 
-/// This process's cgroup v2 directory: the `0::` line of /proc/self/cgroup under the cgroup2 mount.
-fn cgroup_v2_dir() -> Option<PathBuf> {
+/// The smallest CPU quota that applies, from cgroup v2 and v1 alike.
+fn quota() -> Option<u32> {
     let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let relative = cgroups.lines().find_map(|line| line.strip_prefix("0::"))?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (root, mount_point) = cgroup2_mount(&mountinfo)?;
-    let relative = relative.strip_prefix(root.as_str()).unwrap_or(relative);
-    Some(Path::new(&mount_point).join(relative.trim_start_matches('/')))
+    let mounts = parse_mounts(&mountinfo);
+    let v2 = cgroup_dir(&cgroups, &mounts, Hierarchy::V2)
+        .and_then(|(dir, root)| smallest(&dir, &root, read_cpu_max));
+    let v1 = cgroup_dir(&cgroups, &mounts, Hierarchy::V1Cpu)
+        .and_then(|(dir, root)| smallest(&dir, &root, read_cfs_quota));
+    [v2, v1].into_iter().flatten().min()
 }
 
-/// The (root, mount point) of the first cgroup2 mount in a mountinfo text.
-fn cgroup2_mount(mountinfo: &str) -> Option<(String, String)> {
-    mountinfo.lines().find_map(|line| {
-        let (fields, after) = line.split_once(" - ")?;
-        if after.split_whitespace().next()? != "cgroup2" {
-            return None;
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Hierarchy {
+    /// The unified hierarchy (`0::/path`, file system `cgroup2`).
+    V2,
+    /// The v1 hierarchy with the `cpu` controller (`N:cpu,cpuacct:/path`).
+    V1Cpu,
+}
+
+/// One cgroup mount: its hierarchy, the root of it that is mounted, and where.
+#[derive(Debug, PartialEq)]
+struct Mount {
+    hierarchy: Hierarchy,
+    root: String,
+    mount_point: String,
+}
+
+/// The cgroup mounts of a mountinfo text (v2, and v1 mounts that carry the `cpu` controller).
+fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, after) = line.split_once(" - ")?;
+            let mut after = after.split_whitespace();
+            let fs_type = after.next()?;
+            let options = after.nth(1).unwrap_or("");
+            let hierarchy = match fs_type {
+                "cgroup2" => Hierarchy::V2,
+                "cgroup" if options.split(',').any(|o| o == "cpu") => Hierarchy::V1Cpu,
+                _ => return None,
+            };
+            let mut fields = fields.split_whitespace().skip(3);
+            Some(Mount {
+                hierarchy,
+                root: unescape(fields.next()?),
+                mount_point: unescape(fields.next()?),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\040`, `\011`, `\012`, `\134`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(digits) => {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
-        let mut fields = fields.split_whitespace().skip(3);
-        Some((fields.next()?.to_string(), fields.next()?.to_string()))
-    })
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The smallest `cpu.max` quota from `dir` up to the mount's root, in whole CPUs rounded up.
-fn quota_cpus(dir: &Path) -> Option<u32> {
+/// This process's cgroup directory in `hierarchy`, and the mount point it may not go above.
+fn cgroup_dir(cgroups: &str, mounts: &[Mount], hierarchy: Hierarchy) -> Option<(PathBuf, PathBuf)> {
+    let relative = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let wanted = match hierarchy {
+            Hierarchy::V2 => id == "0" && controllers.is_empty(),
+            Hierarchy::V1Cpu => controllers.split(',').any(|c| c == "cpu"),
+        };
+        wanted.then_some(path)
+    })?;
+    let mount = mounts.iter().find(|m| m.hierarchy == hierarchy)?;
+    // Inside a cgroup namespace the path is relative to the mounted root already.
+    let relative = relative
+        .strip_prefix(mount.root.as_str())
+        .filter(|_| mount.root != "/")
+        .unwrap_or(relative);
+    let mount_point = PathBuf::from(&mount.mount_point);
+    Some((
+        mount_point.join(relative.trim_start_matches('/')),
+        mount_point,
+    ))
+}
+
+/// The smallest quota `read` finds from `dir` up to `root` (never above the mount).
+fn smallest(dir: &Path, root: &Path, read: fn(&Path) -> Option<u32>) -> Option<u32> {
     dir.ancestors()
-        .filter_map(|d| fs::read_to_string(d.join("cpu.max")).ok())
-        .filter_map(|text| parse_cpu_max(&text))
+        .take_while(|d| d.starts_with(root))
+        .filter_map(read)
         .min()
 }
 
-/// `"150000 100000"` → 2; `"max 100000"` → no limit.
-fn parse_cpu_max(text: &str) -> Option<u32> {
+/// cgroup v2: `cpu.max` is `"150000 100000"` (2 CPUs, rounded up) or `"max 100000"` (none).
+fn read_cpu_max(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join("cpu.max")).ok()?;
     let mut parts = text.split_whitespace();
     let quota: u64 = parts.next()?.parse().ok()?;
-    let period: u64 = parts.next()?.parse().ok().filter(|&p| p > 0)?;
-    Some(quota.div_ceil(period).max(1) as u32)
+    let period: u64 = parts.next()?.parse().ok()?;
+    cpus_of(quota, period)
+}
+
+/// cgroup v1: `cpu.cfs_quota_us` (-1: none) over `cpu.cfs_period_us`.
+fn read_cfs_quota(dir: &Path) -> Option<u32> {
+    let read = |name: &str| -> Option<i64> {
+        fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
+    };
+    let quota = u64::try_from(read("cpu.cfs_quota_us")?).ok()?; // -1 fails: no quota
+    let period = u64::try_from(read("cpu.cfs_period_us")?).ok()?;
+    cpus_of(quota, period)
+}
+
+/// Whole CPUs, rounded up, at least 1; an absurd quota saturates instead of wrapping.
+fn cpus_of(quota: u64, period: u64) -> Option<u32> {
+    if period == 0 {
+        return None;
+    }
+    Some(
+        u32::try_from(quota.div_ceil(period))
+            .unwrap_or(u32::MAX)
+            .max(1),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn cpu_max_is_rounded_up() {
-        assert_eq!(parse_cpu_max("150000 100000\n"), Some(2));
-        assert_eq!(parse_cpu_max("100000 100000"), Some(1));
-        assert_eq!(parse_cpu_max("50000 100000"), Some(1));
-        assert_eq!(parse_cpu_max("max 100000"), None);
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("recluster-cpus-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
-    fn finds_the_cgroup2_mount_on_hybrid_hosts() {
-        let mountinfo = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-                         41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+    fn quotas_are_rounded_up_and_saturate() {
+        assert_eq!(cpus_of(150_000, 100_000), Some(2));
+        assert_eq!(cpus_of(100_000, 100_000), Some(1));
+        assert_eq!(cpus_of(50_000, 100_000), Some(1));
+        assert_eq!(cpus_of(u64::MAX, 1), Some(u32::MAX));
+        assert_eq!(cpus_of(1, 0), None);
+    }
+
+    #[test]
+    fn finds_v2_and_v1_cpu_mounts_and_decodes_escapes() {
+        let mountinfo = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n\
+                         33 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                         41 31 0:38 / /sys/fs/cgroup/uni\\040fied rw,relatime - cgroup2 cgroup2 rw\n";
+        let mounts = parse_mounts(mountinfo);
         assert_eq!(
-            cgroup2_mount(mountinfo),
-            Some(("/".to_string(), "/sys/fs/cgroup/unified".to_string()))
+            mounts,
+            [
+                Mount {
+                    hierarchy: Hierarchy::V1Cpu,
+                    root: "/".into(),
+                    mount_point: "/sys/fs/cgroup/cpu,cpuacct".into()
+                },
+                Mount {
+                    hierarchy: Hierarchy::V2,
+                    root: "/".into(),
+                    mount_point: "/sys/fs/cgroup/uni fied".into()
+                },
+            ]
+        );
+        let cgroups = "4:cpu,cpuacct:/docker/abc\n0::/system.slice/x.service\n";
+        assert_eq!(
+            cgroup_dir(cgroups, &mounts, Hierarchy::V1Cpu).unwrap().0,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/docker/abc")
+        );
+        assert_eq!(
+            cgroup_dir(cgroups, &mounts, Hierarchy::V2).unwrap().0,
+            PathBuf::from("/sys/fs/cgroup/uni fied/system.slice/x.service")
         );
     }
 
     #[test]
-    fn quota_is_the_smallest_among_ancestors() {
-        let root = std::env::temp_dir().join(format!("recluster-cpus-{}", std::process::id()));
-        let leaf = root.join("a/b");
+    fn the_smallest_quota_up_to_the_mount_counts_and_nothing_above_it() {
+        let root = scratch("v2");
+        let mount = root.join("mnt");
+        let leaf = mount.join("a/b");
         fs::create_dir_all(&leaf).unwrap();
-        fs::write(root.join("a/cpu.max"), "100000 100000").unwrap();
+        fs::write(root.join("cpu.max"), "100000 100000").unwrap(); // above the mount: ignored
+        fs::write(mount.join("a/cpu.max"), "300000 100000").unwrap();
         fs::write(leaf.join("cpu.max"), "max 100000").unwrap();
-        assert_eq!(quota_cpus(&leaf), Some(1));
+        assert_eq!(smallest(&leaf, &mount, read_cpu_max), Some(3));
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_v1_quota_of_minus_one_is_no_quota() {
+        let dir = scratch("v1");
+        fs::write(dir.join("cpu.cfs_quota_us"), "-1\n").unwrap();
+        fs::write(dir.join("cpu.cfs_period_us"), "100000\n").unwrap();
+        assert_eq!(read_cfs_quota(&dir), None);
+        fs::write(dir.join("cpu.cfs_quota_us"), "250000\n").unwrap();
+        assert_eq!(read_cfs_quota(&dir), Some(3));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

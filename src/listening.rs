@@ -6,6 +6,9 @@
 use std::collections::HashSet;
 use std::fs;
 
+/// Whether the permission problem has been reported (once is enough).
+static WARNED_DENIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// True when a process whose process group is `pgid` listens on `port` (any port for `None`).
 pub fn group_listens(pgid: i32, port: Option<u16>) -> bool {
     let listening = listening_inodes(port);
@@ -66,8 +69,18 @@ fn process_group(pid: i32) -> Option<i32> {
 }
 
 fn socket_inodes(pid: i32) -> Vec<u64> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
+    let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !WARNED_DENIED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                log::warn!(
+                    "--ready listening cannot see the sockets of process {pid} (permission denied on /proc/{pid}/fd: it runs as another user?); such a worker is never seen ready: use --ready notify"
+                );
+            }
+            return Vec::new();
+        }
     };
     fds.filter_map(|fd| {
         let link = fs::read_link(fd.ok()?.path()).ok()?;

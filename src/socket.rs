@@ -88,7 +88,8 @@ impl Sockets {
     }
 
     /// The sockets a service manager passed to recluster itself (`LISTEN_FDS` with `LISTEN_PID`
-    /// equal to recluster's pid), if any; each checked to be a listening socket.
+    /// equal to recluster's pid), if any; each checked to be a socket, and a stream socket to be
+    /// listening.
     pub fn inherited() -> Result<Option<Sockets>, BindError> {
         let pid_matches = std::env::var("LISTEN_PID")
             .ok()
@@ -129,6 +130,17 @@ impl Sockets {
             }
             // SAFETY: the service manager handed this fd to recluster; it is owned from now on.
             let socket = unsafe { Socket::from_raw_fd(fd) };
+            // A stream socket must be listening (a connection socket means Accept=yes); a
+            // datagram socket (ListenDatagram=) is passed on as it is.
+            let stream = socket
+                .r#type()
+                .is_ok_and(|t| t == Type::STREAM || t == Type::SEQPACKET);
+            if stream && !socket.is_listener().unwrap_or(false) {
+                std::mem::forget(socket); // not ours to close
+                return Err(error(
+                    "is a stream socket that is not listening (a connection? set Accept=no in the .socket unit)".to_string(),
+                ));
+            }
             let local = socket
                 .local_addr()
                 .map(|a| describe(&a))

@@ -317,3 +317,37 @@ fn a_running_workers_non_blocking_socket_stays_non_blocking_through_respawns_and
         let _ = std::fs::remove_file(&delay);
     }
 }
+
+#[test]
+fn an_inherited_stream_socket_that_is_not_listening_is_refused() {
+    // What a .socket unit with Accept=yes passes: a connection, not a listener.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connection = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let fd = connection.as_raw_fd();
+    let script = "LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" \"$@\"";
+    let mut launch = Launch::wrapped(
+        &["sh", "-c", script],
+        cluster_args(&["-n", "1"], &["--serve"]),
+    );
+    // SAFETY: dup2 and fcntl are async-signal-safe (see sockets_from_a_service_manager_...).
+    unsafe {
+        launch.command().pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else {
+                libc::dup2(fd, 3);
+            }
+            Ok(())
+        });
+    }
+    let mut cluster = launch.start();
+    let line = cluster.expect_log("recluster: error:");
+    assert!(
+        line.text
+            .contains("fd 3 from LISTEN_FDS: is a stream socket that is not listening"),
+        "{}",
+        line.text
+    );
+    assert_eq!(cluster.exit_code(), 1);
+    assert!(cluster.seen(|l| l.is_worker("listening")).is_empty());
+}
