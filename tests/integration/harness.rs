@@ -1,6 +1,7 @@
 //! Runs the real recluster binary with the example worker and watches what happens. Every wait has a
 //! deadline that only decides when a test fails; nothing sleeps to synchronise. A `Cluster` that is
-//! dropped kills what it started; a failing expectation prints the whole history of the run.
+//! dropped unfinished kills what it started, and only that; a failing expectation prints the whole
+//! history of the run.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
@@ -302,18 +303,60 @@ impl Drop for Cluster {
         if self.status.is_some() {
             return;
         }
-        // Kill every worker group seen, then recluster (which takes its workers with it).
-        for line in &self.history {
-            if let Some(pid) = line.field("pid").and_then(|p| p.parse::<i32>().ok()) {
-                // SAFETY: signalling processes this test started.
-                unsafe { libc::killpg(pid, libc::SIGKILL) };
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        // Only what this test started: recluster (or its wrapper) is not reaped yet, so its pid
+        // is still its own. Freeze it (no respawns), kill its descendants and every process that
+        // carries its RECLUSTER_PID (daemons that left the tree), then kill it.
+        self.send(libc::SIGSTOP);
+        let mut victims = descendants(self.pid);
+        for pid in &victims.clone() {
+            victims.extend(carrying_recluster_pid(*pid));
+        }
+        victims.extend(carrying_recluster_pid(self.pid));
+        for pid in victims {
+            // SAFETY: signalling processes this test started (see above).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         self.send(libc::SIGKILL);
         let _ = self.exit.recv_timeout(DEADLINE);
     }
+}
+
+/// Every process below `pid`, from the kernel's children lists.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Processes whose environment says `RECLUSTER_PID=recluster` (workers and what they started).
+fn carrying_recluster_pid(recluster: i32) -> Vec<i32> {
+    let wanted = format!("RECLUSTER_PID={recluster}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|entry| entry == wanted.as_bytes())
+            })
+        })
+        .collect()
 }
 
 pub fn cluster_args(args: &[&str], worker_args: &[&str]) -> Vec<String> {
