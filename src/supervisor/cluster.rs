@@ -21,8 +21,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-
 use crate::config::Policy;
 use crate::notify::Message;
 use crate::reaper::Exit;
@@ -31,6 +29,7 @@ use crate::spawn::WorkerIdentity;
 use crate::status::ProcessStatus;
 
 use super::action::{Action, Role, Ticket};
+use super::report::{Report, Then};
 
 mod readiness;
 mod reload;
@@ -79,6 +78,8 @@ pub struct Cluster {
     ready: usize,
     /// Slots whose (re)spawn is scheduled: a reload keeps room for them within N + K.
     waiting: usize,
+    /// What happened since the loop last asked (`take_reports`).
+    reports: Vec<Report>,
 }
 
 /// Where a worker's record is.
@@ -140,17 +141,27 @@ impl Cluster {
             spawning: 0,
             ready: 0,
             waiting: 0,
+            reports: Vec::new(),
         }
     }
 
     /// Schedules every slot's first spawn now; returns the first batch of them.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         let n = self.slots.len();
-        info!("starting {n} worker{}", if n == 1 { "" } else { "s" });
+        self.report(Report::Starting { workers: n });
         for index in 0..n {
             self.schedule_spawn(index, now);
         }
         self.on_timer(now)
+    }
+
+    /// What happened since the last call, for the log.
+    pub fn take_reports(&mut self) -> Vec<Report> {
+        std::mem::take(&mut self.reports)
+    }
+
+    fn report(&mut self, report: Report) {
+        self.reports.push(report);
     }
 
     /// Whether a `Spawn` ticket still stands: the loop spawns nothing else.
@@ -163,10 +174,10 @@ impl Cluster {
     pub fn spawned(&mut self, ticket: Ticket, pid: i32, now: Instant) -> Vec<Action> {
         let policy = self.policy.clone();
         let Some(worker) = self.spawning_record_mut(&ticket) else {
-            warn!(
-                "worker {} (pid {pid}) was started for a decision that no longer stands: stopping it",
-                ticket.identity.id
-            );
+            self.report(Report::StaleSpawn {
+                id: ticket.identity.id,
+                pid,
+            });
             let mut worker = Worker::spawning(ticket);
             worker.start(pid, now, &policy);
             return self.discard(worker, now).into_iter().collect();
@@ -175,19 +186,15 @@ impl Cluster {
         let worker = *worker;
         self.spawning -= 1;
         let id = ticket.identity.id;
-        let place = match ticket.role {
-            Role::Slot => {
-                info!("worker {id} started (pid {pid})");
-                Place::Slot(id)
-            }
-            Role::Replacement => {
-                info!(
-                    "worker {id} of generation {} started (pid {pid})",
-                    ticket.identity.generation
-                );
-                Place::Replacement(id)
-            }
+        let (place, generation) = match ticket.role {
+            Role::Slot => (Place::Slot(id), None),
+            Role::Replacement => (Place::Replacement(id), Some(ticket.identity.generation)),
         };
+        self.report(Report::Started {
+            id,
+            pid,
+            generation,
+        });
         self.places.insert(pid, place);
         self.arm(&worker);
         Vec::new()
@@ -231,7 +238,12 @@ impl Cluster {
         if let Some(status) = &message.status
             && let Some(worker) = self.worker(pid)
         {
-            debug!("worker {} (pid {pid}): {status}", worker.id());
+            let id = worker.id();
+            self.report(Report::WorkerStatus {
+                id,
+                pid,
+                status: status.clone(),
+            });
         }
         if message.ready {
             return self.on_ready(pid, now);
@@ -242,22 +254,22 @@ impl Cluster {
     pub fn on_signal(&mut self, sig: Sig, now: Instant) -> Vec<Action> {
         match (sig, self.phase) {
             (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Running) => {
-                info!(
-                    "received {sig}: stopping {} (--kill-timeout {})",
-                    self.describe_workers(),
-                    humantime::format_duration(self.policy.kill_timeout)
-                );
+                self.report(Report::StopRequested {
+                    signal: sig,
+                    workers: self.places.len(),
+                    timeout: self.policy.kill_timeout,
+                });
                 self.begin_stop(sig, stop::Outcome::Requested, now)
             }
             (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Stopping(stop)) if !stop.killed => {
-                warn!("received {sig} again while stopping: killing every worker now");
+                self.report(Report::SecondStopSignal { signal: sig });
                 self.kill_all()
             }
             (Sig::TTIN, Phase::Running) => self.scale_up(),
             (Sig::TTOU, Phase::Running) => self.scale_down(now),
             (Sig::HUP, Phase::Running) => self.begin_reload(now),
             (Sig::TTIN | Sig::TTOU | Sig::HUP, _) => {
-                debug!("ignoring {sig} while stopping");
+                self.report(Report::IgnoredWhileStopping { signal: sig });
                 Vec::new()
             }
             (Sig::TSTP, _) => {
@@ -290,20 +302,16 @@ impl Cluster {
                 }
                 Some(Place::Leaving) => {
                     let worker = self.leaving.remove(&exit.pid).expect("a leaving worker");
-                    let level = if exit.status == ProcessStatus::Killed(Sig::KILL) {
-                        log::Level::Warn
-                    } else {
-                        log::Level::Info
-                    };
-                    log::log!(
-                        level,
-                        "worker {} (pid {}) {} after being stopped",
-                        worker.id(),
-                        exit.pid,
-                        exit.status
-                    );
+                    self.report(Report::Stopped {
+                        id: worker.id(),
+                        pid: exit.pid,
+                        status: exit.status,
+                    });
                 }
-                None => debug!("reaped adopted process {} ({})", exit.pid, exit.status),
+                None => self.report(Report::AdoptedReaped {
+                    pid: exit.pid,
+                    status: exit.status,
+                }),
             }
         }
         // A worker that finished draining makes room for the next replacement.
@@ -550,17 +558,15 @@ impl Cluster {
         Some(Action::SignalGroup { pgid: pid, signal })
     }
 
-    fn forward(&self, sig: Sig) -> Vec<Action> {
+    fn forward(&mut self, sig: Sig) -> Vec<Action> {
         let pids = self.worker_pids();
-        debug!("forwarding {sig} to {} worker process groups", pids.len());
+        self.report(Report::Forwarding {
+            signal: sig,
+            groups: pids.len(),
+        });
         pids.into_iter()
             .map(|pgid| Action::SignalGroup { pgid, signal: sig })
             .collect()
-    }
-
-    fn describe_workers(&self) -> String {
-        let n = self.places.len();
-        format!("{n} worker{}", if n == 1 { "" } else { "s" })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod cluster;
+pub mod report;
 pub mod run;
 
 pub use run::run;

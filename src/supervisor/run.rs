@@ -1,8 +1,8 @@
 //! The supervisor loop: block on the event channel until the cluster's next deadline, hand each
 //! event to the `Cluster`, carry out the actions it returns. This is the only place that spawns or
 //! signals processes, and it runs on the main thread (see `spawn` on the parent-death signal).
-//! It also owns the plumbing the cluster need not know: each worker's notify socket (by pid) and
-//! recluster's own service manager.
+//! It writes the cluster's reports to the log. It also owns the plumbing the cluster need not
+//! know: each worker's notify socket (by pid) and recluster's own service manager.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -78,6 +78,13 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
     }
 }
 
+/// Writes what the cluster reported, each at its level.
+fn log_reports(cluster: &mut Cluster) {
+    for report in cluster.take_reports() {
+        log::log!(report.level(), "{report}");
+    }
+}
+
 fn lost_signal_thread() -> i32 {
     error!("the signal thread has stopped; exiting");
     exit_code::FAILURE
@@ -95,8 +102,10 @@ struct Executor<'a> {
 impl Executor<'_> {
     /// Carries out actions (and those they lead to); `Some(code)` when recluster is to exit.
     fn execute(&mut self, cluster: &mut Cluster, actions: Vec<Action>) -> Option<i32> {
+        log_reports(cluster);
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
+            log_reports(cluster);
             match action {
                 Action::Spawn(ticket) => {
                     if !cluster.is_current(&ticket) {
@@ -150,9 +159,13 @@ impl Executor<'_> {
                         ));
                     }
                 }
-                Action::Exit(code) => return Some(code),
+                Action::Exit(code) => {
+                    log_reports(cluster);
+                    return Some(code);
+                }
             }
         }
+        log_reports(cluster);
         None
     }
 

@@ -137,13 +137,12 @@ fn a_release_that_cannot_start_leaves_the_old_workers_serving() {
 
 #[test]
 fn with_ready_notify_the_old_worker_is_stopped_only_after_the_new_one_is_ready() {
-    let mut cluster = Cluster::start(&["-n", "2", "--ready", "notify"], &["--notify", "2000"]);
+    let mut cluster = Cluster::start(
+        &["-n", "2", "--ready", "notify", "--min-uptime", "1h"],
+        &["--notify", "2000"],
+    );
+    let old: Vec<i32> = cluster.ready(2).iter().map(|l| l.num("pid")).collect();
     cluster.expect_log("all 2 workers are ready");
-    let old: Vec<i32> = cluster
-        .seen(|l| l.is_worker("ready"))
-        .iter()
-        .map(|l| l.num("pid"))
-        .collect();
     cluster.send(libc::SIGHUP);
     cluster.expect_log("reload to generation 1 complete");
     // On one pipe, in causal order: the new worker says it is ready before it sends READY=1,
@@ -247,8 +246,8 @@ fn a_crash_during_a_failing_reload_leaves_the_slot_respawned_and_the_cluster_run
         &["-n", "1", "--ready", "notify", "--min-uptime", "1h"],
         &["--notify", "0", "--version-file", &file],
     );
+    let old = cluster.ready(1)[0].num("pid");
     cluster.expect_log("all 1 workers are ready");
-    let old = cluster.seen(|l| l.is_worker("ready"))[0].num("pid");
     release.deploy("silent");
     cluster.send(libc::SIGHUP);
     let new = cluster

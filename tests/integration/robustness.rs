@@ -88,10 +88,14 @@ fn the_harness_cleans_up_an_unfinished_cluster_and_nothing_else() {
     // A bystander the harness must not touch, and a cluster left running with a daemon.
     let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
     let mut cluster = Cluster::start(&["-n", "2"], &["--daemon"]);
-    let daemons: Vec<i32> = (0..2)
-        .map(|_| cluster.expect("a daemon", |l| l.is_worker("daemon")).num("pid"))
-        .collect();
     let workers: Vec<i32> = cluster.ready(2).iter().map(|l| l.num("pid")).collect();
+    // Each worker prints its daemon's line before its own ready line, on the same pipe.
+    let daemons: Vec<i32> = cluster
+        .seen(|l| l.is_worker("daemon"))
+        .iter()
+        .map(|l| l.num("pid"))
+        .collect();
+    assert_eq!(daemons.len(), 2);
     drop(cluster);
     for pid in daemons.iter().chain(&workers) {
         assert!(
@@ -99,7 +103,10 @@ fn the_harness_cleans_up_an_unfinished_cluster_and_nothing_else() {
             "{pid} survived the harness"
         );
     }
-    assert!(bystander.try_wait().unwrap().is_none(), "the bystander was killed");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was killed"
+    );
     bystander.kill().unwrap();
     bystander.wait().unwrap();
 }

@@ -6,14 +6,11 @@
 
 use std::time::Instant;
 
-use humantime::format_duration;
-use log::{debug, error, info, warn};
-
 use crate::cli::ReadyMode;
 use crate::signal::Sig;
 
 use super::worker::{PROBE_INTERVAL, State, StopReason, Wait, later};
-use super::{Action, Cluster, Key, Occupant, Place};
+use super::{Action, Cluster, Key, Occupant, Place, Report};
 
 impl Cluster {
     /// `--ready listening`: what the probe of a worker's process group found, at `now` (after the
@@ -52,7 +49,8 @@ impl Cluster {
         if !worker.become_ready() {
             return Vec::new(); // already ready, or being stopped
         }
-        debug!("worker {} (pid {:?}) is ready", worker.id(), worker.pid());
+        let (id, pid) = (worker.id(), worker.pid().unwrap_or_default());
+        self.report(Report::WorkerReady { id, pid });
         self.ready += 1;
         self.announce_if_all_ready()
     }
@@ -64,7 +62,7 @@ impl Cluster {
         }
         self.announced_ready = true;
         let n = self.slots.len();
-        info!("all {n} workers are ready");
+        self.report(Report::AllReady { workers: n });
         vec![Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers ready"
         ))]
@@ -107,13 +105,14 @@ impl Cluster {
     /// A starting worker's `--ready-timeout` ran out: a slot's own worker is stopped as a failed
     /// start (restarted with backoff once it is gone); a replacement abandons the reload.
     fn missed_ready_timeout(&mut self, pid: i32, place: Place, now: Instant) -> Vec<Action> {
-        let timeout = format_duration(self.policy.ready_timeout);
+        let timeout = self.policy.ready_timeout;
         if let Place::Replacement(id) = place {
             let generation = self.slots[id as usize]
                 .replacement
                 .map_or(0, |w| w.generation());
             let reason = format!(
-                "worker {id} of generation {generation} (pid {pid}) was not ready within {timeout} (--ready-timeout)"
+                "worker {id} of generation {generation} (pid {pid}) was not ready within {} (--ready-timeout)",
+                humantime::format_duration(timeout)
             );
             return self.abandon_reload(&reason, now);
         }
@@ -122,11 +121,9 @@ impl Cluster {
             later(now, self.policy.kill_timeout),
         );
         let worker = self.worker_mut(pid).expect("a starting worker");
-        error!(
-            "worker {} (pid {pid}) was not ready within {timeout}: stopping it as a failed start (--ready-timeout)",
-            worker.id()
-        );
         worker.stop(signal, StopReason::MissedReadyTimeout, Some(kill_at));
+        let id = worker.id();
+        self.report(Report::MissedReadyTimeout { id, pid, timeout });
         self.timers.push(kill_at, Key::Worker(pid));
         vec![Action::SignalGroup { pgid: pid, signal }]
     }
@@ -150,20 +147,20 @@ impl Cluster {
     /// SIGKILL for the process group of a worker recluster stopped, once `--kill-timeout` has run
     /// out.
     fn kill_now(&mut self, pid: i32) -> Vec<Action> {
-        let (timeout, signal) = (
-            format_duration(self.policy.kill_timeout),
-            self.policy.stop_signal,
-        );
+        let (timeout, signal) = (self.policy.kill_timeout, self.policy.stop_signal);
         let Some(worker) = self.worker_mut(pid) else {
             return Vec::new();
         };
         if let State::Stopping { kill_at, .. } = &mut worker.state {
             *kill_at = None;
         }
-        warn!(
-            "worker {} (pid {pid}) still running {timeout} after {signal}: sending SIGKILL to its process group (--kill-timeout)",
-            worker.id()
-        );
+        let id = worker.id();
+        self.report(Report::KillTimeout {
+            id,
+            pid,
+            signal,
+            timeout,
+        });
         vec![Action::SignalGroup {
             pgid: pid,
             signal: Sig::KILL,

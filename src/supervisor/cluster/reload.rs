@@ -12,12 +12,10 @@
 
 use std::time::Instant;
 
-use log::{error, info};
-
 use crate::status::ProcessStatus;
 
 use super::worker::{State, StopReason, Worker};
-use super::{Action, Cluster, Key, Occupant, Place, Role};
+use super::{Action, Cluster, Key, Occupant, Place, Report, Role};
 
 pub(super) struct Reload {
     /// The generation the reload brings every slot to.
@@ -33,18 +31,15 @@ impl Cluster {
         self.last_generation += 1;
         let target = self.last_generation;
         let mut actions = Vec::new();
-        if let Some(old) = self.reload.take() {
-            info!(
-                "received SIGHUP during the reload to generation {}: reloading to generation {target} instead",
-                old.target
-            );
+        let superseding = self.reload.take().map(|old| old.target);
+        self.report(Report::ReloadBegun {
+            target,
+            workers: self.slots.len(),
+            superseding,
+        });
+        if superseding.is_some() {
             // New workers of an older target that are not ready yet will not be needed.
             actions.extend(self.drop_replacements(now));
-        } else {
-            info!(
-                "received SIGHUP: reloading {} workers to generation {target}",
-                self.slots.len()
-            );
         }
         self.reload = Some(Reload {
             target,
@@ -94,7 +89,7 @@ impl Cluster {
         for slot in &mut self.slots {
             slot.generation = target; // a slot that ended for good would come back on it
         }
-        info!("reload to generation {target} complete: {n} workers");
+        self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers of generation {target}"
         )));
@@ -125,27 +120,18 @@ impl Cluster {
         self.places.insert(pid, Place::Slot(new.id()));
         self.slots[index].generation = new.generation();
         let mut actions = Vec::new();
-        match self.put_occupant(index, Occupant::Worker(new)) {
-            Occupant::Worker(old) => {
-                match old.pid() {
-                    Some(old_pid) => info!(
-                        "worker {} of generation {} (pid {pid}) is ready: stopping pid {old_pid}",
-                        new.id(),
-                        new.generation()
-                    ),
-                    None => info!(
-                        "worker {} of generation {} (pid {pid}) is ready",
-                        new.id(),
-                        new.generation()
-                    ),
-                }
-                actions.extend(self.discard(old, now));
-            }
-            Occupant::Waiting { .. } | Occupant::Done => info!(
-                "worker {} of generation {} (pid {pid}) is ready",
-                new.id(),
-                new.generation()
-            ),
+        let old = match self.put_occupant(index, Occupant::Worker(new)) {
+            Occupant::Worker(old) => Some(old),
+            Occupant::Waiting { .. } | Occupant::Done => None,
+        };
+        self.report(Report::ReplacementReady {
+            id: new.id(),
+            generation: new.generation(),
+            pid,
+            old: old.and_then(|w| w.pid()),
+        });
+        if let Some(old) = old {
+            actions.extend(self.discard(old, now));
         }
         actions.extend(self.announce_if_all_ready());
         actions.extend(self.advance_reload(now));
@@ -187,10 +173,10 @@ impl Cluster {
         let Some(reload) = self.reload.take() else {
             return Vec::new();
         };
-        error!(
-            "reload to generation {} abandoned: {reason}; the current workers keep serving (send SIGHUP to try again)",
-            reload.target
-        );
+        self.report(Report::ReloadAbandoned {
+            target: reload.target,
+            reason: reason.to_string(),
+        });
         let mut actions = self.drop_replacements(now);
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",

@@ -5,16 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use humantime::format_duration;
-use log::{error, info};
-
 use crate::cli::RestartMode;
 use crate::signal::Sig;
 use crate::status::ProcessStatus;
 
 use super::stop::Outcome;
 use super::worker::{Worker, later};
-use super::{Action, Cluster, End, backoff};
+use super::{Action, Cluster, End, Report, Then, backoff};
 
 impl Cluster {
     /// A slot's worker ended with `status` (its record already taken out of the slot): record
@@ -36,12 +33,15 @@ impl Cluster {
         let running = self.is_running();
         let slot = &mut self.slots[index];
         slot.last_end = Some(End { status, clean });
-        let who = match worker.pid() {
-            Some(pid) => format!("worker {} (pid {pid})", slot.id),
-            None => format!("worker {}", slot.id),
+        let (id, pid) = (slot.id, worker.pid());
+        let ended = |then| Report::Ended {
+            id,
+            pid,
+            status,
+            then,
         };
         if !running {
-            info!("{who} {status}");
+            self.report(ended(Then::Nothing));
             return;
         }
         let restart = if failed_start {
@@ -50,10 +50,9 @@ impl Cluster {
             restarts_after(policy.restart, status)
         };
         if !restart {
-            info!(
-                "{who} {status}; not restarting it (--restart {})",
-                restart_mode_name(policy.restart)
-            );
+            self.report(ended(Then::NotRestarted {
+                mode: restart_mode_name(policy.restart),
+            }));
             return;
         }
         let delay = if uptime >= policy.min_uptime && !failed_start {
@@ -73,25 +72,21 @@ impl Cluster {
             }
             slot.restarts.push_back(now);
             if slot.restarts.len() > limit.max_restarts as usize {
-                error!(
-                    "{who} {status}; it needed more than {} restarts within {}: giving up (--max-restarts, --restart-window)",
-                    limit.max_restarts,
-                    format_duration(limit.window)
-                );
+                self.report(ended(Then::GivingUp {
+                    max_restarts: limit.max_restarts,
+                    window: limit.window,
+                }));
                 actions.extend(self.begin_stop(policy.stop_signal, Outcome::GaveUp(status), now));
                 return;
             }
         }
-        if let Some(replacement) = slot.replacement {
-            info!(
-                "{who} {status}; its replacement of generation {} takes over when ready",
-                replacement.generation()
-            );
-        } else if delay.is_zero() {
-            info!("{who} {status}, restarting it");
-        } else {
-            info!("{who} {status}, restarting in {}", format_duration(delay));
-        }
+        let then = match slot.replacement {
+            Some(replacement) => Then::ReplacementTakesOver {
+                generation: replacement.generation(),
+            },
+            None => Then::Restarting { delay },
+        };
+        self.report(ended(then));
         // Held back while a replacement is on its way; it runs if that one fails.
         self.schedule_spawn(index, later(now, delay));
     }

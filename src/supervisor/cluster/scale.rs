@@ -3,43 +3,36 @@
 
 use std::time::Instant;
 
-use log::{info, warn};
-
-use super::{Action, Cluster, Occupant, Slot};
+use super::{Action, Cluster, Occupant, Report, Slot};
 
 impl Cluster {
     pub(super) fn scale_up(&mut self) -> Vec<Action> {
         if self.slots.len() >= crate::config::MAX_WORKERS as usize {
-            warn!(
-                "received SIGTTIN with {} workers, the most recluster runs: ignoring it",
-                self.slots.len()
-            );
+            self.report(Report::TooManyWorkers {
+                workers: self.slots.len(),
+            });
             return Vec::new();
         }
         let id = self.slots.len() as u32;
         // The generation that last succeeded; a reload under way replaces it like the others.
         self.slots.push(Slot::new(id, self.generation));
-        info!(
-            "received SIGTTIN: scaling up to {} workers",
-            self.slots.len()
-        );
+        self.report(Report::ScaledUp {
+            workers: self.slots.len(),
+        });
         vec![self.spawn_slot(id as usize)]
     }
 
     pub(super) fn scale_down(&mut self, now: Instant) -> Vec<Action> {
         if self.slots.len() <= 1 {
-            warn!(
-                "received SIGTTOU with one worker left: keeping it (send TERM to stop the cluster)"
-            );
+            self.report(Report::LastWorkerKept);
             return Vec::new();
         }
         let index = self.slots.len() - 1;
         let occupant = self.take_occupant(index);
         let slot = self.slots.pop().expect("more than one slot");
-        info!(
-            "received SIGTTOU: scaling down to {} workers",
-            self.slots.len()
-        );
+        self.report(Report::ScaledDown {
+            workers: self.slots.len(),
+        });
         let mut actions = Vec::new();
         if let Occupant::Worker(worker) = occupant {
             actions.extend(self.discard(worker, now));

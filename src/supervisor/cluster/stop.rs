@@ -5,15 +5,12 @@
 
 use std::time::Instant;
 
-use humantime::format_duration;
-use log::{debug, info, warn};
-
 use crate::exit_code;
 use crate::signal::Sig;
 use crate::status::ProcessStatus;
 
 use super::worker::{State, StopReason, Worker, later};
-use super::{Action, Cluster, Occupant};
+use super::{Action, Cluster, Occupant, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Phase {
@@ -51,7 +48,7 @@ impl Cluster {
         now: Instant,
     ) -> Vec<Action> {
         if self.reload.take().is_some() {
-            info!("the reload under way is cancelled");
+            self.report(Report::ReloadCancelled);
         }
         // No deadline of the running cluster matters any more (the stop has its own), and every
         // spawn not carried out yet goes stale.
@@ -134,16 +131,11 @@ impl Cluster {
         let Phase::Stopping(stop) = self.phase else {
             return Vec::new();
         };
-        let remaining = match self.places.len() {
-            0 => "processes left behind by workers are".to_string(),
-            1 => "1 worker is".to_string(),
-            n => format!("{n} workers are"),
-        };
-        warn!(
-            "{remaining} still running {} after {}: sending SIGKILL (--kill-timeout)",
-            format_duration(self.policy.kill_timeout),
-            stop.signal
-        );
+        self.report(Report::StopTimeout {
+            workers: self.places.len(),
+            signal: stop.signal,
+            timeout: self.policy.kill_timeout,
+        });
         self.kill_all()
     }
 
@@ -160,7 +152,7 @@ impl Cluster {
                         .iter()
                         .all(|s| s.occupant == Occupant::Done && s.replacement.is_none());
                 if idle {
-                    info!("every worker has ended and none is to be restarted");
+                    self.report(Report::Finished);
                     return self.begin_stop(self.policy.stop_signal, Outcome::Finished, now);
                 }
                 Vec::new()
@@ -177,7 +169,7 @@ impl Cluster {
                         orphans_signaled: true,
                         ..stop
                     });
-                    debug!("every worker has exited; waiting for the processes they left behind");
+                    self.report(Report::WaitingForLeftBehind);
                     return vec![Action::SignalOrphans {
                         signal: stop.signal,
                         workers: Vec::new(),
@@ -185,7 +177,7 @@ impl Cluster {
                 }
                 let code = self.exit_code(stop.outcome);
                 self.phase = Phase::Exited;
-                info!("exiting with status {code}");
+                self.report(Report::Exiting { code });
                 vec![Action::Exit(code)]
             }
             Phase::Exited => Vec::new(),

@@ -1035,3 +1035,51 @@ fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
         }
     }
 }
+
+// ----- reports -----
+
+#[test]
+fn the_cluster_reports_what_it_decided_as_values() {
+    let t0 = Instant::now();
+    let mut cluster = running(crash_limited(1, 60_000 * MS), 1, t0);
+    cluster.take_reports();
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(3)), true, t0 + MS);
+    assert_eq!(
+        cluster.take_reports(),
+        [Report::Ended {
+            id: 0,
+            pid: Some(100),
+            status: ProcessStatus::Exited(3),
+            then: Then::Restarting { delay: 100 * MS }
+        }]
+    );
+    let t1 = respawn_due(&mut cluster, 0, 101);
+    assert_eq!(
+        cluster.take_reports(),
+        [Report::Started {
+            id: 0,
+            pid: 101,
+            generation: None
+        }]
+    );
+    cluster.on_reaped(&exit(101, ProcessStatus::Exited(3)), false, t1 + MS);
+    let reports = cluster.take_reports();
+    assert_eq!(
+        reports.first(),
+        Some(&Report::Ended {
+            id: 0,
+            pid: Some(101),
+            status: ProcessStatus::Exited(3),
+            then: Then::GivingUp {
+                max_restarts: 1,
+                window: 60_000 * MS
+            }
+        })
+    );
+    assert_eq!(reports.last(), Some(&Report::Exiting { code: 3 }));
+    assert_eq!(
+        reports[0].to_string(),
+        "worker 0 (pid 101) exited with status 3; it needed more than 1 restarts within 1m: giving up (--max-restarts, --restart-window)"
+    );
+    assert_eq!(reports[0].level(), log::Level::Error);
+}

@@ -1,0 +1,369 @@
+//! What happened, as the cluster reports it: values, not text. The cluster decides and records
+//! `Report`s; the loop turns each into one log line at its level. Tests assert on the values.
+
+use std::fmt;
+use std::time::Duration;
+
+use humantime::format_duration;
+use log::Level;
+
+use crate::signal::Sig;
+use crate::status::ProcessStatus;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Starting {
+        workers: usize,
+    },
+    /// A worker process started (`generation` for a reload's new worker).
+    Started {
+        id: u32,
+        pid: i32,
+        generation: Option<u32>,
+    },
+    /// A process started for a decision that no longer stood: stopped at once.
+    StaleSpawn {
+        id: u32,
+        pid: i32,
+    },
+    /// `STATUS=` from a worker's notify socket.
+    WorkerStatus {
+        id: u32,
+        pid: i32,
+        status: String,
+    },
+    WorkerReady {
+        id: u32,
+        pid: i32,
+    },
+    AllReady {
+        workers: usize,
+    },
+    MissedReadyTimeout {
+        id: u32,
+        pid: i32,
+        timeout: Duration,
+    },
+    /// SIGKILL for a stopped worker's group after `--kill-timeout`.
+    KillTimeout {
+        id: u32,
+        pid: i32,
+        signal: Sig,
+        timeout: Duration,
+    },
+    /// A slot's own worker ended, and what follows.
+    Ended {
+        id: u32,
+        pid: Option<i32>,
+        status: ProcessStatus,
+        then: Then,
+    },
+    /// A worker recluster had stopped (no longer a slot's own) was reaped.
+    Stopped {
+        id: u32,
+        pid: i32,
+        status: ProcessStatus,
+    },
+    AdoptedReaped {
+        pid: i32,
+        status: ProcessStatus,
+    },
+    StopRequested {
+        signal: Sig,
+        workers: usize,
+        timeout: Duration,
+    },
+    SecondStopSignal {
+        signal: Sig,
+    },
+    IgnoredWhileStopping {
+        signal: Sig,
+    },
+    Forwarding {
+        signal: Sig,
+        groups: usize,
+    },
+    ReloadCancelled,
+    /// `--kill-timeout` ran out while stopping; `workers` still run (0: only what they left).
+    StopTimeout {
+        workers: usize,
+        signal: Sig,
+        timeout: Duration,
+    },
+    Finished,
+    WaitingForLeftBehind,
+    Exiting {
+        code: i32,
+    },
+    TooManyWorkers {
+        workers: usize,
+    },
+    ScaledUp {
+        workers: usize,
+    },
+    LastWorkerKept,
+    ScaledDown {
+        workers: usize,
+    },
+    ReloadBegun {
+        target: u32,
+        workers: usize,
+        /// The generation of the reload this one supersedes.
+        superseding: Option<u32>,
+    },
+    /// A reload's new worker is ready and takes its slot (`old`: the worker it stops).
+    ReplacementReady {
+        id: u32,
+        generation: u32,
+        pid: i32,
+        old: Option<i32>,
+    },
+    ReloadComplete {
+        target: u32,
+        workers: usize,
+    },
+    ReloadAbandoned {
+        target: u32,
+        reason: String,
+    },
+}
+
+/// What follows a slot's worker's end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Then {
+    /// The cluster is stopping: nothing.
+    Nothing,
+    /// A reload's new worker takes the slot over when it is ready.
+    ReplacementTakesOver {
+        generation: u32,
+    },
+    /// `--restart` says no.
+    NotRestarted {
+        mode: String,
+    },
+    Restarting {
+        delay: Duration,
+    },
+    /// More than `max_restarts` within `window`: the cluster stops.
+    GivingUp {
+        max_restarts: u32,
+        window: Duration,
+    },
+}
+
+impl Report {
+    pub fn level(&self) -> Level {
+        match self {
+            Report::MissedReadyTimeout { .. }
+            | Report::ReloadAbandoned { .. }
+            | Report::Ended {
+                then: Then::GivingUp { .. },
+                ..
+            } => Level::Error,
+            Report::StaleSpawn { .. }
+            | Report::KillTimeout { .. }
+            | Report::SecondStopSignal { .. }
+            | Report::StopTimeout { .. }
+            | Report::TooManyWorkers { .. }
+            | Report::LastWorkerKept => Level::Warn,
+            Report::Stopped { status, .. } if *status == ProcessStatus::Killed(Sig::KILL) => {
+                Level::Warn
+            }
+            Report::WorkerStatus { .. }
+            | Report::WorkerReady { .. }
+            | Report::AdoptedReaped { .. }
+            | Report::IgnoredWhileStopping { .. }
+            | Report::Forwarding { .. }
+            | Report::WaitingForLeftBehind => Level::Debug,
+            _ => Level::Info,
+        }
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::Starting { workers } => {
+                write!(f, "starting {}", plural(*workers, "worker", "workers"))
+            }
+            Report::Started {
+                id,
+                pid,
+                generation: None,
+            } => write!(f, "worker {id} started (pid {pid})"),
+            Report::Started {
+                id,
+                pid,
+                generation: Some(g),
+            } => write!(f, "worker {id} of generation {g} started (pid {pid})"),
+            Report::StaleSpawn { id, pid } => write!(
+                f,
+                "worker {id} (pid {pid}) was started for a decision that no longer stands: stopping it"
+            ),
+            Report::WorkerStatus { id, pid, status } => {
+                write!(f, "worker {id} (pid {pid}): {status}")
+            }
+            Report::WorkerReady { id, pid } => write!(f, "worker {id} (pid {pid}) is ready"),
+            Report::AllReady { workers } => write!(f, "all {workers} workers are ready"),
+            Report::MissedReadyTimeout { id, pid, timeout } => write!(
+                f,
+                "worker {id} (pid {pid}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
+                format_duration(*timeout)
+            ),
+            Report::KillTimeout {
+                id,
+                pid,
+                signal,
+                timeout,
+            } => write!(
+                f,
+                "worker {id} (pid {pid}) still running {} after {signal}: sending SIGKILL to its process group (--kill-timeout)",
+                format_duration(*timeout)
+            ),
+            Report::Ended {
+                id,
+                pid,
+                status,
+                then,
+            } => {
+                match pid {
+                    Some(pid) => write!(f, "worker {id} (pid {pid}) {status}")?,
+                    None => write!(f, "worker {id} {status}")?,
+                }
+                match then {
+                    Then::Nothing => Ok(()),
+                    Then::ReplacementTakesOver { generation } => write!(
+                        f,
+                        "; its replacement of generation {generation} takes over when ready"
+                    ),
+                    Then::NotRestarted { mode } => {
+                        write!(f, "; not restarting it (--restart {mode})")
+                    }
+                    Then::Restarting { delay } if delay.is_zero() => write!(f, ", restarting it"),
+                    Then::Restarting { delay } => {
+                        write!(f, ", restarting in {}", format_duration(*delay))
+                    }
+                    Then::GivingUp {
+                        max_restarts,
+                        window,
+                    } => write!(
+                        f,
+                        "; it needed more than {max_restarts} restarts within {}: giving up (--max-restarts, --restart-window)",
+                        format_duration(*window)
+                    ),
+                }
+            }
+            Report::Stopped { id, pid, status } => {
+                write!(f, "worker {id} (pid {pid}) {status} after being stopped")
+            }
+            Report::AdoptedReaped { pid, status } => {
+                write!(f, "reaped adopted process {pid} ({status})")
+            }
+            Report::StopRequested {
+                signal,
+                workers,
+                timeout,
+            } => write!(
+                f,
+                "received {signal}: stopping {} (--kill-timeout {})",
+                plural(*workers, "worker", "workers"),
+                format_duration(*timeout)
+            ),
+            Report::SecondStopSignal { signal } => write!(
+                f,
+                "received {signal} again while stopping: killing every worker now"
+            ),
+            Report::IgnoredWhileStopping { signal } => {
+                write!(f, "ignoring {signal} while stopping")
+            }
+            Report::Forwarding { signal, groups } => {
+                write!(f, "forwarding {signal} to {groups} worker process groups")
+            }
+            Report::ReloadCancelled => write!(f, "the reload under way is cancelled"),
+            Report::StopTimeout {
+                workers,
+                signal,
+                timeout,
+            } => {
+                let remaining = match workers {
+                    0 => "processes left behind by workers are".to_string(),
+                    1 => "1 worker is".to_string(),
+                    n => format!("{n} workers are"),
+                };
+                write!(
+                    f,
+                    "{remaining} still running {} after {signal}: sending SIGKILL (--kill-timeout)",
+                    format_duration(*timeout)
+                )
+            }
+            Report::Finished => write!(f, "every worker has ended and none is to be restarted"),
+            Report::WaitingForLeftBehind => write!(
+                f,
+                "every worker has exited; waiting for the processes they left behind"
+            ),
+            Report::Exiting { code } => write!(f, "exiting with status {code}"),
+            Report::TooManyWorkers { workers } => write!(
+                f,
+                "received SIGTTIN with {workers} workers, the most recluster runs: ignoring it"
+            ),
+            Report::ScaledUp { workers } => {
+                write!(f, "received SIGTTIN: scaling up to {workers} workers")
+            }
+            Report::LastWorkerKept => write!(
+                f,
+                "received SIGTTOU with one worker left: keeping it (send TERM to stop the cluster)"
+            ),
+            Report::ScaledDown { workers } => {
+                write!(f, "received SIGTTOU: scaling down to {workers} workers")
+            }
+            Report::ReloadBegun {
+                target,
+                workers,
+                superseding: None,
+            } => write!(
+                f,
+                "received SIGHUP: reloading {workers} workers to generation {target}"
+            ),
+            Report::ReloadBegun {
+                target,
+                superseding: Some(old),
+                ..
+            } => write!(
+                f,
+                "received SIGHUP during the reload to generation {old}: reloading to generation {target} instead"
+            ),
+            Report::ReplacementReady {
+                id,
+                generation,
+                pid,
+                old: Some(old),
+            } => write!(
+                f,
+                "worker {id} of generation {generation} (pid {pid}) is ready: stopping pid {old}"
+            ),
+            Report::ReplacementReady {
+                id,
+                generation,
+                pid,
+                old: None,
+            } => write!(
+                f,
+                "worker {id} of generation {generation} (pid {pid}) is ready"
+            ),
+            Report::ReloadComplete { target, workers } => {
+                write!(
+                    f,
+                    "reload to generation {target} complete: {workers} workers"
+                )
+            }
+            Report::ReloadAbandoned { target, reason } => write!(
+                f,
+                "reload to generation {target} abandoned: {reason}; the current workers keep serving (send SIGHUP to try again)"
+            ),
+        }
+    }
+}
