@@ -145,6 +145,12 @@ fn with_ready_notify_the_old_worker_is_stopped_only_after_the_new_one_is_ready()
     cluster.expect_log("all 2 workers are ready");
     cluster.send(libc::SIGHUP);
     cluster.expect_log("reload to generation 1 complete");
+    // stdout is a pipe of its own: wait until both old workers' last lines have arrived.
+    for pid in &old {
+        cluster.expect("an old worker's exit", |l| {
+            l.is_worker("exit") && l.num("pid") == *pid
+        });
+    }
     // On one pipe, in causal order: the new worker says it is ready before it sends READY=1,
     // and recluster stops the old worker only after that.
     let position =
@@ -181,6 +187,12 @@ fn five_hups_at_once_converge_to_the_newest_generation_without_piling_up() {
         cluster.expect_log(&format!("to generation {generation}"));
     }
     cluster.expect_log("reload to generation 5 complete");
+    // stdout is a pipe of its own: wait until every stopped worker's exit line has arrived.
+    while cluster.seen(|l| l.is_worker("ready")).len() - cluster.seen(|l| l.is_worker("exit")).len()
+        > 2
+    {
+        cluster.expect("an old worker's exit", |l| l.is_worker("exit"));
+    }
     // Each worker prints `ready` when it starts and `exit` before it ends (all exit on TERM),
     // and recluster starts a worker only after reaping the one it waited for: counting along
     // the pipe gives how many were alive at once.
