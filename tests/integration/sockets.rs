@@ -138,20 +138,17 @@ fn a_unix_socket_path_that_is_a_file_is_refused_untouched() {
     std::fs::remove_file(&path).unwrap();
 }
 
-#[test]
-fn sockets_from_a_service_manager_are_passed_on() {
-    // What systemd does for a .socket unit: the socket at fd 3, LISTEN_PID = recluster's pid.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let inode = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
-    let fd = listener.as_raw_fd();
-    let script = "LISTEN_FDS=1 LISTEN_PID=$$ LISTEN_FDNAMES=web exec \"$0\" \"$@\"";
+/// Starts `recluster -n N -- worker --serve` as systemd would for a .socket unit: `fd` at fd 3,
+/// `LISTEN_FDS=1`, `LISTEN_PID` = recluster's pid, and `extra` variables.
+fn activated(fd: i32, extra: &str, workers: usize) -> Cluster {
+    let script = format!("LISTEN_FDS=1 LISTEN_PID=$$ {extra} exec \"$0\" \"$@\"");
+    let n = workers.to_string();
     let mut launch = Launch::wrapped(
-        &["sh", "-c", script],
-        cluster_args(&["-n", "2"], &["--serve"]),
+        &["sh", "-c", &script],
+        cluster_args(&["-n", &n], &["--serve"]),
     );
     // SAFETY: dup2 and fcntl are async-signal-safe. dup2(3, 3) would leave close-on-exec set,
-    // so a listener that already is fd 3 gets the flag cleared instead.
+    // so a socket that already is fd 3 gets the flag cleared instead.
     unsafe {
         launch.command().pre_exec(move || {
             if fd == 3 {
@@ -162,7 +159,16 @@ fn sockets_from_a_service_manager_are_passed_on() {
             Ok(())
         });
     }
-    let mut cluster = launch.start();
+    launch.start()
+}
+
+#[test]
+fn sockets_from_a_service_manager_are_passed_on() {
+    // What systemd does for a .socket unit: the socket at fd 3, LISTEN_PID = recluster's pid.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let inode = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    let mut cluster = activated(listener.as_raw_fd(), "LISTEN_FDNAMES=web", 2);
     for _ in 0..2 {
         let line = cluster.expect("a worker listening", |l| l.is_worker("listening"));
         assert_eq!(line.field("names"), Some("web"));
@@ -323,24 +329,7 @@ fn an_inherited_stream_socket_that_is_not_listening_is_refused() {
     // What a .socket unit with Accept=yes passes: a connection, not a listener.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let connection = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let fd = connection.as_raw_fd();
-    let script = "LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" \"$@\"";
-    let mut launch = Launch::wrapped(
-        &["sh", "-c", script],
-        cluster_args(&["-n", "1"], &["--serve"]),
-    );
-    // SAFETY: dup2 and fcntl are async-signal-safe (see sockets_from_a_service_manager_...).
-    unsafe {
-        launch.command().pre_exec(move || {
-            if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else {
-                libc::dup2(fd, 3);
-            }
-            Ok(())
-        });
-    }
-    let mut cluster = launch.start();
+    let mut cluster = activated(connection.as_raw_fd(), "", 1);
     let line = cluster.expect_log("recluster: error:");
     assert!(
         line.text
