@@ -4,8 +4,8 @@
 //! directory only recluster's user can enter (made by `mkdtemp`, so no one can take its name first). A message on it counts for that worker whoever in its
 //! tree sends it (`systemd-notify --ready` from a wrapper script works). One thread receives them
 //! all and turns them into `Event::Notified`. That thread has a descriptor table of its own, and
-//! the sockets live there alone (handed over with `SCM_RIGHTS`): the main thread, which forks every
-//! worker, then holds none of them, so a spawn costs the same with 10 workers or 10,000.
+//! the sockets live there alone (handed over with `SCM_RIGHTS`): the main thread, which spawns
+//! every worker, then holds none of them, so a spawn costs the same with 10 workers or 10,000.
 //!
 //! Up: when recluster itself runs with `NOTIFY_SOCKET` (a systemd `Type=notify` service), `Manager`
 //! sends it `READY=1`, `STOPPING=1` and `STATUS=` lines.
@@ -214,7 +214,7 @@ fn watch(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
 
 /// Gives the calling thread a descriptor table of its own, holding only `keep` (and 0–2), and an
 /// epoll set watching `keep`. The workers' sockets then live in this table alone: recluster's
-/// main thread, which forks every worker, holds none of them, so a fork does not copy thousands
+/// main thread, which spawns every worker, holds none of them, so a spawn does not copy thousands
 /// of descriptors and an exec does not close them (that made a start of N workers cost O(N²)).
 fn own_descriptor_table(keep: &OwnedFd) -> io::Result<RawFd> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;

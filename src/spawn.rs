@@ -2,7 +2,7 @@
 //! envp, the /dev/null fd) is built before the child exists. The child is made as `posix_spawn`
 //! makes it: `clone(CLONE_VM | CLONE_VFORK)`, on a stack of its own, sharing recluster's memory
 //! while the spawning thread waits for its exec — so no page table is copied and no page faults
-//! after the fork, whatever recluster's size. Until exec it makes only async-signal-safe system
+//! after the clone, whatever recluster's size. Until exec it makes only async-signal-safe system
 //! calls, in this order:
 //!
 //! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
@@ -72,7 +72,7 @@ pub enum SpawnError {
     Command(CommandError),
     /// A new slot's own listening socket could not be bound (`--socket-per-worker`).
     Bind(BindError),
-    /// fork failed (`EAGAIN`: a limit on processes).
+    /// The child could not be created (`EAGAIN`: a limit on processes).
     Fork(io::Error),
     /// A pipe or a conversion failed.
     System(&'static str, io::Error),
@@ -85,9 +85,9 @@ impl std::fmt::Display for SpawnError {
             SpawnError::Bind(e) => write!(f, "failed to bind its socket {e}"),
             SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EAGAIN) => write!(
                 f,
-                "failed to fork: {e} (a limit on processes is reached: pids.max of recluster's cgroup, kernel.pid_max, or RLIMIT_NPROC, ulimit -u)"
+                "failed to start a process: {e} (a limit on processes is reached: pids.max of recluster's cgroup, kernel.pid_max, or RLIMIT_NPROC, ulimit -u)"
             ),
-            SpawnError::Fork(e) => write!(f, "failed to fork: {e}"),
+            SpawnError::Fork(e) => write!(f, "failed to start a process: {e}"),
             SpawnError::System(doing, e) => write!(f, "failed to {doing}: {e}"),
         }
     }
@@ -264,7 +264,7 @@ impl Spawner {
     }
 }
 
-/// The child's data, owned by the parent across the fork.
+/// The child's data, owned by the parent, shared with the child until it execs.
 struct Prepared {
     path: CString,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -313,10 +313,10 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// The child's side of the spawn. Only async-signal-safe calls; never returns.
 ///
 /// # Safety
-/// Must be called only in the child of `fork`, with `prepared` built before the fork.
+/// Must be called only in the child of `clone`, with `prepared` built before it.
 unsafe fn exec_child(prepared: &mut Prepared) -> ! {
-    // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the fork
-    // copied intact; nothing allocates, locks or unwinds.
+    // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the child
+    // shares while the parent waits; nothing allocates, locks or unwinds.
     unsafe {
         libc::setpgid(0, 0);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -367,7 +367,7 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
 /// Moves the sockets to fds 3.. and fills in `LISTEN_PID`.
 ///
 /// # Safety
-/// Only in the child of `fork` (see `exec_child`).
+/// Only in the child of `clone` (see `exec_child`).
 unsafe fn place_listen_fds(prepared: &mut Prepared) {
     let count = prepared.listen_fds.len();
     if count == 0 {
@@ -375,7 +375,7 @@ unsafe fn place_listen_fds(prepared: &mut Prepared) {
     }
     let floor = 3 + count as i32;
     // SAFETY: async-signal-safe fcntl/dup2/getpid on descriptors this process holds; writes stay
-    // within `scratch_fds` and `listen_pid`, both sized before the fork.
+    // within `scratch_fds` and `listen_pid`, both sized before the clone.
     unsafe {
         for i in 0..count {
             let moved = libc::fcntl(prepared.listen_fds[i], libc::F_DUPFD_CLOEXEC, floor);
