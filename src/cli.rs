@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::cpuset::CpuSet;
 use crate::listen::ListenSpec;
 use crate::signal::Sig;
+use crate::topology::Granularity;
 
 const ABOUT: &str = "Run any single-process program as a multi-core cluster: N workers, each with a \
 stable WORKER_ID, signals relayed, crashed workers respawned with backoff, and a correct PID 1.";
@@ -114,6 +116,22 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), env = "RECLUSTER_BACKLOG")]
     pub backlog: i32,
 
+    /// The CPUs workers may use, in taskset/cpuset list syntax (0-3,8-11; strides 0-15:2); within
+    /// the CPUs recluster may use itself [default: all of those]
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus, env = "RECLUSTER_CPUS")]
+    pub cpus: Option<CpuSet>,
+
+    /// Bind every worker to one place of the allowed CPUs: a logical cpu, a physical core (its
+    /// hyperthread siblings) or a NUMA node; worker i gets place i mod P, spread across nodes,
+    /// then cores, siblings last [bare --pin: cpu]
+    #[arg(long, value_enum, value_name = "PLACE", num_args = 0..=1, require_equals = true, default_missing_value = "cpu", env = "RECLUSTER_PIN")]
+    pub pin: Option<Granularity>,
+
+    /// Print how the worker count and CPU places are derived (each file read and its value, the
+    /// topology, WORKER_ID → CPUs), then exit without starting anything; --plan=json for scripts
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    pub plan: Option<PlanFormat>,
+
     /// More log detail (-v: debug, -vv: trace)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -126,7 +144,7 @@ pub struct Cli {
     /// arguments
     #[arg(
         value_name = "COMMAND",
-        required = true,
+        required_unless_present = "plan",
         num_args = 1..,
         trailing_var_arg = true,
         value_parser = clap::value_parser!(OsString)
@@ -160,6 +178,21 @@ fn parse_ready(text: &str) -> Result<ReadyMode, String> {
             )),
         },
     }
+}
+
+/// How `--plan` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+fn parse_cpus(text: &str) -> Result<CpuSet, String> {
+    let set: CpuSet = text.parse()?;
+    if set.is_empty() {
+        return Err("the list names no CPU".to_string());
+    }
+    Ok(set)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -4,11 +4,14 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use crate::cli::{Cli, ReadyMode, RestartMode};
-use crate::cpus;
+use crate::cli::{Cli, PlanFormat, ReadyMode, RestartMode};
+use crate::cpus::{self, Budget};
+use crate::cpuset::CpuSet;
 use crate::error::Error;
 use crate::listen::{ListenAddress, ListenSpec};
+use crate::placement::{self, Placement};
 use crate::signal::Sig;
+use crate::topology::Topology;
 
 /// The most workers one recluster runs (far above any machine's cores; it bounds memory).
 pub const MAX_WORKERS: u32 = 65536;
@@ -27,6 +30,25 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub socket_per_worker: bool,
     pub backlog: i32,
+    /// Which CPUs each worker gets.
+    pub placement: Placement,
+    /// How the CPU figures were derived, for `--plan`.
+    pub cpu_derivation: CpuDerivation,
+    /// `--plan`: print the derivation and exit.
+    pub plan: Option<PlanFormat>,
+    /// Warnings about the combination of values, logged once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// What the worker count and the CPU places were derived from.
+#[derive(Debug, Clone)]
+pub struct CpuDerivation {
+    pub inherited: CpuSet,
+    pub topology: Topology,
+    pub cgroup_cpuset: Option<(std::path::PathBuf, String)>,
+    pub budget: Budget,
+    /// Whether `-n` was given (else: the allowed CPUs, bounded by the quota).
+    pub workers_given: bool,
 }
 
 /// What the supervisor decides with: when to restart, how to stop.
@@ -88,6 +110,39 @@ impl Config {
                 unix.address
             )));
         }
+        let topology = Topology::read(std::path::Path::new("/sys/devices/system"));
+        let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
+        let (allowed, narrowed) = placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology)
+            .map_err(Error::Usage)?;
+        let budget = cpus::budget();
+        let default_workers = budget
+            .quota
+            .map_or(allowed.len(), |q| (q as usize).min(allowed.len()))
+            .clamp(1, MAX_WORKERS as usize) as u32;
+        let mut warnings = Vec::new();
+        if let (Some(_), Some(quota)) = (cli.pin, budget.quota)
+            && (quota as usize) < allowed.len()
+        {
+            warnings.push(format!(
+                "--pin with a CPU quota of {quota} over {} CPUs ({allowed}): the quota is a share of time, not these CPUs; in a shared pool (Kubernetes without a static cpuset) pinning stacks every tenant on the same CPUs: drop --pin, or give recluster a cpuset of its own",
+                allowed.len()
+            ));
+        }
+        let pin = cli
+            .pin
+            .map(|granularity| (granularity, topology.places(&allowed, granularity)));
+        let placement = Placement {
+            allowed,
+            narrowed,
+            pin,
+        };
+        let cpu_derivation = CpuDerivation {
+            inherited,
+            topology,
+            cgroup_cpuset: cpus::cgroup_cpuset(),
+            budget,
+            workers_given: cli.workers.is_some(),
+        };
         let log_level = match (cli.verbose, cli.quiet) {
             (0, 0) => log::LevelFilter::Info,
             (1, _) => log::LevelFilter::Debug,
@@ -97,7 +152,7 @@ impl Config {
             _ => log::LevelFilter::Off,
         };
         Ok(Config {
-            workers: cli.workers.unwrap_or_else(cpus::available),
+            workers: cli.workers.unwrap_or(default_workers),
             policy: Policy {
                 restart: cli.restart,
                 restart_delay: cli.restart_delay,
@@ -116,6 +171,10 @@ impl Config {
             listen: cli.listen,
             socket_per_worker: cli.socket_per_worker,
             backlog: cli.backlog,
+            placement,
+            cpu_derivation,
+            plan: cli.plan,
+            warnings,
         })
     }
 }

@@ -1,37 +1,68 @@
-//! The default number of workers: the CPUs this process may run on (its affinity mask), bounded by
-//! the CPU quota of its cgroup and every ancestor up to the cgroup mount, rounded up: cgroup v2's
-//! `cpu.max`, or cgroup v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (hybrid hosts and older
-//! container runtimes). A container limited to `--cpus 1.5` gets 2 workers; one pinned with
-//! `taskset -c 0` gets 1.
+//! The CPU budget that bounds the default number of workers: the CPU quota of recluster's cgroup
+//! and every ancestor up to the cgroup mount, rounded up — cgroup v2's `cpu.max`, or cgroup v1's
+//! `cpu.cfs_quota_us` / `cpu.cfs_period_us` (hybrid hosts and older container runtimes) — and the
+//! cgroup's cpuset, for `--plan`. A container limited to `--cpus 1.5` gets 2 workers. Every file
+//! read is kept with its value, so `--plan` can show how the figure was derived.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The number of workers to run when `-n` is not given; at least 1.
-pub fn available() -> u32 {
-    let affinity = affinity_cpus()
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    quota().map_or(affinity, |q| q.min(affinity)).max(1)
+/// The tightest CPU quota, in whole CPUs, and every file read to find it, with its value.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Budget {
+    pub quota: Option<u32>,
+    pub sources: Vec<(PathBuf, String)>,
 }
 
-fn affinity_cpus() -> Option<u32> {
-    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
-    let count = (0..nix::sched::CpuSet::count())
-        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-        .count();
-    (count > 0).then_some(count as u32)
-}
-
-/// The smallest CPU quota that applies, from cgroup v2 and v1 alike.
-fn quota() -> Option<u32> {
-    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+/// The CPU quota that applies to this process, from cgroup v2 and v1 alike.
+pub fn budget() -> Budget {
+    let mut budget = Budget::default();
+    let (Ok(cgroups), Ok(mountinfo)) = (
+        fs::read_to_string("/proc/self/cgroup"),
+        fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return budget;
+    };
     let mounts = parse_mounts(&mountinfo);
-    let v2 = cgroup_dir(&cgroups, &mounts, Hierarchy::V2)
-        .and_then(|(dir, root)| smallest(&dir, &root, read_cpu_max));
-    let v1 = cgroup_dir(&cgroups, &mounts, Hierarchy::V1Cpu)
-        .and_then(|(dir, root)| smallest(&dir, &root, read_cfs_quota));
-    [v2, v1].into_iter().flatten().min()
+    if let Some((dir, root)) = cgroup_dir(&cgroups, &mounts, Hierarchy::V2) {
+        let found = smallest(
+            &dir,
+            &root,
+            &["cpu.max"],
+            parse_cpu_max,
+            &mut budget.sources,
+        );
+        budget.quota = found;
+    }
+    if let Some((dir, root)) = cgroup_dir(&cgroups, &mounts, Hierarchy::V1Cpu) {
+        let found = smallest(
+            &dir,
+            &root,
+            &["cpu.cfs_quota_us", "cpu.cfs_period_us"],
+            parse_cfs_quota,
+            &mut budget.sources,
+        );
+        budget.quota = [budget.quota, found].into_iter().flatten().min();
+    }
+    budget
+}
+
+/// The effective cpuset of this process's cgroup (v2 `cpuset.cpus.effective`, or v1
+/// `cpuset.effective_cpus`), as read.
+pub fn cgroup_cpuset() -> Option<(PathBuf, String)> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = parse_mounts(&fs::read_to_string("/proc/self/mountinfo").ok()?);
+    [
+        (Hierarchy::V2, "cpuset.cpus.effective"),
+        (Hierarchy::V1Cpuset, "cpuset.effective_cpus"),
+    ]
+    .into_iter()
+    .find_map(|(hierarchy, file)| {
+        let (dir, _) = cgroup_dir(&cgroups, &mounts, hierarchy)?;
+        let path = dir.join(file);
+        let text = fs::read_to_string(&path).ok()?;
+        Some((path, text.trim().to_string()))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -40,6 +71,8 @@ enum Hierarchy {
     V2,
     /// The v1 hierarchy with the `cpu` controller (`N:cpu,cpuacct:/path`).
     V1Cpu,
+    /// The v1 hierarchy with the `cpuset` controller.
+    V1Cpuset,
 }
 
 /// One cgroup mount: its hierarchy, the root of it that is mounted, and where.
@@ -62,6 +95,7 @@ fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
             let hierarchy = match fs_type {
                 "cgroup2" => Hierarchy::V2,
                 "cgroup" if options.split(',').any(|o| o == "cpu") => Hierarchy::V1Cpu,
+                "cgroup" if options.split(',').any(|o| o == "cpuset") => Hierarchy::V1Cpuset,
                 _ => return None,
             };
             let mut fields = fields.split_whitespace().skip(3);
@@ -106,6 +140,7 @@ fn cgroup_dir(cgroups: &str, mounts: &[Mount], hierarchy: Hierarchy) -> Option<(
         let wanted = match hierarchy {
             Hierarchy::V2 => id == "0" && controllers.is_empty(),
             Hierarchy::V1Cpu => controllers.split(',').any(|c| c == "cpu"),
+            Hierarchy::V1Cpuset => controllers.split(',').any(|c| c == "cpuset"),
         };
         wanted.then_some(path)
     })?;
@@ -122,31 +157,48 @@ fn cgroup_dir(cgroups: &str, mounts: &[Mount], hierarchy: Hierarchy) -> Option<(
     ))
 }
 
-/// The smallest quota `read` finds from `dir` up to `root` (never above the mount).
-fn smallest(dir: &Path, root: &Path, read: fn(&Path) -> Option<u32>) -> Option<u32> {
-    dir.ancestors()
-        .take_while(|d| d.starts_with(root))
-        .filter_map(read)
-        .min()
+/// The smallest quota `parse` finds in `files` from `dir` up to `root` (never above the mount);
+/// each file read goes into `sources` with its value.
+fn smallest(
+    dir: &Path,
+    root: &Path,
+    files: &[&str],
+    parse: fn(&[String]) -> Option<u32>,
+    sources: &mut Vec<(PathBuf, String)>,
+) -> Option<u32> {
+    let mut found = None;
+    for d in dir.ancestors().take_while(|d| d.starts_with(root)) {
+        let mut texts = Vec::new();
+        for file in files {
+            let path = d.join(file);
+            let Ok(text) = fs::read_to_string(&path) else {
+                break;
+            };
+            sources.push((path, text.trim().to_string()));
+            texts.push(text);
+        }
+        if texts.len() == files.len()
+            && let Some(cpus) = parse(&texts)
+        {
+            found = Some(found.map_or(cpus, |f: u32| f.min(cpus)));
+        }
+    }
+    found
 }
 
 /// cgroup v2: `cpu.max` is `"150000 100000"` (2 CPUs, rounded up) or `"max 100000"` (none).
-fn read_cpu_max(dir: &Path) -> Option<u32> {
-    let text = fs::read_to_string(dir.join("cpu.max")).ok()?;
-    let mut parts = text.split_whitespace();
+fn parse_cpu_max(texts: &[String]) -> Option<u32> {
+    let mut parts = texts.first()?.split_whitespace();
     let quota: u64 = parts.next()?.parse().ok()?;
     let period: u64 = parts.next()?.parse().ok()?;
     cpus_of(quota, period)
 }
 
 /// cgroup v1: `cpu.cfs_quota_us` (-1: none) over `cpu.cfs_period_us`.
-fn read_cfs_quota(dir: &Path) -> Option<u32> {
-    let read = |name: &str| -> Option<i64> {
-        fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
-    };
-    let quota = u64::try_from(read("cpu.cfs_quota_us")?).ok()?; // -1 fails: no quota
-    let period = u64::try_from(read("cpu.cfs_period_us")?).ok()?;
-    cpus_of(quota, period)
+fn parse_cfs_quota(texts: &[String]) -> Option<u32> {
+    let quota: i64 = texts.first()?.trim().parse().ok()?;
+    let period: i64 = texts.get(1)?.trim().parse().ok()?;
+    cpus_of(u64::try_from(quota).ok()?, u64::try_from(period).ok()?) // -1 fails: no quota
 }
 
 /// Whole CPUs, rounded up, at least 1; an absurd quota saturates instead of wrapping.
@@ -223,23 +275,19 @@ mod tests {
         fs::write(root.join("cpu.max"), "100000 100000").unwrap(); // above the mount: ignored
         fs::write(mount.join("a/cpu.max"), "300000 100000").unwrap();
         fs::write(leaf.join("cpu.max"), "max 100000").unwrap();
-        assert_eq!(smallest(&leaf, &mount, read_cpu_max), Some(3));
+        let mut sources = Vec::new();
+        assert_eq!(
+            smallest(&leaf, &mount, &["cpu.max"], parse_cpu_max, &mut sources),
+            Some(3)
+        );
+        assert_eq!(sources.len(), 2, "each file read is kept: {sources:?}");
         fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_v1_quota_of_minus_one_is_no_quota() {
-        let dir = scratch("v1");
-        fs::write(dir.join("cpu.cfs_quota_us"), "-1\n").unwrap();
-        fs::write(dir.join("cpu.cfs_period_us"), "100000\n").unwrap();
-        assert_eq!(read_cfs_quota(&dir), None);
-        fs::write(dir.join("cpu.cfs_quota_us"), "250000\n").unwrap();
-        assert_eq!(read_cfs_quota(&dir), Some(3));
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn there_is_always_at_least_one_worker() {
-        assert!(available() >= 1);
+        let texts = |q: &str| [q.to_string(), "100000\n".to_string()];
+        assert_eq!(parse_cfs_quota(&texts("-1\n")), None);
+        assert_eq!(parse_cfs_quota(&texts("250000\n")), Some(3));
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod cpus;
+pub mod cpuset;
 pub mod descendants;
 pub mod error;
 pub mod event;
@@ -15,6 +16,8 @@ pub mod listen;
 pub mod listening;
 pub mod logging;
 pub mod notify;
+pub mod placement;
+pub mod plan;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;
@@ -23,6 +26,7 @@ pub mod spawn;
 pub mod startup;
 pub mod status;
 pub mod supervisor;
+pub mod topology;
 
 use std::ffi::OsString;
 
@@ -51,6 +55,13 @@ pub fn main() -> i32 {
         Err(code) => return code,
     };
     logging::init(config.log_level, config.log_level_from_flags);
+    if let Some(format) = config.plan {
+        print!("{}", plan::render(&config, format));
+        return exit_code::SUCCESS;
+    }
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     match run(config, &inherited) {
         Ok(code) => code,
         Err(e) => {
@@ -128,8 +139,13 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
-    let mut spawner = Spawner::new(config.command.clone(), &inherited, sockets)
-        .map_err(|e| Error::system("open /dev/null", e))?;
+    let mut spawner = Spawner::new(
+        config.command.clone(),
+        &inherited,
+        sockets,
+        config.placement.clone(),
+    )
+    .map_err(|e| Error::system("open /dev/null", e))?;
     let (sender, events) = crossbeam_channel::unbounded();
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(

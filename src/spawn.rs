@@ -10,14 +10,15 @@
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that recluster is still its parent: if recluster
 //!    dies, even by SIGKILL, the worker dies too (spawns happen on the main thread only, since the
 //!    death signal follows the thread that created the child);
-//! 3. default dispositions for the signals recluster ignored itself, and an empty signal mask;
-//! 4. stdin from /dev/null, every fd from 3 up close-on-exec;
-//! 5. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
+//! 3. its CPU affinity, with `--pin` or `--cpus` (`sched_setaffinity`: no `taskset`, no privilege);
+//! 4. default dispositions for the signals recluster ignored itself, and an empty signal mask;
+//! 5. stdin from /dev/null, every fd from 3 up close-on-exec;
+//! 6. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
 //!    source and target collide, then `dup2`ed into place, which clears close-on-exec — and the
 //!    child's own pid written into `LISTEN_PID` (libsystemd ignores the fds unless it matches);
-//! 6. the open-files limit recluster was started with, if it raised its own (last, since
+//! 7. the open-files limit recluster was started with, if it raised its own (last, since
 //!    recluster's descriptors may lie above it);
-//! 7. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
+//! 8. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
 //! An exec failure is written into the memory the child shares with recluster, so the log names
 //! the cause, and the child exits 127 (not found) or 126.
@@ -32,17 +33,20 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
+use crate::cpuset::CpuSet;
 use crate::exit_code;
+use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
 
 /// Variables a worker never inherits: those recluster sets for each worker, and those that describe
 /// recluster's own relation to a service manager (plus every `EINHORN_FD_*`).
-const NOT_INHERITED: [&str; 10] = [
+const NOT_INHERITED: [&str; 11] = [
     "WORKER_ID",
     "WORKER_COUNT",
     "WORKER_GENERATION",
     "RECLUSTER_PID",
+    "WORKER_CPUS",
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -107,6 +111,10 @@ pub struct Spawner {
     socket_names: String,
     /// The stack each child runs on until it execs.
     child_stack: Vec<u8>,
+    /// Which CPUs each worker gets.
+    placement: Placement,
+    /// Whether workers sharing a place have been warned about.
+    warned_sharing: bool,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -117,6 +125,7 @@ impl Spawner {
         command: Vec<OsString>,
         inherited: &Inherited,
         sockets: Sockets,
+        placement: Placement,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -140,6 +149,8 @@ impl Spawner {
                 .join(":"),
             sockets,
             child_stack: vec![0; CHILD_STACK],
+            placement,
+            warned_sharing: false,
         })
     }
 
@@ -161,6 +172,12 @@ impl Spawner {
             .sockets
             .for_slot(identity.id)
             .map_err(SpawnError::Bind)?;
+        if !self.warned_sharing
+            && let Some(warning) = self.placement.sharing(identity.id, identity.count)
+        {
+            self.warned_sharing = true;
+            log::warn!("{warning}");
+        }
         let mut prepared =
             self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
         let stack_top = child_stack_top(&mut self.child_stack);
@@ -218,6 +235,10 @@ impl Spawner {
             ("WORKER_COUNT", identity.count.to_string()),
             ("WORKER_GENERATION", identity.generation.to_string()),
             ("RECLUSTER_PID", self.recluster_pid.to_string()),
+            (
+                "WORKER_CPUS",
+                self.placement.worker_cpus(identity.id).to_string(),
+            ),
         ] {
             envp.push(c(format!("{key}={value}").as_bytes())?);
         }
@@ -259,6 +280,7 @@ impl Spawner {
             signals_to_reset: self.signals_to_reset.clone(),
             fd_limit: self.fd_limit,
             recluster_pid: self.recluster_pid,
+            affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
             exec_errno: 0,
         })
     }
@@ -282,6 +304,8 @@ struct Prepared {
     signals_to_reset: Vec<i32>,
     fd_limit: Option<libc::rlimit>,
     recluster_pid: i32,
+    /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
+    affinity: Option<libc::cpu_set_t>,
     /// Written by the child when it cannot exec (it shares this memory): why.
     exec_errno: i32,
 }
@@ -322,6 +346,11 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         if libc::getppid() != prepared.recluster_pid {
             libc::_exit(exit_code::FAILURE); // recluster died before the death signal was armed
+        }
+        if let Some(set) = &prepared.affinity
+            && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+        {
+            report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
         }
         for &number in &prepared.signals_to_reset {
             libc::signal(number, libc::SIG_DFL);
