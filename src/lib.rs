@@ -25,6 +25,7 @@ pub mod socket;
 pub mod spawn;
 pub mod startup;
 pub mod status;
+pub mod steering;
 pub mod supervisor;
 pub mod topology;
 
