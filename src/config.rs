@@ -64,6 +64,9 @@ pub struct Policy {
     pub reload_batch: u32,
     pub stop_signal: Sig,
     pub kill_timeout: Duration,
+    /// `--socket-per-worker`: connections are steered to ready slots, and a scaled-down slot's
+    /// worker drains its queue before it is stopped.
+    pub steered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,6 +167,7 @@ impl Config {
                 reload_batch: cli.reload_batch,
                 stop_signal: cli.stop_signal,
                 kill_timeout: cli.kill_timeout,
+                steered: cli.socket_per_worker,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,

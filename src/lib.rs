@@ -193,8 +193,13 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             ));
         }
         Some(inherited) => inherited,
-        None => Sockets::bind(&config.listen, config.socket_per_worker, config.backlog)
-            .map_err(Error::Bind)?,
+        None => {
+            let mut sockets =
+                Sockets::bind(&config.listen, config.socket_per_worker, config.backlog)
+                    .map_err(Error::Bind)?;
+            sockets.bind_slots(config.workers).map_err(Error::Bind)?;
+            sockets
+        }
     };
     for (i, listener) in sockets.listeners().iter().enumerate() {
         log::info!(

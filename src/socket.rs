@@ -2,7 +2,8 @@
 //!
 //! - `Shared`: one socket per address, shared by every worker; its queue outlives every worker.
 //! - `PerWorker`: one `SO_REUSEPORT` socket per address per slot, held here across that slot's
-//!   respawns, so a slot's queue is never closed while recluster holds it.
+//!   respawns and scale-downs, so a slot's queue is never closed while recluster runs; new
+//!   connections are steered to the slots whose worker is ready (`steering`).
 //!
 //! A TCP address is first bound *without* `SO_REUSEPORT`, which fails if anything already listens
 //! there — even a foreign `SO_REUSEPORT` group, which recluster must not silently join — and the
@@ -21,6 +22,7 @@ use std::path::Path;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::listen::{ListenAddress, ListenSpec};
+use crate::steering;
 
 /// A socket that could not be bound, named by its address.
 #[derive(Debug)]
@@ -56,9 +58,14 @@ pub enum Sockets {
     PerWorker {
         /// Slot 0's sockets, bound first and checked for foreign listeners.
         first: Vec<Listener>,
-        /// The sockets of slots 1.., bound on demand to the same addresses.
+        /// The sockets of slots 1.., bound in slot order to the same addresses. A scaled-down
+        /// slot's sockets stay (no connection steered to them), so no member of a group ever
+        /// closes while recluster runs, the group's order never changes, and a slot added back
+        /// gets its own socket again.
         others: HashMap<u32, Vec<Socket>>,
         backlog: i32,
+        /// The kernel refused a steering program (said once).
+        steering_failed: bool,
     },
 }
 
@@ -81,6 +88,7 @@ impl Sockets {
                 first,
                 others: HashMap::new(),
                 backlog,
+                steering_failed: false,
             }
         } else {
             Sockets::Shared(first)
@@ -182,6 +190,7 @@ impl Sockets {
                 first,
                 others,
                 backlog,
+                ..
             } => {
                 let sockets = match others.entry(id) {
                     std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
@@ -198,18 +207,75 @@ impl Sockets {
         }
     }
 
-    /// Closes slot `id`'s own sockets (scale-down). What waits in their queues is reset, or moved
-    /// to the other slots' sockets where `net.ipv4.tcp_migrate_req` is 1.
-    pub fn release_slot(&mut self, id: u32) {
-        let Sockets::PerWorker { others, .. } = self else {
+    /// Binds the sockets of slots 1..`workers` now, in slot order (per worker): a socket's index
+    /// in its reuseport group is the order it started listening in, and steering relies on slot
+    /// `i` being index `i`.
+    pub fn bind_slots(&mut self, workers: u32) -> Result<(), BindError> {
+        for id in 1..workers {
+            self.for_slot(id)?;
+        }
+        Ok(())
+    }
+
+    /// Steers new connections to the sockets of `slots` only (per worker): the slots whose worker
+    /// is ready. Where the kernel refuses the program, it says so once and the kernel's own hashing
+    /// goes on spreading connections over every slot.
+    pub fn steer(&mut self, slots: &[u32]) {
+        let Sockets::PerWorker {
+            first,
+            steering_failed,
+            ..
+        } = self
+        else {
             return;
         };
-        if others.remove(&id).is_some() && !migrates_requests() {
-            log::warn!(
-                "closed worker {id}'s sockets: connections still waiting in their queues are reset (set net.ipv4.tcp_migrate_req=1 to move them to the other workers)"
-            );
+        if *steering_failed || slots.is_empty() {
+            return;
         }
+        let program = steering::program(slots);
+        for listener in first.iter() {
+            if let Err(e) = steering::attach(listener.fd(), &program) {
+                *steering_failed = true;
+                log::warn!(
+                    "cannot steer connections on {} ({e}): the kernel's hashing spreads them over every worker, starting and dead ones included",
+                    listener.local
+                );
+                return;
+            }
+        }
+        log::debug!("steering new connections to workers {slots:?}");
     }
+
+    /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.
+    pub fn queue_len(&self, id: u32) -> u32 {
+        let fds: Vec<RawFd> = match self {
+            Sockets::PerWorker { first, .. } if id == 0 => first.iter().map(Listener::fd).collect(),
+            Sockets::PerWorker { others, .. } => others
+                .get(&id)
+                .map(|sockets| sockets.iter().map(AsRawFd::as_raw_fd).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        fds.into_iter().map(accept_queue_len).sum()
+    }
+}
+
+/// The accept-queue length of a listening TCP socket (`tcpi_unacked` of a listener).
+fn accept_queue_len(fd: RawFd) -> u32 {
+    // SAFETY: an all-zero tcp_info is a valid out-parameter.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 { info.tcpi_unacked } else { 0 }
 }
 
 fn bind_first(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
@@ -343,11 +409,6 @@ fn describe_error(e: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => text.to_string(),
     }
-}
-
-/// Whether the kernel moves a closed `SO_REUSEPORT` socket's waiting connections to the others.
-fn migrates_requests() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }
 
 #[cfg(test)]

@@ -154,9 +154,14 @@ impl Spawner {
         })
     }
 
-    /// Closes the listening sockets of a slot that no longer exists (`--socket-per-worker`).
-    pub fn release_slot(&mut self, id: u32) {
-        self.sockets.release_slot(id);
+    /// Steers new connections to the sockets of these slots (`--socket-per-worker`).
+    pub fn steer(&mut self, slots: &[u32]) {
+        self.sockets.steer(slots);
+    }
+
+    /// How many connections wait in slot `id`'s own queues (`--socket-per-worker`).
+    pub fn queue_len(&self, id: u32) -> u32 {
+        self.sockets.queue_len(id)
     }
 
     /// Starts one worker. Must be called from the main thread (see the module doc).

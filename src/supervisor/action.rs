@@ -9,8 +9,9 @@ pub enum Action {
     /// (the stop began, the slot was scaled away, the reload was abandoned). The result goes back
     /// through `Cluster::spawned` or `spawn_failed`.
     Spawn(Ticket),
-    /// Close the listening sockets of a slot that is gone (scale-down, `--socket-per-worker`).
-    ReleaseSlot(u32),
+    /// `--socket-per-worker`: how many connections wait in slot `slot`'s queue, where its worker
+    /// `pid` drains it before being stopped? The answer goes back through `Cluster::on_queue`.
+    CheckQueue { slot: u32, pid: i32 },
     /// Send a signal to a worker's process group (its pid).
     SignalGroup { pgid: i32, signal: Sig },
     /// Send a signal, once, to each child of recluster that is not one of `workers` (adopted orphans).

@@ -80,6 +80,8 @@ pub struct Cluster {
     waiting: usize,
     /// What happened since the loop last asked (`take_reports`).
     reports: Vec<Report>,
+    /// Whether the set of ready slots changed since the loop last asked (`take_steering`).
+    steering_changed: bool,
 }
 
 /// Where a worker's record is.
@@ -142,6 +144,7 @@ impl Cluster {
             ready: 0,
             waiting: 0,
             reports: Vec::new(),
+            steering_changed: false,
         }
     }
 
@@ -153,6 +156,29 @@ impl Cluster {
             self.schedule_spawn(index, now);
         }
         self.on_timer(now)
+    }
+
+    /// Whether `take_steering` has something new.
+    pub fn steering_changed(&self) -> bool {
+        self.policy.steered && self.steering_changed
+    }
+
+    /// With `--socket-per-worker`: the slots new connections should go to, if that changed since
+    /// the last call — those whose worker is ready, or every slot while none is.
+    pub fn take_steering(&mut self) -> Option<Vec<u32>> {
+        if !self.policy.steered || !std::mem::take(&mut self.steering_changed) {
+            return None;
+        }
+        let ready: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.occupant, Occupant::Worker(w) if w.is_ready()))
+            .map(|s| s.id)
+            .collect();
+        if ready.is_empty() {
+            return Some(self.slots.iter().map(|s| s.id).collect());
+        }
+        Some(ready)
     }
 
     /// What happened since the last call, for the log.
@@ -511,7 +537,10 @@ impl Cluster {
     fn take_occupant(&mut self, index: usize) -> Occupant {
         let old = std::mem::replace(&mut self.slots[index].occupant, Occupant::Done);
         match old {
-            Occupant::Worker(w) if w.is_ready() => self.ready -= 1,
+            Occupant::Worker(w) if w.is_ready() => {
+                self.ready -= 1;
+                self.steering_changed = true;
+            }
             Occupant::Waiting { .. } => self.waiting -= 1,
             _ => {}
         }
@@ -522,7 +551,10 @@ impl Cluster {
     fn put_occupant(&mut self, index: usize, occupant: Occupant) -> Occupant {
         let old = self.take_occupant(index);
         match occupant {
-            Occupant::Worker(w) if w.is_ready() => self.ready += 1,
+            Occupant::Worker(w) if w.is_ready() => {
+                self.ready += 1;
+                self.steering_changed = true;
+            }
             Occupant::Waiting { .. } => self.waiting += 1,
             _ => {}
         }
@@ -539,7 +571,7 @@ impl Cluster {
                 self.spawning -= 1;
                 return None;
             }
-            State::Stopping { pid, .. } => {
+            State::Stopping { pid, .. } | State::Draining { pid, .. } => {
                 self.places.insert(pid, Place::Leaving);
                 self.leaving.insert(pid, worker);
                 return None;

@@ -105,6 +105,17 @@ pub enum Report {
     ScaledDown {
         workers: usize,
     },
+    /// A scaled-down slot's worker serves what waits in its queue before it is stopped.
+    Draining {
+        id: u32,
+        pid: i32,
+    },
+    /// Its queue is empty (or `--kill-timeout` ran out with `waiting` connections left).
+    Drained {
+        id: u32,
+        pid: i32,
+        waiting: u32,
+    },
     ReloadBegun {
         target: u32,
         workers: usize,
@@ -160,6 +171,7 @@ impl Report {
                 then: Then::GivingUp { .. },
                 ..
             } => Level::Error,
+            Report::Drained { waiting, .. } if *waiting > 0 => Level::Warn,
             Report::StaleSpawn { .. }
             | Report::KillTimeout { .. }
             | Report::SecondStopSignal { .. }
@@ -320,6 +332,22 @@ impl fmt::Display for Report {
             Report::ScaledDown { workers } => {
                 write!(f, "received SIGTTOU: scaling down to {workers} workers")
             }
+            Report::Draining { id, pid } => write!(
+                f,
+                "worker {id} (pid {pid}) serves the connections waiting in its queue before it stops; new ones go to the other workers"
+            ),
+            Report::Drained {
+                id,
+                pid,
+                waiting: 0,
+            } => write!(
+                f,
+                "worker {id} (pid {pid}) has served its queue: stopping it"
+            ),
+            Report::Drained { id, pid, waiting } => write!(
+                f,
+                "worker {id} (pid {pid}) still has {waiting} connections waiting after --kill-timeout: stopping it anyway (they wait for a worker of this slot)"
+            ),
             Report::ReloadBegun {
                 target,
                 workers,

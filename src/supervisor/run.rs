@@ -41,9 +41,21 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         pid_of: HashMap::new(),
     };
     let mut actions = cluster.start(Instant::now());
+    let mut steering_since: Option<Instant> = None;
     loop {
         if let Some(code) = executor.execute(&mut cluster, actions) {
             return code;
+        }
+        // New connections follow the ready workers: once the events at hand are handled (a
+        // burst of them changes the program once), and within STEERING_DELAY at the latest.
+        if cluster.steering_changed() {
+            let since = *steering_since.get_or_insert_with(Instant::now);
+            if events.is_empty() || since.elapsed() >= STEERING_DELAY {
+                if let Some(slots) = cluster.take_steering() {
+                    executor.plumbing.spawner.steer(&slots);
+                }
+                steering_since = None;
+            }
         }
         let event = match cluster.next_deadline() {
             Some(deadline) => match events.recv_deadline(deadline) {
@@ -85,6 +97,10 @@ fn log_reports(cluster: &mut Cluster) {
     }
 }
 
+/// How long a change of the ready workers may wait for a burst of events to pass before the
+/// steering follows it.
+const STEERING_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 fn lost_signal_thread() -> i32 {
     error!("the signal thread has stopped; exiting");
     exit_code::FAILURE
@@ -118,7 +134,10 @@ impl Executor<'_> {
                     queue.extend(self.spawn(cluster, ticket));
                 }
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
-                Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
+                Action::CheckQueue { slot, pid } => {
+                    let waiting = self.plumbing.spawner.queue_len(slot);
+                    queue.extend(cluster.on_queue(pid, waiting, Instant::now()));
+                }
                 Action::SignalOrphans { signal, workers } => {
                     let workers: HashSet<i32> = workers.into_iter().collect();
                     let signaled = &mut self.orphans_signaled;

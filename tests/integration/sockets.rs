@@ -240,21 +240,29 @@ fn killing_a_worker_under_load_fails_no_request() {
 }
 
 #[test]
-fn scaling_down_per_worker_closes_the_slots_socket_and_says_what_happens_to_its_queue() {
-    let (mut cluster, _) = serving(&["-n", "2", "--socket-per-worker", "-l", "127.0.0.1:0"], 2);
+fn scaling_down_per_worker_drains_the_slots_queue_and_fails_no_request() {
+    // Whatever net.ipv4.tcp_migrate_req says: the slot's socket is never closed, no new
+    // connection reaches it, and its worker is stopped once it has served its queue.
+    let (mut cluster, _) = serving(&["-n", "4", "--socket-per-worker", "-l", "127.0.0.1:0"], 4);
     let address = cluster.listening(1).remove(0);
-    cluster.send(libc::SIGTTOU);
-    // Logged after the sockets were closed, on the same stream as the warning.
-    cluster.expect_log("exited with status 0 after being stopped");
-    let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
-        .is_ok_and(|v| v.trim() == "1");
-    let warned = !cluster.seen(|l| l.is_log("tcp_migrate_req=1")).is_empty();
-    assert_eq!(
-        warned, !migrates,
-        "warns exactly when waiting connections would be reset"
+    cluster.expect_log("all 4 workers are ready");
+    let load = Load::start(&address, 8);
+    load.wait_for(100);
+    for left in [3, 2, 1] {
+        cluster.send(libc::SIGTTOU);
+        cluster.expect_log(&format!("scaling down to {left} workers"));
+        cluster.expect_log("has served its queue: stopping it");
+        load.wait_for(50);
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
     );
     // Every connection now reaches the remaining worker.
-    assert_eq!(answered_by(&address, "id", 1), ["0"]);
     for _ in 0..50 {
         assert_eq!(
             crate::harness::body_field(&http_get(&address).unwrap(), "id"),
@@ -262,6 +270,56 @@ fn scaling_down_per_worker_closes_the_slots_socket_and_says_what_happens_to_its_
         );
     }
     stop(cluster);
+}
+
+#[test]
+fn a_dead_or_starting_worker_gets_no_new_connection_per_worker() {
+    // Replacements need 1.5 s before they accept (and count as ready after --min-uptime 1.5s):
+    // connections hashed to a dead slot would wait that long. Steered, none does.
+    let delay = std::env::temp_dir().join(format!("recluster-steer-{}", std::process::id()));
+    std::fs::write(&delay, "0").unwrap();
+    let file = delay.display().to_string();
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "4",
+            "--socket-per-worker",
+            "--min-uptime",
+            "1500ms",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        &["--serve", "--serve-after-file", &file],
+    );
+    let address = cluster.listening(1).remove(0);
+    let first: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
+    cluster.expect_log("all 4 workers are ready");
+    std::fs::write(&delay, "1500").unwrap();
+    // SAFETY: killing a worker this test started (nothing waits in its queue: no load yet).
+    unsafe { libc::kill(first[1], libc::SIGKILL) };
+    cluster.expect_log(&format!("(pid {}) was killed by SIGKILL", first[1]));
+    let replacement = cluster.expect("the replacement", |l| {
+        l.is_worker("ready") && l.num("id") == 1 && !first.contains(&l.num("pid"))
+    });
+    let started = std::time::Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
+    let mut answered = 0;
+    // New connections while the replacement is not ready (bounded: 1 s, 2000 requests).
+    while started.elapsed() < std::time::Duration::from_millis(1000) && answered < 2000 {
+        let sent = std::time::Instant::now();
+        let body = http_get(&address).expect("a request");
+        slowest = slowest.max(sent.elapsed());
+        assert_ne!(crate::harness::body_field(&body, "id"), "1", "{body}");
+        answered += 1;
+    }
+    assert!(answered >= 20, "only {answered} requests in 1 s");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "a request took {slowest:?}: it waited in the starting worker's queue (pid {})",
+        replacement.num("pid")
+    );
+    stop(cluster);
+    let _ = std::fs::remove_file(&delay);
 }
 
 /// What a worker reports its sockets' `O_NONBLOCK` to be now (it is asked with USR1).

@@ -52,6 +52,7 @@ impl Cluster {
         let (id, pid) = (worker.id(), worker.pid().unwrap_or_default());
         self.report(Report::WorkerReady { id, pid });
         self.ready += 1;
+        self.steering_changed = true;
         self.announce_if_all_ready()
     }
 
@@ -98,6 +99,20 @@ impl Cluster {
                 kill_at: Some(kill_at),
                 ..
             } if kill_at <= now => self.kill_now(pid),
+            State::Draining {
+                check_at: Some(check_at),
+                ..
+            } if check_at <= now => {
+                if let Some(worker) = self.worker_mut(pid)
+                    && let State::Draining { check_at, .. } = &mut worker.state
+                {
+                    *check_at = None;
+                }
+                vec![Action::CheckQueue {
+                    slot: worker.id(),
+                    pid,
+                }]
+            }
             _ => Vec::new(),
         }
     }

@@ -1,9 +1,12 @@
 //! Scaling with TTIN and TTOU: a new slot at the end, or the highest slot removed — its worker
-//! stopped, its sockets released, a spawn or replacement not carried out yet dropped.
+//! stopped (with `--socket-per-worker`, once it has served what waits in its queue: new
+//! connections are steered away from it at once), a spawn or replacement not carried out yet
+//! dropped.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Action, Cluster, Occupant, Report, Slot};
+use super::worker::{State, StopReason, Worker, later};
+use super::{Action, Cluster, Key, Occupant, Place, Report, Slot};
 
 impl Cluster {
     pub(super) fn scale_up(&mut self) -> Vec<Action> {
@@ -30,12 +33,13 @@ impl Cluster {
         let index = self.slots.len() - 1;
         let occupant = self.take_occupant(index);
         let slot = self.slots.pop().expect("more than one slot");
+        self.steering_changed = true;
         self.report(Report::ScaledDown {
             workers: self.slots.len(),
         });
         let mut actions = Vec::new();
         if let Occupant::Worker(worker) = occupant {
-            actions.extend(self.discard(worker, now));
+            actions.extend(self.drain_or_discard(worker, now));
         }
         if let Some(worker) = slot.replacement {
             if let Some(reload) = self.reload.as_mut() {
@@ -43,10 +47,76 @@ impl Cluster {
             }
             actions.extend(self.discard(worker, now));
         }
-        actions.push(Action::ReleaseSlot(slot.id));
         // One slot fewer to replace, and N + K is one smaller.
         actions.extend(self.advance_reload(now));
         actions.extend(self.announce_if_all_ready());
         actions
     }
+
+    /// A scaled-down slot's worker: with `--socket-per-worker`, one that runs keeps serving what
+    /// waits in its queue (new connections no longer reach it) and is stopped once that is empty;
+    /// otherwise it is stopped now.
+    fn drain_or_discard(&mut self, worker: Worker, now: Instant) -> Option<Action> {
+        let (State::Starting { pid, started, .. } | State::Ready { pid, started }) = worker.state
+        else {
+            return self.discard(worker, now);
+        };
+        if !self.policy.steered {
+            return self.discard(worker, now);
+        }
+        let check_at = later(now, DRAIN_CHECK);
+        let draining = Worker {
+            state: State::Draining {
+                pid,
+                started,
+                since: now,
+                check_at: Some(check_at),
+            },
+            ..worker
+        };
+        self.places.insert(pid, Place::Leaving);
+        self.leaving.insert(pid, draining);
+        self.timers.push(check_at, Key::Worker(pid));
+        self.report(Report::Draining {
+            id: worker.id(),
+            pid,
+        });
+        None
+    }
+
+    /// How many connections wait in the queue that the draining worker `pid` serves: once it is
+    /// empty (and the steering has been in place for `DRAIN_GRACE`, so connections half-open when
+    /// it changed have arrived), or `--kill-timeout` has passed, the worker is stopped.
+    pub fn on_queue(&mut self, pid: i32, waiting: u32, now: Instant) -> Vec<Action> {
+        let kill_timeout = self.policy.kill_timeout;
+        let Some(worker) = self.leaving.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let State::Draining { since, .. } = worker.state else {
+            return Vec::new();
+        };
+        let elapsed = now.saturating_duration_since(since);
+        let done = waiting == 0 && elapsed >= DRAIN_GRACE;
+        if !done && elapsed < kill_timeout {
+            let check_at = later(now, DRAIN_CHECK);
+            if let State::Draining { check_at: next, .. } = &mut worker.state {
+                *next = Some(check_at);
+            }
+            self.timers.push(check_at, Key::Worker(pid));
+            return Vec::new();
+        }
+        let id = worker.id();
+        let (signal, kill_at) = (self.policy.stop_signal, later(now, kill_timeout));
+        worker.stop(signal, StopReason::Retired, Some(kill_at));
+        self.timers.push(kill_at, Key::Worker(pid));
+        self.report(Report::Drained { id, pid, waiting });
+        vec![Action::SignalGroup { pgid: pid, signal }]
+    }
 }
+
+/// How often a draining worker's queue is looked at.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+/// How long a drain lasts at least: a connection whose handshake began before the steering
+/// changed still lands in the old queue (a round trip later).
+const DRAIN_GRACE: Duration = Duration::from_millis(200);

@@ -69,9 +69,16 @@ impl Cluster {
             }
         }
         // Workers already leaving got the stop signal and keep it; the stop's deadline applies.
+        // One still draining its queue gets the signal now.
         for worker in self.leaving.values_mut() {
-            if let State::Stopping { kill_at, .. } = &mut worker.state {
-                *kill_at = None;
+            match &mut worker.state {
+                State::Stopping { kill_at, .. } => *kill_at = None,
+                State::Draining { .. } => {
+                    if let Some(pid) = worker.stop(signal, StopReason::ClusterStop, None) {
+                        actions.push(Action::SignalGroup { pgid: pid, signal });
+                    }
+                }
+                _ => {}
             }
         }
         actions.push(Action::SignalOrphans {

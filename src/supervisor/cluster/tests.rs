@@ -20,6 +20,14 @@ fn policy() -> Policy {
         reload_batch: 1,
         stop_signal: Sig::TERM,
         kill_timeout: 5000 * MS,
+        steered: false,
+    }
+}
+
+fn steered_policy() -> Policy {
+    Policy {
+        steered: true,
+        ..policy()
     }
 }
 
@@ -504,10 +512,7 @@ fn an_enormous_kill_timeout_does_not_overflow_the_clock() {
 fn scaling_down_stops_the_highest_slot_and_kills_it_after_the_timeout() {
     let t0 = Instant::now();
     let mut cluster = running(policy(), 3, t0);
-    assert_eq!(
-        cluster.on_signal(Sig::TTOU, t0),
-        [stop_signal(102), Action::ReleaseSlot(2)]
-    );
+    assert_eq!(cluster.on_signal(Sig::TTOU, t0), [stop_signal(102)]);
     assert_eq!(cluster.next_deadline(), Some(t0 + 5000 * MS));
     assert_eq!(
         cluster.on_timer(t0 + 5000 * MS),
@@ -891,7 +896,11 @@ fn old_worker_dies_then_ttou_removes_the_slot_with_its_replacement() {
     // Slot 0 is being replaced; slot 1's old worker dies, then slot 1 is scaled away.
     cluster.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t0);
     let actions = cluster.on_signal(Sig::TTOU, t0 + MS);
-    assert!(actions.contains(&Action::ReleaseSlot(1)), "{actions:?}");
+    assert!(
+        actions.contains(&stop_signal(101)) || actions.is_empty(),
+        "{actions:?}"
+    );
+    assert_eq!(cluster.slots.len(), 1);
     assert!(spawned_ids(&cluster.on_timer(t0 + 2000 * MS)).is_empty());
     check_invariants(&cluster);
     // The reload goes on with the one slot left.
@@ -1082,4 +1091,103 @@ fn the_cluster_reports_what_it_decided_as_values() {
         "worker 0 (pid 101) exited with status 3; it needed more than 1 restarts within 1m: giving up (--max-restarts, --restart-window)"
     );
     assert_eq!(reports[0].level(), log::Level::Error);
+}
+
+// ----- steering and draining (--socket-per-worker) -----
+
+#[test]
+fn connections_are_steered_to_ready_slots_only_and_follow_every_change() {
+    let t0 = Instant::now();
+    let mut cluster = starting(steered_policy(), 3, t0);
+    assert_eq!(
+        cluster.take_steering(),
+        None,
+        "nothing ready, nothing changed"
+    );
+    let t1 = t0 + 1000 * MS;
+    cluster.on_timer(t1); // all three ready
+    assert_eq!(cluster.take_steering(), Some(vec![0, 1, 2]));
+    assert_eq!(cluster.take_steering(), None, "asked once per change");
+    // Worker 1 dies: its slot gets nothing until its replacement is ready.
+    cluster.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t1);
+    assert_eq!(cluster.take_steering(), Some(vec![0, 2]));
+    let t2 = respawn_due(&mut cluster, 1, 111);
+    assert_eq!(
+        cluster.take_steering(),
+        None,
+        "a starting worker gets nothing"
+    );
+    cluster.on_timer(t2 + 1000 * MS);
+    assert_eq!(cluster.take_steering(), Some(vec![0, 1, 2]));
+    // With none ready, every slot shares (connections wait for whichever is ready first).
+    let mut none = running(steered_policy(), 2, t0);
+    none.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0);
+    assert_eq!(none.take_steering(), Some(vec![1]));
+    none.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t0);
+    assert_eq!(none.take_steering(), Some(vec![0, 1]));
+    // Without --socket-per-worker there is nothing to steer.
+    let mut shared = running(policy(), 2, t0);
+    shared.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0);
+    assert_eq!(shared.take_steering(), None);
+}
+
+#[test]
+fn a_scaled_down_worker_serves_its_queue_before_it_is_stopped() {
+    let t0 = Instant::now();
+    let mut cluster = running(steered_policy(), 3, t0);
+    cluster.take_steering();
+    assert!(
+        cluster.on_signal(Sig::TTOU, t0).is_empty(),
+        "not stopped yet"
+    );
+    assert_eq!(
+        cluster.take_steering(),
+        Some(vec![0, 1]),
+        "steered away at once"
+    );
+    // Its queue is looked at until it is empty and the grace has passed.
+    let check = cluster.next_deadline().unwrap();
+    assert_eq!(
+        cluster.on_timer(check),
+        [Action::CheckQueue { slot: 2, pid: 102 }]
+    );
+    assert!(
+        cluster.on_queue(102, 3, check).is_empty(),
+        "3 still waiting"
+    );
+    let later_check = cluster.next_deadline().unwrap();
+    assert_eq!(
+        cluster.on_timer(later_check),
+        [Action::CheckQueue { slot: 2, pid: 102 }]
+    );
+    let grace = t0 + 300 * MS;
+    assert_eq!(cluster.on_queue(102, 0, grace), [stop_signal(102)]);
+    assert_eq!(
+        cluster.next_deadline(),
+        Some(grace + 5000 * MS),
+        "killed if it hangs"
+    );
+    cluster.on_reaped(&exit(102, ProcessStatus::Exited(0)), true, grace);
+    assert_eq!(cluster.worker_pids(), [100, 101]);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_drain_ends_at_the_kill_timeout_and_a_stop_signals_a_draining_worker() {
+    let t0 = Instant::now();
+    let mut cluster = running(steered_policy(), 2, t0);
+    cluster.on_signal(Sig::TTOU, t0);
+    // Connections keep waiting (a worker that no longer accepts): stopped at --kill-timeout.
+    let end = t0 + 5000 * MS;
+    assert_eq!(cluster.on_queue(101, 7, end), [stop_signal(101)]);
+    assert!(matches!(
+        cluster.take_reports().last(),
+        Some(Report::Drained { waiting: 7, .. })
+    ));
+    // A stop of the cluster during a drain signals the draining worker too.
+    let mut other = running(steered_policy(), 2, t0);
+    other.on_signal(Sig::TTOU, t0);
+    let actions = other.on_signal(Sig::TERM, t0 + MS);
+    assert!(actions.contains(&stop_signal(101)), "{actions:?}");
+    assert!(actions.contains(&stop_signal(100)), "{actions:?}");
 }

@@ -33,6 +33,15 @@ pub(super) enum State {
         pid: i32,
         started: Instant,
     },
+    /// Its slot was scaled away (`--socket-per-worker`): no new connection reaches it, and it
+    /// goes on serving until its queue is empty; recluster looks at the queue at `check_at` (none
+    /// while a look is out). Then it is stopped.
+    Draining {
+        pid: i32,
+        started: Instant,
+        since: Instant,
+        check_at: Option<Instant>,
+    },
     /// recluster sent it `signal`; SIGKILL for its group at `kill_at` (none while the whole cluster
     /// stops: the stop's own deadline applies).
     Stopping {
@@ -96,6 +105,7 @@ impl Worker {
             State::Spawning => None,
             State::Starting { pid, .. }
             | State::Ready { pid, .. }
+            | State::Draining { pid, .. }
             | State::Stopping { pid, .. } => Some(pid),
         }
     }
@@ -105,6 +115,7 @@ impl Worker {
             State::Spawning => None,
             State::Starting { started, .. }
             | State::Ready { started, .. }
+            | State::Draining { started, .. }
             | State::Stopping { started, .. } => Some(started),
         }
     }
@@ -172,6 +183,7 @@ impl Worker {
                 Wait::Notify { ready_by } => [Some(ready_by), None],
                 Wait::Listening { ready_by, probe_at } => [Some(ready_by), probe_at],
             },
+            State::Draining { check_at, .. } => [check_at, None],
             State::Stopping { kill_at, .. } => [kill_at, None],
         }
     }
