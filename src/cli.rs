@@ -106,8 +106,9 @@ pub struct Cli {
     #[arg(short = 'l', long, value_name = "[NAME=]ADDR", env = "RECLUSTER_LISTEN", value_parser = parse_listen)]
     pub listen: Vec<ListenSpec>,
 
-    /// One SO_REUSEPORT socket per address per worker slot instead of one shared socket: the
-    /// kernel spreads connections over the slots; each slot's socket outlives its workers
+    /// One SO_REUSEPORT socket per address per worker slot instead of one shared socket: new
+    /// connections are steered to the slots whose worker is ready; each slot's socket outlives its
+    /// workers, and a scaled-down slot's worker serves its queue before it is stopped
     #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER")]
     pub socket_per_worker: bool,
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A single-threaded event-loop HTTP server, as Node or any epoll server is, on the socket passed at
-fd 3 (LISTEN_FDS). `--version-file PATH` that says `broken` makes it exit 1 at once. After `--start-after MS` (its start-up time) it makes the socket non-blocking,
+fd 3 (LISTEN_FDS), or on a SO_REUSEPORT socket of its own with `--bind PORT`. `--version-file PATH` that says `broken` makes it exit 1 at once. After `--start-after MS` (its start-up time) it makes the socket non-blocking,
 sends READY=1 on NOTIFY_SOCKET if it has one, and on each readiness accepts until EAGAIN. Should
 the socket turn blocking under it, that accept blocks and the whole loop freezes, which is what
 scripts/bench-reload looks for. TERM: stop accepting, finish the open connections, exit 0.
@@ -21,10 +21,19 @@ def main():
         with open(sys.argv[sys.argv.index("--version-file") + 1]) as f:
             if f.read().strip() == "broken":
                 sys.exit("evloop_server: this release cannot start")
-    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        sys.exit("evloop_server: needs one socket from LISTEN_FDS")
+    bind_port = None
+    if "--bind" in sys.argv:
+        bind_port = int(sys.argv[sys.argv.index("--bind") + 1])
+    elif os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        sys.exit("evloop_server: needs one socket from LISTEN_FDS (or --bind PORT)")
     time.sleep(start_after)  # the server's own start-up time (loading code, warming caches)
-    listener = socket.socket(fileno=3)
+    if bind_port is None:
+        listener = socket.socket(fileno=3)
+    else:  # a server that binds its own SO_REUSEPORT socket
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", bind_port))
+        listener.listen(1024)
     listener.setblocking(False)
     body = f"id={os.environ.get('WORKER_ID')} pid={os.getpid()}\n".encode()
     wake_read, wake_write = socket.socketpair()
