@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""A single-threaded event-loop HTTP server, as Node or any epoll server is, on the socket passed at
-fd 3 (LISTEN_FDS), or on a SO_REUSEPORT socket of its own with `--bind PORT`. `--version-file PATH` that says `broken` makes it exit 1 at once. After `--start-after MS` (its start-up time) it makes the socket non-blocking,
-sends READY=1 on NOTIFY_SOCKET if it has one, and on each readiness accepts until EAGAIN. Should
-the socket turn blocking under it, that accept blocks and the whole loop freezes, which is what
-scripts/bench-reload looks for. TERM: stop accepting, finish the open connections, exit 0.
+"""A single-threaded event-loop HTTP server, as Node or any epoll server is, on the socket passed
+at fd 3 (LISTEN_FDS), or on an SO_REUSEPORT socket of its own with `--bind PORT`.
+`--version-file PATH` that says `broken` makes it exit 1 at once. After `--start-after MS` (its
+start-up time) it makes the socket non-blocking, sends READY=1 on NOTIFY_SOCKET if it has one, and
+on each readiness accepts until EAGAIN. Should the socket turn blocking under it, that accept
+blocks and the whole loop freezes, which is what scripts/bench-reload looks for.
+`--slow-every N --slow-ms MS`: every Nth request takes MS ms, blocking the loop.
+TERM: stop accepting, finish the open connections, exit 0.
 """
 import os
 import selectors
@@ -21,6 +24,9 @@ def main():
         with open(sys.argv[sys.argv.index("--version-file") + 1]) as f:
             if f.read().strip() == "broken":
                 sys.exit("evloop_server: this release cannot start")
+    slow_every = int(sys.argv[sys.argv.index("--slow-every") + 1]) if "--slow-every" in sys.argv else 0
+    slow_ms = int(sys.argv[sys.argv.index("--slow-ms") + 1]) if "--slow-ms" in sys.argv else 50
+    served = 0
     bind_port = None
     if "--bind" in sys.argv:
         bind_port = int(sys.argv[sys.argv.index("--bind") + 1])
@@ -81,6 +87,9 @@ def main():
                 while b"\r\n\r\n" in buffers[conn]:
                     head, buffers[conn] = buffers[conn].split(b"\r\n\r\n", 1)
                     close = b"connection: close" in head.lower() or bool(stopping)
+                    served += 1
+                    if slow_every and served % slow_every == 0:
+                        time.sleep(slow_ms / 1000)  # a slow request blocks the whole loop
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s"
                                  % (len(body), b"close" if close else b"keep-alive", body))
                     if close:
