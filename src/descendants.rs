@@ -27,14 +27,15 @@ pub fn signal_children(signal: Sig, mut wanted: impl FnMut(i32) -> bool) -> usiz
                     sent += 1;
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                // Kernels before 5.3 have no pidfd: the best that can be done.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // gone already
+            Err(_) => {
+                // No pidfd here (kernels before 5.3, or a seccomp profile that forbids it): the
+                // best that can be done.
                 // SAFETY: kill has no memory effects; a vanished process gives ESRCH.
                 if unsafe { libc::kill(pid, signal.number()) } == 0 {
                     sent += 1;
                 }
             }
-            Err(_) => {} // gone already
         }
     }
     sent

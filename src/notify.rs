@@ -64,11 +64,12 @@ impl WorkerSockets {
     /// Creates the directory (mode 0700, a fresh name nobody else can have taken) and starts the
     /// thread; messages arrive on `events`.
     pub fn start(events: Sender<Event>) -> io::Result<WorkerSockets> {
-        WorkerSockets::start_in(&notify_base(), events)
+        WorkerSockets::start_in(&notify_base(), events, true)
     }
 
-    /// `start`, with the directory made under `base`.
-    fn start_in(base: &Path, events: Sender<Event>) -> io::Result<WorkerSockets> {
+    /// `start`, with the directory made under `base`, the thread's descriptor table private if
+    /// `private` (and allowed).
+    fn start_in(base: &Path, events: Sender<Event>, private: bool) -> io::Result<WorkerSockets> {
         let dir = make_private_dir(base)?;
         // `w` and a token of up to 20 digits must fit in a socket address.
         let longest = dir.as_os_str().len() + "/w".len() + 20;
@@ -88,7 +89,7 @@ impl WorkerSockets {
         let (ready, started) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("notify".to_string())
-            .spawn(move || match own_descriptor_table(&thread_end) {
+            .spawn(move || match own_descriptor_table(&thread_end, private) {
                 Ok(epoll) => {
                     let _ = ready.send(Ok(()));
                     receive(epoll, thread_end, &events);
@@ -216,10 +217,37 @@ fn watch(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
 /// epoll set watching `keep`. The workers' sockets then live in this table alone: recluster's
 /// main thread, which spawns every worker, holds none of them, so a spawn does not copy thousands
 /// of descriptors and an exec does not close them (that made a start of N workers cost O(N²)).
-fn own_descriptor_table(keep: &OwnedFd) -> io::Result<RawFd> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
-    // The private table is a copy of the process's: close every copy but ours, so that a socket
-    // recluster closes (a slot's listener at scale-down) is not held open here.
+/// Where `unshare` is forbidden (Docker's and Kubernetes' default seccomp profiles allow it only
+/// with CAP_SYS_ADMIN), or `private` is false, the thread shares the process's table: everything
+/// works, and each spawn costs what it did before.
+fn own_descriptor_table(keep: &OwnedFd, private: bool) -> io::Result<RawFd> {
+    let unshared = if private {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)
+    } else {
+        Err(nix::errno::Errno::ENOSYS)
+    };
+    match unshared {
+        Ok(()) => close_copies(keep)?,
+        Err(e) => log::debug!(
+            "the notify thread shares recluster's descriptor table (unshare: {e}); every spawn then copies one descriptor per worker"
+        ),
+    }
+    // SAFETY: epoll_create1 takes a flag and returns a new descriptor.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    nix::fcntl::fcntl(
+        keep.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    watch(epoll, keep.as_raw_fd(), WAKE)?;
+    Ok(epoll)
+}
+
+/// In a private table, a copy of the process's: closes every copy but `keep`, so that a socket
+/// recluster closes is not held open here. Only ever called after a successful unshare.
+fn close_copies(keep: &OwnedFd) -> io::Result<()> {
     let keep = keep.as_raw_fd() as u32;
     for (first, last) in [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)] {
         if first > last {
@@ -238,17 +266,7 @@ fn own_descriptor_table(keep: &OwnedFd) -> io::Result<RawFd> {
             }
         }
     }
-    // SAFETY: epoll_create1 takes a flag and returns a new descriptor.
-    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epoll < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    nix::fcntl::fcntl(
-        keep as RawFd,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
-    watch(epoll, keep as RawFd, WAKE)?;
-    Ok(epoll)
+    Ok(())
 }
 
 /// The thread: wait on every worker socket and the control socket at once (epoll: the cost of a
@@ -389,7 +407,7 @@ mod tests {
         assert_ne!(a.dir(), b.dir(), "mkdtemp names");
         let long = std::env::temp_dir().join("d".repeat(90));
         std::fs::create_dir_all(&long).unwrap();
-        let err = WorkerSockets::start_in(&long, sender)
+        let err = WorkerSockets::start_in(&long, sender, true)
             .err()
             .expect("refused");
         assert!(
@@ -406,8 +424,16 @@ mod tests {
 
     #[test]
     fn a_worker_socket_delivers_its_messages_with_its_token() {
+        for private in [true, false] {
+            delivers_messages(private);
+        }
+    }
+
+    /// With the thread's own descriptor table, and sharing the process's (where seccomp forbids
+    /// unshare).
+    fn delivers_messages(private: bool) {
         let (sender, events) = crossbeam_channel::unbounded();
-        let mut sockets = WorkerSockets::start(sender).unwrap();
+        let mut sockets = WorkerSockets::start_in(&notify_base(), sender, private).unwrap();
         let mode = std::fs::metadata(sockets.dir()).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,

@@ -136,3 +136,31 @@ fn a_worker_listening_on_another_port_is_not_ready() {
     // here because the worker exits 0 on TERM (143 for one that dies of it: exit_status.rs).
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn notify_works_where_seccomp_forbids_unshare_as_dockers_default_profile_does() {
+    let source =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs/no_unshare.c");
+    let binary = std::env::temp_dir().join(format!("recluster-no-unshare-{}", std::process::id()));
+    let built = std::process::Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("gcc is not installed: run scripts/install-test-deps");
+    assert!(built.success(), "gcc failed on {}", source.display());
+    let wrapper = binary.to_str().unwrap();
+    let mut cluster = Launch::wrapped(
+        &[wrapper],
+        cluster_args(
+            &["-n", "2", "-v", "--ready", "notify", "--min-uptime", "1h"],
+            &["--notify", "0"],
+        ),
+    )
+    .start();
+    cluster.expect_log("the notify thread shares recluster's descriptor table (unshare: EPERM");
+    cluster.expect_log("all 2 workers are ready");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let _ = std::fs::remove_file(&binary);
+}
