@@ -237,13 +237,36 @@ impl Sockets {
             if let Err(e) = steering::attach(listener.fd(), &program) {
                 *steering_failed = true;
                 log::warn!(
-                    "cannot steer connections on {} ({e}): the kernel's hashing spreads them over every worker, starting and dead ones included",
-                    listener.local
+                    "cannot steer connections on {} ({}): the kernel's hashing spreads them over every worker, starting and dead ones included",
+                    listener.local,
+                    describe_error(&e)
                 );
                 return;
             }
         }
         log::debug!("steering new connections to workers {slots:?}");
+    }
+
+    /// Slot `id` was scaled down and its worker stopped (per worker). With steering, its sockets
+    /// stay: no connection reaches them, and the group's order must not change. Where the kernel
+    /// refused steering, they are closed, or new connections would go on landing in them: what
+    /// waits there is reset, unless `net.ipv4.tcp_migrate_req` is 1.
+    pub fn release_slot(&mut self, id: u32) {
+        let Sockets::PerWorker {
+            others,
+            steering_failed: true,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+            .is_ok_and(|v| v.trim() == "1");
+        if others.remove(&id).is_some() && !migrates {
+            log::warn!(
+                "closed worker {id}'s sockets (no steering here): connections still waiting in their queues are reset (set net.ipv4.tcp_migrate_req=1 to move them to the other workers)"
+            );
+        }
     }
 
     /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.

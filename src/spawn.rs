@@ -159,6 +159,11 @@ impl Spawner {
         self.sockets.steer(slots);
     }
 
+    /// A scaled-down slot's worker is gone (`--socket-per-worker`): see `Sockets::release_slot`.
+    pub fn release_slot(&mut self, id: u32) {
+        self.sockets.release_slot(id);
+    }
+
     /// How many connections wait in slot `id`'s own queues (`--socket-per-worker`).
     pub fn queue_len(&self, id: u32) -> u32 {
         self.sockets.queue_len(id)

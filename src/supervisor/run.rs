@@ -134,6 +134,7 @@ impl Executor<'_> {
                     queue.extend(self.spawn(cluster, ticket));
                 }
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
+                Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::CheckQueue { slot, pid } => {
                     let waiting = self.plumbing.spawner.queue_len(slot);
                     queue.extend(cluster.on_queue(pid, waiting, Instant::now()));

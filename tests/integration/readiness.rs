@@ -137,21 +137,33 @@ fn a_worker_listening_on_another_port_is_not_ready() {
     assert_eq!(cluster.exit_code(), 0);
 }
 
+/// Builds tests/programs/no_unshare.c: runs a command under a seccomp filter that fails
+/// unshare(2) (and with --no-steering, attaching a reuseport program) with EPERM.
+pub fn no_unshare() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/programs/no_unshare.c");
+            let binary =
+                std::env::temp_dir().join(format!("recluster-no-unshare-{}", std::process::id()));
+            let built = std::process::Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(&binary)
+                .arg(&source)
+                .status()
+                .expect("gcc is not installed: run scripts/install-test-deps");
+            assert!(built.success(), "gcc failed on {}", source.display());
+            binary.display().to_string()
+        })
+        .clone()
+}
+
 #[test]
 fn notify_works_where_seccomp_forbids_unshare_as_dockers_default_profile_does() {
-    let source =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs/no_unshare.c");
-    let binary = std::env::temp_dir().join(format!("recluster-no-unshare-{}", std::process::id()));
-    let built = std::process::Command::new("gcc")
-        .args(["-O1", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .status()
-        .expect("gcc is not installed: run scripts/install-test-deps");
-    assert!(built.success(), "gcc failed on {}", source.display());
-    let wrapper = binary.to_str().unwrap();
+    let wrapper = no_unshare();
     let mut cluster = Launch::wrapped(
-        &[wrapper],
+        &[&wrapper],
         cluster_args(
             &["-n", "2", "-v", "--ready", "notify", "--min-uptime", "1h"],
             &["--notify", "0"],
@@ -162,5 +174,4 @@ fn notify_works_where_seccomp_forbids_unshare_as_dockers_default_profile_does() 
     cluster.expect_log("all 2 workers are ready");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
-    let _ = std::fs::remove_file(&binary);
 }

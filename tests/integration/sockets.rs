@@ -398,3 +398,34 @@ fn an_inherited_stream_socket_that_is_not_listening_is_refused() {
     assert_eq!(cluster.exit_code(), 1);
     assert!(cluster.seen(|l| l.is_worker("listening")).is_empty());
 }
+
+#[test]
+fn where_steering_is_refused_per_worker_sockets_fall_back_to_the_kernels_hashing() {
+    let wrapper = crate::readiness::no_unshare();
+    let mut cluster = Launch::wrapped(
+        &[&wrapper, "--no-steering"],
+        cluster_args(
+            &["-n", "2", "--socket-per-worker", "-l", "127.0.0.1:0"],
+            &["--serve"],
+        ),
+    )
+    .start();
+    let address = cluster.listening(1).remove(0);
+    let warning = cluster.expect_log("cannot steer connections on");
+    assert!(
+        warning.text.contains("(operation not permitted)"),
+        "{}",
+        warning.text
+    );
+    assert_eq!(answered_by(&address, "id", 2).len(), 2, "both serve");
+    // Scaling down closes the slot's socket, or new connections would keep landing in it.
+    cluster.send(libc::SIGTTOU);
+    cluster.expect_log("exited with status 0 after being stopped");
+    for _ in 0..50 {
+        assert_eq!(
+            crate::harness::body_field(&http_get(&address).unwrap(), "id"),
+            "0"
+        );
+    }
+    stop(cluster);
+}

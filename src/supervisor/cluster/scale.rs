@@ -38,14 +38,21 @@ impl Cluster {
             workers: self.slots.len(),
         });
         let mut actions = Vec::new();
+        let mut draining = false;
         if let Occupant::Worker(worker) = occupant {
-            actions.extend(self.drain_or_discard(worker, now));
+            match self.drain(worker, now) {
+                Ok(()) => draining = true,
+                Err(worker) => actions.extend(self.discard(worker, now)),
+            }
         }
         if let Some(worker) = slot.replacement {
             if let Some(reload) = self.reload.as_mut() {
                 reload.in_flight -= 1;
             }
             actions.extend(self.discard(worker, now));
+        }
+        if !draining {
+            actions.push(Action::ReleaseSlot(slot.id));
         }
         // One slot fewer to replace, and N + K is one smaller.
         actions.extend(self.advance_reload(now));
@@ -54,15 +61,15 @@ impl Cluster {
     }
 
     /// A scaled-down slot's worker: with `--socket-per-worker`, one that runs keeps serving what
-    /// waits in its queue (new connections no longer reach it) and is stopped once that is empty;
-    /// otherwise it is stopped now.
-    fn drain_or_discard(&mut self, worker: Worker, now: Instant) -> Option<Action> {
+    /// waits in its queue (new connections no longer reach it) and is stopped once that is empty.
+    /// Any other is handed back, to be stopped now.
+    fn drain(&mut self, worker: Worker, now: Instant) -> Result<(), Worker> {
         let (State::Starting { pid, started, .. } | State::Ready { pid, started }) = worker.state
         else {
-            return self.discard(worker, now);
+            return Err(worker);
         };
         if !self.policy.steered {
-            return self.discard(worker, now);
+            return Err(worker);
         }
         let check_at = later(now, DRAIN_CHECK);
         let draining = Worker {
@@ -81,7 +88,7 @@ impl Cluster {
             id: worker.id(),
             pid,
         });
-        None
+        Ok(())
     }
 
     /// How many connections wait in the queue that the draining worker `pid` serves: once it is
@@ -110,7 +117,10 @@ impl Cluster {
         worker.stop(signal, StopReason::Retired, Some(kill_at));
         self.timers.push(kill_at, Key::Worker(pid));
         self.report(Report::Drained { id, pid, waiting });
-        vec![Action::SignalGroup { pgid: pid, signal }]
+        vec![
+            Action::SignalGroup { pgid: pid, signal },
+            Action::ReleaseSlot(id),
+        ]
     }
 }
 
