@@ -333,6 +333,10 @@ impl Cluster {
                         pid: exit.pid,
                         status: exit.status,
                     });
+                    // A worker that ended while draining its scaled-down slot's queue.
+                    if matches!(worker.state, State::Draining { .. }) {
+                        actions.extend(self.release_slot(worker.id()));
+                    }
                 }
                 None => self.report(Report::AdoptedReaped {
                     pid: exit.pid,
@@ -588,6 +592,11 @@ impl Cluster {
         self.leaving.insert(pid, worker);
         self.arm(&worker);
         Some(Action::SignalGroup { pgid: pid, signal })
+    }
+
+    /// A scaled-down slot's sockets may go, unless a `TTIN` has brought the slot back since.
+    fn release_slot(&self, id: u32) -> Option<Action> {
+        (id as usize >= self.slots.len()).then_some(Action::ReleaseSlot(id))
     }
 
     fn forward(&mut self, sig: Sig) -> Vec<Action> {

@@ -117,10 +117,9 @@ impl Cluster {
         worker.stop(signal, StopReason::Retired, Some(kill_at));
         self.timers.push(kill_at, Key::Worker(pid));
         self.report(Report::Drained { id, pid, waiting });
-        vec![
-            Action::SignalGroup { pgid: pid, signal },
-            Action::ReleaseSlot(id),
-        ]
+        let mut actions = vec![Action::SignalGroup { pgid: pid, signal }];
+        actions.extend(self.release_slot(id));
+        actions
     }
 }
 

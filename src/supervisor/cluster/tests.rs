@@ -1197,3 +1197,22 @@ fn a_drain_ends_at_the_kill_timeout_and_a_stop_signals_a_draining_worker() {
     assert!(actions.contains(&stop_signal(101)), "{actions:?}");
     assert!(actions.contains(&stop_signal(100)), "{actions:?}");
 }
+
+#[test]
+fn a_slot_brought_back_during_a_drain_keeps_its_sockets() {
+    let t0 = Instant::now();
+    let mut cluster = running(steered_policy(), 2, t0);
+    cluster.on_signal(Sig::TTOU, t0);
+    let actions = cluster.on_signal(Sig::TTIN, t0 + MS);
+    assert_eq!(
+        spawns(&actions),
+        [(1, 0)],
+        "slot 1 again, on its own socket"
+    );
+    let grace = t0 + 300 * MS;
+    assert_eq!(
+        cluster.on_queue(101, 0, grace),
+        [stop_signal(101)],
+        "the old worker stops; the slot's sockets stay for the new one"
+    );
+}
