@@ -133,6 +133,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub plan: Option<PlanFormat>,
 
+    /// Debug mode: bind the sockets, then execute the command in recluster's place as worker 0 of 1
+    /// (WORKER_ID=0, LISTEN_PID its own pid), with no supervisor, so debuggers, strace and
+    /// profilers see the program itself
+    #[arg(long, env = "RECLUSTER_EXEC")]
+    pub exec: bool,
+
     /// More log detail (-v: debug, -vv: trace)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,

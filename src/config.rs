@@ -38,6 +38,8 @@ pub struct Config {
     pub plan: Option<PlanFormat>,
     /// Warnings about the combination of values, logged once logging is set up.
     pub warnings: Vec<String>,
+    /// `--exec`: run the command in recluster's place.
+    pub exec: bool,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -113,6 +115,13 @@ impl Config {
                 unix.address
             )));
         }
+        if cli.exec
+            && let Some(n) = cli.workers.filter(|&n| n != 1)
+        {
+            return Err(Error::Usage(format!(
+                "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
+            )));
+        }
         let topology = Topology::read(std::path::Path::new("/sys/devices/system"));
         let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
         let (allowed, narrowed) = placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology)
@@ -155,7 +164,11 @@ impl Config {
             _ => log::LevelFilter::Off,
         };
         Ok(Config {
-            workers: cli.workers.unwrap_or(default_workers),
+            workers: if cli.exec {
+                1
+            } else {
+                cli.workers.unwrap_or(default_workers)
+            },
             policy: Policy {
                 restart: cli.restart,
                 restart_delay: cli.restart_delay,
@@ -179,6 +192,7 @@ impl Config {
             cpu_derivation,
             plan: cli.plan,
             warnings,
+            exec: cli.exec,
         })
     }
 }

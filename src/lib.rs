@@ -11,6 +11,7 @@ pub mod cpuset;
 pub mod descendants;
 pub mod error;
 pub mod event;
+pub mod exec_mode;
 pub mod exit_code;
 pub mod listen;
 pub mod listening;
@@ -133,6 +134,11 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     })?;
     startup::close_inherited_fds_on_exec()
         .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
+    if config.exec {
+        let sockets = listening_sockets(&config)?;
+        let e = exec_mode::exec_in_place(&config, &sockets, &inherited);
+        return Err(Error::system("execute the command", e));
+    }
     if let Err(e) = startup::become_subreaper() {
         log::warn!(
             "cannot become a child subreaper ({e}): orphans of workers will not be reaped by recluster"

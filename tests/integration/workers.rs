@@ -190,3 +190,31 @@ fn a_script_without_shebang_runs_under_sh() {
     assert_eq!(cluster.exit_code(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn exec_runs_the_command_in_recluster_s_place_as_worker_0_with_its_sockets() {
+    let mut cluster = Cluster::start(
+        &["--exec", "--listen", "127.0.0.1:0"],
+        &["--serve", "--report"],
+    );
+    let address = cluster.listening(1).remove(0);
+    let report = cluster.expect("the report", |l| l.is_worker("report"));
+    assert_eq!(
+        report.num("pid"),
+        cluster.pid,
+        "the same process: {}",
+        report.text
+    );
+    // The worker checks LISTEN_PID against its own pid, and fd 3 is a listening socket.
+    let listening = cluster.expect("listening", |l| l.is_worker("listening"));
+    assert_eq!(listening.field("fds"), Some("3"), "{}", listening.text);
+    let ready = cluster.expect("ready", |l| l.is_worker("ready"));
+    assert_eq!(ready.field("count"), Some("1"));
+    assert_eq!(ready.num("id"), 0);
+    assert!(crate::harness::http_get(&address).is_ok());
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0, "the command's own status");
+    let (code, _, stderr) = crate::harness::run_to_end(&["--exec", "-n", "2", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("drop -n 2"), "{stderr}");
+}
