@@ -22,6 +22,8 @@
 //! exits at once, so recluster adopts it; it prints its pid and exits); `--ignore SIG` (print it, keep
 //! running; repeatable); `--on-stop exit|die` (INT, TERM, QUIT: exit 0, or die of the signal);
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
+//! `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
+//! two writes (the text, then the newline), as Python does unbuffered.
 //!
 //! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
 //! sockets from fd 3, each listening), prints
@@ -63,6 +65,7 @@ struct Options {
     exit: Option<i32>,
     exit_for: Vec<(u32, i32)>,
     after: Duration,
+    lines: u32,
 }
 
 #[unsafe(no_mangle)]
@@ -103,6 +106,9 @@ fn run() -> ! {
     }
     if options.orphan {
         make_orphan(id);
+    }
+    if options.lines > 0 {
+        print_lines(id, pid, options.lines);
     }
     if options.version == "broken" {
         // A release that cannot start.
@@ -235,6 +241,7 @@ fn parse_options() -> Options {
                     code.parse().unwrap_or_else(|_| usage("bad code")),
                 ));
             }
+            "--lines" => options.lines = value().parse().unwrap_or_else(|_| usage("bad count")),
             "--after" => {
                 options.after =
                     Duration::from_millis(value().parse().unwrap_or_else(|_| usage("bad ms")))
@@ -400,6 +407,22 @@ fn bind_after(id: u32, port: u16, after: Duration) {
         ));
         std::mem::forget(socket);
     });
+}
+
+/// `--lines N`: N numbered lines on stdout and N on stderr, each written as Python does under
+/// PYTHONUNBUFFERED — the text, then the newline, in two writes — so without recluster's
+/// `--prefix` two workers' lines can mix.
+fn print_lines(id: u32, pid: u32, count: u32) {
+    for n in 0..count {
+        for (fd, kind) in [(1, "line"), (2, "eline")] {
+            let text = format!("{kind} id={id} pid={pid} n={n}");
+            // SAFETY: writes from valid buffers to this process's stdout and stderr.
+            unsafe {
+                libc::write(fd, text.as_ptr().cast(), text.len());
+                libc::write(fd, b"\n".as_ptr().cast(), 1);
+            }
+        }
+    }
 }
 
 fn finish(id: u32, pid: u32, code: i32) -> ! {

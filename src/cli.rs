@@ -133,6 +133,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub plan: Option<PlanFormat>,
 
+    /// Tag every line a worker prints with its slot ([3] ...), written whole on the stream it was
+    /// printed on, so two workers' lines never mix; --prefix=json writes one JSON object per
+    /// line (ts, worker, group, stream, line) [default: off, output passes straight through]
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text", env = "RECLUSTER_PREFIX")]
+    pub prefix: Option<crate::output::PrefixFormat>,
+
     /// Debug mode: bind the sockets, then execute the command in recluster's place as worker 0 of 1
     /// (WORKER_ID=0, LISTEN_PID its own pid), with no supervisor, so debuggers, strace and
     /// profilers see the program itself

@@ -40,6 +40,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `--exec`: run the command in recluster's place.
     pub exec: bool,
+    /// `--prefix`: how workers' lines are tagged (none: output passes straight through).
+    pub prefix: Option<crate::output::PrefixFormat>,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -193,6 +195,7 @@ impl Config {
             plan: cli.plan,
             warnings,
             exec: cli.exec,
+            prefix: cli.prefix,
         })
     }
 }

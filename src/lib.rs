@@ -17,6 +17,7 @@ pub mod listen;
 pub mod listening;
 pub mod logging;
 pub mod notify;
+pub mod output;
 pub mod placement;
 pub mod plan;
 pub mod reaper;
@@ -151,6 +152,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         &inherited,
         sockets,
         config.placement.clone(),
+        config.prefix,
     )
     .map_err(|e| Error::system("open /dev/null", e))?;
     let (sender, events) = crossbeam_channel::unbounded();
@@ -168,7 +170,10 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         notify,
         manager: Manager::from_env(),
     };
-    Ok(supervisor::run(cluster, plumbing, &events))
+    let code = supervisor::run(cluster, plumbing, &events);
+    // Every line the workers wrote reaches recluster's output before it exits.
+    spawner.drain_output(std::time::Duration::from_secs(2));
+    Ok(code)
 }
 
 /// What makes each worker cost recluster file descriptors, for the open-files error.

@@ -35,6 +35,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::command::{self, CommandError};
 use crate::cpuset::CpuSet;
 use crate::exit_code;
+use crate::output::{Pipes, PrefixFormat, Relay};
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
@@ -115,6 +116,8 @@ pub struct Spawner {
     placement: Placement,
     /// Whether workers sharing a place have been warned about.
     warned_sharing: bool,
+    /// With `--prefix`: the relays of the workers' output.
+    relay: Option<Relay>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -126,6 +129,7 @@ impl Spawner {
         inherited: &Inherited,
         sockets: Sockets,
         placement: Placement,
+        prefix: Option<PrefixFormat>,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -151,6 +155,7 @@ impl Spawner {
             child_stack: vec![0; CHILD_STACK],
             placement,
             warned_sharing: false,
+            relay: prefix.map(Relay::new),
         })
     }
 
@@ -162,6 +167,13 @@ impl Spawner {
     /// A scaled-down slot's worker is gone (`--socket-per-worker`): see `Sockets::release_slot`.
     pub fn release_slot(&mut self, id: u32) {
         self.sockets.release_slot(id);
+    }
+
+    /// With `--prefix`: waits, for at most `limit`, until every worker's output has been written.
+    pub fn drain_output(&mut self, limit: std::time::Duration) {
+        if let Some(relay) = self.relay.as_mut() {
+            relay.drain(limit);
+        }
     }
 
     /// How many connections wait in slot `id`'s own queues (`--socket-per-worker`).
@@ -188,8 +200,15 @@ impl Spawner {
             self.warned_sharing = true;
             log::warn!("{warning}");
         }
+        let pipes = match self.relay {
+            Some(_) => Some(Pipes::new().map_err(|e| SpawnError::System("create a pipe", e))?),
+            None => None,
+        };
         let mut prepared =
             self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
+        if let Some(pipes) = &pipes {
+            prepared.output = [pipes.stdout.1.as_raw_fd(), pipes.stderr.1.as_raw_fd()];
+        }
         let stack_top = child_stack_top(&mut self.child_stack);
         // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
         // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
@@ -207,6 +226,13 @@ impl Spawner {
         }
         // SAFETY: the child has exec'd or exited: nothing writes the field any more.
         let errno = unsafe { std::ptr::read_volatile(&raw const prepared.exec_errno) };
+        if let (Some(pipes), Some(relay)) = (pipes, self.relay.as_mut()) {
+            // The child has its own copies of the write ends: ours go, so EOF comes with its end.
+            let Pipes { stdout, stderr } = pipes;
+            if let Err(e) = relay.start(identity.id, stdout.0, stderr.0) {
+                log::error!("worker {}: cannot relay its output: {e}", identity.id);
+            }
+        }
         Ok(Spawned {
             pid,
             exec_error: (errno != 0).then(|| io::Error::from_raw_os_error(errno)),
@@ -290,6 +316,7 @@ impl Spawner {
             signals_to_reset: self.signals_to_reset.clone(),
             fd_limit: self.fd_limit,
             recluster_pid: self.recluster_pid,
+            output: [-1, -1],
             affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
             exec_errno: 0,
         })
@@ -314,6 +341,8 @@ struct Prepared {
     signals_to_reset: Vec<i32>,
     fd_limit: Option<libc::rlimit>,
     recluster_pid: i32,
+    /// With `--prefix`: the write ends of its stdout and stderr pipes, -1 without.
+    output: [i32; 2],
     /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
     affinity: Option<libc::cpu_set_t>,
     /// Written by the child when it cannot exec (it shares this memory): why.
@@ -369,6 +398,10 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::dup2(prepared.devnull, 0);
+        if prepared.output[0] >= 0 {
+            libc::dup2(prepared.output[0], 1);
+            libc::dup2(prepared.output[1], 2);
+        }
         libc::syscall(
             libc::SYS_close_range,
             3u32,

@@ -8,6 +8,7 @@ mod exit_status;
 mod interop;
 mod limits;
 mod logging;
+mod output;
 mod pinning;
 mod readiness;
 mod reaping;

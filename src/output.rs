@@ -1,0 +1,216 @@
+//! `--prefix`: every line a worker prints, tagged with its slot and written whole. Each worker's
+//! stdout and stderr are pipes; one relay thread per worker reads both and writes each complete
+//! line with its prefix (`[3] …`, or a JSON object with `--prefix json`) to recluster's own stdout
+//! or stderr, under a lock per stream, so two workers' lines never mix. A slow reader of
+//! recluster's output slows the workers (the pipes fill), never grows recluster's memory: a line
+//! longer than `MAX_LINE` is cut into pieces marked `…`. A worker's last partial line is written
+//! when its pipes close, and recluster waits for every relay before it exits.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// How `--prefix` writes a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefixFormat {
+    /// `[3] the line`, coloured per worker on a terminal (unless NO_COLOR is set).
+    Text,
+    /// `{"ts":…,"worker":3,"group":null,"stream":"stdout","line":"the line"}`, for log shippers.
+    Json,
+}
+
+/// The longest piece of a line written at once.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One lock per stream: a line is written whole, or waits.
+static STDOUT: Mutex<()> = Mutex::new(());
+static STDERR: Mutex<()> = Mutex::new(());
+
+/// The read ends a worker's relay takes, and the write ends its child gets as fds 1 and 2.
+pub struct Pipes {
+    pub stdout: (OwnedFd, OwnedFd),
+    pub stderr: (OwnedFd, OwnedFd),
+}
+
+impl Pipes {
+    pub fn new() -> io::Result<Pipes> {
+        Ok(Pipes {
+            stdout: pipe()?,
+            stderr: pipe()?,
+        })
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into a valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The relay threads of every worker spawned.
+pub struct Relay {
+    format: PrefixFormat,
+    /// Whether to colour prefixes, per stream (stdout, stderr): on a terminal without NO_COLOR.
+    colour: [bool; 2],
+    /// Relays started, and a message from each as it finishes.
+    started: usize,
+    finished: (Sender<()>, Receiver<()>),
+}
+
+impl Relay {
+    pub fn new(format: PrefixFormat) -> Relay {
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // SAFETY: isatty only queries a descriptor.
+        let tty = |fd| !no_colour && unsafe { libc::isatty(fd) } == 1;
+        Relay {
+            format,
+            colour: [tty(1), tty(2)],
+            started: 0,
+            finished: crossbeam_channel::unbounded(),
+        }
+    }
+
+    /// Starts the relay of worker `id`, reading the read ends of `pipes` (the write ends must be
+    /// closed here once the child has them).
+    pub fn start(&mut self, id: u32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+        let (format, colour) = (self.format, self.colour);
+        let done = self.finished.0.clone();
+        std::thread::Builder::new()
+            .name(format!("output-{id}"))
+            .spawn(move || {
+                relay(id, format, colour, [stdout, stderr]);
+                let _ = done.send(());
+            })?;
+        self.started += 1;
+        Ok(())
+    }
+
+    /// Waits until every relay has written all it read, for at most `limit` (a process that a
+    /// worker left behind may hold a pipe open).
+    pub fn drain(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.started > 0 {
+            if self.finished.1.recv_deadline(deadline).is_err() {
+                return;
+            }
+            self.started -= 1;
+        }
+    }
+}
+
+/// One worker's relay: both pipes until both are closed.
+fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) {
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut open = [true, true];
+    let mut chunk = vec![0u8; 64 * 1024];
+    while open.iter().any(|&o| o) {
+        let mut polled: Vec<libc::pollfd> = (0..2)
+            .filter(|&s| open[s])
+            .map(|s| libc::pollfd {
+                fd: pipes[s].as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfd; no timeout.
+        if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
+            continue; // EINTR
+        }
+        for entry in &polled {
+            if entry.revents == 0 {
+                continue;
+            }
+            let stream = if entry.fd == pipes[0].as_raw_fd() {
+                0
+            } else {
+                1
+            };
+            // SAFETY: reading into a valid buffer from a pipe this thread owns.
+            let n = unsafe { libc::read(entry.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                open[stream] = false;
+                if !pending[stream].is_empty() {
+                    let rest = std::mem::take(&mut pending[stream]);
+                    emit(id, format, colour, stream, &rest, false);
+                }
+                continue;
+            }
+            let buffer = &mut pending[stream];
+            buffer.extend_from_slice(&chunk[..n as usize]);
+            let mut start = 0;
+            while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
+                emit(
+                    id,
+                    format,
+                    colour,
+                    stream,
+                    &buffer[start..start + end],
+                    false,
+                );
+                start += end + 1;
+            }
+            buffer.drain(..start);
+            while buffer.len() > MAX_LINE {
+                let piece: Vec<u8> = buffer.drain(..MAX_LINE).collect();
+                emit(id, format, colour, stream, &piece, true);
+            }
+        }
+    }
+}
+
+/// Writes one line (or a piece of one, `cut`) to recluster's stdout or stderr, whole.
+fn emit(id: u32, format: PrefixFormat, colour: [bool; 2], stream: usize, line: &[u8], cut: bool) {
+    let mut out = Vec::with_capacity(line.len() + 64);
+    match format {
+        PrefixFormat::Text => {
+            if colour[stream] {
+                let _ = write!(out, "\x1b[{}m[{id}]\x1b[0m ", 31 + id % 6);
+            } else {
+                let _ = write!(out, "[{id}] ");
+            }
+            out.extend_from_slice(line);
+            if cut {
+                out.extend_from_slice("…".as_bytes());
+            }
+            out.push(b'\n');
+        }
+        PrefixFormat::Json => {
+            let _ = writeln!(
+                out,
+                "{{\"ts\":\"{}\",\"worker\":{id},\"group\":null,\"stream\":\"{}\",\"line\":{}{}}}",
+                humantime::format_rfc3339_micros(SystemTime::now()),
+                if stream == 0 { "stdout" } else { "stderr" },
+                crate::plan::quote(&String::from_utf8_lossy(line)),
+                if cut { ",\"cut\":true" } else { "" }
+            );
+        }
+    }
+    let (lock, fd) = if stream == 0 {
+        (&STDOUT, 1)
+    } else {
+        (&STDERR, 2)
+    };
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut written = 0;
+    while written < out.len() {
+        // SAFETY: writing from a valid buffer to recluster's own stdout or stderr.
+        let n = unsafe { libc::write(fd, out[written..].as_ptr().cast(), out.len() - written) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return; // a closed stream (EPIPE): the line has nowhere to go
+        }
+        written += n as usize;
+    }
+}

@@ -1,0 +1,102 @@
+//! `--prefix`: every worker line tagged with its slot and written whole, on the stream it was
+//! printed on, none lost; `--prefix=json` for log shippers.
+
+use std::collections::HashMap;
+
+use crate::harness::{cluster_args, run_to_end};
+
+/// Checks `text` is made of whole `[ID] KIND id=ID pid=.. n=K` lines (plus recluster's own log
+/// lines on stderr), K counting up from 0 for each worker; returns how many each worker wrote.
+fn whole_lines(text: &str, kind: &str) -> HashMap<u32, u32> {
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with("recluster:") {
+            continue;
+        }
+        let (prefix, rest) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let id: u32 = prefix
+            .strip_prefix('[')
+            .and_then(|p| p.strip_suffix(']'))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no [ID] prefix: {line:?}"));
+        if !rest.starts_with(kind) {
+            continue; // ready, exit ...
+        }
+        let fields: Vec<&str> = rest.split(' ').collect();
+        assert_eq!(fields.len(), 4, "a mixed line: {line:?}");
+        assert_eq!(fields[1], format!("id={id}"), "{line:?}");
+        let n: u32 = fields[3].strip_prefix("n=").unwrap().parse().unwrap();
+        let expected = next.entry(id).or_insert(0);
+        assert_eq!(
+            n, *expected,
+            "worker {id}'s lines out of order or lost: {line:?}"
+        );
+        *expected += 1;
+    }
+    next
+}
+
+#[test]
+fn lines_of_three_workers_never_mix_keep_their_order_and_their_stream() {
+    let args = cluster_args(
+        &["-n", "3", "--restart", "never", "--prefix"],
+        &["--lines", "2000", "--exit", "0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_to_end(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let out = whole_lines(&stdout, "line");
+    let err = whole_lines(&stderr, "eline");
+    for id in 0..3 {
+        assert_eq!(out.get(&id), Some(&2000), "worker {id} on stdout");
+        assert_eq!(err.get(&id), Some(&2000), "worker {id} on stderr");
+    }
+    assert!(!stdout.contains("eline"), "stderr lines stay on stderr");
+}
+
+#[test]
+fn fifty_thousand_lines_from_a_worker_that_exits_at_once_all_arrive() {
+    let args = cluster_args(
+        &["-n", "1", "--restart", "never", "--prefix"],
+        &["--lines", "50000", "--exit", "0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_to_end(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(whole_lines(&stdout, "line").get(&0), Some(&50_000));
+}
+
+#[test]
+fn json_lines_parse_with_worker_stream_and_line() {
+    let args = cluster_args(
+        &["-n", "2", "--restart", "never", "--prefix=json"],
+        &["--lines", "3", "--exit", "0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_to_end(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let check = r#"
+import json, sys
+seen = 0
+for raw in sys.stdin:
+    o = json.loads(raw)
+    assert set(o) >= {"ts", "worker", "group", "stream", "line"}, o
+    assert o["stream"] == "stdout" and o["worker"] in (0, 1), o
+    assert o["line"].split()[1] == "id=%d" % o["worker"], o
+    seen += o["line"].startswith("line ")
+assert seen == 6, seen
+"#;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", check])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3: run scripts/install-test-deps");
+    use std::io::Write;
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdout.as_bytes())
+        .unwrap();
+    assert!(python.wait().unwrap().success(), "{stdout}");
+}
