@@ -137,40 +137,46 @@ fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) 
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
+            // Every whole line read goes out in one write: fewer system calls, and under the
+            // stream's lock no other worker's line can come between.
+            let mut out = Vec::new();
             if n <= 0 {
                 open[stream] = false;
                 if !pending[stream].is_empty() {
                     let rest = std::mem::take(&mut pending[stream]);
-                    emit(id, format, colour, stream, &rest, false);
+                    format_line(&mut out, id, format, colour, stream, &rest, false);
                 }
+                write_whole(stream, &out);
                 continue;
             }
             let buffer = &mut pending[stream];
             buffer.extend_from_slice(&chunk[..n as usize]);
             let mut start = 0;
             while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
-                emit(
-                    id,
-                    format,
-                    colour,
-                    stream,
-                    &buffer[start..start + end],
-                    false,
-                );
+                let line = &buffer[start..start + end];
+                format_line(&mut out, id, format, colour, stream, line, false);
                 start += end + 1;
             }
             buffer.drain(..start);
             while buffer.len() > MAX_LINE {
                 let piece: Vec<u8> = buffer.drain(..MAX_LINE).collect();
-                emit(id, format, colour, stream, &piece, true);
+                format_line(&mut out, id, format, colour, stream, &piece, true);
             }
+            write_whole(stream, &out);
         }
     }
 }
 
-/// Writes one line (or a piece of one, `cut`) to recluster's stdout or stderr, whole.
-fn emit(id: u32, format: PrefixFormat, colour: [bool; 2], stream: usize, line: &[u8], cut: bool) {
-    let mut out = Vec::with_capacity(line.len() + 64);
+/// Appends one line (or a piece of one, `cut`) to `out`, with its prefix.
+fn format_line(
+    out: &mut Vec<u8>,
+    id: u32,
+    format: PrefixFormat,
+    colour: [bool; 2],
+    stream: usize,
+    line: &[u8],
+    cut: bool,
+) {
     match format {
         PrefixFormat::Text => {
             if colour[stream] {
@@ -194,6 +200,13 @@ fn emit(id: u32, format: PrefixFormat, colour: [bool; 2], stream: usize, line: &
                 if cut { ",\"cut\":true" } else { "" }
             );
         }
+    }
+}
+
+/// Writes whole lines to recluster's stdout (0) or stderr (1) under that stream's lock.
+fn write_whole(stream: usize, out: &[u8]) {
+    if out.is_empty() {
+        return;
     }
     let (lock, fd) = if stream == 0 {
         (&STDOUT, 1)
