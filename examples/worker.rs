@@ -22,7 +22,8 @@
 //! exits at once, so recluster adopts it; it prints its pid and exits); `--ignore SIG` (print it, keep
 //! running; repeatable); `--on-stop exit|die` (INT, TERM, QUIT: exit 0, or die of the signal);
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
-//! `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
+//! `--late-line MS`: a child writes `late id=..` on stderr MS ms later (after the worker may have
+//! exited). `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
 //! two writes (the text, then the newline), as Python does unbuffered.
 //!
 //! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
@@ -66,6 +67,7 @@ struct Options {
     exit_for: Vec<(u32, i32)>,
     after: Duration,
     lines: u32,
+    late_line: Option<Duration>,
 }
 
 #[unsafe(no_mangle)]
@@ -109,6 +111,9 @@ fn run() -> ! {
     }
     if options.lines > 0 {
         print_lines(id, pid, options.lines);
+    }
+    if let Some(after) = options.late_line {
+        late_line(id, after);
     }
     if options.version == "broken" {
         // A release that cannot start.
@@ -240,6 +245,11 @@ fn parse_options() -> Options {
                     id.parse().unwrap_or_else(|_| usage("bad id")),
                     code.parse().unwrap_or_else(|_| usage("bad code")),
                 ));
+            }
+            "--late-line" => {
+                options.late_line = Some(Duration::from_millis(
+                    value().parse().unwrap_or_else(|_| usage("bad ms")),
+                ))
             }
             "--lines" => options.lines = value().parse().unwrap_or_else(|_| usage("bad count")),
             "--after" => {
@@ -421,6 +431,20 @@ fn print_lines(id: u32, pid: u32, count: u32) {
                 libc::write(fd, text.as_ptr().cast(), text.len());
                 libc::write(fd, b"\n".as_ptr().cast(), 1);
             }
+        }
+    }
+}
+
+/// `--late-line MS`: a child that writes `late id=..` on stderr MS ms later, then exits — after
+/// the worker itself may have exited, so the worker's output is not over when it is.
+fn late_line(id: u32, after: Duration) {
+    // SAFETY: this program is single-threaded here, so the forked child may run ordinary code.
+    unsafe {
+        if libc::fork() == 0 {
+            std::thread::sleep(after); // the child's own timing, not a test's synchronisation
+            let text = format!("late id={id}\n");
+            libc::write(2, text.as_ptr().cast(), text.len());
+            libc::_exit(0);
         }
     }
 }

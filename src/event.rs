@@ -15,4 +15,6 @@ pub enum Event {
     },
     /// A message on the `NOTIFY_SOCKET` given to the worker spawned with this token.
     Notified { token: u64, message: Message },
+    /// `--prefix`: every line of the worker `pid` has been written (its pipes are closed).
+    OutputClosed { pid: i32 },
 }

@@ -147,15 +147,15 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
+    let (sender, events) = crossbeam_channel::unbounded();
     let mut spawner = Spawner::new(
         config.command.clone(),
         &inherited,
         sockets,
         config.placement.clone(),
-        config.prefix,
+        config.prefix.map(|format| (format, sender.clone())),
     )
     .map_err(|e| Error::system("open /dev/null", e))?;
-    let (sender, events) = crossbeam_channel::unbounded();
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(sender.clone())

@@ -4,7 +4,8 @@
 //! or stderr, under a lock per stream, so two workers' lines never mix. A slow reader of
 //! recluster's output slows the workers (the pipes fill), never grows recluster's memory: a line
 //! longer than `MAX_LINE` is cut into pieces marked `…`. A worker's last partial line is written
-//! when its pipes close, and recluster waits for every relay before it exits.
+//! when its pipes close; then its relay sends `Event::OutputClosed`, which the loop waits for
+//! (briefly) before it reports the worker's exit; recluster waits for every relay before it exits.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,6 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::event::Event;
 
 /// How `--prefix` writes a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,10 +65,12 @@ pub struct Relay {
     /// Relays started, and a message from each as it finishes.
     started: usize,
     finished: (Sender<()>, Receiver<()>),
+    /// The supervisor hears when a worker's output is all written.
+    events: Sender<Event>,
 }
 
 impl Relay {
-    pub fn new(format: PrefixFormat) -> Relay {
+    pub fn new(format: PrefixFormat, events: Sender<Event>) -> Relay {
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         // SAFETY: isatty only queries a descriptor.
         let tty = |fd| !no_colour && unsafe { libc::isatty(fd) } == 1;
@@ -74,18 +79,20 @@ impl Relay {
             colour: [tty(1), tty(2)],
             started: 0,
             finished: crossbeam_channel::unbounded(),
+            events,
         }
     }
 
-    /// Starts the relay of worker `id`, reading the read ends of `pipes` (the write ends must be
-    /// closed here once the child has them).
-    pub fn start(&mut self, id: u32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+    /// Starts the relay of worker `id` (`pid`), reading the read ends of its pipes (the write
+    /// ends must be closed here once the child has them).
+    pub fn start(&mut self, id: u32, pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
         let (format, colour) = (self.format, self.colour);
-        let done = self.finished.0.clone();
+        let (done, events) = (self.finished.0.clone(), self.events.clone());
         std::thread::Builder::new()
             .name(format!("output-{id}"))
             .spawn(move || {
                 relay(id, format, colour, [stdout, stderr]);
+                let _ = events.send(Event::OutputClosed { pid });
                 let _ = done.send(());
             })?;
         self.started += 1;

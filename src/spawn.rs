@@ -64,11 +64,13 @@ pub struct WorkerIdentity {
     pub generation: u32,
 }
 
-/// A started worker: its pid (also its process group id), and the exec error if exec failed.
+/// A started worker: its pid (also its process group id), the exec error if exec failed, and
+/// whether its output is relayed (`--prefix`: an `Event::OutputClosed` will follow).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
     pub exec_error: Option<io::Error>,
+    pub relayed: bool,
 }
 
 #[derive(Debug)]
@@ -129,7 +131,7 @@ impl Spawner {
         inherited: &Inherited,
         sockets: Sockets,
         placement: Placement,
-        prefix: Option<PrefixFormat>,
+        prefix: Option<(PrefixFormat, crossbeam_channel::Sender<crate::event::Event>)>,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -155,7 +157,7 @@ impl Spawner {
             child_stack: vec![0; CHILD_STACK],
             placement,
             warned_sharing: false,
-            relay: prefix.map(Relay::new),
+            relay: prefix.map(|(format, events)| Relay::new(format, events)),
         })
     }
 
@@ -226,16 +228,19 @@ impl Spawner {
         }
         // SAFETY: the child has exec'd or exited: nothing writes the field any more.
         let errno = unsafe { std::ptr::read_volatile(&raw const prepared.exec_errno) };
+        let mut relayed = false;
         if let (Some(pipes), Some(relay)) = (pipes, self.relay.as_mut()) {
             // The child has its own copies of the write ends: ours go, so EOF comes with its end.
             let Pipes { stdout, stderr } = pipes;
-            if let Err(e) = relay.start(identity.id, stdout.0, stderr.0) {
-                log::error!("worker {}: cannot relay its output: {e}", identity.id);
+            match relay.start(identity.id, pid, stdout.0, stderr.0) {
+                Ok(()) => relayed = true,
+                Err(e) => log::error!("worker {}: cannot relay its output: {e}", identity.id),
             }
         }
         Ok(Spawned {
             pid,
             exec_error: (errno != 0).then(|| io::Error::from_raw_os_error(errno)),
+            relayed,
         })
     }
 

@@ -15,6 +15,7 @@ use crate::event::Event;
 use crate::exit_code;
 use crate::listening;
 use crate::notify::{Manager, WorkerSockets};
+use crate::reaper::Exit;
 use crate::signal::Sig;
 use crate::spawn::{SpawnError, Spawner};
 use crate::startup;
@@ -39,7 +40,11 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         orphans_signaled: HashSet::new(),
         token_of: HashMap::new(),
         pid_of: HashMap::new(),
+        output_open: HashSet::new(),
     };
+    // `--prefix`: exits held back until the worker's last lines are written (or HOLD_OUTPUT).
+    let mut held: Vec<(Exit, Instant)> = Vec::new();
+    let mut children_left = true;
     let mut actions = cluster.start(Instant::now());
     let mut steering_since: Option<Instant> = None;
     loop {
@@ -57,7 +62,14 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 steering_since = None;
             }
         }
-        let event = match cluster.next_deadline() {
+        let deadline = [
+            cluster.next_deadline(),
+            held.iter().map(|(_, at)| *at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let event = match deadline {
             Some(deadline) => match events.recv_deadline(deadline) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -73,21 +85,65 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
             Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
             Some(Event::Reaped {
                 exits,
-                children_left,
+                children_left: left,
             }) => {
+                children_left = left;
                 for exit in &exits {
                     executor.forget_worker(exit.pid);
                 }
-                cluster.on_reaped(&exits, children_left, now)
+                // A worker whose output is still being written is reported once it is.
+                let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
+                    .into_iter()
+                    .partition(|e| executor.output_open.contains(&e.pid));
+                held.extend(hold.into_iter().map(|e| (e, later(now, HOLD_OUTPUT))));
+                cluster.on_reaped(&report, children_left, now)
+            }
+            Some(Event::OutputClosed { pid }) => {
+                executor.output_open.remove(&pid);
+                let released = take_held(&mut held, |e, _| e.pid == pid);
+                cluster.on_reaped(&released, children_left, now)
             }
             Some(Event::Notified { token, message }) => match executor.pid_of.get(&token) {
                 Some(&pid) => cluster.on_notified(pid, &message, now),
                 None => Vec::new(),
             },
-            None => Vec::new(),
+            None => {
+                // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
+                let released = take_held(&mut held, |_, at| at <= now);
+                if released.is_empty() {
+                    Vec::new()
+                } else {
+                    cluster.on_reaped(&released, children_left, now)
+                }
+            }
         };
         actions.extend(cluster.on_timer(now));
     }
+}
+
+/// How long a worker's exit waits for its last lines (`--prefix`): a process it left behind may
+/// hold its pipes open for much longer.
+const HOLD_OUTPUT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Removes the held exits `release` picks, in the order they came.
+fn take_held(
+    held: &mut Vec<(Exit, Instant)>,
+    release: impl Fn(&Exit, Instant) -> bool,
+) -> Vec<Exit> {
+    let mut released = Vec::new();
+    held.retain(|(exit, at)| {
+        if release(exit, *at) {
+            released.push(*exit);
+            false
+        } else {
+            true
+        }
+    });
+    released
+}
+
+fn later(now: Instant, duration: std::time::Duration) -> Instant {
+    now.checked_add(duration).unwrap_or(now)
 }
 
 /// Writes what the cluster reported, each at its level.
@@ -113,6 +169,8 @@ struct Executor<'a> {
     /// Notify socket tokens by worker pid, and back.
     token_of: HashMap<i32, u64>,
     pid_of: HashMap<u64, i32>,
+    /// `--prefix`: workers whose output is still being relayed.
+    output_open: HashSet<i32>,
 }
 
 impl Executor<'_> {
@@ -220,6 +278,9 @@ impl Executor<'_> {
                 if let Some((token, _)) = socket {
                     self.token_of.insert(spawned.pid, token);
                     self.pid_of.insert(token, spawned.pid);
+                }
+                if spawned.relayed {
+                    self.output_open.insert(spawned.pid);
                 }
                 cluster.spawned(ticket, spawned.pid, Instant::now())
             }

@@ -100,3 +100,25 @@ assert seen == 6, seen
         .unwrap();
     assert!(python.wait().unwrap().success(), "{stdout}");
 }
+
+#[test]
+fn a_workers_exit_is_reported_after_its_last_line() {
+    // The worker exits at once; a child of it writes the worker's last line 30 ms later.
+    let args = cluster_args(
+        &["-n", "1", "--restart", "never", "--prefix"],
+        &["--late-line", "30", "--exit", "0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, stderr) = run_to_end(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let position = |fragment: &str| {
+        stderr
+            .lines()
+            .position(|l| l.contains(fragment))
+            .unwrap_or_else(|| panic!("no {fragment:?} in:\n{stderr}"))
+    };
+    assert!(
+        position("[0] late id=0") < position("exited with status 0"),
+        "the exit was reported before the worker's last line:\n{stderr}"
+    );
+}
