@@ -36,15 +36,21 @@ fn whole_lines(text: &str, kind: &str) -> HashMap<u32, u32> {
     next
 }
 
-#[test]
-fn lines_of_three_workers_never_mix_keep_their_order_and_their_stream() {
-    let args = cluster_args(
-        &["-n", "3", "--restart", "never", "--prefix"],
-        &["--lines", "2000", "--exit", "0"],
-    );
+/// Runs `recluster ARGS -- worker WORKER_ARGS` to its end, which must be status 0; its output.
+fn run_cleanly(args: &[&str], worker_args: &[&str]) -> (String, String) {
+    let args = cluster_args(args, worker_args);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = run_to_end(&args);
     assert_eq!(code, 0, "{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn lines_of_three_workers_never_mix_keep_their_order_and_their_stream() {
+    let (stdout, stderr) = run_cleanly(
+        &["-n", "3", "--restart", "never", "--prefix"],
+        &["--lines", "2000", "--exit", "0"],
+    );
     let out = whole_lines(&stdout, "line");
     let err = whole_lines(&stderr, "eline");
     for id in 0..3 {
@@ -56,25 +62,19 @@ fn lines_of_three_workers_never_mix_keep_their_order_and_their_stream() {
 
 #[test]
 fn fifty_thousand_lines_from_a_worker_that_exits_at_once_all_arrive() {
-    let args = cluster_args(
+    let (stdout, _) = run_cleanly(
         &["-n", "1", "--restart", "never", "--prefix"],
         &["--lines", "50000", "--exit", "0"],
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, stdout, stderr) = run_to_end(&args);
-    assert_eq!(code, 0, "{stderr}");
     assert_eq!(whole_lines(&stdout, "line").get(&0), Some(&50_000));
 }
 
 #[test]
 fn json_lines_parse_with_worker_stream_and_line() {
-    let args = cluster_args(
+    let (stdout, _) = run_cleanly(
         &["-n", "2", "--restart", "never", "--prefix=json"],
         &["--lines", "3", "--exit", "0"],
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, stdout, stderr) = run_to_end(&args);
-    assert_eq!(code, 0, "{stderr}");
     let check = r#"
 import json, sys
 seen = 0
@@ -104,13 +104,10 @@ assert seen == 6, seen
 #[test]
 fn a_workers_exit_is_reported_after_its_last_line() {
     // The worker exits at once; a child of it writes the worker's last line 30 ms later.
-    let args = cluster_args(
+    let (_, stderr) = run_cleanly(
         &["-n", "1", "--restart", "never", "--prefix"],
         &["--late-line", "30", "--exit", "0"],
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, _, stderr) = run_to_end(&args);
-    assert_eq!(code, 0, "{stderr}");
     let position = |fragment: &str| {
         stderr
             .lines()
