@@ -2,7 +2,7 @@
 //! `write`, so lines from many workers never mix:
 //!
 //! ```text
-//! report id=0 pid=.. fds=0,1,2 nofile=.. cpus=.. worker_cpus=.. sigblk=.. sigign=.. stdin=/dev/null argv=<hex>,.. bytes=<hex>
+//! report id=0 pid=.. fds=0,1,2 nofile=.. uid=.. gid=.. groups=.. cpus=.. worker_cpus=.. sigblk=.. sigign=.. stdin=/dev/null argv=<hex>,.. bytes=<hex>
 //! grandchild id=0 pid=..        daemon id=0 pid=..        orphan id=0 pid=.. ppid=..
 //! ready id=0 pid=.. pgid=.. ppid=.. gen=0 count=4 recluster_pid=..
 //! signal SIGTERM id=0 pid=..
@@ -308,9 +308,15 @@ fn report(id: u32, pid: u32) {
     // SAFETY: getrlimit writes into a valid rlimit.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
     say(&format!(
-        "report id={id} pid={pid} fds={} nofile={} cpus={} worker_cpus={} sigblk={} sigign={} stdin={stdin} argv={} bytes={}",
+        "report id={id} pid={pid} fds={} nofile={} uid={} gid={} groups={} cpus={} worker_cpus={} sigblk={} sigign={} stdin={stdin} argv={} bytes={}",
         fds.join(","),
         nofile.rlim_cur,
+        field("Uid:").split_whitespace().next().unwrap_or("-"),
+        field("Gid:").split_whitespace().next().unwrap_or("-"),
+        field("Groups:")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(","),
         field("Cpus_allowed_list:"),
         var("WORKER_CPUS"),
         field("SigBlk:"),

@@ -133,6 +133,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub plan: Option<PlanFormat>,
 
+    /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
+    /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
+    /// CAP_SETUID and CAP_SETGID
+    #[arg(long, value_name = "USER[:GROUP]", env = "RECLUSTER_USER")]
+    pub user: Option<String>,
+
     /// Tag every line a worker prints with its slot ([3] ...), written whole on the stream it was
     /// printed on, so two workers' lines never mix; --prefix=json writes one JSON object per
     /// line (ts, worker, group, stream, line) [default: off, output passes straight through]

@@ -42,6 +42,8 @@ pub struct Config {
     pub exec: bool,
     /// `--prefix`: how workers' lines are tagged (none: output passes straight through).
     pub prefix: Option<crate::output::PrefixFormat>,
+    /// `--user`: the identity workers run as.
+    pub user: Option<crate::user::Identity>,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -124,6 +126,19 @@ impl Config {
                 "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
             )));
         }
+        let user = match cli.user.as_deref() {
+            None => None,
+            Some(spec) => {
+                let identity = crate::user::Identity::resolve(spec).map_err(Error::Usage)?;
+                if !crate::user::may_switch() {
+                    return Err(Error::Usage(format!(
+                        "--user {spec}: recluster must run as root (or with CAP_SETUID and CAP_SETGID) to start workers as {}",
+                        identity.name
+                    )));
+                }
+                Some(identity)
+            }
+        };
         let topology = Topology::read(std::path::Path::new("/sys/devices/system"));
         let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
         let (allowed, narrowed) = placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology)
@@ -196,6 +211,7 @@ impl Config {
             warnings,
             exec: cli.exec,
             prefix: cli.prefix,
+            user,
         })
     }
 }

@@ -30,6 +30,7 @@ pub mod status;
 pub mod steering;
 pub mod supervisor;
 pub mod topology;
+pub mod user;
 
 use std::ffi::OsString;
 
@@ -154,11 +155,12 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         sockets,
         config.placement.clone(),
         config.prefix.map(|format| (format, sender.clone())),
+        config.user.clone(),
     )
     .map_err(|e| Error::system("open /dev/null", e))?;
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
-            WorkerSockets::start(sender.clone())
+            WorkerSockets::start(sender.clone(), config.user.as_ref().map(|u| (u.uid, u.gid)))
                 .map_err(|e| Error::system("create the workers' notify sockets", e))?,
         ),
         ReadyMode::Started | ReadyMode::Listening(_) => None,

@@ -51,6 +51,8 @@ impl Message {
 pub struct WorkerSockets {
     dir: PathBuf,
     next: u64,
+    /// With `--user`: who owns the directory and the sockets, so workers can reach them.
+    owner: Option<(u32, u32)>,
     /// recluster's end of the thread's control socket: sockets to watch go over it as
     /// `SCM_RIGHTS`, then recluster closes its own copy.
     control: OwnedFd,
@@ -63,8 +65,15 @@ const CLOSE: u8 = b'c';
 impl WorkerSockets {
     /// Creates the directory (mode 0700, a fresh name nobody else can have taken) and starts the
     /// thread; messages arrive on `events`.
-    pub fn start(events: Sender<Event>) -> io::Result<WorkerSockets> {
-        WorkerSockets::start_in(&notify_base(), events, true)
+    /// With `owner` (`--user`), the directory and the sockets belong to that uid and gid, and
+    /// to no other user.
+    pub fn start(events: Sender<Event>, owner: Option<(u32, u32)>) -> io::Result<WorkerSockets> {
+        let mut sockets = WorkerSockets::start_in(&notify_base(), events, true)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&sockets.dir, Some(uid), Some(gid))?;
+            sockets.owner = owner;
+        }
+        Ok(sockets)
     }
 
     /// `start`, with the directory made under `base`, the thread's descriptor table private if
@@ -105,6 +114,7 @@ impl WorkerSockets {
         Ok(WorkerSockets {
             dir,
             next: 0,
+            owner: None,
             control,
         })
     }
@@ -114,6 +124,9 @@ impl WorkerSockets {
         self.next += 1;
         let path = self.dir.join(format!("w{}", self.next));
         let socket = UnixDatagram::bind(&path)?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
         // The thread reads each socket until it would block, after epoll says it is readable.
         socket.set_nonblocking(true)?;
         let sent = self.tell(OPEN, self.next, Some(socket.as_raw_fd()));
@@ -402,8 +415,8 @@ mod tests {
     #[test]
     fn the_directory_has_a_fresh_name_and_a_base_too_long_for_sockets_is_refused() {
         let (sender, _events) = crossbeam_channel::unbounded();
-        let a = WorkerSockets::start(sender.clone()).unwrap();
-        let b = WorkerSockets::start(sender.clone()).unwrap();
+        let a = WorkerSockets::start(sender.clone(), None).unwrap();
+        let b = WorkerSockets::start(sender.clone(), None).unwrap();
         assert_ne!(a.dir(), b.dir(), "mkdtemp names");
         let long = std::env::temp_dir().join("d".repeat(90));
         std::fs::create_dir_all(&long).unwrap();

@@ -39,6 +39,7 @@ use crate::output::{Pipes, PrefixFormat, Relay};
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
+use crate::user::Identity;
 
 /// Variables a worker never inherits: those recluster sets for each worker, and those that describe
 /// recluster's own relation to a service manager (plus every `EINHORN_FD_*`).
@@ -120,6 +121,8 @@ pub struct Spawner {
     warned_sharing: bool,
     /// With `--prefix`: the relays of the workers' output.
     relay: Option<Relay>,
+    /// With `--user`: the identity workers run as.
+    user: Option<Identity>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -132,6 +135,7 @@ impl Spawner {
         sockets: Sockets,
         placement: Placement,
         prefix: Option<(PrefixFormat, crossbeam_channel::Sender<crate::event::Event>)>,
+        user: Option<Identity>,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -158,6 +162,7 @@ impl Spawner {
             placement,
             warned_sharing: false,
             relay: prefix.map(|(format, events)| Relay::new(format, events)),
+            user,
         })
     }
 
@@ -322,6 +327,7 @@ impl Spawner {
             fd_limit: self.fd_limit,
             recluster_pid: self.recluster_pid,
             output: [-1, -1],
+            credentials: self.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone())),
             affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
             exec_errno: 0,
         })
@@ -348,6 +354,8 @@ struct Prepared {
     recluster_pid: i32,
     /// With `--prefix`: the write ends of its stdout and stderr pipes, -1 without.
     output: [i32; 2],
+    /// With `--user`: (uid, gid, supplementary groups) to drop to.
+    credentials: Option<(u32, u32, Vec<libc::gid_t>)>,
     /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
     affinity: Option<libc::cpu_set_t>,
     /// Written by the child when it cannot exec (it shares this memory): why.
@@ -387,6 +395,11 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
     // shares while the parent waits; nothing allocates, locks or unwinds.
     unsafe {
         libc::setpgid(0, 0);
+        if let Some((uid, gid, groups)) = &prepared.credentials {
+            let (uid, gid, groups) = (*uid, *gid, (groups.as_ptr(), groups.len()));
+            drop_privileges(prepared, uid, gid, groups);
+        }
+        // After the drop: changing credentials clears the parent-death signal.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         if libc::getppid() != prepared.recluster_pid {
             libc::_exit(exit_code::FAILURE); // recluster died before the death signal was armed
@@ -438,6 +451,43 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
             exit_code::CANNOT_EXECUTE
         };
         report_and_exit(prepared, errno, code)
+    }
+}
+
+/// `--user`: supplementary groups, then the group, then the user — raw system calls, since glibc's
+/// wrappers would try to change every thread of recluster, whose memory this child shares — and a
+/// check that the drop holds; exit 126 otherwise.
+///
+/// # Safety
+/// Only in the child of `clone` (see `exec_child`).
+unsafe fn drop_privileges(
+    prepared: &mut Prepared,
+    uid: u32,
+    gid: u32,
+    groups: (*const libc::gid_t, usize),
+) {
+    // SAFETY: plain system calls on values prepared before the clone (`groups` points into
+    // `prepared`, alive); nothing allocates.
+    unsafe {
+        let failed = libc::syscall(libc::SYS_setgroups, groups.1, groups.0) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0;
+        if failed {
+            report_and_exit(
+                prepared,
+                *libc::__errno_location(),
+                exit_code::CANNOT_EXECUTE,
+            );
+        }
+        let (mut r, mut e, mut s) = (0u32, 0u32, 0u32);
+        libc::syscall(libc::SYS_getresuid, &mut r, &mut e, &mut s);
+        let (mut gr, mut ge, mut gs) = (0u32, 0u32, 0u32);
+        libc::syscall(libc::SYS_getresgid, &mut gr, &mut ge, &mut gs);
+        // A drop that holds: back to root is refused (unless the target is root).
+        let regained = uid != 0 && libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == 0;
+        if [r, e, s] != [uid; 3] || [gr, ge, gs] != [gid; 3] || regained {
+            report_and_exit(prepared, libc::EPERM, exit_code::CANNOT_EXECUTE);
+        }
     }
 }
 

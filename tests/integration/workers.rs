@@ -218,3 +218,48 @@ fn exec_runs_the_command_in_recluster_s_place_as_worker_0_with_its_sockets() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("drop -n 2"), "{stderr}");
 }
+
+#[test]
+fn user_runs_workers_as_nobody_without_roots_groups_and_they_get_ready_and_serve() {
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        let (code, _, stderr) = crate::harness::run_to_end(&["--user", "nobody", "--", "true"]);
+        assert_eq!(code, 2, "not root: {stderr}");
+        assert!(stderr.contains("must run as root"), "{stderr}");
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "2",
+            "--user",
+            "nobody",
+            "--ready",
+            "notify",
+            "--min-uptime",
+            "1h",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["--serve", "--report", "--notify", "0"],
+    );
+    let address = cluster.listening(1).remove(0);
+    for _ in 0..2 {
+        let report = cluster.expect("a report", |l| l.is_worker("report"));
+        assert_eq!(report.field("uid"), Some("65534"), "{}", report.text);
+        let groups = report.field("groups").unwrap_or_default();
+        assert!(
+            !groups.split(',').any(|g| g == "0"),
+            "root's groups: {}",
+            report.text
+        );
+    }
+    cluster.expect_log("all 2 workers are ready");
+    assert!(crate::harness::http_get(&address).is_ok());
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let (code, _, stderr) =
+        crate::harness::run_to_end(&["--user", "no-such-user-here", "--", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no user \"no-such-user-here\""), "{stderr}");
+}
