@@ -22,6 +22,7 @@
 //! exits at once, so recluster adopts it; it prints its pid and exits); `--ignore SIG` (print it, keep
 //! running; repeatable); `--on-stop exit|die` (INT, TERM, QUIT: exit 0, or die of the signal);
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
+//! `--watchdog-ping` (and `--watchdog-stop-for ID:MS`): ping the watchdog, stop for worker ID.
 //! `--late-line MS`: a child writes `late id=..` on stderr MS ms later (after the worker may have
 //! exited). `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
 //! two writes (the text, then the newline), as Python does unbuffered.
@@ -68,6 +69,8 @@ struct Options {
     after: Duration,
     lines: u32,
     late_line: Option<Duration>,
+    watchdog_ping: bool,
+    watchdog_stop_for: Option<(u32, Duration)>,
 }
 
 #[unsafe(no_mangle)]
@@ -137,6 +140,13 @@ fn run() -> ! {
     let notify_after = options.notify_after.filter(|_| options.version != "silent");
     if let Some(after) = notify_after {
         notify_ready_after(id, after);
+    }
+    if options.watchdog_ping {
+        let stop_after = options
+            .watchdog_stop_for
+            .filter(|(for_id, _)| *for_id == id)
+            .map(|(_, after)| after);
+        ping_watchdog(id, stop_after);
     }
     if let Some(port) = options.bind {
         bind_after(id, port, options.bind_after);
@@ -244,6 +254,17 @@ fn parse_options() -> Options {
                 options.exit_for.push((
                     id.parse().unwrap_or_else(|_| usage("bad id")),
                     code.parse().unwrap_or_else(|_| usage("bad code")),
+                ));
+            }
+            "--watchdog-ping" => options.watchdog_ping = true,
+            "--watchdog-stop-for" => {
+                let v = value();
+                let (id, ms) = v
+                    .split_once(':')
+                    .unwrap_or_else(|| usage("--watchdog-stop-for ID:MS"));
+                options.watchdog_stop_for = Some((
+                    id.parse().unwrap_or_else(|_| usage("bad id")),
+                    Duration::from_millis(ms.parse().unwrap_or_else(|_| usage("bad ms"))),
                 ));
             }
             "--late-line" => {
@@ -403,6 +424,35 @@ fn notify_ready_after(id: u32, after: Duration) {
         socket
             .send_to(b"READY=1\nSTATUS=serving", path)
             .expect("send READY=1");
+    });
+}
+
+/// `--watchdog-ping`: WATCHDOG=1 on NOTIFY_SOCKET three times per WATCHDOG_USEC, checking
+/// WATCHDOG_PID is this process; with `--watchdog-stop-for ID:MS`, worker ID stops after MS
+/// (printing `silent id=.. pid=..`).
+fn ping_watchdog(id: u32, stop_after: Option<Duration>) {
+    let pid = std::process::id();
+    if var("WATCHDOG_PID") != pid.to_string() {
+        say(&format!(
+            "error id={id} pid={pid} WATCHDOG_PID is not this process"
+        ));
+        std::process::exit(3);
+    }
+    let usec: u64 = var("WATCHDOG_USEC")
+        .parse()
+        .unwrap_or_else(|_| usage("no WATCHDOG_USEC"));
+    let path = std::env::var_os("NOTIFY_SOCKET").unwrap_or_else(|| usage("no NOTIFY_SOCKET"));
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let socket = std::os::unix::net::UnixDatagram::unbound().expect("a datagram socket");
+        loop {
+            if stop_after.is_some_and(|after| started.elapsed() >= after) {
+                say(&format!("silent id={id} pid={pid}"));
+                return;
+            }
+            let _ = socket.send_to(b"WATCHDOG=1", &path);
+            std::thread::sleep(Duration::from_micros(usec / 3)); // the worker's own rhythm
+        }
     });
 }
 

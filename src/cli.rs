@@ -133,6 +133,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub plan: Option<PlanFormat>,
 
+    /// With --ready notify: every worker must send WATCHDOG=1 on its NOTIFY_SOCKET at least every
+    /// DUR once it is ready (WATCHDOG_USEC and WATCHDOG_PID tell it); one that misses it gets
+    /// SIGABRT, SIGKILL after --kill-timeout, and is restarted as a failure
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_WATCHDOG")]
+    pub watchdog: Option<Duration>,
+
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID

@@ -73,6 +73,8 @@ pub struct Policy {
     /// `--socket-per-worker`: connections are steered to ready slots, and a scaled-down slot's
     /// worker drains its queue before it is stopped.
     pub steered: bool,
+    /// `--watchdog`: how often a ready worker must say it is alive.
+    pub watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,6 +127,19 @@ impl Config {
             return Err(Error::Usage(format!(
                 "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
             )));
+        }
+        if let Some(interval) = cli.watchdog {
+            if cli.ready != ReadyMode::Notify {
+                return Err(Error::Usage(
+                    "--watchdog needs --ready notify: the workers ping it on their NOTIFY_SOCKET"
+                        .to_string(),
+                ));
+            }
+            if interval.is_zero() {
+                return Err(Error::Usage(
+                    "--watchdog must be longer than 0s".to_string(),
+                ));
+            }
         }
         let user = match cli.user.as_deref() {
             None => None,
@@ -198,6 +213,7 @@ impl Config {
                 stop_signal: cli.stop_signal,
                 kill_timeout: cli.kill_timeout,
                 steered: cli.socket_per_worker,
+                watchdog: cli.watchdog,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,

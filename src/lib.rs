@@ -156,6 +156,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         config.placement.clone(),
         config.prefix.map(|format| (format, sender.clone())),
         config.user.clone(),
+        config.policy.watchdog,
     )
     .map_err(|e| Error::system("open /dev/null", e))?;
     let notify = match config.policy.ready {

@@ -28,6 +28,19 @@ pub struct Message {
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
+    /// `WATCHDOG=1`, `WATCHDOG=trigger` or `WATCHDOG_USEC=N` (`--watchdog`).
+    pub watchdog: Option<Watchdog>,
+}
+
+/// What a worker tells its watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watchdog {
+    /// `WATCHDOG=1`: alive.
+    Ping,
+    /// `WATCHDOG=trigger`: fail it now.
+    Trigger,
+    /// `WATCHDOG_USEC=N`: the interval is N µs from now on (and it counts as a ping).
+    Interval(u64),
 }
 
 impl Message {
@@ -40,6 +53,13 @@ impl Message {
                 Some(("READY", "1")) => message.ready = true,
                 Some(("STOPPING", "1")) => message.stopping = true,
                 Some(("STATUS", status)) => message.status = Some(status.to_string()),
+                Some(("WATCHDOG", "1")) => message.watchdog = Some(Watchdog::Ping),
+                Some(("WATCHDOG", "trigger")) => message.watchdog = Some(Watchdog::Trigger),
+                Some(("WATCHDOG_USEC", usec)) => {
+                    if let Ok(usec) = usec.parse() {
+                        message.watchdog = Some(Watchdog::Interval(usec));
+                    }
+                }
                 _ => {}
             }
         }
@@ -410,6 +430,15 @@ mod tests {
         assert_eq!(m.status.as_deref(), Some("serving on 3000"));
         assert!(!Message::parse(b"READY=0").ready);
         assert!(Message::parse(b"STOPPING=1").stopping);
+        assert_eq!(Message::parse(b"WATCHDOG=1").watchdog, Some(Watchdog::Ping));
+        assert_eq!(
+            Message::parse(b"WATCHDOG=trigger").watchdog,
+            Some(Watchdog::Trigger)
+        );
+        assert_eq!(
+            Message::parse(b"WATCHDOG_USEC=2000000").watchdog,
+            Some(Watchdog::Interval(2_000_000))
+        );
     }
 
     #[test]

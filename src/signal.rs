@@ -14,6 +14,7 @@ impl Sig {
     pub const HUP: Sig = Sig(libc::SIGHUP);
     pub const INT: Sig = Sig(libc::SIGINT);
     pub const QUIT: Sig = Sig(libc::SIGQUIT);
+    pub const ABRT: Sig = Sig(libc::SIGABRT);
     pub const KILL: Sig = Sig(libc::SIGKILL);
     pub const TERM: Sig = Sig(libc::SIGTERM);
     pub const CHLD: Sig = Sig(libc::SIGCHLD);

@@ -123,10 +123,13 @@ pub struct Spawner {
     relay: Option<Relay>,
     /// With `--user`: the identity workers run as.
     user: Option<Identity>,
+    /// With `--watchdog`: the interval workers are told (`WATCHDOG_USEC`).
+    watchdog: Option<std::time::Duration>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
 
 impl Spawner {
     pub fn new(
@@ -136,6 +139,7 @@ impl Spawner {
         placement: Placement,
         prefix: Option<(PrefixFormat, crossbeam_channel::Sender<crate::event::Event>)>,
         user: Option<Identity>,
+        watchdog: Option<std::time::Duration>,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -163,6 +167,7 @@ impl Spawner {
             warned_sharing: false,
             relay: prefix.map(|(format, events)| Relay::new(format, events)),
             user,
+            watchdog,
         })
     }
 
@@ -307,9 +312,20 @@ impl Spawner {
             listen_pid = LISTEN_PID_PREFIX.to_vec();
             listen_pid.resize(LISTEN_PID_PREFIX.len() + 12, 0);
         }
+        // `WATCHDOG_PID=` and room for the pid, like `LISTEN_PID`.
+        let mut watchdog_pid = Vec::new();
+        if let Some(interval) = self.watchdog {
+            envp.push(c(
+                format!("WATCHDOG_USEC={}", interval.as_micros()).as_bytes()
+            )?);
+            watchdog_pid = WATCHDOG_PID_PREFIX.to_vec();
+            watchdog_pid.resize(WATCHDOG_PID_PREFIX.len() + 12, 0);
+        }
         let mut envp_ptrs = null_terminated(&envp);
-        if !listen_pid.is_empty() {
-            envp_ptrs.insert(envp_ptrs.len() - 1, listen_pid.as_ptr().cast());
+        for own_pid in [&listen_pid, &watchdog_pid] {
+            if !own_pid.is_empty() {
+                envp_ptrs.insert(envp_ptrs.len() - 1, own_pid.as_ptr().cast());
+            }
         }
         Ok(Prepared {
             argv_ptrs: null_terminated(&argv),
@@ -318,6 +334,7 @@ impl Spawner {
             scratch_fds: vec![-1; listen_fds.len()],
             listen_fds,
             listen_pid,
+            watchdog_pid,
             path,
             _argv: argv,
             _sh_argv: sh_argv,
@@ -345,6 +362,8 @@ struct Prepared {
     scratch_fds: Vec<i32>,
     /// `LISTEN_PID=` plus NULs (empty without sockets); `envp_ptrs` points into it.
     listen_pid: Vec<u8>,
+    /// `WATCHDOG_PID=` plus NULs (empty without `--watchdog`), filled in the same way.
+    watchdog_pid: Vec<u8>,
     _argv: Vec<CString>,
     _sh_argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -427,6 +446,9 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         );
         place_listen_fds(prepared);
+        if !prepared.watchdog_pid.is_empty() {
+            write_own_pid(&mut prepared.watchdog_pid, WATCHDOG_PID_PREFIX.len());
+        }
         if let Some(limit) = &prepared.fd_limit {
             // Last, once no descriptor is to be created: recluster's own fds may lie above it.
             libc::setrlimit(libc::RLIMIT_NOFILE, limit);
@@ -516,23 +538,29 @@ unsafe fn place_listen_fds(prepared: &mut Prepared) {
                 report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
             }
         }
-        let mut pid = libc::getpid() as u32;
-        let mut digits = [0u8; 10];
-        let mut n = 0;
-        loop {
-            digits[n] = b'0' + (pid % 10) as u8;
-            n += 1;
-            pid /= 10;
-            if pid == 0 {
-                break;
-            }
-        }
-        let start = LISTEN_PID_PREFIX.len();
-        for i in 0..n {
-            prepared.listen_pid[start + i] = digits[n - 1 - i];
-        }
-        prepared.listen_pid[start + n] = 0;
+        write_own_pid(&mut prepared.listen_pid, LISTEN_PID_PREFIX.len());
     }
+}
+
+/// Writes this process's pid, in decimal and NUL-terminated, into `buffer` after its prefix.
+/// Async-signal-safe: no allocation, the buffer was sized before the clone.
+fn write_own_pid(buffer: &mut [u8], start: usize) {
+    // SAFETY: getpid has no memory effects.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        buffer[start + i] = digits[n - 1 - i];
+    }
+    buffer[start + n] = 0;
 }
 
 /// Tells the parent why the exec did not happen (in the memory it shares), and exits.

@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::Policy;
-use crate::notify::Message;
+use crate::notify::{Message, Watchdog};
 use crate::reaper::Exit;
 use crate::signal::Sig;
 use crate::spawn::WorkerIdentity;
@@ -82,6 +82,8 @@ pub struct Cluster {
     reports: Vec<Report>,
     /// Whether the set of ready slots changed since the loop last asked (`take_steering`).
     steering_changed: bool,
+    /// `--watchdog`: each ready worker's deadline and interval, by pid.
+    watchdogs: HashMap<i32, (Instant, Duration)>,
 }
 
 /// Where a worker's record is.
@@ -145,6 +147,7 @@ impl Cluster {
             waiting: 0,
             reports: Vec::new(),
             steering_changed: false,
+            watchdogs: HashMap::new(),
         }
     }
 
@@ -271,10 +274,14 @@ impl Cluster {
                 status: status.clone(),
             });
         }
+        let mut actions = Vec::new();
         if message.ready {
-            return self.on_ready(pid, now);
+            actions.extend(self.on_ready(pid, now));
         }
-        Vec::new()
+        if let Some(watchdog) = message.watchdog {
+            actions.extend(self.on_watchdog(pid, watchdog, now));
+        }
+        actions
     }
 
     pub fn on_signal(&mut self, sig: Sig, now: Instant) -> Vec<Action> {
@@ -311,6 +318,7 @@ impl Cluster {
         self.children_left = children_left;
         let mut actions = Vec::new();
         for exit in exits {
+            self.watchdogs.remove(&exit.pid);
             match self.places.remove(&exit.pid) {
                 Some(Place::Slot(id)) => {
                     let index = id as usize;
@@ -385,6 +393,7 @@ impl Cluster {
                     }
                 }
                 Key::Worker(pid) => actions.extend(self.worker_timer(pid, at, now)),
+                Key::Watchdog(pid) => actions.extend(self.watchdog_timer(pid, at, now)),
             }
             if self.phase != Phase::Running {
                 break;
@@ -473,6 +482,10 @@ impl Cluster {
             Key::Worker(pid) => self
                 .worker(pid)
                 .is_some_and(|w| w.timers().contains(&Some(at))),
+            Key::Watchdog(pid) => {
+                self.watchdogs.get(&pid).is_some_and(|&(due, _)| due == at)
+                    && self.worker(pid).is_some_and(Worker::is_ready)
+            }
         }
     }
 
@@ -592,6 +605,69 @@ impl Cluster {
         self.leaving.insert(pid, worker);
         self.arm(&worker);
         Some(Action::SignalGroup { pgid: pid, signal })
+    }
+
+    /// `--watchdog`: a ready worker starts its watchdog (`WATCHDOG_USEC` from the policy).
+    fn arm_watchdog(&mut self, pid: i32, now: Instant) {
+        if let Some(interval) = self.policy.watchdog {
+            let due = later(now, interval);
+            self.watchdogs.insert(pid, (due, interval));
+            self.timers.push(due, Key::Watchdog(pid));
+        }
+    }
+
+    /// A worker's `WATCHDOG=1`, `WATCHDOG_USEC=` or `WATCHDOG=trigger`.
+    fn on_watchdog(&mut self, pid: i32, message: Watchdog, now: Instant) -> Vec<Action> {
+        let Some(&(_, interval)) = self.watchdogs.get(&pid) else {
+            return Vec::new(); // no watchdog, or not ready yet
+        };
+        let interval = match message {
+            Watchdog::Trigger => return self.fail_watchdog(pid, true, now),
+            Watchdog::Ping => interval,
+            Watchdog::Interval(usec) => Duration::from_micros(usec.max(1)),
+        };
+        let due = later(now, interval);
+        self.watchdogs.insert(pid, (due, interval));
+        self.timers.push(due, Key::Watchdog(pid));
+        Vec::new()
+    }
+
+    /// A watchdog deadline came up.
+    fn watchdog_timer(&mut self, pid: i32, at: Instant, now: Instant) -> Vec<Action> {
+        if !self.holds(at, Key::Watchdog(pid)) {
+            return Vec::new();
+        }
+        self.fail_watchdog(pid, false, now)
+    }
+
+    /// SIGABRT (systemd's WatchdogSignal, so it can dump core), SIGKILL after `--kill-timeout`;
+    /// once it is gone, it is restarted as a failure.
+    fn fail_watchdog(&mut self, pid: i32, triggered: bool, now: Instant) -> Vec<Action> {
+        let Some((_, interval)) = self.watchdogs.remove(&pid) else {
+            return Vec::new();
+        };
+        let kill_at = later(now, self.policy.kill_timeout);
+        let Some(worker) = self.worker_mut(pid) else {
+            return Vec::new();
+        };
+        let was_ready = worker.is_ready();
+        let id = worker.id();
+        worker.stop(Sig::ABRT, worker::StopReason::Watchdog, Some(kill_at));
+        if was_ready && matches!(self.places.get(&pid), Some(Place::Slot(_))) {
+            self.ready -= 1;
+            self.steering_changed = true;
+        }
+        self.timers.push(kill_at, Key::Worker(pid));
+        self.report(Report::WatchdogFailed {
+            id,
+            pid,
+            interval,
+            triggered,
+        });
+        vec![Action::SignalGroup {
+            pgid: pid,
+            signal: Sig::ABRT,
+        }]
     }
 
     /// A scaled-down slot's sockets may go, unless a `TTIN` has brought the slot back since.

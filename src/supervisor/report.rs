@@ -44,6 +44,13 @@ pub enum Report {
         pid: i32,
         timeout: Duration,
     },
+    /// A ready worker missed its watchdog (`interval`), or triggered it.
+    WatchdogFailed {
+        id: u32,
+        pid: i32,
+        interval: Duration,
+        triggered: bool,
+    },
     /// SIGKILL for a stopped worker's group after `--kill-timeout`.
     KillTimeout {
         id: u32,
@@ -166,6 +173,7 @@ impl Report {
     pub fn level(&self) -> Level {
         match self {
             Report::MissedReadyTimeout { .. }
+            | Report::WatchdogFailed { .. }
             | Report::ReloadAbandoned { .. }
             | Report::Ended {
                 then: Then::GivingUp { .. },
@@ -225,6 +233,22 @@ impl fmt::Display for Report {
                 f,
                 "worker {id} (pid {pid}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
                 format_duration(*timeout)
+            ),
+            Report::WatchdogFailed {
+                id,
+                pid,
+                triggered: true,
+                ..
+            } => write!(
+                f,
+                "worker {id} (pid {pid}) triggered its watchdog: sending SIGABRT, restarting it as a failure"
+            ),
+            Report::WatchdogFailed {
+                id, pid, interval, ..
+            } => write!(
+                f,
+                "worker {id} (pid {pid}) sent no WATCHDOG=1 for {}: sending SIGABRT, restarting it as a failure (--watchdog)",
+                format_duration(*interval)
             ),
             Report::KillTimeout {
                 id,

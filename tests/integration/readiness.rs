@@ -175,3 +175,58 @@ fn notify_works_where_seccomp_forbids_unshare_as_dockers_default_profile_does() 
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn a_worker_that_stops_pinging_its_watchdog_is_stopped_and_restarted_while_the_other_runs_on() {
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "2",
+            "--ready",
+            "notify",
+            "--min-uptime",
+            "1h",
+            "--watchdog",
+            "1s",
+            "--restart-delay",
+            "10ms",
+            // The example worker survives SIGABRT (it waits for signals): SIGKILL follows.
+            "--kill-timeout",
+            "1s",
+        ],
+        &[
+            "--notify",
+            "0",
+            "--watchdog-ping",
+            "--watchdog-stop-for",
+            "1:300",
+        ],
+    );
+    let first = cluster.ready(2);
+    let (steady, quiet) = (first[0].num("pid"), first[1].num("pid"));
+    cluster.expect("worker 1 stops pinging", |l| {
+        l.is_worker("silent") && l.num("pid") == quiet
+    });
+    let silent_at = std::time::Instant::now();
+    cluster.expect("SIGABRT for worker 1", |l| {
+        l.is_worker("signal") && l.text.contains("SIGABRT") && l.num("pid") == quiet
+    });
+    assert!(
+        silent_at.elapsed() < std::time::Duration::from_secs(3),
+        "stopped {:?} after its last ping",
+        silent_at.elapsed()
+    );
+    cluster.expect_log(&format!("worker 1 (pid {quiet}) sent no WATCHDOG=1 for 1s"));
+    let again = cluster.expect("worker 1 restarted", |l| {
+        l.is_worker("ready") && l.num("id") == 1 && l.num("pid") != quiet
+    });
+    assert_ne!(again.num("pid"), steady);
+    assert!(
+        cluster
+            .seen(|l| l.is_worker("signal") && l.num("pid") == steady)
+            .is_empty(),
+        "the pinging worker was left alone"
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+}

@@ -35,14 +35,14 @@ impl Cluster {
     /// A worker (or a replacement) says, or shows, it is ready.
     pub(super) fn on_ready(&mut self, pid: i32, now: Instant) -> Vec<Action> {
         match self.places.get(&pid) {
-            Some(&Place::Slot(id)) => self.became_ready(id as usize),
+            Some(&Place::Slot(id)) => self.became_ready(id as usize, now),
             Some(&Place::Replacement(id)) => self.promote(id as usize, now),
             _ => Vec::new(),
         }
     }
 
     /// A slot's own worker is ready; once all are, at start, the service manager hears of it.
-    fn became_ready(&mut self, index: usize) -> Vec<Action> {
+    fn became_ready(&mut self, index: usize, now: Instant) -> Vec<Action> {
         let Occupant::Worker(worker) = &mut self.slots[index].occupant else {
             return Vec::new();
         };
@@ -51,6 +51,7 @@ impl Cluster {
         }
         let (id, pid) = (worker.id(), worker.pid().unwrap_or_default());
         self.report(Report::WorkerReady { id, pid });
+        self.arm_watchdog(pid, now);
         self.ready += 1;
         self.steering_changed = true;
         self.announce_if_all_ready()

@@ -124,6 +124,7 @@ impl Cluster {
             Occupant::Worker(old) => Some(old),
             Occupant::Waiting { .. } | Occupant::Done => None,
         };
+        self.arm_watchdog(pid, now);
         self.report(Report::ReplacementReady {
             id: new.id(),
             generation: new.generation(),

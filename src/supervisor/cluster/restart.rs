@@ -25,7 +25,7 @@ impl Cluster {
         actions: &mut Vec<Action>,
     ) {
         let clean = worker.ended_cleanly(status);
-        let failed_start = worker.missed_ready_timeout();
+        let failed_start = worker.failed();
         let uptime = worker.started().map_or(Duration::ZERO, |started| {
             now.saturating_duration_since(started)
         });

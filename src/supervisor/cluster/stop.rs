@@ -113,9 +113,9 @@ impl Cluster {
                 return Occupant::Done;
             }
             State::Stopping {
-                reason: StopReason::MissedReadyTimeout,
+                reason: reason @ (StopReason::MissedReadyTimeout | StopReason::Watchdog),
                 ..
-            } => StopReason::MissedReadyTimeout,
+            } => reason,
             _ => StopReason::ClusterStop,
         };
         if let Some(pid) = worker.stop(signal, reason, None) {

@@ -21,6 +21,7 @@ fn policy() -> Policy {
         stop_signal: Sig::TERM,
         kill_timeout: 5000 * MS,
         steered: false,
+        watchdog: None,
     }
 }
 
@@ -1215,4 +1216,70 @@ fn a_slot_brought_back_during_a_drain_keeps_its_sockets() {
         [stop_signal(101)],
         "the old worker stops; the slot's sockets stay for the new one"
     );
+}
+
+// ----- watchdog -----
+
+#[test]
+fn a_ready_worker_that_stops_pinging_its_watchdog_gets_sigabrt_and_is_restarted_as_a_failure() {
+    let t0 = Instant::now();
+    let watched = Policy {
+        watchdog: Some(1000 * MS),
+        ..notify_policy()
+    };
+    let mut cluster = starting(watched, 2, t0);
+    for pid in [100, 101] {
+        cluster.on_notified(pid, &ready_message(), t0);
+    }
+    let ping = Message {
+        watchdog: Some(Watchdog::Ping),
+        ..Message::default()
+    };
+    // Worker 0 pings every 500 ms; worker 1 never does.
+    let mut now = t0;
+    let mut actions = Vec::new();
+    while now < t0 + 1500 * MS {
+        now += 500 * MS;
+        cluster.on_notified(100, &ping, now);
+        actions.extend(cluster.on_timer(now));
+    }
+    assert_eq!(
+        actions,
+        [Action::SignalGroup {
+            pgid: 101,
+            signal: Sig::ABRT
+        }]
+    );
+    assert!(matches!(
+        cluster.take_reports().last(),
+        Some(Report::WatchdogFailed {
+            id: 1,
+            triggered: false,
+            ..
+        })
+    ));
+    // It dies of the SIGABRT: a failure, restarted with backoff.
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::ABRT)), true, now);
+    assert_eq!(cluster.next_deadline(), Some(now + 100 * MS));
+    // WATCHDOG=trigger fails at once.
+    let trigger = Message {
+        watchdog: Some(Watchdog::Trigger),
+        ..Message::default()
+    };
+    assert_eq!(
+        cluster.on_notified(100, &trigger, now),
+        [Action::SignalGroup {
+            pgid: 100,
+            signal: Sig::ABRT
+        }]
+    );
+    check_invariants(&cluster);
+}
+
+#[test]
+fn without_a_watchdog_nothing_is_timed_once_ready() {
+    let t0 = Instant::now();
+    let mut cluster = starting(notify_policy(), 1, t0);
+    cluster.on_notified(100, &ready_message(), t0);
+    assert_eq!(cluster.next_deadline(), None);
 }

@@ -14,6 +14,8 @@ pub(super) enum Key {
     Slot(u32),
     /// A worker's readiness or kill deadline, by pid.
     Worker(i32),
+    /// A ready worker's watchdog (`--watchdog`), by pid.
+    Watchdog(i32),
 }
 
 #[derive(Debug, Default)]

@@ -78,6 +78,8 @@ pub(super) enum StopReason {
     Retired,
     /// It did not become ready within `--ready-timeout`: a failed start.
     MissedReadyTimeout,
+    /// It missed its `--watchdog` (or triggered it): a failure.
+    Watchdog,
 }
 
 /// How long `--ready listening` waits between two looks at a starting worker.
@@ -193,7 +195,7 @@ impl Worker {
     pub fn ended_cleanly(&self, status: ProcessStatus) -> bool {
         match self.state {
             State::Stopping {
-                reason: StopReason::MissedReadyTimeout,
+                reason: StopReason::MissedReadyTimeout | StopReason::Watchdog,
                 ..
             } => false,
             State::Stopping { signal, .. } => {
@@ -203,11 +205,12 @@ impl Worker {
         }
     }
 
-    pub fn missed_ready_timeout(&self) -> bool {
+    /// Stopped by recluster as a failure: a missed `--ready-timeout` or `--watchdog`.
+    pub fn failed(&self) -> bool {
         matches!(
             self.state,
             State::Stopping {
-                reason: StopReason::MissedReadyTimeout,
+                reason: StopReason::MissedReadyTimeout | StopReason::Watchdog,
                 ..
             }
         )
