@@ -22,6 +22,7 @@
 //! exits at once, so recluster adopts it; it prints its pid and exits); `--ignore SIG` (print it, keep
 //! running; repeatable); `--on-stop exit|die` (INT, TERM, QUIT: exit 0, or die of the signal);
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
+//! `--grow-for ID:MB`: worker ID allocates and touches MB megabytes, then prints `grown …`.
 //! `--watchdog-ping` (and `--watchdog-stop-for ID:MS`): ping the watchdog, stop for worker ID.
 //! `--late-line MS`: a child writes `late id=..` on stderr MS ms later (after the worker may have
 //! exited). `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
@@ -71,6 +72,7 @@ struct Options {
     late_line: Option<Duration>,
     watchdog_ping: bool,
     watchdog_stop_for: Option<(u32, Duration)>,
+    grow_for: Option<(u32, usize)>,
 }
 
 #[unsafe(no_mangle)]
@@ -140,6 +142,14 @@ fn run() -> ! {
     let notify_after = options.notify_after.filter(|_| options.version != "silent");
     if let Some(after) = notify_after {
         notify_ready_after(id, after);
+    }
+    if let Some((for_id, mb)) = options.grow_for
+        && for_id == id
+    {
+        // A leak: MB megabytes, every page touched, kept.
+        let grown = vec![1u8; mb << 20];
+        std::mem::forget(grown);
+        say(&format!("grown id={id} pid={pid} mb={mb}"));
     }
     if options.watchdog_ping {
         let stop_after = options
@@ -257,6 +267,16 @@ fn parse_options() -> Options {
                 ));
             }
             "--watchdog-ping" => options.watchdog_ping = true,
+            "--grow-for" => {
+                let v = value();
+                let (id, mb) = v
+                    .split_once(':')
+                    .unwrap_or_else(|| usage("--grow-for ID:MB"));
+                options.grow_for = Some((
+                    id.parse().unwrap_or_else(|_| usage("bad id")),
+                    mb.parse().unwrap_or_else(|_| usage("bad MB")),
+                ));
+            }
             "--watchdog-stop-for" => {
                 let v = value();
                 let (id, ms) = v

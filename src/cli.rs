@@ -139,6 +139,15 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_WATCHDOG")]
     pub watchdog: Option<Duration>,
 
+    /// Replace a worker whose process group uses more than SIZE of memory (512M, 2G; K, M, G
+    /// are powers of 1024) in 3 samples in a row: a new worker first, then the old one stopped
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
+    pub max_memory: Option<u64>,
+
+    /// How often --max-memory samples the workers' memory
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
+    pub memory_interval: Duration,
+
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID
@@ -236,6 +245,34 @@ fn parse_workers(text: &str) -> Result<u32, String> {
         )),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+/// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches(['K', 'M', 'G', 'T', 'B', 'I']);
+    let unit = &upper[digits.len()..];
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a size (write 512M, 2G or a number of bytes)"
+            ));
+        }
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (write 512M, 2G or a number of bytes)"))?;
+    match number.checked_mul(factor) {
+        Some(0) => Err("the size must be more than 0".to_string()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("'{text}' is too large")),
     }
 }
 

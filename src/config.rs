@@ -75,6 +75,8 @@ pub struct Policy {
     pub steered: bool,
     /// `--watchdog`: how often a ready worker must say it is alive.
     pub watchdog: Option<Duration>,
+    /// `--max-memory` in bytes, and `--memory-interval`.
+    pub max_memory: Option<(u64, Duration)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,6 +216,7 @@ impl Config {
                 kill_timeout: cli.kill_timeout,
                 steered: cli.socket_per_worker,
                 watchdog: cli.watchdog,
+                max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,

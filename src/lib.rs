@@ -30,6 +30,7 @@ pub mod status;
 pub mod steering;
 pub mod supervisor;
 pub mod topology;
+pub mod usage;
 pub mod user;
 
 use std::ffi::OsString;

@@ -33,6 +33,9 @@ pub enum Action {
     /// Tell it `RELOADING=1` with `MONOTONIC_USEC=` (the clock is read when it is sent), and this
     /// `STATUS=`.
     NotifyReloading(String),
+    /// `--max-memory`: how much memory each of these process groups uses? The answer goes back
+    /// through `Cluster::on_memory`.
+    SampleMemory { pids: Vec<i32> },
     /// End recluster with this status.
     Exit(i32),
 }

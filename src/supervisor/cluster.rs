@@ -31,6 +31,7 @@ use crate::status::ProcessStatus;
 use super::action::{Action, Role, Ticket};
 use super::report::{Report, Then};
 
+mod memory;
 mod readiness;
 mod reload;
 mod restart;
@@ -84,6 +85,9 @@ pub struct Cluster {
     steering_changed: bool,
     /// `--watchdog`: each ready worker's deadline and interval, by pid.
     watchdogs: HashMap<i32, (Instant, Duration)>,
+    /// `--max-memory`: when the next sample is due, and samples over the limit in a row by pid.
+    memory_due: Option<Instant>,
+    memory_strikes: HashMap<i32, u32>,
 }
 
 /// Where a worker's record is.
@@ -148,6 +152,8 @@ impl Cluster {
             reports: Vec::new(),
             steering_changed: false,
             watchdogs: HashMap::new(),
+            memory_due: None,
+            memory_strikes: HashMap::new(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Cluster {
         for index in 0..n {
             self.schedule_spawn(index, now);
         }
+        self.schedule_memory_sample(now);
         self.on_timer(now)
     }
 
@@ -319,6 +326,7 @@ impl Cluster {
         let mut actions = Vec::new();
         for exit in exits {
             self.watchdogs.remove(&exit.pid);
+            self.memory_strikes.remove(&exit.pid);
             match self.places.remove(&exit.pid) {
                 Some(Place::Slot(id)) => {
                     let index = id as usize;
@@ -394,6 +402,11 @@ impl Cluster {
                 }
                 Key::Worker(pid) => actions.extend(self.worker_timer(pid, at, now)),
                 Key::Watchdog(pid) => actions.extend(self.watchdog_timer(pid, at, now)),
+                Key::Memory => {
+                    if self.holds(at, Key::Memory) {
+                        actions.extend(self.memory_timer());
+                    }
+                }
             }
             if self.phase != Phase::Running {
                 break;
@@ -482,6 +495,7 @@ impl Cluster {
             Key::Worker(pid) => self
                 .worker(pid)
                 .is_some_and(|w| w.timers().contains(&Some(at))),
+            Key::Memory => self.memory_due == Some(at),
             Key::Watchdog(pid) => {
                 self.watchdogs.get(&pid).is_some_and(|&(due, _)| due == at)
                     && self.worker(pid).is_some_and(Worker::is_ready)

@@ -44,6 +44,21 @@ pub enum Report {
         pid: i32,
         timeout: Duration,
     },
+    /// `--max-memory`: a worker's process group used `bytes`, over `limit`, three samples in a
+    /// row; it is replaced (`stop_first`: stopped, then respawned, with no room for both).
+    OverMemory {
+        id: u32,
+        pid: i32,
+        bytes: u64,
+        limit: u64,
+        stop_first: bool,
+    },
+    /// A new worker started outside a reload (`--max-memory`) did not become ready; the old one
+    /// keeps serving.
+    ReplacementFailed {
+        id: u32,
+        reason: String,
+    },
     /// A ready worker missed its watchdog (`interval`), or triggered it.
     WatchdogFailed {
         id: u32,
@@ -180,6 +195,7 @@ impl Report {
                 ..
             } => Level::Error,
             Report::Drained { waiting, .. } if *waiting > 0 => Level::Warn,
+            Report::OverMemory { .. } | Report::ReplacementFailed { .. } => Level::Warn,
             Report::StaleSpawn { .. }
             | Report::KillTimeout { .. }
             | Report::SecondStopSignal { .. }
@@ -233,6 +249,27 @@ impl fmt::Display for Report {
                 f,
                 "worker {id} (pid {pid}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
                 format_duration(*timeout)
+            ),
+            Report::OverMemory {
+                id,
+                pid,
+                bytes,
+                limit,
+                stop_first,
+            } => write!(
+                f,
+                "worker {id} (pid {pid}) uses {} MiB, above --max-memory {} MiB: {}",
+                bytes >> 20,
+                limit >> 20,
+                if *stop_first {
+                    "stopping it, then starting a new one (no room for both)"
+                } else {
+                    "replacing it"
+                }
+            ),
+            Report::ReplacementFailed { id, reason } => write!(
+                f,
+                "the new worker {id} failed ({reason}); the old one keeps serving"
             ),
             Report::WatchdogFailed {
                 id,

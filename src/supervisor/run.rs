@@ -41,6 +41,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         token_of: HashMap::new(),
         pid_of: HashMap::new(),
         output_open: HashSet::new(),
+        oom_kills: crate::usage::oom_kills(),
     };
     // `--prefix`: exits held back until the worker's last lines are written (or HOLD_OUTPUT).
     let mut held: Vec<(Exit, Instant)> = Vec::new();
@@ -91,6 +92,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 for exit in &exits {
                     executor.forget_worker(exit.pid);
                 }
+                executor.note_oom_kills(&exits);
                 // A worker whose output is still being written is reported once it is.
                 let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
                     .into_iter()
@@ -171,6 +173,8 @@ struct Executor<'a> {
     pid_of: HashMap<u64, i32>,
     /// `--prefix`: workers whose output is still being relayed.
     output_open: HashSet<i32>,
+    /// The kernel's OOM-kill count when last looked at.
+    oom_kills: Option<u64>,
 }
 
 impl Executor<'_> {
@@ -193,6 +197,10 @@ impl Executor<'_> {
                 }
                 Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
+                Action::SampleMemory { pids } => {
+                    let usage = crate::usage::group_memory(&pids);
+                    queue.extend(cluster.on_memory(&usage, Instant::now()));
+                }
                 Action::CheckQueue { slot, pid } => {
                     let waiting = self.plumbing.spawner.queue_len(slot);
                     queue.extend(cluster.on_queue(pid, waiting, Instant::now()));
@@ -298,6 +306,34 @@ impl Executor<'_> {
                 cluster.spawn_failed(ticket, status, Instant::now())
             }
         }
+    }
+
+    /// A process killed by SIGKILL while the kernel's OOM-kill count went up was most likely its
+    /// victim: say so beside the exit recluster reports.
+    fn note_oom_kills(&mut self, exits: &[Exit]) {
+        if !exits
+            .iter()
+            .any(|e| e.status == ProcessStatus::Killed(Sig::KILL))
+        {
+            return;
+        }
+        let now = crate::usage::oom_kills();
+        if let (Some(before), Some(after)) = (self.oom_kills, now)
+            && after > before
+        {
+            for exit in exits
+                .iter()
+                .filter(|e| e.status == ProcessStatus::Killed(Sig::KILL))
+            {
+                warn!(
+                    "process {} was killed by the kernel's OOM killer (out of memory: {} OOM kill{} since)",
+                    exit.pid,
+                    after - before,
+                    if after - before == 1 { "" } else { "s" }
+                );
+            }
+        }
+        self.oom_kills = now;
     }
 
     /// A process ended: if it was a worker with a notify socket, close the socket.

@@ -158,3 +158,39 @@ fn a_command_that_disappears_is_retried_with_backoff_until_it_is_back() {
     assert_eq!(cluster.exit_code(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_worker_over_max_memory_is_replaced_and_its_sibling_is_not() {
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "2",
+            "--max-memory",
+            "150M",
+            "--memory-interval",
+            "100ms",
+            "--min-uptime",
+            "300ms",
+        ],
+        &["--grow-for", "1:300"],
+    );
+    let first = cluster.ready(2);
+    let (sibling, grower) = (first[0].num("pid"), first[1].num("pid"));
+    cluster.expect_log(&format!("worker 1 (pid {grower}) uses "));
+    cluster.expect_log("above --max-memory 150 MiB: replacing it");
+    let new = cluster.expect("the new worker 1", |l| {
+        l.is_worker("ready") && l.num("id") == 1 && l.num("pid") != grower
+    });
+    cluster.expect("the old worker 1 stopped", |l| {
+        l.is_worker("signal") && l.text.contains("SIGTERM") && l.num("pid") == grower
+    });
+    assert!(
+        cluster
+            .seen(|l| l.is_worker("signal") && l.num("pid") == sibling)
+            .is_empty(),
+        "worker 0 was left alone"
+    );
+    assert_ne!(new.num("pid"), sibling);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

@@ -165,6 +165,14 @@ impl Cluster {
             worker.generation(),
             worker.pid().unwrap_or_default()
         );
+        if self.reload.is_none() {
+            // A replacement outside a reload (--max-memory): the old worker keeps serving.
+            self.report(Report::ReplacementFailed {
+                id: worker.id(),
+                reason,
+            });
+            return Vec::new();
+        }
         self.abandon_reload(&reason, now)
     }
 

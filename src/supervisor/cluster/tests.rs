@@ -22,6 +22,7 @@ fn policy() -> Policy {
         kill_timeout: 5000 * MS,
         steered: false,
         watchdog: None,
+        max_memory: None,
     }
 }
 
@@ -1282,4 +1283,74 @@ fn without_a_watchdog_nothing_is_timed_once_ready() {
     let mut cluster = starting(notify_policy(), 1, t0);
     cluster.on_notified(100, &ready_message(), t0);
     assert_eq!(cluster.next_deadline(), None);
+}
+
+// ----- max memory -----
+
+fn memory_policy() -> Policy {
+    Policy {
+        max_memory: Some((150 << 20, 1000 * MS)),
+        ..policy()
+    }
+}
+
+#[test]
+fn a_worker_over_max_memory_three_samples_in_a_row_is_replaced_new_one_first() {
+    let t0 = Instant::now();
+    let mut cluster = running(memory_policy(), 2, t0);
+    let mut now = t0;
+    let mut actions = Vec::new();
+    for sample in 0..3 {
+        now += 1000 * MS;
+        assert_eq!(
+            cluster.on_timer(now),
+            [Action::SampleMemory {
+                pids: vec![100, 101]
+            }],
+            "sample {sample}"
+        );
+        // Worker 1 is over the limit every time, worker 0 never.
+        actions = cluster.on_memory(&[(100, 10 << 20), (101, 300 << 20)], now);
+        if sample < 2 {
+            assert!(actions.is_empty(), "not before 3 samples: {actions:?}");
+        }
+    }
+    assert_eq!(spawns(&actions), [(1, 0)]);
+    assert_eq!(tickets(&actions)[0].role, Role::Replacement);
+    spawn_one(&mut cluster, &actions, 201, now);
+    // Ready after --min-uptime: the old worker 1 is stopped, worker 0 untouched.
+    let ready = now + 1000 * MS;
+    let actions = cluster.on_timer(ready);
+    assert!(actions.contains(&stop_signal(101)), "{actions:?}");
+    assert!(!actions.contains(&stop_signal(100)), "{actions:?}");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn over_max_memory_with_no_room_for_both_the_worker_is_stopped_first() {
+    let t0 = Instant::now();
+    let mut cluster = running(memory_policy(), 2, t0);
+    // A scaled-down worker still stopping takes the one spare place of N + K.
+    assert_eq!(
+        cluster.on_signal(Sig::TTOU, t0),
+        [stop_signal(101), Action::ReleaseSlot(1)]
+    );
+    let mut now = t0;
+    let mut actions = Vec::new();
+    for _ in 0..3 {
+        now += 1000 * MS;
+        cluster.on_timer(now);
+        actions = cluster.on_memory(&[(100, 300 << 20)], now);
+    }
+    assert_eq!(actions, [stop_signal(100)], "stopped first");
+    assert_eq!(spawned_ids(&cluster.on_timer(now)), [0], "then respawned");
+    check_invariants(&cluster);
+}
+
+#[test]
+fn without_max_memory_nothing_is_sampled() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    assert_eq!(cluster.next_deadline(), None);
+    assert!(cluster.on_memory(&[(100, u64::MAX)], t0).is_empty());
 }

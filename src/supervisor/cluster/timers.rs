@@ -16,6 +16,8 @@ pub(super) enum Key {
     Worker(i32),
     /// A ready worker's watchdog (`--watchdog`), by pid.
     Watchdog(i32),
+    /// The next memory sample (`--max-memory`).
+    Memory,
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,100 @@
+//! `--max-memory`: a worker whose process group uses more than the limit, in three samples in a
+//! row, is replaced the way a one-slot reload does it — a new worker started beside it, the old
+//! one stopped once the new one is ready — or, when N + K leaves no room, stopped first and
+//! respawned. Only that worker is touched. The samples come every `--memory-interval`, only
+//! while `--max-memory` is set.
+
+use std::time::Instant;
+
+use super::worker::{State, Worker, later};
+use super::{Action, Cluster, Key, Occupant, Place, Report, Role};
+
+/// How many samples in a row over the limit make a worker be replaced.
+const STRIKES: u32 = 3;
+
+impl Cluster {
+    /// Schedules the next memory sample, if `--max-memory` is set.
+    pub(super) fn schedule_memory_sample(&mut self, now: Instant) {
+        if let Some((_, interval)) = self.policy.max_memory {
+            let at = later(now, interval);
+            self.memory_due = Some(at);
+            self.timers.push(at, Key::Memory);
+        }
+    }
+
+    /// The sample is due: the process groups of every slot's running worker.
+    pub(super) fn memory_timer(&mut self) -> Vec<Action> {
+        self.memory_due = None;
+        let pids: Vec<i32> = self
+            .slots
+            .iter()
+            .filter_map(|s| match s.occupant {
+                Occupant::Worker(w) if matches!(w.state, State::Ready { .. }) => w.pid(),
+                _ => None,
+            })
+            .collect();
+        vec![Action::SampleMemory { pids }]
+    }
+
+    /// What the sample found, in bytes per process group.
+    pub fn on_memory(&mut self, usage: &[(i32, u64)], now: Instant) -> Vec<Action> {
+        let Some((limit, _)) = self.policy.max_memory else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for &(pid, bytes) in usage {
+            if bytes <= limit {
+                self.memory_strikes.remove(&pid);
+                continue;
+            }
+            let strikes = self.memory_strikes.entry(pid).or_insert(0);
+            *strikes += 1;
+            if *strikes >= STRIKES {
+                self.memory_strikes.remove(&pid);
+                actions.extend(self.replace_for_memory(pid, bytes, limit, now));
+            }
+        }
+        if self.is_running() {
+            self.schedule_memory_sample(now);
+        }
+        actions
+    }
+
+    fn replace_for_memory(
+        &mut self,
+        pid: i32,
+        bytes: u64,
+        limit: u64,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(&Place::Slot(id)) = self.places.get(&pid) else {
+            return Vec::new();
+        };
+        let index = id as usize;
+        if self.slots[index].replacement.is_some() || self.reload.is_some() {
+            return Vec::new(); // a new worker is on its way already
+        }
+        let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
+        let room = self.places.len() + self.spawning + self.waiting < n + k;
+        self.report(Report::OverMemory {
+            id,
+            pid,
+            bytes,
+            limit,
+            stop_first: !room,
+        });
+        if room {
+            let generation = self.slots[index].generation;
+            let ticket = self.issue(id, Role::Replacement, generation);
+            self.slots[index].replacement = Some(Worker::spawning(ticket));
+            return vec![Action::Spawn(ticket)];
+        }
+        let Occupant::Worker(old) = self.take_occupant(index) else {
+            return Vec::new();
+        };
+        // Its respawn is due at once; the loop carries it out on its next pass.
+        let actions = self.discard(old, now).into_iter().collect();
+        self.schedule_spawn(index, now);
+        actions
+    }
+}
