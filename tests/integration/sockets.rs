@@ -274,52 +274,61 @@ fn scaling_down_per_worker_drains_the_slots_queue_and_fails_no_request() {
 
 #[test]
 fn a_dead_or_starting_worker_gets_no_new_connection_per_worker() {
-    // Replacements need 1.5 s before they accept (and count as ready after --min-uptime 1.5s):
-    // connections hashed to a dead slot would wait that long. Steered, none does.
-    let delay = std::env::temp_dir().join(format!("recluster-steer-{}", std::process::id()));
+    // The replacement of a killed worker never accepts and never becomes ready here (a release
+    // that hangs at start): a connection steered to its slot would wait until the client gives
+    // up. Steered, every one is answered at once.
+    let tag = format!("{}-{}", std::process::id(), "steer");
+    let delay = std::env::temp_dir().join(format!("recluster-delay-{tag}"));
+    let release = std::env::temp_dir().join(format!("recluster-release-{tag}"));
     std::fs::write(&delay, "0").unwrap();
-    let file = delay.display().to_string();
+    std::fs::write(&release, "v1").unwrap();
+    let (delay_arg, release_arg) = (delay.display().to_string(), release.display().to_string());
     let mut cluster = Cluster::start(
         &[
             "-n",
             "4",
             "--socket-per-worker",
+            "--ready",
+            "notify",
             "--min-uptime",
-            "1500ms",
+            "1h",
             "-l",
             "127.0.0.1:0",
         ],
-        &["--serve", "--serve-after-file", &file],
+        &[
+            "--serve",
+            "--serve-after-file",
+            &delay_arg,
+            "--version-file",
+            &release_arg,
+            "--notify",
+            "0",
+        ],
     );
     let address = cluster.listening(1).remove(0);
     let first: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
     cluster.expect_log("all 4 workers are ready");
-    std::fs::write(&delay, "1500").unwrap();
+    std::fs::write(&delay, "600000").unwrap();
+    std::fs::write(&release, "silent").unwrap();
     // SAFETY: killing a worker this test started (nothing waits in its queue: no load yet).
     unsafe { libc::kill(first[1], libc::SIGKILL) };
     cluster.expect_log(&format!("(pid {}) was killed by SIGKILL", first[1]));
-    let replacement = cluster.expect("the replacement", |l| {
+    cluster.expect("the replacement", |l| {
         l.is_worker("ready") && l.num("id") == 1 && !first.contains(&l.num("pid"))
     });
-    let started = std::time::Instant::now();
-    let mut slowest = std::time::Duration::ZERO;
-    let mut answered = 0;
-    // New connections while the replacement is not ready (bounded: 1 s, 2000 requests).
-    while started.elapsed() < std::time::Duration::from_millis(1000) && answered < 2000 {
+    for _ in 0..200 {
         let sent = std::time::Instant::now();
-        // (On a loaded machine the replacement may be ready, and answer, before the loop ends.)
-        http_get(&address).expect("a request");
-        slowest = slowest.max(sent.elapsed());
-        answered += 1;
+        let body = http_get(&address).expect("a request");
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(5),
+            "a request waited {:?} in the starting worker's queue",
+            sent.elapsed()
+        );
+        assert_ne!(crate::harness::body_field(&body, "id"), "1", "{body}");
     }
-    assert!(answered >= 20, "only {answered} requests in 1 s");
-    assert!(
-        slowest < std::time::Duration::from_millis(500),
-        "a request took {slowest:?}: it waited in the starting worker's queue (pid {})",
-        replacement.num("pid")
-    );
     stop(cluster);
     let _ = std::fs::remove_file(&delay);
+    let _ = std::fs::remove_file(&release);
 }
 
 /// What a worker reports its sockets' `O_NONBLOCK` to be now (it is asked with USR1).
