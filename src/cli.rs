@@ -154,6 +154,16 @@ pub struct Cli {
     #[arg(long, value_name = "USER[:GROUP]", env = "RECLUSTER_USER")]
     pub user: Option<String>,
 
+    /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
+    /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
+    /// WORKER_GENERATION and, for exit, WORKER_EXIT). Repeatable
+    #[arg(long = "on", value_name = "EVENT=COMMAND", value_parser = parse_hook)]
+    pub hooks: Vec<crate::hooks::HookSpec>,
+
+    /// How long a hook may run before its process group gets SIGKILL
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_HOOK_TIMEOUT")]
+    pub hook_timeout: Duration,
+
     /// Tag every line a worker prints with its slot ([3] ...), written whole on the stream it was
     /// printed on, so two workers' lines never mix; --prefix=json writes one JSON object per
     /// line (ts, worker, group, stream, line) [default: off, output passes straight through]
@@ -274,6 +284,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
         Some(bytes) => Ok(bytes),
         None => Err(format!("'{text}' is too large")),
     }
+}
+
+fn parse_hook(text: &str) -> Result<crate::hooks::HookSpec, String> {
+    text.parse()
 }
 
 fn parse_listen(text: &str) -> Result<ListenSpec, String> {

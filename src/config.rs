@@ -44,6 +44,9 @@ pub struct Config {
     pub prefix: Option<crate::output::PrefixFormat>,
     /// `--user`: the identity workers run as.
     pub user: Option<crate::user::Identity>,
+    /// `--on`: lifecycle hooks, and `--hook-timeout`.
+    pub hooks: Vec<crate::hooks::HookSpec>,
+    pub hook_timeout: Duration,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -231,6 +234,8 @@ impl Config {
             exec: cli.exec,
             prefix: cli.prefix,
             user,
+            hooks: cli.hooks,
+            hook_timeout: cli.hook_timeout,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod exec_mode;
 pub mod exit_code;
+pub mod hooks;
 pub mod listen;
 pub mod listening;
 pub mod logging;
@@ -168,15 +169,21 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         ReadyMode::Started | ReadyMode::Listening(_) => None,
     };
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
+    let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let cluster = Cluster::new(config.policy, config.workers);
+    let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
     let plumbing = supervisor::run::Plumbing {
         spawner: &mut spawner,
         notify,
         manager: Manager::from_env(),
+        hooks: &mut hooks,
+        stop_signal,
     };
     let code = supervisor::run(cluster, plumbing, &events);
     // Every line the workers wrote reaches recluster's output before it exits.
     spawner.drain_output(std::time::Duration::from_secs(2));
+    // No hook outlives recluster: the stop hooks get up to --kill-timeout.
+    hooks.finish(kill_timeout);
     Ok(code)
 }
 

@@ -13,6 +13,7 @@ use log::{debug, error, warn};
 use crate::descendants;
 use crate::event::Event;
 use crate::exit_code;
+use crate::hooks::Hooks;
 use crate::listening;
 use crate::notify::{Manager, WorkerSockets};
 use crate::reaper::Exit;
@@ -31,6 +32,10 @@ pub struct Plumbing<'a> {
     pub notify: Option<WorkerSockets>,
     /// recluster's own service manager, if it gave recluster a `NOTIFY_SOCKET`.
     pub manager: Option<Manager>,
+    /// `--on`: the lifecycle hooks.
+    pub hooks: &'a mut Hooks,
+    /// `--stop-signal`, for hooks still running when the cluster stops.
+    pub stop_signal: Sig,
 }
 
 /// Runs the cluster until it ends; returns recluster's exit status.
@@ -66,6 +71,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         let deadline = [
             cluster.next_deadline(),
             held.iter().map(|(_, at)| *at).min(),
+            executor.plumbing.hooks.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -89,6 +95,8 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 children_left: left,
             }) => {
                 children_left = left;
+                let hooks = &mut *executor.plumbing.hooks;
+                let exits: Vec<Exit> = exits.into_iter().filter(|e| !hooks.reaped(e)).collect();
                 for exit in &exits {
                     executor.forget_worker(exit.pid);
                 }
@@ -110,6 +118,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 None => Vec::new(),
             },
             None => {
+                executor.plumbing.hooks.expire(now);
                 // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
                 let released = take_held(&mut held, |_, at| at <= now);
                 if released.is_empty() {
@@ -148,10 +157,11 @@ fn later(now: Instant, duration: std::time::Duration) -> Instant {
     now.checked_add(duration).unwrap_or(now)
 }
 
-/// Writes what the cluster reported, each at its level.
-fn log_reports(cluster: &mut Cluster) {
+/// Writes what the cluster reported, each at its level, and starts the hooks of those events.
+fn log_reports(cluster: &mut Cluster, hooks: &mut Hooks, stop_signal: Sig) {
     for report in cluster.take_reports() {
         log::log!(report.level(), "{report}");
+        hooks.fire(&report, stop_signal);
     }
 }
 
@@ -180,10 +190,10 @@ struct Executor<'a> {
 impl Executor<'_> {
     /// Carries out actions (and those they lead to); `Some(code)` when recluster is to exit.
     fn execute(&mut self, cluster: &mut Cluster, actions: Vec<Action>) -> Option<i32> {
-        log_reports(cluster);
+        log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
-            log_reports(cluster);
+            log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
             match action {
                 Action::Spawn(ticket) => {
                     if !cluster.is_current(&ticket) {
@@ -208,8 +218,9 @@ impl Executor<'_> {
                 Action::SignalOrphans { signal, workers } => {
                     let workers: HashSet<i32> = workers.into_iter().collect();
                     let signaled = &mut self.orphans_signaled;
+                    let hooks = &self.plumbing.hooks;
                     let sent = descendants::signal_children(signal, |pid| {
-                        !workers.contains(&pid) && signaled.insert(pid)
+                        !workers.contains(&pid) && !hooks.is_stop_hook(pid) && signaled.insert(pid)
                     });
                     if sent > 0 {
                         debug!("sent {signal} to {sent} adopted processes");
@@ -246,12 +257,12 @@ impl Executor<'_> {
                     }
                 }
                 Action::Exit(code) => {
-                    log_reports(cluster);
+                    log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
                     return Some(code);
                 }
             }
         }
-        log_reports(cluster);
+        log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
         None
     }
 

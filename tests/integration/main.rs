@@ -5,6 +5,7 @@ mod harness;
 
 mod docs;
 mod exit_status;
+mod hooks;
 mod interop;
 mod limits;
 mod logging;
