@@ -2,7 +2,8 @@
 //! process is touched here: decisions come back as `Action`s, so all of it is unit-tested with a
 //! synthetic clock. This file holds the state, its bookkeeping and the entry points; the policies
 //! live beside it by concept: `worker` (one worker's lifecycle), `readiness`, `restart` (backoff,
-//! crash loops), `scale`, `stop` (the graceful stop and the exit status), `reload`, and `timers`.
+//! crash loops), `scale`, `stop` (the graceful stop and the exit status), `reload`, `memory`
+//! (`--max-memory`), `watchdog` (`--watchdog`), and `timers`.
 //!
 //! Invariants:
 //! - slot `i` holds `WORKER_ID` `i` (slots are `0..N`); each slot has one occupant — a worker, a
@@ -22,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::Policy;
-use crate::notify::{Message, Watchdog};
+use crate::notify::Message;
 use crate::reaper::Exit;
 use crate::signal::Sig;
 use crate::spawn::WorkerIdentity;
@@ -38,6 +39,7 @@ mod restart;
 mod scale;
 mod stop;
 mod timers;
+mod watchdog;
 mod worker;
 
 #[cfg(test)]
@@ -619,69 +621,6 @@ impl Cluster {
         self.leaving.insert(pid, worker);
         self.arm(&worker);
         Some(Action::SignalGroup { pgid: pid, signal })
-    }
-
-    /// `--watchdog`: a ready worker starts its watchdog (`WATCHDOG_USEC` from the policy).
-    fn arm_watchdog(&mut self, pid: i32, now: Instant) {
-        if let Some(interval) = self.policy.watchdog {
-            let due = later(now, interval);
-            self.watchdogs.insert(pid, (due, interval));
-            self.timers.push(due, Key::Watchdog(pid));
-        }
-    }
-
-    /// A worker's `WATCHDOG=1`, `WATCHDOG_USEC=` or `WATCHDOG=trigger`.
-    fn on_watchdog(&mut self, pid: i32, message: Watchdog, now: Instant) -> Vec<Action> {
-        let Some(&(_, interval)) = self.watchdogs.get(&pid) else {
-            return Vec::new(); // no watchdog, or not ready yet
-        };
-        let interval = match message {
-            Watchdog::Trigger => return self.fail_watchdog(pid, true, now),
-            Watchdog::Ping => interval,
-            Watchdog::Interval(usec) => Duration::from_micros(usec.max(1)),
-        };
-        let due = later(now, interval);
-        self.watchdogs.insert(pid, (due, interval));
-        self.timers.push(due, Key::Watchdog(pid));
-        Vec::new()
-    }
-
-    /// A watchdog deadline came up.
-    fn watchdog_timer(&mut self, pid: i32, at: Instant, now: Instant) -> Vec<Action> {
-        if !self.holds(at, Key::Watchdog(pid)) {
-            return Vec::new();
-        }
-        self.fail_watchdog(pid, false, now)
-    }
-
-    /// SIGABRT (systemd's WatchdogSignal, so it can dump core), SIGKILL after `--kill-timeout`;
-    /// once it is gone, it is restarted as a failure.
-    fn fail_watchdog(&mut self, pid: i32, triggered: bool, now: Instant) -> Vec<Action> {
-        let Some((_, interval)) = self.watchdogs.remove(&pid) else {
-            return Vec::new();
-        };
-        let kill_at = later(now, self.policy.kill_timeout);
-        let Some(worker) = self.worker_mut(pid) else {
-            return Vec::new();
-        };
-        let was_ready = worker.is_ready();
-        let id = worker.id();
-        worker.stop(Sig::ABRT, worker::StopReason::Watchdog, Some(kill_at));
-        if was_ready && matches!(self.places.get(&pid), Some(Place::Slot(_))) {
-            self.ready -= 1;
-            self.steering_changed = true;
-        }
-        self.timers.push(kill_at, Key::Worker(pid));
-        self.report(Report::WatchdogFailed {
-            id,
-            pid,
-            interval,
-            triggered,
-        });
-        vec![Action::SignalGroup {
-            pgid: pid,
-            signal: Sig::ABRT,
-        }]
     }
 
     /// A scaled-down slot's sockets may go, unless a `TTIN` has brought the slot back since.

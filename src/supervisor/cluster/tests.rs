@@ -5,6 +5,7 @@
 use super::*;
 use crate::cli::{ReadyMode, RestartMode};
 use crate::config::CrashLimit;
+use crate::notify::Watchdog;
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -1,0 +1,78 @@
+//! `--watchdog`: systemd's watchdog, per worker. A ready worker must send `WATCHDOG=1` at least
+//! every interval (`WATCHDOG_USEC=` changes it, `WATCHDOG=trigger` fails it at once); one that
+//! misses it gets SIGABRT (systemd's WatchdogSignal, so it can dump core), SIGKILL after
+//! `--kill-timeout`, and is restarted as a failure. Deadlines live in the timer heap, only while
+//! a watchdog is on.
+
+use std::time::{Duration, Instant};
+
+use crate::notify::Watchdog;
+use crate::signal::Sig;
+
+use super::worker::{self, later};
+use super::{Action, Cluster, Key, Place, Report};
+
+impl Cluster {
+    /// `--watchdog`: a ready worker starts its watchdog (`WATCHDOG_USEC` from the policy).
+    pub(super) fn arm_watchdog(&mut self, pid: i32, now: Instant) {
+        if let Some(interval) = self.policy.watchdog {
+            let due = later(now, interval);
+            self.watchdogs.insert(pid, (due, interval));
+            self.timers.push(due, Key::Watchdog(pid));
+        }
+    }
+
+    /// A worker's `WATCHDOG=1`, `WATCHDOG_USEC=` or `WATCHDOG=trigger`.
+    pub(super) fn on_watchdog(&mut self, pid: i32, message: Watchdog, now: Instant) -> Vec<Action> {
+        let Some(&(_, interval)) = self.watchdogs.get(&pid) else {
+            return Vec::new(); // no watchdog, or not ready yet
+        };
+        let interval = match message {
+            Watchdog::Trigger => return self.fail_watchdog(pid, true, now),
+            Watchdog::Ping => interval,
+            Watchdog::Interval(usec) => Duration::from_micros(usec.max(1)),
+        };
+        let due = later(now, interval);
+        self.watchdogs.insert(pid, (due, interval));
+        self.timers.push(due, Key::Watchdog(pid));
+        Vec::new()
+    }
+
+    /// A watchdog deadline came up.
+    pub(super) fn watchdog_timer(&mut self, pid: i32, at: Instant, now: Instant) -> Vec<Action> {
+        if !self.holds(at, Key::Watchdog(pid)) {
+            return Vec::new();
+        }
+        self.fail_watchdog(pid, false, now)
+    }
+
+    /// SIGABRT (systemd's WatchdogSignal, so it can dump core), SIGKILL after `--kill-timeout`;
+    /// once it is gone, it is restarted as a failure.
+    fn fail_watchdog(&mut self, pid: i32, triggered: bool, now: Instant) -> Vec<Action> {
+        let Some((_, interval)) = self.watchdogs.remove(&pid) else {
+            return Vec::new();
+        };
+        let kill_at = later(now, self.policy.kill_timeout);
+        let Some(worker) = self.worker_mut(pid) else {
+            return Vec::new();
+        };
+        let was_ready = worker.is_ready();
+        let id = worker.id();
+        worker.stop(Sig::ABRT, worker::StopReason::Watchdog, Some(kill_at));
+        if was_ready && matches!(self.places.get(&pid), Some(Place::Slot(_))) {
+            self.ready -= 1;
+            self.steering_changed = true;
+        }
+        self.timers.push(kill_at, Key::Worker(pid));
+        self.report(Report::WatchdogFailed {
+            id,
+            pid,
+            interval,
+            triggered,
+        });
+        vec![Action::SignalGroup {
+            pgid: pid,
+            signal: Sig::ABRT,
+        }]
+    }
+}
