@@ -133,6 +133,19 @@ impl Config {
                 "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
             )));
         }
+        if cli.exec {
+            let supervised = [
+                ("--prefix", cli.prefix.is_some()),
+                ("--watchdog", cli.watchdog.is_some()),
+                ("--max-memory", cli.max_memory.is_some()),
+                ("--on", !cli.hooks.is_empty()),
+            ];
+            if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
+                return Err(Error::Usage(format!(
+                    "{flag} needs recluster to supervise the workers; --exec leaves none: drop one of them"
+                )));
+            }
+        }
         if let Some(interval) = cli.watchdog {
             if cli.ready != ReadyMode::Notify {
                 return Err(Error::Usage(

@@ -3,7 +3,8 @@
 //! `WORKER_COUNT=1`, the `LISTEN_*` variables with `LISTEN_PID` its own pid, which an exec keeps —
 //! and execs the command in its own place: no supervisor, so a debugger, `strace` or a profiler
 //! sees the program itself. The service manager's `NOTIFY_SOCKET` and `WATCHDOG_*`, if any, are
-//! the program's now.
+//! the program's now. `--user` applies to it; flags that need a supervisor (`--prefix`,
+//! `--watchdog`, `--max-memory`, `--on`) are refused with `--exec`.
 
 use std::ffi::OsString;
 use std::io;
@@ -25,6 +26,19 @@ pub fn exec_in_place(config: &Config, sockets: &Sockets, inherited: &Inherited) 
         // SAFETY: sched_setaffinity reads a valid cpu_set_t for this process.
         if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
         {
+            return io::Error::last_os_error();
+        }
+    }
+    if let Some(user) = &config.user {
+        // No other thread runs in this process yet: the ordinary calls change it whole.
+        // SAFETY: setgroups reads `groups.len()` gids from a valid slice; setgid and setuid take
+        // plain ids.
+        let dropped = unsafe {
+            libc::setgroups(user.groups.len(), user.groups.as_ptr()) == 0
+                && libc::setgid(user.gid) == 0
+                && libc::setuid(user.uid) == 0
+        };
+        if !dropped {
             return io::Error::last_os_error();
         }
     }

@@ -217,6 +217,13 @@ fn exec_runs_the_command_in_recluster_s_place_as_worker_0_with_its_sockets() {
     let (code, _, stderr) = crate::harness::run_to_end(&["--exec", "-n", "2", "true"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("drop -n 2"), "{stderr}");
+    // Flags that need a supervisor are refused, not silently ignored.
+    let (code, _, stderr) = crate::harness::run_to_end(&["--exec", "--prefix", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--prefix needs recluster to supervise"),
+        "{stderr}"
+    );
 }
 
 #[test]
