@@ -258,7 +258,7 @@ impl Cluster {
                     "worker {} of the new generation could not be started",
                     ticket.identity.id
                 );
-                actions.extend(self.abandon_reload(&reason, now));
+                actions.extend(self.replacement_failed(index, &reason, now));
             }
             Role::Slot => {
                 let Occupant::Worker(worker) = self.take_occupant(index) else {

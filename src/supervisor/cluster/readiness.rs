@@ -130,16 +130,7 @@ impl Cluster {
                 "worker {id} of generation {generation} (pid {pid}) was not ready within {} (--ready-timeout)",
                 humantime::format_duration(timeout)
             );
-            if self.reload.is_none() {
-                // A replacement outside a reload (--max-memory): stop it, keep the old one.
-                self.report(Report::ReplacementFailed { id, reason });
-                let worker = self.slots[id as usize].replacement.take();
-                return worker
-                    .and_then(|w| self.discard(w, now))
-                    .into_iter()
-                    .collect();
-            }
-            return self.abandon_reload(&reason, now);
+            return self.replacement_failed(id as usize, &reason, now);
         }
         let (signal, kill_at) = (
             self.policy.stop_signal,

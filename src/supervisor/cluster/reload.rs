@@ -37,10 +37,9 @@ impl Cluster {
             workers: self.slots.len(),
             superseding,
         });
-        if superseding.is_some() {
-            // New workers of an older target that are not ready yet will not be needed.
-            actions.extend(self.drop_replacements(now));
-        }
+        // New workers not ready yet — of an older target, or a --max-memory replacement running
+        // the old generation — will not be needed: the reload replaces their slots.
+        actions.extend(self.drop_replacements(now));
         self.reload = Some(Reload {
             target,
             cursor: 0,
@@ -165,15 +164,27 @@ impl Cluster {
             worker.generation(),
             worker.pid().unwrap_or_default()
         );
-        if self.reload.is_none() {
-            // A replacement outside a reload (--max-memory): the old worker keeps serving.
-            self.report(Report::ReplacementFailed {
-                id: worker.id(),
-                reason,
-            });
-            return Vec::new();
+        self.replacement_failed(worker.id() as usize, &reason, now)
+    }
+
+    /// Slot `index`'s new worker failed before it was ready (exited, timed out, could not be
+    /// spawned). In a reload, that abandons the reload; outside one (`--max-memory`), only this
+    /// replacement goes. Either way the old worker keeps serving, and a respawn held back for the
+    /// replacement (the old worker died meanwhile) runs.
+    pub(super) fn replacement_failed(
+        &mut self,
+        index: usize,
+        reason: &str,
+        now: Instant,
+    ) -> Vec<Action> {
+        if self.reload.is_some() {
+            return self.abandon_reload(reason, now);
         }
-        self.abandon_reload(&reason, now)
+        self.report(Report::ReplacementFailed {
+            id: self.slots[index].id,
+            reason: reason.to_string(),
+        });
+        self.drop_replacement(index, now).into_iter().collect()
     }
 
     /// Stops every new worker; the old ones keep serving, and a slot whose old worker died
@@ -197,15 +208,21 @@ impl Cluster {
     /// Stops (or forgets, if not spawned yet) every replacement, and lets every respawn that was
     /// held back for one run.
     fn drop_replacements(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for index in 0..self.slots.len() {
-            if let Some(worker) = self.slots[index].replacement.take() {
-                actions.extend(self.discard(worker, now));
-            }
-            if let Occupant::Waiting { at } = self.slots[index].occupant {
-                self.timers.push(at, Key::Slot(self.slots[index].id));
-            }
+        (0..self.slots.len())
+            .filter_map(|index| self.drop_replacement(index, now))
+            .collect()
+    }
+
+    /// Stops (or forgets) slot `index`'s replacement, if it still has one, and lets a respawn
+    /// held back for it run (its deadline may have been dropped from the heap meanwhile).
+    fn drop_replacement(&mut self, index: usize, now: Instant) -> Option<Action> {
+        let action = self.slots[index]
+            .replacement
+            .take()
+            .and_then(|worker| self.discard(worker, now));
+        if let Occupant::Waiting { at } = self.slots[index].occupant {
+            self.timers.push(at, Key::Slot(self.slots[index].id));
         }
-        actions
+        action
     }
 }

@@ -1355,3 +1355,64 @@ fn without_max_memory_nothing_is_sampled() {
     assert_eq!(cluster.next_deadline(), None);
     assert!(cluster.on_memory(&[(100, u64::MAX)], t0).is_empty());
 }
+
+/// A cluster of N whose worker 1 (pid 101) is being replaced for --max-memory by pid 201.
+fn replacing_for_memory(workers: u32, now: Instant) -> (Cluster, Instant) {
+    let mut cluster = running(memory_policy(), workers, now);
+    let mut at = now;
+    let mut actions = Vec::new();
+    for _ in 0..3 {
+        at += 1000 * MS;
+        cluster.on_timer(at);
+        actions = cluster.on_memory(&[(101, 300 << 20)], at);
+    }
+    spawn_one(&mut cluster, &actions, 201, at);
+    (cluster, at)
+}
+
+#[test]
+fn a_hup_while_a_worker_is_replaced_for_memory_reloads_that_slot_too() {
+    let t0 = Instant::now();
+    let (mut cluster, at) = replacing_for_memory(2, t0);
+    // The memory replacement runs the old generation: the reload must not skip its slot.
+    let mut pending = cluster.on_signal(Sig::HUP, at);
+    assert!(pending.contains(&stop_signal(201)), "{pending:?}");
+    let mut now = at;
+    let mut pid = 300;
+    while cluster.reload.is_some() {
+        for ticket in tickets(&pending) {
+            pid += 1;
+            pending.extend(cluster.spawned(ticket, pid, now));
+        }
+        let mut next = Vec::new();
+        for action in pending {
+            if let Action::SignalGroup { pgid, .. } = action {
+                next.extend(cluster.on_reaped(&exit(pgid, ProcessStatus::Exited(0)), true, now));
+            }
+        }
+        now += 1000 * MS;
+        next.extend(cluster.on_timer(now));
+        pending = next;
+        assert!(now < at + 60_000 * MS, "the reload never completed");
+    }
+    for slot in &cluster.slots {
+        assert_eq!(slot.generation, 1, "slot {} runs generation 1", slot.id);
+    }
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_memory_replacement_that_fails_after_the_old_worker_died_respawns_the_slot() {
+    let t0 = Instant::now();
+    let (mut cluster, at) = replacing_for_memory(2, t0);
+    // The old worker dies (its respawn is held for the replacement), then the replacement fails.
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), true, at);
+    assert!(
+        spawned_ids(&cluster.on_timer(at)).is_empty(),
+        "held for the replacement"
+    );
+    cluster.on_reaped(&exit(201, ProcessStatus::Exited(1)), true, at + MS);
+    let actions = cluster.on_timer(at + 2000 * MS);
+    assert_eq!(spawned_ids(&actions), [1], "slot 1 is not left empty");
+    check_invariants(&cluster);
+}
