@@ -20,14 +20,13 @@ pub fn signal_children(signal: Sig, mut wanted: impl FnMut(i32) -> bool) -> usiz
         if !wanted(pid) {
             continue;
         }
-        match open_pidfd(pid) {
-            Ok(pidfd) => {
-                // The pidfd holds this process now; check it is still the child we listed.
-                if parent_of(pid) == Some(me) && send_signal(&pidfd, signal).is_ok() {
+        match child_pidfd(pid, me) {
+            Ok(Some(pidfd)) => {
+                if send_signal(&pidfd, signal).is_ok() {
                     sent += 1;
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // gone already
+            Ok(None) => {} // gone already
             Err(_) => {
                 // No pidfd here (kernels before 5.3, or a seccomp profile that forbids it): the
                 // best that can be done.
@@ -71,6 +70,17 @@ fn children_by_scanning(parent: i32) -> Vec<i32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| parent_of(pid) == Some(parent))
         .collect()
+}
+
+/// A pidfd for `pid` if it is still a child of `parent` (checked once the pidfd holds it, so a
+/// pid reaped and reused meanwhile is not taken for it); `None` if it is gone. An error where
+/// this kernel or a seccomp profile gives no pidfd.
+pub fn child_pidfd(pid: i32, parent: i32) -> io::Result<Option<OwnedFd>> {
+    match open_pidfd(pid) {
+        Ok(pidfd) => Ok((parent_of(pid) == Some(parent)).then_some(pidfd)),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -166,12 +167,70 @@ fn event_of(report: &Report) -> Option<(HookEvent, Details)> {
     })
 }
 
+/// A hook that runs: what it is for, when `--hook-timeout` ends it, and a pidfd that says
+/// whether it has exited (so its process group is signalled only while it provably still owns
+/// that id, never after the pid could have been reused).
+struct Running {
+    event: HookEvent,
+    deadline: Instant,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Running {
+    /// Whether the hook has not exited yet (without a pidfd: whether the pid exists).
+    fn alive(&self, pid: i32) -> bool {
+        match &self.pidfd {
+            Some(pidfd) => !exited(&[pidfd.as_raw_fd()], 0),
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            None => unsafe { libc::kill(pid, 0) == 0 },
+        }
+    }
+
+    /// Signals its process group, while it is alive.
+    fn signal_group(&self, pid: i32, signal: i32) {
+        if self.alive(pid) {
+            // SAFETY: killpg has no memory effects; the group's leader is alive, so the id is
+            // still this hook's.
+            unsafe { libc::killpg(pid, signal) };
+        }
+    }
+}
+
+/// Whether every one of these pidfds says its process has exited (a pidfd becomes readable),
+/// waiting up to `timeout_ms` for them.
+fn exited(pidfds: &[i32], timeout_ms: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+    let mut waiting: Vec<libc::pollfd> = pidfds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: a valid array of pollfd; the timeout bounds the wait.
+        if unsafe { libc::poll(waiting.as_mut_ptr(), waiting.len() as libc::nfds_t, left) } < 0 {
+            return false;
+        }
+        waiting.retain(|p| p.revents == 0);
+        if waiting.is_empty() {
+            return true;
+        }
+        if left == 0 {
+            return false;
+        }
+    }
+}
+
 /// The hooks and those running.
 pub struct Hooks {
     specs: Vec<HookSpec>,
     timeout: Duration,
-    /// Running hooks by pid (also their process group): what they are for, and their deadline.
-    running: HashMap<i32, (HookEvent, Instant)>,
+    /// Running hooks by pid (also their process group).
+    running: HashMap<i32, Running>,
     /// Hooks started since the cluster began to stop (they outlive the stop signal).
     stop_hooks: Vec<i32>,
     /// Once the cluster stops, only the `stop` hooks run.
@@ -205,9 +264,8 @@ impl Hooks {
         }
         if event == HookEvent::Stop {
             self.stopping = true;
-            for &pgid in self.running.keys() {
-                // SAFETY: killpg has no memory effects; a hook gone gives ESRCH.
-                unsafe { libc::killpg(pgid, stop_signal.number()) };
+            for (&pid, hook) in &self.running {
+                hook.signal_group(pid, stop_signal.number());
             }
         }
         let commands: Vec<String> = self
@@ -228,8 +286,17 @@ impl Hooks {
             match spawn_hook(&command, event, &details) {
                 Ok(pid) => {
                     log::debug!("{event} hook started (pid {pid}): {command}");
-                    self.running
-                        .insert(pid, (event, Instant::now() + self.timeout));
+                    let me = std::process::id() as i32;
+                    let pidfd = crate::descendants::child_pidfd(pid, me).ok().flatten();
+                    let deadline = Instant::now() + self.timeout;
+                    self.running.insert(
+                        pid,
+                        Running {
+                            event,
+                            deadline,
+                            pidfd,
+                        },
+                    );
                     if event == HookEvent::Stop {
                         self.stop_hooks.push(pid);
                     }
@@ -246,14 +313,14 @@ impl Hooks {
 
     /// A reaped process: if it was a hook, log a failure; true if it was one.
     pub fn reaped(&mut self, exit: &Exit) -> bool {
-        let Some((event, _)) = self.running.remove(&exit.pid) else {
+        let Some(hook) = self.running.remove(&exit.pid) else {
             return false;
         };
         self.stop_hooks.retain(|&p| p != exit.pid);
         if exit.status.success() {
-            log::debug!("{event} hook (pid {}) {}", exit.pid, exit.status);
+            log::debug!("{} hook (pid {}) {}", hook.event, exit.pid, exit.status);
         } else {
-            log::warn!("the {event} hook (pid {}) {}", exit.pid, exit.status);
+            log::warn!("the {} hook (pid {}) {}", hook.event, exit.pid, exit.status);
         }
         true
     }
@@ -261,42 +328,35 @@ impl Hooks {
     /// Before recluster exits: gives the hooks still running (the `stop` hooks) up to `limit` to
     /// end, then kills what is left, so no hook outlives recluster. The signal thread reaps them.
     pub fn finish(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let alive = |pid: i32| -> bool {
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            let exists = unsafe { libc::kill(pid, 0) } == 0;
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
-            exists && !zombie
-        };
-        while self.running.keys().any(|&pid| alive(pid)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10)); // a bounded wait at exit
+        let pidfds: Vec<i32> = self
+            .running
+            .values()
+            .filter_map(|h| h.pidfd.as_ref().map(AsRawFd::as_raw_fd))
+            .collect();
+        if !pidfds.is_empty() {
+            exited(&pidfds, limit.as_millis().min(i32::MAX as u128) as i32);
         }
-        for &pgid in self.running.keys() {
-            // SAFETY: killpg has no memory effects; a group gone gives ESRCH.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        for (&pid, hook) in &self.running {
+            hook.signal_group(pid, libc::SIGKILL);
         }
         self.running.clear();
     }
 
     /// When the next running hook runs out of `--hook-timeout`.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.running.values().map(|&(_, at)| at).min()
+        self.running.values().map(|h| h.deadline).min()
     }
 
     /// Kills the process group of every hook past its deadline.
     pub fn expire(&mut self, now: Instant) {
-        for (&pgid, (event, at)) in self.running.iter_mut() {
-            if *at <= now {
+        for (&pid, hook) in self.running.iter_mut() {
+            if hook.deadline <= now {
                 log::warn!(
-                    "the {event} hook (pid {pgid}) ran longer than --hook-timeout: killing it"
+                    "the {} hook (pid {pid}) ran longer than --hook-timeout: killing it",
+                    hook.event
                 );
-                // SAFETY: killpg has no memory effects.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-                *at = now + Duration::from_secs(3600); // reaped soon; never killed twice
+                hook.signal_group(pid, libc::SIGKILL);
+                hook.deadline = now + Duration::from_secs(3600); // reaped soon; never killed twice
             }
         }
     }
