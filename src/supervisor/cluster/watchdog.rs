@@ -10,7 +10,7 @@ use crate::notify::Watchdog;
 use crate::signal::Sig;
 
 use super::worker::{self, later};
-use super::{Action, Cluster, Key, Place, Report};
+use super::{Action, Cluster, Key, Occupant, Place, Report};
 
 impl Cluster {
     /// `--watchdog`: a ready worker starts its watchdog (`WATCHDOG_USEC` from the policy).
@@ -52,16 +52,23 @@ impl Cluster {
         let Some((_, interval)) = self.watchdogs.remove(&pid) else {
             return Vec::new();
         };
-        let kill_at = later(now, self.policy.kill_timeout);
-        let Some(worker) = self.worker_mut(pid) else {
+        // Only a slot's own ready worker has a watchdog that counts (a retired one is leaving).
+        let Some(&Place::Slot(id)) = self.places.get(&pid) else {
             return Vec::new();
         };
-        let was_ready = worker.is_ready();
-        let id = worker.id();
-        worker.stop(Sig::ABRT, worker::StopReason::Watchdog, Some(kill_at));
-        if was_ready && matches!(self.places.get(&pid), Some(Place::Slot(_))) {
-            self.ready -= 1;
-            self.steering_changed = true;
+        let index = id as usize;
+        // Taken out and put back, so the count of ready slots and the steering follow.
+        let Occupant::Worker(mut worker) = self.take_occupant(index) else {
+            unreachable!("a slot's pid has its worker");
+        };
+        let kill_at = later(now, self.policy.kill_timeout);
+        let stopped = worker.is_ready()
+            && worker
+                .stop(Sig::ABRT, worker::StopReason::Watchdog, Some(kill_at))
+                .is_some();
+        self.put_occupant(index, Occupant::Worker(worker));
+        if !stopped {
+            return Vec::new();
         }
         self.timers.push(kill_at, Key::Worker(pid));
         self.report(Report::WatchdogFailed {
