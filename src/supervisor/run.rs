@@ -105,7 +105,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
                     .into_iter()
                     .partition(|e| executor.output_open.contains(&e.pid));
-                held.extend(hold.into_iter().map(|e| (e, later(now, HOLD_OUTPUT))));
+                held.extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
                 cluster.on_reaped(&report, children_left, now)
             }
             Some(Event::OutputClosed { pid }) => {
@@ -151,10 +151,6 @@ fn take_held(
         }
     });
     released
-}
-
-fn later(now: Instant, duration: std::time::Duration) -> Instant {
-    now.checked_add(duration).unwrap_or(now)
 }
 
 /// Writes what the cluster reported, each at its level, and starts the hooks of those events.
