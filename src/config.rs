@@ -172,7 +172,13 @@ impl Config {
                 Some(identity)
             }
         };
-        let topology = Topology::read(std::path::Path::new("/sys/devices/system"));
+        // Each CPU's topology files, and the cgroup's cpuset, only where they are used.
+        let sysfs = std::path::Path::new("/sys/devices/system");
+        let topology = if cli.pin.is_some() || cli.plan.is_some() {
+            Topology::read(sysfs)
+        } else {
+            Topology::read_online(sysfs)
+        };
         let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
         let (allowed, narrowed) = placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology)
             .map_err(Error::Usage)?;
@@ -201,7 +207,7 @@ impl Config {
         let cpu_derivation = CpuDerivation {
             inherited,
             topology,
-            cgroup_cpuset: cpus::cgroup_cpuset(),
+            cgroup_cpuset: cli.plan.and_then(|_| cpus::cgroup_cpuset()),
             budget,
             workers_given: cli.workers.is_some(),
         };

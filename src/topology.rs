@@ -54,9 +54,7 @@ impl Topology {
     /// simple way: every CPU its own core on node 0, all online.
     pub fn read(root: &Path) -> Topology {
         let read = |path: &Path| fs::read_to_string(path).ok();
-        let online: CpuSet = read(&root.join("cpu/online"))
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| CpuSet::of_this_process().unwrap_or_else(|| CpuSet::from_cpus([0])));
+        let online = Topology::read_online(root).online;
         let mut node_of = BTreeMap::new();
         if let Ok(entries) = fs::read_dir(root.join("node")) {
             for entry in entries.flatten() {
@@ -90,6 +88,18 @@ impl Topology {
             })
             .collect();
         Topology { online, cpus }
+    }
+
+    /// Only the online CPUs (one file): all recluster needs without `--pin` or `--plan`.
+    pub fn read_online(root: &Path) -> Topology {
+        let online = fs::read_to_string(root.join("cpu/online"))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| CpuSet::of_this_process().unwrap_or_else(|| CpuSet::from_cpus([0])));
+        Topology {
+            online,
+            cpus: Vec::new(),
+        }
     }
 
     /// The places of `allowed` at `granularity`, in the order workers get them: `WORKER_ID` i
