@@ -114,23 +114,12 @@ fn send_signal(pidfd: &OwnedFd, signal: Sig) -> io::Result<()> {
 /// The parent pid from /proc/PID/stat (the field after the state, past the `(comm)` that may hold
 /// spaces and parentheses).
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_parent(&stat)
-}
-
-fn parse_parent(stat: &str) -> Option<i32> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
+    crate::procfs::stat(pid).map(|s| s.ppid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_parent_past_an_awkward_command_name() {
-        assert_eq!(parse_parent("42 (a) b (c) S 7 42 42 0"), Some(7));
-    }
 
     #[test]
     fn finds_and_signals_a_child_of_this_process_and_no_other() {

@@ -21,6 +21,7 @@ pub mod notify;
 pub mod output;
 pub mod placement;
 pub mod plan;
+pub mod procfs;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;

@@ -20,7 +20,7 @@ pub fn group_listens(pgid: i32, port: Option<u16>) -> bool {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| process_group(pid) == Some(pgid))
+        .filter(|&pid| crate::procfs::stat(pid).is_some_and(|s| s.pgrp == pgid))
         .any(|pid| {
             socket_inodes(pid)
                 .iter()
@@ -56,16 +56,6 @@ fn parse_listening(table: &str, port: Option<u16>) -> Vec<u64> {
             fields.nth(5)?.parse().ok()
         })
         .collect()
-}
-
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After `(comm)`: state, ppid, pgrp.
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
 }
 
 fn socket_inodes(pid: i32) -> Vec<u64> {

@@ -15,29 +15,17 @@ pub fn group_memory(pgids: &[i32]) -> Vec<(i32, u64)> {
         return Vec::new();
     };
     for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Some((pgrp, rss_pages)) = group_and_rss(pid) else {
+        let Some(stat) = crate::procfs::stat(pid) else {
             continue;
         };
-        if wanted.contains(&pgrp) {
-            *totals.entry(pgrp).or_insert(0) += rss_pages * page;
+        if wanted.contains(&stat.pgrp) {
+            *totals.entry(stat.pgrp).or_insert(0) += stat.rss_pages * page;
         }
     }
     pgids
         .iter()
         .filter_map(|g| totals.get(g).map(|&bytes| (*g, bytes)))
         .collect()
-}
-
-/// (process group, resident pages) from /proc/PID/stat.
-fn group_and_rss(pid: i32) -> Option<(i32, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
-}
-
-/// After `(comm)`: state is field 3, pgrp 5, rss 24 (1-based, as proc(5) counts).
-fn parse_stat(stat: &str) -> Option<(i32, u64)> {
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    Some((fields.get(2)?.parse().ok()?, fields.get(21)?.parse().ok()?))
 }
 
 /// How many processes the kernel's OOM killer has killed since boot (`oom_kill` in
@@ -53,12 +41,6 @@ pub fn oom_kills() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_group_and_rss_past_an_awkward_command_name() {
-        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 99 12345678 2048 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some((42, 2048)));
-    }
 
     #[test]
     fn this_process_group_uses_some_memory() {
