@@ -152,16 +152,11 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
     let (sender, events) = crossbeam_channel::unbounded();
-    let mut spawner = Spawner::new(
-        config.command.clone(),
-        &inherited,
-        sockets,
-        config.placement.clone(),
-        config.prefix.map(|format| (format, sender.clone())),
-        config.user.clone(),
-        config.policy.watchdog,
-    )
-    .map_err(|e| Error::system("open /dev/null", e))?;
+    let relay = config
+        .prefix
+        .map(|format| output::Relay::new(format, sender.clone()));
+    let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
+        .map_err(|e| Error::system("open /dev/null", e))?;
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(sender.clone(), config.user.as_ref().map(|u| (u.uid, u.gid)))

@@ -33,9 +33,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
+use crate::config::Config;
 use crate::cpuset::CpuSet;
 use crate::exit_code;
-use crate::output::{Pipes, PrefixFormat, Relay};
+use crate::output::{Pipes, Relay};
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
@@ -132,14 +133,13 @@ const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
 
 impl Spawner {
+    /// Everything a spawn needs from the validated command line (`config`), what startup
+    /// learned, the sockets, and the output relay (`--prefix`).
     pub fn new(
-        command: Vec<OsString>,
+        config: &Config,
         inherited: &Inherited,
         sockets: Sockets,
-        placement: Placement,
-        prefix: Option<(PrefixFormat, crossbeam_channel::Sender<crate::event::Event>)>,
-        user: Option<Identity>,
-        watchdog: Option<std::time::Duration>,
+        relay: Option<Relay>,
     ) -> io::Result<Spawner> {
         let environment: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(key, _)| {
@@ -148,7 +148,7 @@ impl Spawner {
             })
             .collect();
         Ok(Spawner {
-            command,
+            command: config.command.clone(),
             path_var: std::env::var_os("PATH"),
             environment,
             devnull: File::open("/dev/null")?,
@@ -163,11 +163,11 @@ impl Spawner {
                 .join(":"),
             sockets,
             child_stack: vec![0; CHILD_STACK],
-            placement,
+            placement: config.placement.clone(),
             warned_sharing: false,
-            relay: prefix.map(|(format, events)| Relay::new(format, events)),
-            user,
-            watchdog,
+            relay,
+            user: config.user.clone(),
+            watchdog: config.policy.watchdog,
         })
     }
 
