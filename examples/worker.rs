@@ -256,36 +256,12 @@ fn parse_options() -> Options {
                 .push(value().parse().unwrap_or_else(|_| usage("bad signal"))),
             "--on-stop" => options.die_on_stop = value() == "die",
             "--exit" => options.exit = Some(value().parse().unwrap_or_else(|_| usage("bad code"))),
-            "--exit-for" => {
-                let v = value();
-                let (id, code) = v
-                    .split_once(':')
-                    .unwrap_or_else(|| usage("--exit-for ID:CODE"));
-                options.exit_for.push((
-                    id.parse().unwrap_or_else(|_| usage("bad id")),
-                    code.parse().unwrap_or_else(|_| usage("bad code")),
-                ));
-            }
+            "--exit-for" => options.exit_for.push(for_worker(&arg, &value())),
             "--watchdog-ping" => options.watchdog_ping = true,
-            "--grow-for" => {
-                let v = value();
-                let (id, mb) = v
-                    .split_once(':')
-                    .unwrap_or_else(|| usage("--grow-for ID:MB"));
-                options.grow_for = Some((
-                    id.parse().unwrap_or_else(|_| usage("bad id")),
-                    mb.parse().unwrap_or_else(|_| usage("bad MB")),
-                ));
-            }
+            "--grow-for" => options.grow_for = Some(for_worker(&arg, &value())),
             "--watchdog-stop-for" => {
-                let v = value();
-                let (id, ms) = v
-                    .split_once(':')
-                    .unwrap_or_else(|| usage("--watchdog-stop-for ID:MS"));
-                options.watchdog_stop_for = Some((
-                    id.parse().unwrap_or_else(|_| usage("bad id")),
-                    Duration::from_millis(ms.parse().unwrap_or_else(|_| usage("bad ms"))),
-                ));
+                let (id, ms) = for_worker(&arg, &value());
+                options.watchdog_stop_for = Some((id, Duration::from_millis(ms)));
             }
             "--late-line" => {
                 options.late_line = Some(Duration::from_millis(
@@ -302,6 +278,14 @@ fn parse_options() -> Options {
         }
     }
     options
+}
+
+/// `ID:VALUE`, for the options that apply to one worker (`--exit-for 1:3`).
+fn for_worker<T: std::str::FromStr>(option: &str, text: &str) -> (u32, T) {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(id, value)| Some((id.parse().ok()?, value.parse().ok()?)));
+    parsed.unwrap_or_else(|| usage(&format!("{option} ID:VALUE, not {text:?}")))
 }
 
 fn usage(problem: &str) -> ! {
