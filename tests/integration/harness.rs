@@ -587,3 +587,25 @@ impl Drop for FakeManager {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Builds tests/programs/no_unshare.c: runs a command under a seccomp filter that fails
+/// unshare(2) (and with --no-steering, attaching a reuseport program) with EPERM.
+pub fn no_unshare() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/programs/no_unshare.c");
+            let binary =
+                std::env::temp_dir().join(format!("recluster-no-unshare-{}", std::process::id()));
+            let built = std::process::Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(&binary)
+                .arg(&source)
+                .status()
+                .expect("gcc is not installed: run scripts/install-test-deps");
+            assert!(built.success(), "gcc failed on {}", source.display());
+            binary.display().to_string()
+        })
+        .clone()
+}

@@ -410,7 +410,7 @@ fn an_inherited_stream_socket_that_is_not_listening_is_refused() {
 
 #[test]
 fn where_steering_is_refused_per_worker_sockets_fall_back_to_the_kernels_hashing() {
-    let wrapper = crate::readiness::no_unshare();
+    let wrapper = crate::harness::no_unshare();
     let mut cluster = Launch::wrapped(
         &[&wrapper, "--no-steering"],
         cluster_args(
