@@ -149,7 +149,7 @@ impl Config {
         if let Some(interval) = cli.watchdog {
             if cli.ready != ReadyMode::Notify {
                 return Err(Error::Usage(
-                    "--watchdog needs --ready notify: the workers ping it on their NOTIFY_SOCKET"
+                    "--watchdog needs --ready notify (the workers ping it on their NOTIFY_SOCKET): add --ready notify"
                         .to_string(),
                 ));
             }

@@ -41,10 +41,6 @@ impl CpuSet {
         CpuSet(self.0.difference(&other.0).copied().collect())
     }
 
-    pub fn is_subset(&self, other: &CpuSet) -> bool {
-        self.0.is_subset(&other.0)
-    }
-
     /// The set as a `cpu_set_t` for `sched_setaffinity`.
     pub fn to_libc(&self) -> libc::cpu_set_t {
         // SAFETY: an all-zero cpu_set_t is the empty set.
