@@ -231,8 +231,6 @@ pub struct Hooks {
     timeout: Duration,
     /// Running hooks by pid (also their process group).
     running: HashMap<i32, Running>,
-    /// Hooks started since the cluster began to stop (they outlive the stop signal).
-    stop_hooks: Vec<i32>,
     /// Once the cluster stops, only the `stop` hooks run.
     stopping: bool,
     dropped: u64,
@@ -244,7 +242,6 @@ impl Hooks {
             specs,
             timeout,
             running: HashMap::new(),
-            stop_hooks: Vec::new(),
             stopping: false,
             dropped: 0,
         }
@@ -297,9 +294,6 @@ impl Hooks {
                             pidfd,
                         },
                     );
-                    if event == HookEvent::Stop {
-                        self.stop_hooks.push(pid);
-                    }
                 }
                 Err(e) => log::warn!("the {event} hook could not start: {e}"),
             }
@@ -308,7 +302,9 @@ impl Hooks {
 
     /// Whether `pid` is a hook that started with the stop (not to be sent the stop signal).
     pub fn is_stop_hook(&self, pid: i32) -> bool {
-        self.stop_hooks.contains(&pid)
+        self.running
+            .get(&pid)
+            .is_some_and(|hook| hook.event == HookEvent::Stop)
     }
 
     /// A reaped process: if it was a hook, log a failure; true if it was one.
@@ -316,7 +312,6 @@ impl Hooks {
         let Some(hook) = self.running.remove(&exit.pid) else {
             return false;
         };
-        self.stop_hooks.retain(|&p| p != exit.pid);
         if exit.status.success() {
             log::debug!("{} hook (pid {}) {}", hook.event, exit.pid, exit.status);
         } else {
