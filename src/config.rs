@@ -261,7 +261,8 @@ impl Config {
 
 impl Config {
     /// The file descriptors recluster holds at most with N workers (and K more during a reload):
-    /// a notify socket per live worker, each slot's own listening sockets.
+    /// a notify socket per live worker, each slot's own listening sockets, two relayed pipes per
+    /// live worker with `--prefix`.
     pub fn fds_needed(&self) -> u64 {
         let workers = u64::from(self.workers);
         let alive = workers + u64::from(self.policy.reload_batch);
@@ -276,7 +277,9 @@ impl Config {
         } else {
             listeners
         };
-        crate::startup::RESERVED_FDS + notify + sockets
+        // --prefix: the read ends of each live worker's stdout and stderr pipes.
+        let relayed = if self.prefix.is_some() { 2 * alive } else { 0 };
+        crate::startup::RESERVED_FDS + notify + sockets + relayed
     }
 }
 

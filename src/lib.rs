@@ -192,6 +192,9 @@ fn describe_fd_users(config: &Config) -> Option<String> {
     if config.socket_per_worker {
         users.push("--socket-per-worker");
     }
+    if config.prefix.is_some() {
+        users.push("--prefix");
+    }
     (!users.is_empty()).then(|| users.join(" and "))
 }
 
