@@ -176,6 +176,21 @@ pub struct Cli {
     #[arg(long, env = "RECLUSTER_EXEC")]
     pub exec: bool,
 
+    /// Where the control socket for 'recluster ctl' goes: PATH, or none for no control socket
+    /// [default: $XDG_RUNTIME_DIR/recluster/, else /run/recluster/ for root, else
+    /// $TMPDIR/recluster-UID/, in a directory only this user may enter; named PID.sock]
+    #[arg(long, value_name = "PATH|none", env = "RECLUSTER_CONTROL", value_parser = parse_control)]
+    pub control: Option<crate::control::server::Placement>,
+
+    /// A name for this cluster: its control socket is NAME.sock instead of PID.sock, and
+    /// 'recluster ctl --name NAME' finds it
+    #[arg(long, value_name = "NAME", env = "RECLUSTER_NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
     /// More log detail (-v: debug, -vv: trace)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -188,7 +203,7 @@ pub struct Cli {
     /// arguments
     #[arg(
         value_name = "COMMAND",
-        required_unless_present = "plan",
+        required_unless_present_any = ["plan", "completions"],
         num_args = 1..,
         trailing_var_arg = true,
         value_parser = clap::value_parser!(OsString)
@@ -229,6 +244,42 @@ fn parse_ready(text: &str) -> Result<ReadyMode, String> {
 pub enum PlanFormat {
     Text,
     Json,
+}
+
+fn parse_control(text: &str) -> Result<crate::control::server::Placement, String> {
+    use crate::control::server::Placement;
+    if text == "none" {
+        return Ok(Placement::Off);
+    }
+    if text.is_empty() {
+        return Err("give a path for the control socket, or none".to_string());
+    }
+    let path = std::path::Path::new(text);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot make {text} absolute: {e}"))?
+            .join(path)
+    };
+    Ok(Placement::Path(path))
+}
+
+/// A cluster's name: letters, digits, `.`, `_`, `-`, not starting with `.`, at most 64.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('.')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "'{text}' is not a cluster name: use up to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+        ))
+    }
 }
 
 fn parse_cpus(text: &str) -> Result<CpuSet, String> {

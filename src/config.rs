@@ -47,6 +47,9 @@ pub struct Config {
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::hooks::HookSpec>,
     pub hook_timeout: Duration,
+    /// `--control`, `--name`.
+    pub control: crate::control::server::Placement,
+    pub name: Option<String>,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -255,6 +258,10 @@ impl Config {
             user,
             hooks: cli.hooks,
             hook_timeout: cli.hook_timeout,
+            control: cli
+                .control
+                .unwrap_or(crate::control::server::Placement::Default),
+            name: cli.name,
         })
     }
 }

@@ -17,4 +17,11 @@ pub enum Event {
     Notified { token: u64, message: Message },
     /// `--prefix`: every line of the worker `pid` has been written (its pipes are closed).
     OutputClosed { pid: i32 },
+    /// A request on the control socket, from the client numbered `client`.
+    Control {
+        client: u64,
+        request: crate::control::protocol::Request,
+    },
+    /// A control client went away before its request was answered in full.
+    ControlGone { client: u64 },
 }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod cpus;
 pub mod cpuset;
 pub mod descendants;
@@ -25,6 +26,7 @@ pub mod procfs;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;
+pub mod snapshot;
 pub mod socket;
 pub mod spawn;
 pub mod startup;
@@ -57,6 +59,9 @@ pub fn main() -> i32 {
         logging::print_error(&format!("internal error (please report it): {info}"));
     }));
     let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        return control::client::main(args);
+    }
     let config = match parse(args) {
         Ok(config) => config,
         Err(code) => return code,
@@ -80,20 +85,26 @@ pub fn main() -> i32 {
 
 /// The command line, validated; on `Err`, what to exit with (the message is printed).
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
-    if args.get(1).is_some_and(|a| a == "ctl") {
-        logging::print_error(
-            "'recluster ctl' (the control socket) is not available in this version; to run a program named ctl, write ./ctl or its full path",
-        );
-        return Err(exit_code::USAGE);
-    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return Err(report_clap_error(e)),
     };
+    if let Some(shell) = cli.completions {
+        print_completions(shell);
+        return Err(exit_code::SUCCESS);
+    }
     Config::from_cli(cli).map_err(|e| {
         logging::print_error(&e.to_string());
         e.exit_code()
     })
+}
+
+/// `--completions SHELL`: the script for recluster and its `ctl` verbs, from the clap definitions.
+fn print_completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let ctl = control::client::CtlCli::command().name("ctl");
+    let mut command = Cli::command().subcommand(ctl);
+    clap_complete::generate(shell, &mut command, "recluster", &mut std::io::stdout());
 }
 
 /// Help and version go to stdout with status 0; a usage error becomes one line and status 2.
@@ -114,7 +125,7 @@ fn report_clap_error(e: clap::Error) -> i32 {
 }
 
 /// The first paragraph of a clap message, on one line, without its `error: ` prefix.
-fn one_line(message: &str) -> String {
+pub(crate) fn one_line(message: &str) -> String {
     let first = message.split("\n\n").next().unwrap_or(message);
     let joined: Vec<&str> = first
         .lines()
@@ -152,6 +163,21 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
     let (sender, events) = crossbeam_channel::unbounded();
+    // Before any other thread starts: binding it sets the umask for a moment.
+    let control =
+        control::server::Server::start(&config.control, config.name.as_deref(), sender.clone());
+    let identity = supervisor::requests::Identity {
+        name: config.name.clone(),
+        sockets: sockets
+            .listeners()
+            .iter()
+            .map(|l| snapshot::SocketView {
+                name: l.name.clone(),
+                address: l.local.clone(),
+            })
+            .collect(),
+        control: control.as_ref().map(|c| c.path.display().to_string()),
+    };
     let relay = config
         .prefix
         .map(|format| output::Relay::new(format, sender.clone()));
@@ -174,8 +200,13 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         manager: Manager::from_env(),
         hooks: &mut hooks,
         stop_signal,
+        control: control
+            .as_ref()
+            .map(|c| supervisor::requests::Control::new(c.replies(), identity)),
     };
     let code = supervisor::run(cluster, plumbing, &events);
+    // The last answers (a `stop --wait`) are written and the socket is removed.
+    drop(control);
     // Every line the workers wrote reaches recluster's output before it exits.
     spawner.drain_output(std::time::Duration::from_secs(2));
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.

@@ -10,6 +10,8 @@ pub struct Stat {
     pub pgrp: i32,
     /// Resident set size, in pages.
     pub rss_pages: u64,
+    /// User plus system time, in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 /// The stat of `pid`, or `None` when it is gone (or /proc is not mounted).
@@ -17,13 +19,15 @@ pub fn stat(pid: i32) -> Option<Stat> {
     parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// After `(comm)`: state is field 3, ppid 4, pgrp 5, rss 24.
+/// After `(comm)`: state is field 3, ppid 4, pgrp 5, utime 14, stime 15, rss 24.
 pub fn parse(stat: &str) -> Option<Stat> {
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let number = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
     Some(Stat {
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
-        rss_pages: fields.get(21).and_then(|f| f.parse().ok()).unwrap_or(0),
+        rss_pages: number(21),
+        cpu_ticks: number(11) + number(12),
     })
 }
 
@@ -39,7 +43,8 @@ mod tests {
             Some(Stat {
                 ppid: 7,
                 pgrp: 42,
-                rss_pages: 2048
+                rss_pages: 2048,
+                cpu_ticks: 3,
             })
         );
         assert_eq!(

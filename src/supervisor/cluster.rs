@@ -30,13 +30,15 @@ use crate::spawn::WorkerIdentity;
 use crate::status::ProcessStatus;
 
 use super::action::{Action, Role, Ticket};
-use super::report::{Report, Then};
+use super::report::{Origin, Report, Then};
 
+mod control;
 mod memory;
 mod readiness;
 mod reload;
 mod restart;
 mod scale;
+mod snapshot;
 mod stop;
 mod timers;
 mod watchdog;
@@ -45,7 +47,9 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use control::Scaled;
 use reload::Reload;
+pub use snapshot::Clock;
 use stop::Phase;
 use timers::{Key, Timers};
 use worker::{State, Worker, later};
@@ -90,6 +94,10 @@ pub struct Cluster {
     /// `--max-memory`: when the next sample is due, and samples over the limit in a row by pid.
     memory_due: Option<Instant>,
     memory_strikes: HashMap<i32, u32>,
+    /// When `start` was called.
+    started: Option<Instant>,
+    /// `ctl restart`: slots whose worker is to be replaced, in order, as room allows.
+    restart_queue: VecDeque<u32>,
 }
 
 /// Where a worker's record is.
@@ -112,6 +120,20 @@ struct Slot {
     /// When this slot was restarted, within the crash-loop window.
     restarts: VecDeque<Instant>,
     last_end: Option<End>,
+    /// What `ctl status` shows: how often the slot's worker was started again after it ended,
+    /// the CPU time of its workers that were reaped, and the last one that ended.
+    restart_count: u64,
+    cpu: Duration,
+    last_exit: Option<ExitRecord>,
+}
+
+/// A worker of a slot that ended, as `ctl status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ExitRecord {
+    pid: i32,
+    status: ProcessStatus,
+    reason: &'static str,
+    at: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,12 +178,15 @@ impl Cluster {
             watchdogs: HashMap::new(),
             memory_due: None,
             memory_strikes: HashMap::new(),
+            started: None,
+            restart_queue: VecDeque::new(),
         }
     }
 
     /// Schedules every slot's first spawn now; returns the first batch of them.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         let n = self.slots.len();
+        self.started = Some(now);
         self.report(Report::Starting { workers: n });
         for index in 0..n {
             self.schedule_spawn(index, now);
@@ -297,6 +322,7 @@ impl Cluster {
         match (sig, self.phase) {
             (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Running) => {
                 self.report(Report::StopRequested {
+                    origin: Origin::Signal,
                     signal: sig,
                     workers: self.places.len(),
                     timeout: self.policy.kill_timeout,
@@ -307,9 +333,9 @@ impl Cluster {
                 self.report(Report::SecondStopSignal { signal: sig });
                 self.kill_all()
             }
-            (Sig::TTIN, Phase::Running) => self.scale_up(),
-            (Sig::TTOU, Phase::Running) => self.scale_down(now),
-            (Sig::HUP, Phase::Running) => self.begin_reload(now),
+            (Sig::TTIN, Phase::Running) => self.scale_up(Origin::Signal),
+            (Sig::TTOU, Phase::Running) => self.scale_down(now, Origin::Signal),
+            (Sig::HUP, Phase::Running) => self.begin_reload(now, Origin::Signal),
             (Sig::TTIN | Sig::TTOU | Sig::HUP, _) => {
                 self.report(Report::IgnoredWhileStopping { signal: sig });
                 Vec::new()
@@ -327,6 +353,7 @@ impl Cluster {
         self.children_left = children_left;
         let mut actions = Vec::new();
         for exit in exits {
+            self.note_exit(exit, now);
             self.watchdogs.remove(&exit.pid);
             self.memory_strikes.remove(&exit.pid);
             match self.places.remove(&exit.pid) {
@@ -380,7 +407,11 @@ impl Cluster {
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         match self.phase {
-            Phase::Running => {}
+            Phase::Running => {
+                if !self.restart_queue.is_empty() {
+                    actions.extend(self.advance_restarts(now));
+                }
+            }
             Phase::Stopping(stop) => {
                 if !stop.killed && stop.deadline <= now {
                     actions.extend(self.stop_deadline_passed());
@@ -650,6 +681,9 @@ impl Slot {
             early_deaths: 0,
             restarts: VecDeque::new(),
             last_end: None,
+            restart_count: 0,
+            cpu: Duration::ZERO,
+            last_exit: None,
         }
     }
 }

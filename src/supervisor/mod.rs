@@ -4,6 +4,7 @@
 pub mod action;
 pub mod cluster;
 pub mod report;
+pub mod requests;
 pub mod run;
 
 pub use run::run;

@@ -91,6 +91,7 @@ pub enum Report {
         status: ProcessStatus,
     },
     StopRequested {
+        origin: Origin,
         signal: Sig,
         workers: usize,
         timeout: Duration,
@@ -121,10 +122,12 @@ pub enum Report {
         workers: usize,
     },
     ScaledUp {
+        origin: Origin,
         workers: usize,
     },
     LastWorkerKept,
     ScaledDown {
+        origin: Origin,
         workers: usize,
     },
     /// A scaled-down slot's worker serves what waits in its queue before it is stopped.
@@ -139,6 +142,7 @@ pub enum Report {
         waiting: u32,
     },
     ReloadBegun {
+        origin: Origin,
         target: u32,
         workers: usize,
         /// The generation of the reload this one supersedes.
@@ -159,6 +163,19 @@ pub enum Report {
         target: u32,
         reason: String,
     },
+    /// `ctl restart`: slot `id`'s worker `pid` is replaced (a new worker starts beside it), or,
+    /// without one, the slot's worker is started now.
+    RestartBegun {
+        id: u32,
+        pid: Option<i32>,
+    },
+}
+
+/// Who asked for a change: a signal to recluster, or a request on the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Signal,
+    Control,
 }
 
 /// What follows a slot's worker's end.
@@ -212,6 +229,16 @@ impl Report {
             | Report::Forwarding { .. }
             | Report::WaitingForLeftBehind => Level::Debug,
             _ => Level::Info,
+        }
+    }
+}
+
+impl Origin {
+    /// `received SIGHUP`, or what was requested on the control socket.
+    fn describe(self, signal: &str, requested: &str) -> String {
+        match self {
+            Origin::Signal => format!("received {signal}"),
+            Origin::Control => requested.to_string(),
         }
     }
 }
@@ -337,12 +364,17 @@ impl fmt::Display for Report {
                 write!(f, "reaped adopted process {pid} ({status})")
             }
             Report::StopRequested {
+                origin,
                 signal,
                 workers,
                 timeout,
             } => write!(
                 f,
-                "received {signal}: stopping {} (--kill-timeout {})",
+                "{}: stopping {} (--kill-timeout {})",
+                match origin {
+                    Origin::Signal => format!("received {signal}"),
+                    Origin::Control => format!("stop requested ({signal} to the workers)"),
+                },
                 plural(*workers, "worker", "workers"),
                 format_duration(*timeout)
             ),
@@ -383,16 +415,20 @@ impl fmt::Display for Report {
                 f,
                 "received SIGTTIN with {workers} workers, the most recluster runs: ignoring it"
             ),
-            Report::ScaledUp { workers } => {
-                write!(f, "received SIGTTIN: scaling up to {workers} workers")
-            }
+            Report::ScaledUp { origin, workers } => write!(
+                f,
+                "{}: scaling up to {workers} workers",
+                origin.describe("SIGTTIN", "scale requested")
+            ),
             Report::LastWorkerKept => write!(
                 f,
                 "received SIGTTOU with one worker left: keeping it (send TERM to stop the cluster)"
             ),
-            Report::ScaledDown { workers } => {
-                write!(f, "received SIGTTOU: scaling down to {workers} workers")
-            }
+            Report::ScaledDown { origin, workers } => write!(
+                f,
+                "{}: scaling down to {workers} workers",
+                origin.describe("SIGTTOU", "scale requested")
+            ),
             Report::Draining { id, pid } => write!(
                 f,
                 "worker {id} (pid {pid}) serves the connections waiting in its queue before it stops; new ones go to the other workers"
@@ -410,20 +446,24 @@ impl fmt::Display for Report {
                 "worker {id} (pid {pid}) still has {waiting} connections waiting after --kill-timeout: stopping it anyway (they wait for a worker of this slot)"
             ),
             Report::ReloadBegun {
+                origin,
                 target,
                 workers,
                 superseding: None,
             } => write!(
                 f,
-                "received SIGHUP: reloading {workers} workers to generation {target}"
+                "{}: reloading {workers} workers to generation {target}",
+                origin.describe("SIGHUP", "reload requested")
             ),
             Report::ReloadBegun {
+                origin,
                 target,
                 superseding: Some(old),
                 ..
             } => write!(
                 f,
-                "received SIGHUP during the reload to generation {old}: reloading to generation {target} instead"
+                "{} during the reload to generation {old}: reloading to generation {target} instead",
+                origin.describe("SIGHUP", "reload requested")
             ),
             Report::ReplacementReady {
                 id,
@@ -453,6 +493,13 @@ impl fmt::Display for Report {
                 f,
                 "reload to generation {target} abandoned: {reason}; the current workers keep serving (send SIGHUP to try again)"
             ),
+            Report::RestartBegun { id, pid: Some(pid) } => write!(
+                f,
+                "restarting worker {id} (pid {pid}) on request: a new worker starts beside it"
+            ),
+            Report::RestartBegun { id, pid: None } => {
+                write!(f, "restarting worker {id} on request")
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::status::ProcessStatus;
 
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
+use super::requests::Control;
 
 /// What the loop works with besides the cluster.
 pub struct Plumbing<'a> {
@@ -36,6 +37,8 @@ pub struct Plumbing<'a> {
     pub hooks: &'a mut Hooks,
     /// `--stop-signal`, for hooks still running when the cluster stops.
     pub stop_signal: Sig,
+    /// The control socket's requests, if it runs.
+    pub control: Option<Control>,
 }
 
 /// Runs the cluster until it ends; returns recluster's exit status.
@@ -117,6 +120,21 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 Some(&pid) => cluster.on_notified(pid, &message, now),
                 None => Vec::new(),
             },
+            Some(Event::Control { client, request }) => {
+                let plumbing = &mut executor.plumbing;
+                match plumbing.control.as_mut() {
+                    Some(control) => {
+                        control.handle(client, request, &mut cluster, plumbing.spawner, now)
+                    }
+                    None => Vec::new(),
+                }
+            }
+            Some(Event::ControlGone { client }) => {
+                if let Some(control) = executor.plumbing.control.as_mut() {
+                    control.forget(client);
+                }
+                Vec::new()
+            }
             None => {
                 executor.plumbing.hooks.expire(now);
                 // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
@@ -153,11 +171,15 @@ fn take_held(
     released
 }
 
-/// Writes what the cluster reported, each at its level, and starts the hooks of those events.
-fn log_reports(cluster: &mut Cluster, hooks: &mut Hooks, stop_signal: Sig) {
+/// Writes what the cluster reported, each at its level, starts the hooks of those events and
+/// tells the control socket's waits and subscribers.
+fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
     for report in cluster.take_reports() {
         log::log!(report.level(), "{report}");
-        hooks.fire(&report, stop_signal);
+        plumbing.hooks.fire(&report, plumbing.stop_signal);
+        if let Some(control) = plumbing.control.as_mut() {
+            control.observe(&report);
+        }
     }
 }
 
@@ -186,10 +208,10 @@ struct Executor<'a> {
 impl Executor<'_> {
     /// Carries out actions (and those they lead to); `Some(code)` when recluster is to exit.
     fn execute(&mut self, cluster: &mut Cluster, actions: Vec<Action>) -> Option<i32> {
-        log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
+        log_reports(cluster, &mut self.plumbing);
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
-            log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
+            log_reports(cluster, &mut self.plumbing);
             match action {
                 Action::Spawn(ticket) => {
                     if !cluster.is_current(&ticket) {
@@ -253,12 +275,15 @@ impl Executor<'_> {
                     }
                 }
                 Action::Exit(code) => {
-                    log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
+                    log_reports(cluster, &mut self.plumbing);
+                    if let Some(control) = self.plumbing.control.as_mut() {
+                        control.exiting(code);
+                    }
                     return Some(code);
                 }
             }
         }
-        log_reports(cluster, self.plumbing.hooks, self.plumbing.stop_signal);
+        log_reports(cluster, &mut self.plumbing);
         None
     }
 

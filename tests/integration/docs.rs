@@ -33,8 +33,14 @@ fn every_option_in_the_man_page_exists() {
     let man =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
     let command = recluster::cli::Cli::command();
+    let ctl = recluster::control::client::CtlCli::command();
+    let ctl_args = ctl
+        .get_subcommands()
+        .flat_map(|verb| verb.get_arguments())
+        .chain(ctl.get_arguments());
     let longs: Vec<String> = command
         .get_arguments()
+        .chain(ctl_args)
         .filter_map(|a| a.get_long().map(str::to_string))
         .chain(["help".to_string(), "version".to_string()])
         .collect();
@@ -48,5 +54,40 @@ fn every_option_in_the_man_page_exists() {
             longs.iter().any(|l| l == name),
             "man page documents --{name}, which recluster does not have"
         );
+    }
+}
+
+#[test]
+fn the_man_page_describes_every_ctl_verb_and_flag() {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
+    let ctl = recluster::control::client::CtlCli::command();
+    for verb in ctl.get_subcommands() {
+        let name = verb.get_name();
+        if name == "help" {
+            continue;
+        }
+        assert!(
+            man.contains(&format!("\\fB{name}\\fR")),
+            "man/recluster.1 does not describe 'ctl {name}'"
+        );
+        for arg in verb.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(
+                    man.contains(&escaped),
+                    "man/recluster.1 does not mention 'ctl {name} --{long}'"
+                );
+            }
+        }
+    }
+    for arg in ctl.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(
+                man.contains(&escaped),
+                "man/recluster.1 does not mention 'ctl --{long}'"
+            );
+        }
     }
 }

@@ -81,7 +81,11 @@ fn usage_errors_exit_2_with_one_line_naming_the_flag() {
         (&["--restart-delay", "1m", worker], "--restart-max-delay"),
         (&["--no-such-flag", worker], "--no-such-flag"),
         (&["-n", "2"], "COMMAND"),
-        (&["ctl", "status"], "ctl"),
+        (&["--name", "a/b", worker], "--name"),
+        (&["ctl", "scale", "two"], "two"),
+        (&["ctl", "dance"], "dance"),
+        (&["ctl", "restart"], "ID"),
+        (&["ctl", "signal", "NOPE"], "NOPE"),
     ];
     for (args, flag) in cases {
         let (code, stdout, stderr) = run_to_end(args);

@@ -46,7 +46,7 @@ impl Cluster {
         let Occupant::Worker(worker) = &mut self.slots[index].occupant else {
             return Vec::new();
         };
-        if !worker.become_ready() {
+        if !worker.become_ready(now) {
             return Vec::new(); // already ready, or being stopped
         }
         let (id, pid) = (worker.id(), worker.pid().unwrap_or_default());

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::status::ProcessStatus;
 
 use super::worker::{State, StopReason, Worker};
-use super::{Action, Cluster, Key, Occupant, Place, Report, Role};
+use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Role};
 
 pub(super) struct Reload {
     /// The generation the reload brings every slot to.
@@ -27,12 +27,13 @@ pub(super) struct Reload {
 }
 
 impl Cluster {
-    pub(super) fn begin_reload(&mut self, now: Instant) -> Vec<Action> {
+    pub(super) fn begin_reload(&mut self, now: Instant, origin: Origin) -> Vec<Action> {
         self.last_generation += 1;
         let target = self.last_generation;
         let mut actions = Vec::new();
         let superseding = self.reload.take().map(|old| old.target);
         self.report(Report::ReloadBegun {
+            origin,
             target,
             workers: self.slots.len(),
             superseding,
@@ -108,7 +109,7 @@ impl Cluster {
         let Some(mut new) = self.slots[index].replacement.take() else {
             return Vec::new();
         };
-        if !new.become_ready() {
+        if !new.become_ready(now) {
             self.slots[index].replacement = Some(new);
             return Vec::new();
         }

@@ -87,6 +87,7 @@ impl Cluster {
             None => Then::Restarting { delay },
         };
         self.report(ended(then));
+        self.slots[index].restart_count += 1;
         // Held back while a replacement is on its way; it runs if that one fails.
         self.schedule_spawn(index, later(now, delay));
     }

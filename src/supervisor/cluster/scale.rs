@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use super::worker::{State, StopReason, Worker, later};
-use super::{Action, Cluster, Key, Occupant, Place, Report, Slot};
+use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Slot};
 
 impl Cluster {
-    pub(super) fn scale_up(&mut self) -> Vec<Action> {
+    pub(super) fn scale_up(&mut self, origin: Origin) -> Vec<Action> {
         if self.slots.len() >= crate::config::MAX_WORKERS as usize {
             self.report(Report::TooManyWorkers {
                 workers: self.slots.len(),
@@ -20,12 +20,13 @@ impl Cluster {
         // The generation that last succeeded; a reload under way replaces it like the others.
         self.slots.push(Slot::new(id, self.generation));
         self.report(Report::ScaledUp {
+            origin,
             workers: self.slots.len(),
         });
         vec![self.spawn_slot(id as usize)]
     }
 
-    pub(super) fn scale_down(&mut self, now: Instant) -> Vec<Action> {
+    pub(super) fn scale_down(&mut self, now: Instant, origin: Origin) -> Vec<Action> {
         if self.slots.len() <= 1 {
             self.report(Report::LastWorkerKept);
             return Vec::new();
@@ -35,6 +36,7 @@ impl Cluster {
         let slot = self.slots.pop().expect("more than one slot");
         self.steering_changed = true;
         self.report(Report::ScaledDown {
+            origin,
             workers: self.slots.len(),
         });
         let mut actions = Vec::new();
@@ -64,7 +66,8 @@ impl Cluster {
     /// waits in its queue (new connections no longer reach it) and is stopped once that is empty.
     /// Any other is handed back, to be stopped now.
     fn drain(&mut self, worker: Worker, now: Instant) -> Result<(), Worker> {
-        let (State::Starting { pid, started, .. } | State::Ready { pid, started }) = worker.state
+        let (State::Starting { pid, started, .. } | State::Ready { pid, started, .. }) =
+            worker.state
         else {
             return Err(worker);
         };

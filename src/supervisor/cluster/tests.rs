@@ -46,7 +46,7 @@ fn running(policy: Policy, workers: u32, now: Instant) -> Cluster {
     let mut cluster = starting(policy, workers, now);
     for index in 0..cluster.slots.len() {
         if let Occupant::Worker(worker) = &mut cluster.slots[index].occupant {
-            assert!(worker.become_ready());
+            assert!(worker.become_ready(now));
             cluster.ready += 1;
         }
     }
@@ -76,7 +76,11 @@ fn crash_limited(max_restarts: u32, window: Duration) -> Policy {
 }
 
 fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
-    vec![Exit { pid, status }]
+    vec![Exit {
+        pid,
+        status,
+        cpu: Duration::ZERO,
+    }]
 }
 
 fn tickets(actions: &[Action]) -> Vec<Ticket> {

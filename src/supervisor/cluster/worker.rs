@@ -32,6 +32,8 @@ pub(super) enum State {
     Ready {
         pid: i32,
         started: Instant,
+        /// When it became ready.
+        since: Instant,
     },
     /// Its slot was scaled away (`--socket-per-worker`): no new connection reaches it, and it
     /// goes on serving until its queue is empty; recluster looks at the queue at `check_at` (none
@@ -147,10 +149,14 @@ impl Worker {
     }
 
     /// Starting → Ready; false if it was not starting.
-    pub fn become_ready(&mut self) -> bool {
+    pub fn become_ready(&mut self, now: Instant) -> bool {
         match self.state {
             State::Starting { pid, started, .. } => {
-                self.state = State::Ready { pid, started };
+                self.state = State::Ready {
+                    pid,
+                    started,
+                    since: now,
+                };
                 true
             }
             _ => false,

@@ -1,0 +1,400 @@
+//! `recluster ctl`: find a running cluster's control socket, send one request, print the answer.
+//! Exit status: 0 it took, 1 it failed (the reason on stderr), 2 usage, 3 no cluster reachable.
+//! With `--wait`, progress lines go to stderr while it is a terminal.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use super::location;
+use super::protocol::{Request, ScaleBy};
+use crate::logging::print_error;
+use crate::signal::Sig;
+
+/// `ctl`'s own exit statuses (CONTRACT.md and the README).
+pub mod exit {
+    /// It took.
+    pub const OK: i32 = 0;
+    /// It failed: the cluster refused it, or the outcome `--wait` waited for did not come.
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// No cluster could be reached (none running, permission denied, not answering).
+    pub const UNREACHABLE: i32 = 3;
+}
+
+/// How long an answer that needs no waiting may take.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// See and steer a running recluster through its control socket
+#[derive(Parser, Debug)]
+#[command(
+    name = "recluster ctl",
+    version,
+    max_term_width = 100,
+    after_help = "Exit status: 0 it took; 1 it failed (the reason on stderr); 2 usage error; 3 no cluster reachable.\n\nWithout --pid, --name or --control, ctl finds the only cluster this user runs."
+)]
+pub struct CtlCli {
+    /// The cluster whose recluster has this pid
+    #[arg(long, value_name = "PID", conflicts_with_all = ["name", "control"])]
+    pub pid: Option<u32>,
+
+    /// The cluster started with --name NAME
+    #[arg(long, value_name = "NAME", value_parser = crate::cli::parse_name, conflicts_with = "control")]
+    pub name: Option<String>,
+
+    /// The control socket at PATH (as given to recluster --control)
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// The cluster and each worker: pid, state, generation, restarts, last exit, CPU, memory
+    Status {
+        /// One JSON object (the schema is in the README)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run N workers, or K more (+K) or fewer (-K)
+    Scale {
+        #[arg(value_name = "N|+K|-K", allow_hyphen_values = true, value_parser = parse_scale)]
+        workers: ScaleBy,
+        /// Return once the new workers are ready and the removed ones have exited
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Replace these workers: a new one starts, and once it is ready the old one is stopped
+    Restart {
+        #[arg(value_name = "ID", required = true, num_args = 1..)]
+        ids: Vec<u32>,
+        /// Return once every new worker is ready and every old one has exited
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send SIG to the workers with these IDs (every worker without IDs)
+    Signal {
+        #[arg(value_name = "SIG", value_parser = parse_signal)]
+        signal: Sig,
+        #[arg(value_name = "ID")]
+        ids: Vec<u32>,
+    },
+    /// Rolling reload, as SIGHUP does
+    Reload {
+        /// Return once every worker runs the new generation (exit 1 if it was abandoned)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the cluster gracefully, as SIGTERM does (with --stop-signal for the workers)
+    Stop {
+        /// Return once recluster has exited
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print what happens, one JSON object per line, until interrupted
+    Events,
+}
+
+fn parse_scale(text: &str) -> Result<ScaleBy, String> {
+    text.parse()
+}
+
+fn parse_signal(text: &str) -> Result<Sig, String> {
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+/// `recluster ctl ARGS…` (`args` starts with the program name and `ctl`).
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args = std::iter::once(OsString::from("recluster ctl")).chain(args.into_iter().skip(2));
+    let cli = match CtlCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return exit::OK;
+            }
+            print_error(&format!(
+                "{} (see 'recluster ctl --help')",
+                crate::one_line(&e.render().to_string())
+            ));
+            return exit::USAGE;
+        }
+    };
+    let path = match find(&cli) {
+        Ok(path) => path,
+        Err((code, message)) => {
+            print_error(&message);
+            return code;
+        }
+    };
+    run(&cli.verb, &path)
+}
+
+/// The request a verb sends.
+fn request(verb: &Verb) -> Request {
+    match verb {
+        Verb::Status { .. } => Request::Status,
+        Verb::Scale { workers, wait } => Request::Scale {
+            by: *workers,
+            wait: *wait,
+        },
+        Verb::Restart { ids, wait } => Request::Restart {
+            ids: ids.clone(),
+            wait: *wait,
+        },
+        Verb::Signal { signal, ids } => Request::Signal {
+            signal: *signal,
+            ids: ids.clone(),
+        },
+        Verb::Reload { wait } => Request::Reload { wait: *wait },
+        Verb::Stop { wait } => Request::Stop { wait: *wait },
+        Verb::Events => Request::Events,
+    }
+}
+
+/// The control socket the options point at: `Err` with the exit status and the message.
+fn find(cli: &CtlCli) -> Result<PathBuf, (i32, String)> {
+    if let Some(path) = &cli.control {
+        return Ok(path.clone());
+    }
+    let dirs = location::candidate_dirs();
+    let looked = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(name) = &cli.name {
+        return location::sockets_in(&dirs, Some(name))
+            .into_iter()
+            .find(|p| location::is_live(p))
+            .ok_or_else(|| {
+                (
+                    exit::UNREACHABLE,
+                    format!(
+                        "no cluster named {name} is running for this user (looked in {looked})"
+                    ),
+                )
+            });
+    }
+    if let Some(pid) = cli.pid {
+        if let Some(path) = location::sockets_in(&dirs, Some(&pid.to_string()))
+            .into_iter()
+            .find(|p| location::is_live(p))
+        {
+            return Ok(path);
+        }
+        // A cluster with --name has a socket named after it: ask each which pid it is.
+        return running(&dirs)
+            .into_iter()
+            .find(|(p, _, _)| *p == pid)
+            .map(|(_, _, path)| path)
+            .ok_or_else(|| {
+                (
+                    exit::UNREACHABLE,
+                    format!("no recluster with pid {pid} has a control socket this user can reach (looked in {looked})"),
+                )
+            });
+    }
+    let mut found = running(&dirs);
+    match found.len() {
+        0 => Err((
+            exit::UNREACHABLE,
+            format!(
+                "no recluster is running for this user (looked in {looked}); give --control PATH if it was started with one"
+            ),
+        )),
+        1 => Ok(found.remove(0).2),
+        _ => Err((
+            exit::USAGE,
+            format!(
+                "{} clusters are running: {}; choose one with --pid or --name",
+                found.len(),
+                found
+                    .iter()
+                    .map(|(pid, name, _)| match name {
+                        Some(name) => format!("pid {pid} (--name {name})"),
+                        None => format!("pid {pid}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// The clusters answering in `dirs`: pid, name, socket.
+fn running(dirs: &[PathBuf]) -> Vec<(u32, Option<String>, PathBuf)> {
+    let mut found: Vec<(u32, Option<String>, PathBuf)> = Vec::new();
+    for path in location::sockets_in(dirs, None) {
+        let Some(answer) = ask(&path, &Request::Hello) else {
+            continue;
+        };
+        let Some(pid) = answer["pid"].as_u64().map(|p| p as u32) else {
+            continue;
+        };
+        if found.iter().any(|(p, _, _)| *p == pid) {
+            continue;
+        }
+        let name = answer["name"].as_str().map(str::to_string);
+        found.push((pid, name, path));
+    }
+    found
+}
+
+/// One request, one answer line, with a short timeout; `None` if nothing sensible came back.
+fn ask(path: &PathBuf, request: &Request) -> Option<Value> {
+    let mut stream = UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    writeln!(stream, "{}", request.to_line()).ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+fn run(verb: &Verb, path: &PathBuf) -> i32 {
+    let mut stream = match UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e) => {
+            let why = match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => {
+                    "permission denied: the control socket belongs to another user (run ctl as that user or as root)".to_string()
+                }
+                Some(libc::ECONNREFUSED) => {
+                    "nothing answers there (that recluster has exited)".to_string()
+                }
+                Some(libc::ENOENT) => "no such socket".to_string(),
+                _ => e.to_string(),
+            };
+            print_error(&format!("{}: {why}", path.display()));
+            return exit::UNREACHABLE;
+        }
+    };
+    let request = request(verb);
+    let streaming = matches!(
+        request,
+        Request::Events
+            | Request::Stop { wait: true }
+            | Request::Reload { wait: true }
+            | Request::Scale { wait: true, .. }
+            | Request::Restart { wait: true, .. }
+    );
+    if !streaming {
+        let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
+    }
+    if let Err(e) = writeln!(stream, "{}", request.to_line()) {
+        print_error(&format!("{}: cannot send the request: {e}", path.display()));
+        return exit::UNREACHABLE;
+    }
+    let progress = std::io::stderr().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    for line in BufReader::new(stream).lines() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                print_error(&format!(
+                    "recluster did not answer within {}s",
+                    ANSWER_TIMEOUT.as_secs()
+                ));
+                return exit::FAILED;
+            }
+            Err(e) => {
+                print_error(&format!("reading the answer: {e}"));
+                return exit::FAILED;
+            }
+        };
+        let Ok(answer) = serde_json::from_str::<Value>(&line) else {
+            print_error(&format!(
+                "recluster sent something that is not JSON: {line}"
+            ));
+            return exit::FAILED;
+        };
+        if answer.get("event").is_some() {
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return exit::OK; // the reader went away (ctl events | head)
+            }
+            continue;
+        }
+        if let Some(text) = answer.get("progress").and_then(Value::as_str) {
+            if progress {
+                eprintln!("recluster ctl: {text}");
+            }
+            continue;
+        }
+        if answer["ok"] == Value::Bool(true) {
+            let _ = write!(stdout, "{}", render(verb, &answer, &line));
+            return exit::OK;
+        }
+        let error = answer["error"].as_str().unwrap_or("failed");
+        print_error(error);
+        return if error.starts_with("permission denied") || error.starts_with("too many clients") {
+            exit::UNREACHABLE
+        } else {
+            exit::FAILED
+        };
+    }
+    match verb {
+        // The connection closes when recluster exits: that is how a stop ends.
+        Verb::Stop { .. } | Verb::Events => exit::OK,
+        _ => {
+            print_error("recluster closed the connection before answering (it may have exited)");
+            exit::FAILED
+        }
+    }
+}
+
+/// What a successful answer prints.
+fn render(verb: &Verb, answer: &Value, line: &str) -> String {
+    match verb {
+        Verb::Status { json: true } => format!("{line}\n"),
+        Verb::Status { json: false } => {
+            match serde_json::from_value::<crate::snapshot::Snapshot>(answer.clone()) {
+                Ok(snapshot) => snapshot.table(),
+                Err(_) => format!("{line}\n"),
+            }
+        }
+        Verb::Scale { wait, .. } => {
+            let n = &answer["workers"];
+            if *wait {
+                format!("{n} workers\n")
+            } else {
+                format!("scaling to {n} workers\n")
+            }
+        }
+        Verb::Restart { ids, wait } => {
+            let ids = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+            if *wait {
+                format!("restarted {ids}\n")
+            } else {
+                format!("restarting {ids}\n")
+            }
+        }
+        Verb::Signal { signal, .. } => {
+            format!("sent {signal} to {} process groups\n", answer["groups"])
+        }
+        Verb::Reload { wait } => {
+            let generation = &answer["generation"];
+            if *wait {
+                format!("reloaded: generation {generation}\n")
+            } else {
+                format!("reloading to generation {generation}\n")
+            }
+        }
+        Verb::Stop { wait: true } => match answer["status"].as_i64() {
+            Some(code) => format!("stopped (exit status {code})\n"),
+            None => "stopped\n".to_string(),
+        },
+        Verb::Stop { wait: false } => "stopping\n".to_string(),
+        Verb::Events => String::new(),
+    }
+}

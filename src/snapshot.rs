@@ -1,0 +1,356 @@
+//! What `recluster ctl status` shows: the cluster and each of its workers at one instant, as plain
+//! data. The cluster fills in what it decides (`Cluster::snapshot`), the supervisor loop adds what
+//! its plumbing knows (sockets, CPUs, `STATUS=` lines), and `measure` adds what only /proc knows
+//! (resident memory and the CPU time of live processes) — read when asked, never sampled in the
+//! background. Serialized as the control protocol's status answer (schema in the README) and
+//! rendered as a table that fits 100 columns. Numbers are in base units: bytes, seconds.
+//! Nothing from a worker's environment or argv is here.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub cluster: ClusterView,
+    pub workers: Vec<WorkerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub pid: u32,
+    /// `--name`, if given.
+    pub name: Option<String>,
+    /// Unix time, in seconds.
+    pub started_at: f64,
+    pub uptime_seconds: f64,
+    pub state: ClusterState,
+    /// The generation of the last completed reload (0 before any).
+    pub generation: u32,
+    /// During a reload: the generation it brings the workers to.
+    pub reloading_to: Option<u32>,
+    /// N: the worker slots.
+    pub workers: u32,
+    /// Slots whose own worker is ready.
+    pub ready: u32,
+    /// Restarts of every slot, summed.
+    pub restarts: u64,
+    pub sockets: Vec<SocketView>,
+    /// The control socket's path.
+    pub control: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Not every worker has been ready yet since the start.
+    Starting,
+    Running,
+    Reloading,
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketView {
+    pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// `WORKER_ID`: the slot.
+    pub id: u32,
+    /// What this row is: the slot's own worker (or the slot itself, while it has none), a reload's
+    /// or restart's new worker not ready yet, or a worker recluster stopped that has not exited.
+    pub role: WorkerRole,
+    pub pid: Option<i32>,
+    pub generation: u32,
+    pub state: WorkerState,
+    /// Unix time, in seconds.
+    pub started_at: Option<f64>,
+    pub ready_at: Option<f64>,
+    /// How many times this slot's worker was started again after it ended.
+    pub restarts: u64,
+    pub last_exit: Option<LastExit>,
+    /// CPU time (user + system): of the slot's workers that ended (from the reaped `rusage`) and
+    /// of the processes of this one's group now.
+    pub cpu_seconds: f64,
+    /// Resident memory of its process group, in bytes.
+    pub rss_bytes: Option<u64>,
+    /// The CPUs it is bound to (`--pin`, `--cpus`), as a list (`0-3,8`).
+    pub cpus: Option<String>,
+    /// The last `STATUS=` line it sent on its notify socket.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerRole {
+    Slot,
+    Replacement,
+    Leaving,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Decided, not forked yet.
+    Spawning,
+    Starting,
+    Ready,
+    /// Serving what waits in its scaled-down slot's queue before it stops.
+    Draining,
+    Stopping,
+    /// The slot's respawn is scheduled (backoff).
+    Waiting,
+    /// The slot's worker ended and `--restart` keeps it ended.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastExit {
+    pub pid: i32,
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it (`SIGKILL`), if one did.
+    pub signal: Option<String>,
+    /// Why it ended, as recluster knows it.
+    pub reason: String,
+    /// Unix time, in seconds.
+    pub at: f64,
+}
+
+/// What /proc says of the process groups in `pgids`, summed over each group's processes:
+/// resident memory in bytes and CPU seconds. One pass over /proc, whatever N is.
+pub fn measure_groups(pgids: &[i32]) -> HashMap<i32, (u64, f64)> {
+    let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    // SAFETY: as above.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut totals: HashMap<i32, (u64, f64)> = HashMap::new();
+    if wanted.is_empty() {
+        return totals;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return totals;
+    };
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Some(stat) = crate::procfs::stat(pid) else {
+            continue;
+        };
+        if wanted.contains(&stat.pgrp) {
+            let total = totals.entry(stat.pgrp).or_insert((0, 0.0));
+            total.0 += stat.rss_pages * page;
+            total.1 += stat.cpu_ticks as f64 / ticks;
+        }
+    }
+    totals
+}
+
+impl Snapshot {
+    /// Adds what /proc says now: each live worker's resident memory and the CPU time its group's
+    /// processes have used so far.
+    pub fn measure(&mut self) {
+        let pgids: Vec<i32> = self.workers.iter().filter_map(|w| w.pid).collect();
+        let found = measure_groups(&pgids);
+        for worker in &mut self.workers {
+            if let Some(&(rss, cpu)) = worker.pid.and_then(|pid| found.get(&pid)) {
+                worker.rss_bytes = Some(rss);
+                worker.cpu_seconds += cpu;
+            }
+        }
+    }
+
+    /// The table `ctl status` prints for a person.
+    pub fn table(&self) -> String {
+        let c = &self.cluster;
+        let mut out = String::new();
+        let name = c
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
+        let generation = match c.reloading_to {
+            Some(to) => format!("generation {} → {to}", c.generation),
+            None => format!("generation {}", c.generation),
+        };
+        let _ = writeln!(
+            out,
+            "recluster pid {}{name}: {}, {generation}, {}/{} ready, {} restarts, up {}",
+            c.pid,
+            state_word(c.state),
+            c.ready,
+            c.workers,
+            c.restarts,
+            short_duration(c.uptime_seconds)
+        );
+        for socket in &c.sockets {
+            let _ = writeln!(out, "listening on {} ({})", socket.address, socket.name);
+        }
+        if let Some(control) = &c.control {
+            let _ = writeln!(out, "control socket {control}");
+        }
+        let now = c.started_at + c.uptime_seconds;
+        let _ = writeln!(
+            out,
+            "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<17} {:>8} {:>8} {:<7} STATUS",
+            "ID", "PID", "GEN", "STATE", "UPTIME", "RSTRT", "LAST EXIT", "CPU s", "RSS MiB", "CPUS"
+        );
+        for w in &self.workers {
+            let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
+            let state = match w.role {
+                WorkerRole::Slot => state_name(w.state).to_string(),
+                WorkerRole::Replacement => format!("new:{}", state_name(w.state)),
+                WorkerRole::Leaving => format!("old:{}", state_name(w.state)),
+            };
+            let uptime = w
+                .started_at
+                .map_or("-".to_string(), |s| short_duration(now - s));
+            let last =
+                w.last_exit
+                    .as_ref()
+                    .map_or("-".to_string(), |e| match (&e.code, &e.signal) {
+                        (Some(code), _) => format!("exit {code}"),
+                        (None, Some(signal)) => signal.clone(),
+                        (None, None) => "?".to_string(),
+                    });
+            let rss = w
+                .rss_bytes
+                .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
+            let status = w.status.as_deref().unwrap_or("");
+            let line = format!(
+                "{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<17} {:>8.2} {:>8} {:<7} {status}",
+                w.id,
+                pid,
+                w.generation,
+                state,
+                uptime,
+                w.restarts,
+                truncate(&last, 17),
+                w.cpu_seconds,
+                rss,
+                truncate(w.cpus.as_deref().unwrap_or("-"), 7),
+            );
+            let _ = writeln!(out, "{}", truncate(line.trim_end(), 100));
+        }
+        out
+    }
+}
+
+fn state_word(state: ClusterState) -> &'static str {
+    match state {
+        ClusterState::Starting => "starting",
+        ClusterState::Running => "running",
+        ClusterState::Reloading => "reloading",
+        ClusterState::Stopping => "stopping",
+    }
+}
+
+fn state_name(state: WorkerState) -> &'static str {
+    match state {
+        WorkerState::Spawning => "spawning",
+        WorkerState::Starting => "starting",
+        WorkerState::Ready => "ready",
+        WorkerState::Draining => "draining",
+        WorkerState::Stopping => "stopping",
+        WorkerState::Waiting => "waiting",
+        WorkerState::Done => "done",
+    }
+}
+
+/// `45s`, `12m`, `3h5m`, `2d4h`: how long, for a column of the table.
+fn short_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// At most `width` characters, with `…` where it was cut.
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            cluster: ClusterView {
+                pid: 4242,
+                name: None,
+                started_at: 1_000.0,
+                uptime_seconds: 3_725.0,
+                state: ClusterState::Running,
+                generation: 2,
+                reloading_to: None,
+                workers: 2,
+                ready: 2,
+                restarts: 1,
+                sockets: vec![SocketView {
+                    name: "listen".to_string(),
+                    address: "127.0.0.1:3000".to_string(),
+                }],
+                control: Some("/run/recluster/4242.sock".to_string()),
+            },
+            workers: vec![WorkerView {
+                id: 0,
+                role: WorkerRole::Slot,
+                pid: Some(4243),
+                generation: 2,
+                state: WorkerState::Ready,
+                started_at: Some(4_000.0),
+                ready_at: Some(4_001.0),
+                restarts: 1,
+                last_exit: Some(LastExit {
+                    pid: 4200,
+                    code: None,
+                    signal: Some("SIGKILL".to_string()),
+                    reason: "ended on its own".to_string(),
+                    at: 3_999.0,
+                }),
+                cpu_seconds: 1.5,
+                rss_bytes: Some(10 << 20),
+                cpus: Some("0-1".to_string()),
+                status: Some("x".repeat(200)),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_fits_100_columns_and_shows_each_worker() {
+        let table = sample().table();
+        assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+        assert!(table.contains("4243"), "{table}");
+        assert!(table.contains("SIGKILL"), "{table}");
+        assert!(table.contains("1h2m"), "{table}");
+    }
+
+    #[test]
+    fn the_json_uses_base_units_and_lowercase_states() {
+        let json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["workers"][0]["rss_bytes"], 10 << 20);
+        assert_eq!(json["workers"][0]["state"], "ready");
+        assert_eq!(json["cluster"]["state"], "running");
+        assert_eq!(json["workers"][0]["last_exit"]["signal"], "SIGKILL");
+    }
+
+    #[test]
+    fn this_process_group_is_measured() {
+        // SAFETY: getpgrp has no memory effects.
+        let pgrp = unsafe { libc::getpgrp() };
+        let found = measure_groups(&[pgrp]);
+        let (rss, _) = found[&pgrp];
+        assert!(rss > 1 << 20, "{found:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! What `recluster ctl` asks of the cluster: scale to a count, restart chosen slots, reload,
+//! stop, signal chosen slots. Each request is either refused with the reason (nothing changes)
+//! or carried out with the same decisions a signal would take. `ctl restart` replaces a slot's
+//! worker the way a one-slot reload does: a new worker beside the old one, the old one stopped
+//! once the new one is ready; slots wait in a queue while N + K workers are alive.
+
+use std::time::Instant;
+
+use crate::signal::Sig;
+
+use super::worker::{State, Worker};
+use super::{Action, Cluster, Occupant, Origin, Report, Role, stop};
+
+/// What a scale request changed: the slots it added, and the pids of the workers it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scaled {
+    pub added: Vec<u32>,
+    pub removed: Vec<i32>,
+}
+
+impl Cluster {
+    /// The number of worker slots now.
+    pub fn workers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Scales to `target` slots, one step at a time as TTIN and TTOU do.
+    pub fn scale_to(&mut self, target: u32, now: Instant) -> Result<(Scaled, Vec<Action>), String> {
+        self.refuse_unless_running()?;
+        let max = crate::config::MAX_WORKERS;
+        if target == 0 || target > max {
+            return Err(format!(
+                "cannot scale to {target} workers: the count must be between 1 and {max}"
+            ));
+        }
+        let mut scaled = Scaled::default();
+        let mut actions = Vec::new();
+        while self.slots.len() < target as usize {
+            scaled.added.push(self.slots.len() as u32);
+            actions.extend(self.scale_up(Origin::Control));
+        }
+        while self.slots.len() > target as usize {
+            let slot = self.slots.last().expect("more than one slot");
+            let own = match &slot.occupant {
+                Occupant::Worker(w) => w.pid(),
+                _ => None,
+            };
+            scaled.removed.extend(
+                own.into_iter()
+                    .chain(slot.replacement.and_then(|w| w.pid())),
+            );
+            actions.extend(self.scale_down(now, Origin::Control));
+        }
+        Ok((scaled, actions))
+    }
+
+    /// A rolling reload, as SIGHUP starts it; returns the generation it brings the workers to.
+    pub fn request_reload(&mut self, now: Instant) -> Result<(u32, Vec<Action>), String> {
+        self.refuse_unless_running()?;
+        let actions = self.begin_reload(now, Origin::Control);
+        Ok((self.last_generation, actions))
+    }
+
+    /// A graceful stop, as SIGTERM starts it, with `--stop-signal` for the workers. A stop
+    /// already under way goes on.
+    pub fn request_stop(&mut self, now: Instant) -> Vec<Action> {
+        if !self.is_running() {
+            return Vec::new();
+        }
+        let signal = self.policy.stop_signal;
+        self.report(Report::StopRequested {
+            origin: Origin::Control,
+            signal,
+            workers: self.places.len(),
+            timeout: self.policy.kill_timeout,
+        });
+        self.begin_stop(signal, stop::Outcome::Requested, now)
+    }
+
+    /// Sends `signal` to the process groups of the workers of `ids` (their own workers and new
+    /// workers on their way), or of every worker.
+    pub fn signal_workers(&mut self, signal: Sig, ids: &[u32]) -> Result<Vec<Action>, String> {
+        if ids.is_empty() {
+            return Ok(self.forward(signal));
+        }
+        self.check_ids(ids)?;
+        let mut pgids = Vec::new();
+        for &id in ids {
+            let slot = &self.slots[id as usize];
+            if let Occupant::Worker(w) = &slot.occupant {
+                pgids.extend(w.pid());
+            }
+            pgids.extend(slot.replacement.and_then(|w| w.pid()));
+        }
+        self.report(Report::Forwarding {
+            signal,
+            groups: pgids.len(),
+        });
+        Ok(pgids
+            .into_iter()
+            .map(|pgid| Action::SignalGroup { pgid, signal })
+            .collect())
+    }
+
+    /// Queues the slots `ids` for a restart; they start as room allows.
+    pub fn request_restart(&mut self, ids: &[u32], now: Instant) -> Result<Vec<Action>, String> {
+        self.refuse_unless_running()?;
+        self.check_ids(ids)?;
+        if let Some(reload) = &self.reload {
+            return Err(format!(
+                "a reload to generation {} is under way and replaces every worker; wait for it (recluster ctl reload --wait)",
+                reload.target
+            ));
+        }
+        for &id in ids {
+            if !self.restart_queue.contains(&id) {
+                self.restart_queue.push_back(id);
+            }
+        }
+        Ok(self.advance_restarts(now))
+    }
+
+    /// Starts the queued restarts while N + K leaves room.
+    pub(super) fn advance_restarts(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.reload.is_some() || !self.is_running() {
+            self.restart_queue.clear();
+            return actions;
+        }
+        let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
+        while let Some(&id) = self.restart_queue.front() {
+            let index = id as usize;
+            let Some(slot) = self.slots.get(index) else {
+                self.restart_queue.pop_front(); // scaled away meanwhile
+                continue;
+            };
+            if slot.replacement.is_some() {
+                // Already being replaced (or waiting for a replacement to take over): that one
+                // is the restart.
+                self.restart_queue.pop_front();
+                continue;
+            }
+            let occupant = slot.occupant;
+            match occupant {
+                Occupant::Worker(Worker {
+                    state: State::Starting { pid, .. } | State::Ready { pid, .. },
+                    ..
+                }) => {
+                    if self.places.len() + self.spawning + self.waiting >= n + k {
+                        break; // the next one starts when one of those ends
+                    }
+                    self.restart_queue.pop_front();
+                    self.report(Report::RestartBegun { id, pid: Some(pid) });
+                    let generation = self.slots[index].generation;
+                    let ticket = self.issue(id, Role::Replacement, generation);
+                    self.slots[index].replacement = Some(Worker::spawning(ticket));
+                    actions.push(Action::Spawn(ticket));
+                }
+                Occupant::Waiting { .. } | Occupant::Done => {
+                    self.restart_queue.pop_front();
+                    self.report(Report::RestartBegun { id, pid: None });
+                    self.slots[index].early_deaths = 0;
+                    self.schedule_spawn(index, now);
+                }
+                Occupant::Worker(_) => {
+                    // Not forked yet, or already leaving: what starts next is new anyway.
+                    self.restart_queue.pop_front();
+                    self.report(Report::RestartBegun { id, pid: None });
+                }
+            }
+        }
+        actions
+    }
+
+    fn refuse_unless_running(&self) -> Result<(), String> {
+        if self.is_running() {
+            Ok(())
+        } else {
+            Err("the cluster is stopping".to_string())
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<(), String> {
+        let n = self.slots.len() as u32;
+        match ids.iter().find(|&&id| id >= n) {
+            Some(id) => Err(format!(
+                "there is no worker {id}: WORKER_ID goes from 0 to {}",
+                n - 1
+            )),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The supervisor's side of the control socket: each request becomes a decision of the cluster
+//! (or a refusal with the reason), and its answer goes back through `Replies`, which never blocks
+//! the loop. Requests that wait, and `events`, are followed through the cluster's reports by
+//! `control::waits`. `status` takes the cluster's snapshot here and adds what the loop's plumbing
+//! knows; the control thread measures /proc and writes it.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::control::protocol::{self, Request};
+use crate::control::server::{Replies, Reply};
+use crate::control::waits::{Answer, Goal, Step, Waits};
+use crate::snapshot::SocketView;
+use crate::spawn::Spawner;
+
+use super::action::Action;
+use super::cluster::{Clock, Cluster};
+use super::report::Report;
+
+/// What `status` shows that the cluster does not know.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub name: Option<String>,
+    pub sockets: Vec<SocketView>,
+    pub control: Option<String>,
+}
+
+pub struct Control {
+    replies: Replies,
+    waits: Waits,
+    identity: Identity,
+    /// The last `STATUS=` line of each live worker, by pid.
+    statuses: HashMap<i32, String>,
+}
+
+impl Control {
+    pub fn new(replies: Replies, identity: Identity) -> Control {
+        Control {
+            replies,
+            waits: Waits::default(),
+            identity,
+            statuses: HashMap::new(),
+        }
+    }
+
+    /// Carries out a request; what the executor is to do for it.
+    pub fn handle(
+        &mut self,
+        client: u64,
+        request: Request,
+        cluster: &mut Cluster,
+        spawner: &Spawner,
+        now: Instant,
+    ) -> Vec<Action> {
+        let result = match request {
+            Request::Hello => {
+                let fields = json!({"pid": std::process::id(), "name": self.identity.name});
+                self.answer(client, protocol::ok(fields));
+                return Vec::new();
+            }
+            Request::Status => {
+                self.send_status(client, cluster, spawner, now);
+                return Vec::new();
+            }
+            Request::Events => {
+                self.waits.subscribe(client);
+                return Vec::new();
+            }
+            Request::Scale { by, wait } => {
+                let current = cluster.workers() as u32;
+                match by.target(current) {
+                    None => Err(format!(
+                        "cannot scale {current} workers by {by}: at least 1 worker must remain"
+                    )),
+                    Some(target) => cluster.scale_to(target, now).map(|(scaled, actions)| {
+                        let goal = Goal::Scale {
+                            workers: target,
+                            pending_ready: scaled.added.into_iter().collect(),
+                            pending_gone: scaled.removed.into_iter().collect(),
+                        };
+                        (wait.then_some(goal), json!({"workers": target}), actions)
+                    }),
+                }
+            }
+            Request::Restart { ids, wait } => cluster.request_restart(&ids, now).map(|actions| {
+                let goal = Goal::Restart {
+                    slots: ids.iter().map(|&id| (id, Step::Queued)).collect(),
+                };
+                (wait.then_some(goal), json!({"ids": ids}), actions)
+            }),
+            Request::Signal { signal, ids } => cluster
+                .signal_workers(signal, &ids)
+                .map(|actions| (None, json!({"groups": actions.len()}), actions)),
+            Request::Reload { wait } => cluster.request_reload(now).map(|(target, actions)| {
+                let goal = Goal::Reload { target };
+                (wait.then_some(goal), json!({"generation": target}), actions)
+            }),
+            Request::Stop { wait } => {
+                let actions = cluster.request_stop(now);
+                Ok((wait.then_some(Goal::Stop), json!({}), actions))
+            }
+        };
+        match result {
+            Err(reason) => {
+                self.answer(client, protocol::error(&reason));
+                Vec::new()
+            }
+            Ok((Some(goal), _, actions)) => {
+                // The reports of this decision are observed after this, by the wait too.
+                for answer in self.waits.add(client, goal) {
+                    self.send(answer);
+                }
+                actions
+            }
+            Ok((None, fields, actions)) => {
+                self.answer(client, protocol::ok(fields));
+                actions
+            }
+        }
+    }
+
+    /// What a report means for the waits, the subscribers and the status lines.
+    pub fn observe(&mut self, report: &Report) {
+        match report {
+            Report::WorkerStatus { pid, status, .. } => {
+                self.statuses.insert(*pid, status.clone());
+            }
+            Report::Ended { pid: Some(pid), .. } | Report::Stopped { pid, .. } => {
+                self.statuses.remove(pid);
+            }
+            _ => {}
+        }
+        if self.waits.is_empty() {
+            return;
+        }
+        for answer in self.waits.observe(report, unix_now()) {
+            self.send(answer);
+        }
+    }
+
+    /// The client went away: nothing more is sent to it.
+    pub fn forget(&mut self, client: u64) {
+        self.waits.forget(client);
+    }
+
+    /// recluster exits with `code`: the last answers.
+    pub fn exiting(&mut self, code: i32) {
+        for answer in self.waits.exiting(code) {
+            self.send(answer);
+        }
+    }
+
+    fn send_status(&self, client: u64, cluster: &Cluster, spawner: &Spawner, now: Instant) {
+        let clock = Clock {
+            now,
+            wall: SystemTime::now(),
+        };
+        let mut snapshot = cluster.snapshot(std::process::id(), clock);
+        snapshot.cluster.name = self.identity.name.clone();
+        snapshot.cluster.sockets = self.identity.sockets.clone();
+        snapshot.cluster.control = self.identity.control.clone();
+        for worker in &mut snapshot.workers {
+            worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
+            worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
+        }
+        self.replies.send(Reply::Status {
+            client,
+            snapshot: Box::new(snapshot),
+        });
+    }
+
+    fn answer(&self, client: u64, line: String) {
+        self.replies.send(Reply::Line {
+            client,
+            line,
+            last: true,
+        });
+    }
+
+    fn send(&self, answer: Answer) {
+        let reply = if answer.event {
+            Reply::Event {
+                client: answer.client,
+                line: answer.line,
+            }
+        } else {
+            Reply::Line {
+                client: answer.client,
+                line: answer.line,
+                last: answer.last,
+            }
+        };
+        self.replies.send(reply);
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
