@@ -66,6 +66,12 @@ impl Control {
             }
             Request::Events => {
                 self.waits.subscribe(client);
+                let line =
+                    json!({"v": protocol::VERSION, "event": "subscribed", "time": unix_now()});
+                self.replies.send(Reply::Event {
+                    client,
+                    line: line.to_string(),
+                });
                 return Vec::new();
             }
             Request::Scale { by, wait } => {

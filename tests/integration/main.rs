@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod control;
 mod docs;
 mod exit_status;
 mod hooks;
