@@ -91,3 +91,28 @@ fn the_man_page_describes_every_ctl_verb_and_flag() {
         }
     }
 }
+
+#[test]
+fn completions_cover_the_ctl_verbs_and_load_in_bash() {
+    let recluster = crate::harness::recluster_bin();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script, stderr) = crate::harness::run_to_end(&["--completions", shell]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        for word in ["ctl", "reload", "socket-per-worker", "wait"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <({} --completions bash) && complete -p recluster",
+            recluster.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("_recluster"),
+        "bash did not load them: {}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+}
