@@ -389,8 +389,11 @@ impl Cluster {
                 }),
             }
         }
-        // A worker that finished draining makes room for the next replacement.
+        // A worker that finished draining makes room for the next replacement or restart.
         actions.extend(self.advance_reload(now));
+        if !self.restart_queue.is_empty() {
+            actions.extend(self.advance_restarts(now));
+        }
         if let Phase::Stopping(stop) = self.phase
             && stop.killed
             && children_left

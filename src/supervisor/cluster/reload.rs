@@ -41,6 +41,8 @@ impl Cluster {
         // New workers not ready yet — of an older target, or a --max-memory replacement running
         // the old generation — will not be needed: the reload replaces their slots.
         actions.extend(self.drop_replacements(now));
+        // Restarts still queued (`ctl restart`) are part of the reload now.
+        self.restart_queue.clear();
         self.reload = Some(Reload {
             target,
             cursor: 0,

@@ -1420,3 +1420,259 @@ fn a_memory_replacement_that_fails_after_the_old_worker_died_respawns_the_slot()
     assert_eq!(spawned_ids(&actions), [1], "slot 1 is not left empty");
     check_invariants(&cluster);
 }
+
+// ----- what `recluster ctl` asks -----
+
+#[test]
+fn a_restart_of_two_slots_replaces_them_one_at_a_time_within_n_plus_k() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.request_restart(&[0, 1], t0).unwrap();
+    assert_eq!(
+        spawns(&actions),
+        [(0, 0)],
+        "the same generation, one at a time"
+    );
+    spawn_one(&mut cluster, &actions, 200, t0);
+    check_invariants(&cluster);
+    assert!(
+        cluster.on_timer(t0 + 500 * MS).is_empty(),
+        "slot 1 waits its turn"
+    );
+    let t1 = t0 + 1000 * MS;
+    assert_eq!(
+        cluster.on_timer(t1),
+        [stop_signal(100)],
+        "new one ready: old one stopped"
+    );
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), true, t1);
+    assert_eq!(spawns(&actions), [(1, 0)], "room again: slot 1's turn");
+    spawn_one(&mut cluster, &actions, 201, t1);
+    let t2 = t1 + 1000 * MS;
+    assert_eq!(cluster.on_timer(t2), [stop_signal(101)]);
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::TERM)), true, t2);
+    assert_eq!(cluster.worker_pids(), [200, 201]);
+    check_invariants(&cluster);
+    let reports = cluster.take_reports();
+    assert!(reports.contains(&Report::RestartBegun {
+        id: 0,
+        pid: Some(100)
+    }));
+    assert!(reports.contains(&Report::RestartBegun {
+        id: 1,
+        pid: Some(101)
+    }));
+    let snapshot = cluster.snapshot(
+        1,
+        Clock {
+            now: t2,
+            wall: std::time::SystemTime::now(),
+        },
+    );
+    assert_eq!(
+        snapshot.workers[0].restarts, 0,
+        "a requested restart is not a crash"
+    );
+    assert_eq!(
+        snapshot.workers[0].last_exit.as_ref().unwrap().reason,
+        "stopped by recluster (replaced or scaled down)"
+    );
+}
+
+#[test]
+fn a_restart_is_refused_during_a_reload_and_a_reload_takes_over_a_queued_one() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    let refused = cluster.request_restart(&[1], t0).unwrap_err();
+    assert!(refused.contains("reload to generation 1"), "{refused}");
+
+    let mut cluster = running(policy(), 2, t0);
+    let actions = cluster.request_restart(&[0, 1], t0).unwrap();
+    spawn_one(&mut cluster, &actions, 200, t0);
+    let (target, actions) = cluster.request_reload(t0).unwrap();
+    assert_eq!(target, 1);
+    assert!(
+        others(&actions).contains(&stop_signal(200)),
+        "the restart's new worker goes"
+    );
+    assert!(
+        cluster.restart_queue.is_empty(),
+        "the reload replaces slot 1 itself"
+    );
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_restart_of_a_slot_waiting_out_its_backoff_starts_it_now() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    // Dies early: its respawn waits 100 ms.
+    cluster.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t0 + 10 * MS);
+    let actions = cluster.request_restart(&[1], t0 + 20 * MS).unwrap();
+    assert!(actions.is_empty());
+    let actions = cluster.on_timer(t0 + 20 * MS);
+    assert_eq!(spawns(&actions), [(1, 0)], "at once, not after the backoff");
+    spawn_one(&mut cluster, &actions, 300, t0 + 20 * MS);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn scale_to_moves_several_slots_and_says_which() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let (scaled, actions) = cluster.scale_to(4, t0).unwrap();
+    assert_eq!(scaled.added, [2, 3]);
+    assert_eq!(spawned_ids(&actions), [2, 3]);
+    for ticket in tickets(&actions) {
+        cluster.spawned(ticket, 100 + ticket.identity.id as i32, t0);
+    }
+    let (scaled, actions) = cluster.scale_to(1, t0).unwrap();
+    assert_eq!(scaled.removed, [103, 102, 101]);
+    let stops: Vec<Action> = others(&actions)
+        .into_iter()
+        .filter(|a| matches!(a, Action::SignalGroup { .. }))
+        .collect();
+    assert_eq!(
+        stops,
+        [stop_signal(103), stop_signal(102), stop_signal(101)]
+    );
+    assert!(
+        cluster
+            .scale_to(0, t0)
+            .unwrap_err()
+            .contains("between 1 and")
+    );
+    assert!(
+        cluster
+            .signal_workers(Sig::HUP, &[1])
+            .unwrap_err()
+            .contains("no worker 1")
+    );
+    check_invariants(&cluster);
+    cluster.request_stop(t0);
+    assert!(cluster.scale_to(3, t0).unwrap_err().contains("stopping"));
+}
+
+#[test]
+fn every_interleaving_of_events_during_a_restart_keeps_the_invariants() {
+    // From `ctl restart 0 1` on 2 slots with K = 1, every sequence of three events.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        OldDies(usize),
+        NewExits(usize),
+        NewReady(usize),
+        OldReaped,
+        Timeout,
+        Hup,
+        Ttou,
+        Restart(u32),
+        Term,
+    }
+    let steps = [
+        Step::OldDies(0),
+        Step::OldDies(1),
+        Step::NewExits(0),
+        Step::NewReady(0),
+        Step::NewReady(1),
+        Step::OldReaped,
+        Step::Timeout,
+        Step::Hup,
+        Step::Ttou,
+        Step::Restart(1),
+        Step::Term,
+    ];
+    for a in steps {
+        for b in steps {
+            for c in steps {
+                let t0 = Instant::now();
+                let mut cluster = running(notify_policy(), 2, t0);
+                let mut next_pid = 300;
+                let mut now = t0;
+                let mut pending = cluster.request_restart(&[0, 1], now).unwrap();
+                for step in [a, b, c] {
+                    for ticket in tickets(&pending) {
+                        if cluster.is_current(&ticket) {
+                            next_pid += 1;
+                            pending.extend(cluster.spawned(ticket, next_pid, now));
+                        }
+                    }
+                    now += 10 * MS;
+                    let own = |cluster: &Cluster, index: usize| match cluster.slots.get(index) {
+                        Some(Slot {
+                            occupant: Occupant::Worker(w),
+                            ..
+                        }) => w.pid(),
+                        _ => None,
+                    };
+                    let new = |cluster: &Cluster, index: usize| {
+                        cluster
+                            .slots
+                            .get(index)
+                            .and_then(|s| s.replacement.and_then(|w| w.pid()))
+                    };
+                    pending = match step {
+                        Step::OldDies(i) => match own(&cluster, i) {
+                            Some(pid) => cluster.on_reaped(
+                                &exit(pid, ProcessStatus::Killed(Sig::KILL)),
+                                true,
+                                now,
+                            ),
+                            None => Vec::new(),
+                        },
+                        Step::NewExits(i) => match new(&cluster, i) {
+                            Some(pid) => {
+                                cluster.on_reaped(&exit(pid, ProcessStatus::Exited(1)), true, now)
+                            }
+                            None => Vec::new(),
+                        },
+                        Step::NewReady(i) => match new(&cluster, i) {
+                            Some(pid) => cluster.on_notified(pid, &ready_message(), now),
+                            None => Vec::new(),
+                        },
+                        Step::OldReaped => match cluster.leaving.keys().min().copied() {
+                            Some(pid) => cluster.on_reaped(
+                                &exit(pid, ProcessStatus::Killed(Sig::TERM)),
+                                true,
+                                now,
+                            ),
+                            None => Vec::new(),
+                        },
+                        Step::Timeout => {
+                            now += 3000 * MS;
+                            cluster.on_timer(now)
+                        }
+                        Step::Hup => cluster.on_signal(Sig::HUP, now),
+                        Step::Ttou => cluster.on_signal(Sig::TTOU, now),
+                        Step::Restart(id) => {
+                            cluster.request_restart(&[id], now).unwrap_or_default()
+                        }
+                        Step::Term => cluster.on_signal(Sig::TERM, now),
+                    };
+                    pending.extend(cluster.on_timer(now));
+                    let steps = format!("{a:?} {b:?} {c:?}");
+                    check_invariants_after(&cluster, &steps);
+                    let replacements = cluster
+                        .slots
+                        .iter()
+                        .filter(|s| s.replacement.is_some())
+                        .count();
+                    if cluster.reload.is_none() && cluster.is_running() {
+                        assert!(
+                            replacements <= 1,
+                            "{steps}: {replacements} restarts at once with K = 1"
+                        );
+                    }
+                    assert!(
+                        cluster
+                            .restart_queue
+                            .iter()
+                            .all(|&id| (id as usize) < cluster.slots.len() + 1),
+                        "{steps}: a queued restart of a slot that is gone"
+                    );
+                }
+            }
+        }
+    }
+}
