@@ -289,10 +289,13 @@ fn run(verb: &Verb, path: &PathBuf) -> i32 {
     if !streaming {
         let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
     }
-    if let Err(e) = writeln!(stream, "{}", request.to_line()) {
+    // A refused peer may find the connection closed before its request is written: what
+    // recluster answered (why it refused) is read all the same.
+    let sent = writeln!(stream, "{}", request.to_line());
+    let unsent = |e: &std::io::Error| {
         print_error(&format!("{}: cannot send the request: {e}", path.display()));
-        return exit::UNREACHABLE;
-    }
+        exit::UNREACHABLE
+    };
     let progress = std::io::stderr().is_terminal();
     let mut stdout = std::io::stdout().lock();
     for line in BufReader::new(stream).lines() {
@@ -306,6 +309,9 @@ fn run(verb: &Verb, path: &PathBuf) -> i32 {
                 return exit::FAILED;
             }
             Err(e) => {
+                if let Err(e) = &sent {
+                    return unsent(e);
+                }
                 print_error(&format!("reading the answer: {e}"));
                 return exit::FAILED;
             }
@@ -342,6 +348,9 @@ fn run(verb: &Verb, path: &PathBuf) -> i32 {
         } else {
             exit::FAILED
         };
+    }
+    if let Err(e) = &sent {
+        return unsent(e);
     }
     match verb {
         // The connection closes when recluster exits: that is how a stop ends.
