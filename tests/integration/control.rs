@@ -551,12 +551,16 @@ fn without_options_ctl_lists_the_clusters_when_there_are_several() {
 
 #[test]
 fn in_a_container_of_its_own_ctl_finds_the_only_cluster() {
-    // A mount namespace with its own /run and /tmp, as a container has.
+    // A mount namespace with a /run of its own, as a container has (and a TMPDIR of its own:
+    // the binary may live under /tmp, so that is not hidden).
+    let private = std::env::temp_dir().join(format!("recluster-container-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir(&private).unwrap();
     let script = format!(
-        "mount -t tmpfs none /run && mount -t tmpfs none /tmp || exit 9
+        "mount -t tmpfs none /run || exit 9
          {recluster} -n 2 -- sleep 1000 2>/dev/null &
-         for i in $(seq 200); do {recluster} ctl status --json >/tmp/s 2>/tmp/e && break; sleep 0.05; done
-         cat /tmp/s /tmp/e
+         for i in $(seq 200); do {recluster} ctl status --json >$TMPDIR/s 2>$TMPDIR/e && break; sleep 0.05; done
+         cat $TMPDIR/s $TMPDIR/e
          {recluster} ctl stop --wait >/dev/null || kill $!
          wait",
         recluster = recluster_bin().display()
@@ -564,10 +568,11 @@ fn in_a_container_of_its_own_ctl_finds_the_only_cluster() {
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("TMPDIR")
+        .env("TMPDIR", &private)
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    std::fs::remove_dir_all(&private).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
