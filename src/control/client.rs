@@ -121,6 +121,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 let _ = e.print();
                 return exit::OK;
             }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                print_error(
+                    "ctl needs a command: status, scale, restart, signal, reload, stop or events (see 'recluster ctl --help')",
+                );
+                return exit::USAGE;
+            }
             print_error(&format!(
                 "{} (see 'recluster ctl --help')",
                 crate::one_line(&e.render().to_string())

@@ -369,23 +369,7 @@ impl Thread {
             if self.epoll.add(&stream, EpollEvent::new(flags, id)).is_err() {
                 continue;
             }
-            self.clients.insert(
-                id,
-                Client {
-                    stream,
-                    uid,
-                    pid,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    busy: false,
-                    subscribed: false,
-                    dropped: 0,
-                    closing: false,
-                    read_closed: false,
-                    watching_output: false,
-                    deadline: Some(Instant::now() + REQUEST_TIMEOUT),
-                },
-            );
+            self.clients.insert(id, Client::new(stream, uid, pid));
         }
     }
 
@@ -573,17 +557,7 @@ impl Thread {
                 }
                 Reply::Event { client, line } => {
                     if let Some(c) = self.clients.get_mut(&client) {
-                        if c.output.len() > EVENT_BACKLOG {
-                            c.dropped += 1;
-                        } else {
-                            if c.dropped > 0 {
-                                let note = json!({"v": protocol::VERSION, "event": "dropped", "count": c.dropped});
-                                c.output.extend_from_slice(format!("{note}\n").as_bytes());
-                                c.dropped = 0;
-                            }
-                            c.output.extend_from_slice(line.as_bytes());
-                            c.output.push(b'\n');
-                        }
+                        c.push_event(&line);
                     }
                     self.flush(client);
                     continue;
@@ -665,6 +639,42 @@ impl Thread {
     }
 }
 
+impl Client {
+    fn new(stream: UnixStream, uid: u32, pid: i32) -> Client {
+        Client {
+            stream,
+            uid,
+            pid,
+            input: Vec::new(),
+            output: Vec::new(),
+            busy: false,
+            subscribed: false,
+            dropped: 0,
+            closing: false,
+            read_closed: false,
+            watching_output: false,
+            deadline: Some(Instant::now() + REQUEST_TIMEOUT),
+        }
+    }
+
+    /// Queues an `events` line, or drops it (counted) while the reader is behind; the first line
+    /// queued after a drop says how many were lost.
+    fn push_event(&mut self, line: &str) {
+        if self.output.len() > EVENT_BACKLOG {
+            self.dropped += 1;
+            return;
+        }
+        if self.dropped > 0 {
+            let note = json!({"v": protocol::VERSION, "event": "dropped", "count": self.dropped});
+            self.output
+                .extend_from_slice(format!("{note}\n").as_bytes());
+            self.dropped = 0;
+        }
+        self.output.extend_from_slice(line.as_bytes());
+        self.output.push(b'\n');
+    }
+}
+
 /// Answers with an error, and closes the connection once that is written.
 fn fail(client: &mut Client, message: &str) {
     client
@@ -692,5 +702,63 @@ fn describe(request: &Request) -> String {
         Request::Reload { .. } => "reload".to_string(),
         Request::Stop { .. } => "stop".to_string(),
         Request::Events => "events".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_reader_loses_events_and_is_told_how_many() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut client = Client::new(ours, 0, 1);
+        let line = format!(
+            "{{\"v\":1,\"event\":\"ready\",\"pad\":\"{}\"}}",
+            "x".repeat(1000)
+        );
+        let mut pushed = 0;
+        while client.output.len() <= EVENT_BACKLOG {
+            client.push_event(&line);
+            pushed += 1;
+        }
+        for _ in 0..5 {
+            client.push_event(&line);
+        }
+        assert_eq!(
+            client.dropped, 5,
+            "beyond the backlog, lines are counted, not kept"
+        );
+        // The reader catches up: the next line is preceded by the count.
+        client.output.clear();
+        client.push_event(&line);
+        let text = String::from_utf8(client.output.clone()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["event"], "dropped");
+        assert_eq!(first["count"], 5);
+        assert_eq!(text.lines().count(), 2);
+        assert_eq!(client.dropped, 0);
+        assert!(pushed > 200);
+    }
+
+    #[test]
+    fn the_socket_is_made_with_mode_0600_and_a_stale_one_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("recluster-bind-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("c.sock");
+        let first = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let busy = bind(&path).unwrap_err().to_string();
+        assert!(busy.contains("another recluster"), "{busy}");
+        drop(first); // a recluster that died: its file stays, nothing answers
+        bind(&path).unwrap();
+        std::fs::write(dir.join("plain"), "x").unwrap();
+        assert!(
+            bind(&dir.join("plain")).is_err(),
+            "a file that is not a socket is left alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

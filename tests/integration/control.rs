@@ -613,3 +613,34 @@ fn a_control_path_that_cannot_be_used_is_a_warning_not_a_failure() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn wait_prints_progress_on_a_terminal_and_nothing_else_without_one() {
+    let mut cluster = Cluster::start(&["-n", "2", "--min-uptime", "100ms"], &[]);
+    cluster.ready(2);
+    all_ready(&cluster, 2);
+    // `script` gives ctl a terminal.
+    let command = format!(
+        "{} ctl --pid {} reload --wait",
+        recluster_bin().display(),
+        cluster.pid
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for id in 0..2 {
+        let progress = format!("recluster ctl: worker {id} of generation 1 is ready");
+        assert!(text.contains(&progress), "no {progress:?} in {text}");
+    }
+    assert!(text.contains("reloaded: generation 1"), "{text}");
+    let (code, stdout, stderr) = ctl(cluster.pid, &["reload", "--wait"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "reloaded: generation 2\n");
+    assert_eq!(stderr, "", "no progress lines without a terminal");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

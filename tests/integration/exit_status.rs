@@ -84,6 +84,8 @@ fn usage_errors_exit_2_with_one_line_naming_the_flag() {
         (&["--name", "a/b", worker], "--name"),
         (&["ctl", "scale", "two"], "two"),
         (&["ctl", "dance"], "dance"),
+        (&["ctl"], "needs a command"),
+        (&["ctl", "--pid", "x", "status"], "--pid"),
         (&["ctl", "restart"], "ID"),
         (&["ctl", "signal", "NOPE"], "NOPE"),
     ];
