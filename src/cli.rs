@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::cpuset::CpuSet;
-use crate::listen::ListenSpec;
+use crate::listen::{ListenAddress, ListenSpec};
 use crate::signal::Sig;
 use crate::topology::Granularity;
 
@@ -181,6 +181,21 @@ pub struct Cli {
     /// $TMPDIR/recluster-UID/, in a directory only this user may enter; named PID.sock]
     #[arg(long, value_name = "PATH|none", env = "RECLUSTER_CONTROL", value_parser = parse_control)]
     pub control: Option<crate::control::server::Placement>,
+
+    /// Serve read-only HTTP on ADDR: /livez, /readyz, /status, /metrics (Prometheus) and a status
+    /// page at / (127.0.0.1:PORT, [::1]:PORT, :PORT for every interface, or unix:PATH) [default:
+    /// off]
+    #[arg(long, value_name = "ADDR", env = "RECLUSTER_ADMIN", value_parser = crate::listen::parse_address)]
+    pub admin: Option<ListenAddress>,
+
+    /// How many ready workers /readyz needs: a count, or a percentage of N (rounded up)
+    #[arg(
+        long,
+        value_name = "K|P%",
+        default_value = "1",
+        env = "RECLUSTER_READY_QUORUM"
+    )]
+    pub ready_quorum: crate::admin::probes::Quorum,
 
     /// A name for this cluster: its control socket is NAME.sock instead of PID.sock, and
     /// 'recluster ctl --name NAME' finds it

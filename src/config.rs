@@ -50,6 +50,9 @@ pub struct Config {
     /// `--control`, `--name`.
     pub control: crate::control::server::Placement,
     pub name: Option<String>,
+    /// `--admin`, `--ready-quorum`.
+    pub admin: Option<ListenAddress>,
+    pub ready_quorum: crate::admin::probes::Quorum,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -199,6 +202,11 @@ impl Config {
                 allowed.len()
             ));
         }
+        if let Some(address) = cli.admin.as_ref().filter(|a| !is_loopback(a)) {
+            warnings.push(format!(
+                "--admin {address} is reachable beyond this host: whoever reaches it sees the workers' status (pids, states, memory, STATUS= lines); it changes nothing"
+            ));
+        }
         let pin = cli
             .pin
             .map(|granularity| (granularity, topology.places(&allowed, granularity)));
@@ -262,6 +270,8 @@ impl Config {
                 .control
                 .unwrap_or(crate::control::server::Placement::Default),
             name: cli.name,
+            admin: cli.admin,
+            ready_quorum: cli.ready_quorum,
         })
     }
 }
@@ -287,6 +297,22 @@ impl Config {
         // --prefix: the read ends of each live worker's stdout and stderr pipes.
         let relayed = if self.prefix.is_some() { 2 * alive } else { 0 };
         crate::startup::RESERVED_FDS + notify + sockets + relayed
+    }
+}
+
+/// Whether an address is reachable from this host only: loopback, or a unix socket.
+fn is_loopback(address: &ListenAddress) -> bool {
+    match address {
+        ListenAddress::Unix(_) => true,
+        ListenAddress::Tcp { host: None, .. } => false,
+        ListenAddress::Tcp {
+            host: Some(host), ..
+        } => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub enum Event {
     Control {
         client: u64,
         request: crate::control::protocol::Request,
+        frontend: crate::control::server::Frontend,
     },
     /// A control client went away before its request was answered in full.
     ControlGone { client: u64 },

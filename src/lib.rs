@@ -3,6 +3,7 @@
 //! the process, parse and validate the command line, check the command, start the signal thread,
 //! run the supervisor, exit with its status.
 
+pub mod admin;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -162,10 +163,29 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
+    let admin = match &config.admin {
+        Some(address) => Some(admin::server::bind(address).map_err(|e| {
+            Error::Bind(socket::BindError {
+                address: address.to_string(),
+                reason: socket::describe_error(&e),
+            })
+        })?),
+        None => None,
+    };
     let (sender, events) = crossbeam_channel::unbounded();
     // Before any other thread starts: binding it sets the umask for a moment.
     let control =
         control::server::Server::start(&config.control, config.name.as_deref(), sender.clone());
+    let admin = match admin {
+        Some(bound) => {
+            let local = bound.local.clone();
+            let started = admin::server::Admin::start(bound, config.ready_quorum, sender.clone())
+                .map_err(|e| Error::system("start the admin endpoint", e))?;
+            log::info!("admin endpoint at http://{local}/ (/livez, /readyz, /status, /metrics)");
+            Some(started)
+        }
+        None => None,
+    };
     let identity = supervisor::requests::Identity {
         name: config.name.clone(),
         sockets: sockets
@@ -194,19 +214,22 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let cluster = Cluster::new(config.policy, config.workers);
     let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
+    let control_replies = control.as_ref().map(|c| c.replies());
+    let admin_replies = admin.as_ref().map(|a| a.replies());
+    let requests = (control_replies.is_some() || admin_replies.is_some())
+        .then(|| supervisor::requests::Control::new(control_replies, admin_replies, identity));
     let plumbing = supervisor::run::Plumbing {
         spawner: &mut spawner,
         notify,
         manager: Manager::from_env(),
         hooks: &mut hooks,
         stop_signal,
-        control: control
-            .as_ref()
-            .map(|c| supervisor::requests::Control::new(c.replies(), identity)),
+        control: requests,
     };
     let code = supervisor::run(cluster, plumbing, &events);
-    // The last answers (a `stop --wait`) are written and the socket is removed.
+    // The last answers (a `stop --wait`) are written and the sockets are removed.
     drop(control);
+    drop(admin);
     // Every line the workers wrote reaches recluster's output before it exits.
     spawner.drain_output(std::time::Duration::from_secs(2));
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.

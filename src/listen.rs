@@ -80,7 +80,7 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_address(text: &str) -> Result<ListenAddress, String> {
+pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("unix: needs a path, as in unix:/run/app.sock".to_string());

@@ -36,6 +36,9 @@ pub struct ClusterView {
     pub ready: u32,
     /// Restarts of every slot, summed.
     pub restarts: u64,
+    /// Rolling reloads that completed, and that were abandoned, since the start.
+    pub reloads_completed: u64,
+    pub reloads_abandoned: u64,
     pub sockets: Vec<SocketView>,
     /// The control socket's path.
     pub control: Option<String>,
@@ -297,6 +300,8 @@ mod tests {
                 workers: 2,
                 ready: 2,
                 restarts: 1,
+                reloads_completed: 0,
+                reloads_abandoned: 0,
                 sockets: vec![SocketView {
                     name: "listen".to_string(),
                     address: "127.0.0.1:3000".to_string(),

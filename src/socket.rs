@@ -424,7 +424,7 @@ fn describe(address: &SockAddr) -> String {
 }
 
 /// The OS's reason in lower case, without Rust's " (os error N)".
-fn describe_error(e: &io::Error) -> String {
+pub fn describe_error(e: &io::Error) -> String {
     let text = e.to_string();
     let text = text.split(" (os error").next().unwrap_or(&text);
     let mut chars = text.chars();

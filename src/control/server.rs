@@ -60,6 +60,15 @@ pub enum Placement {
     Off,
 }
 
+/// Which thread a request came from, and so where its answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// The control socket (`recluster ctl`).
+    Control,
+    /// The `--admin` HTTP endpoint.
+    Admin,
+}
+
 /// What the supervisor sends back to a client.
 #[derive(Debug)]
 pub enum Reply {
@@ -88,6 +97,23 @@ pub struct Replies {
 }
 
 impl Replies {
+    /// A new channel: the sending side, and what the serving thread waits on (the receiver and
+    /// the eventfd that wakes it).
+    pub fn channel() -> io::Result<(Replies, Receiver<Reply>, Arc<EventFd>)> {
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        Ok((
+            Replies {
+                sender,
+                wake: wake.clone(),
+            },
+            receiver,
+            wake,
+        ))
+    }
+
     pub fn send(&self, reply: Reply) {
         if self.sender.send(reply).is_ok() {
             let _ = self.wake.write(1);
@@ -152,22 +178,14 @@ impl Server {
                 }
             }
         };
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        let started = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(io::Error::from)
-            .and_then(|wake| {
-                let wake = Arc::new(wake);
-                let replies = Replies {
-                    sender,
-                    wake: wake.clone(),
-                };
-                let thread = Thread::new(listener, wake, receiver, events, name)?;
-                let handle = std::thread::Builder::new()
-                    .name("control".to_string())
-                    .stack_size(256 * 1024)
-                    .spawn(move || thread.run())?;
-                Ok((replies, handle))
-            });
+        let started = Replies::channel().and_then(|(replies, receiver, wake)| {
+            let thread = Thread::new(listener, wake, receiver, events, name)?;
+            let handle = std::thread::Builder::new()
+                .name("control".to_string())
+                .stack_size(256 * 1024)
+                .spawn(move || thread.run())?;
+            Ok((replies, handle))
+        });
         match started {
             Ok((replies, handle)) => {
                 info!("control socket at {}", path.display());
@@ -484,6 +502,7 @@ impl Thread {
                 .send(Event::Control {
                     client: id,
                     request,
+                    frontend: Frontend::Control,
                 })
                 .is_err()
             {

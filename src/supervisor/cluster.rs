@@ -98,6 +98,8 @@ pub struct Cluster {
     started: Option<Instant>,
     /// `ctl restart`: slots whose worker is to be replaced, in order, as room allows.
     restart_queue: VecDeque<u32>,
+    /// Reloads completed and abandoned, for the metrics.
+    reloads: (u64, u64),
 }
 
 /// Where a worker's record is.
@@ -180,6 +182,7 @@ impl Cluster {
             memory_strikes: HashMap::new(),
             started: None,
             restart_queue: VecDeque::new(),
+            reloads: (0, 0),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::json;
 
 use crate::control::protocol::{self, Request};
-use crate::control::server::{Replies, Reply};
+use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits};
 use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
@@ -28,7 +28,9 @@ pub struct Identity {
 }
 
 pub struct Control {
-    replies: Replies,
+    /// Where answers go: the control socket's thread, the admin endpoint's.
+    control: Option<Replies>,
+    admin: Option<Replies>,
     waits: Waits,
     identity: Identity,
     /// The last `STATUS=` line of each live worker, by pid.
@@ -36,9 +38,10 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(replies: Replies, identity: Identity) -> Control {
+    pub fn new(control: Option<Replies>, admin: Option<Replies>, identity: Identity) -> Control {
         Control {
-            replies,
+            control,
+            admin,
             waits: Waits::default(),
             identity,
             statuses: HashMap::new(),
@@ -49,6 +52,7 @@ impl Control {
     pub fn handle(
         &mut self,
         client: u64,
+        frontend: Frontend,
         request: Request,
         cluster: &mut Cluster,
         spawner: &Spawner,
@@ -57,18 +61,26 @@ impl Control {
         let result = match request {
             Request::Hello => {
                 let fields = json!({"pid": std::process::id(), "name": self.identity.name});
-                self.answer(client, protocol::ok(fields));
+                if let Some(replies) = self.replies(frontend) {
+                    replies.send(Reply::Line {
+                        client,
+                        line: protocol::ok(fields),
+                        last: true,
+                    });
+                }
                 return Vec::new();
             }
             Request::Status => {
-                self.send_status(client, cluster, spawner, now);
+                self.send_status(client, frontend, cluster, spawner, now);
                 return Vec::new();
             }
+            // The admin endpoint only reads.
+            _ if frontend == Frontend::Admin => return Vec::new(),
             Request::Events => {
                 self.waits.subscribe(client);
                 let line =
                     json!({"v": protocol::VERSION, "event": "subscribed", "time": unix_now()});
-                self.replies.send(Reply::Event {
+                self.send_control(Reply::Event {
                     client,
                     line: line.to_string(),
                 });
@@ -158,7 +170,27 @@ impl Control {
         }
     }
 
-    fn send_status(&self, client: u64, cluster: &Cluster, spawner: &Spawner, now: Instant) {
+    fn replies(&self, frontend: Frontend) -> Option<&Replies> {
+        match frontend {
+            Frontend::Control => self.control.as_ref(),
+            Frontend::Admin => self.admin.as_ref(),
+        }
+    }
+
+    fn send_control(&self, reply: Reply) {
+        if let Some(replies) = &self.control {
+            replies.send(reply);
+        }
+    }
+
+    fn send_status(
+        &self,
+        client: u64,
+        frontend: Frontend,
+        cluster: &Cluster,
+        spawner: &Spawner,
+        now: Instant,
+    ) {
         let clock = Clock {
             now,
             wall: SystemTime::now(),
@@ -171,14 +203,16 @@ impl Control {
             worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
         }
-        self.replies.send(Reply::Status {
-            client,
-            snapshot: Box::new(snapshot),
-        });
+        if let Some(replies) = self.replies(frontend) {
+            replies.send(Reply::Status {
+                client,
+                snapshot: Box::new(snapshot),
+            });
+        }
     }
 
     fn answer(&self, client: u64, line: String) {
-        self.replies.send(Reply::Line {
+        self.send_control(Reply::Line {
             client,
             line,
             last: true,
@@ -198,7 +232,7 @@ impl Control {
                 last: answer.last,
             }
         };
-        self.replies.send(reply);
+        self.send_control(reply);
     }
 }
 

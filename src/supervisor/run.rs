@@ -120,12 +120,21 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 Some(&pid) => cluster.on_notified(pid, &message, now),
                 None => Vec::new(),
             },
-            Some(Event::Control { client, request }) => {
+            Some(Event::Control {
+                client,
+                request,
+                frontend,
+            }) => {
                 let plumbing = &mut executor.plumbing;
                 match plumbing.control.as_mut() {
-                    Some(control) => {
-                        control.handle(client, request, &mut cluster, plumbing.spawner, now)
-                    }
+                    Some(control) => control.handle(
+                        client,
+                        frontend,
+                        request,
+                        &mut cluster,
+                        plumbing.spawner,
+                        now,
+                    ),
                     None => Vec::new(),
                 }
             }

@@ -91,6 +91,7 @@ impl Cluster {
         for slot in &mut self.slots {
             slot.generation = target; // a slot that ended for good would come back on it
         }
+        self.reloads.0 += 1;
         self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers of generation {target}"
@@ -196,6 +197,7 @@ impl Cluster {
         let Some(reload) = self.reload.take() else {
             return Vec::new();
         };
+        self.reloads.1 += 1;
         self.report(Report::ReloadAbandoned {
             target: reload.target,
             reason: reason.to_string(),

@@ -85,6 +85,8 @@ impl Cluster {
                 workers: self.slots.len() as u32,
                 ready: self.ready as u32,
                 restarts: self.slots.iter().map(|s| s.restart_count).sum(),
+                reloads_completed: self.reloads.0,
+                reloads_abandoned: self.reloads.1,
                 sockets: Vec::new(),
                 control: None,
             },
