@@ -487,12 +487,12 @@ fn hostile_clients_delay_neither_status_nor_the_workers() {
     assert_eq!(cluster.exit_code(), 0);
 }
 
-/// The control thread's context switches, from /proc.
-fn control_thread_switches(pid: i32) -> u64 {
+/// The context switches of recluster's thread `name`, from /proc.
+fn thread_switches(pid: i32, name: &str) -> u64 {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() == "control" {
+        if comm.trim() == name {
             let status = std::fs::read_to_string(task.join("status")).unwrap();
             return status
                 .lines()
@@ -501,20 +501,30 @@ fn control_thread_switches(pid: i32) -> u64 {
                 .sum();
         }
     }
-    panic!("recluster {pid} has no control thread");
+    panic!("recluster {pid} has no {name} thread");
 }
 
 #[test]
-fn the_control_thread_never_wakes_while_nobody_talks_to_it() {
+fn the_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
     // A socket of its own: other tests' `ctl` without options greet every socket they find.
     let socket = std::env::temp_dir().join(format!("recluster-idle-{}.sock", std::process::id()));
     let socket = socket.display().to_string();
-    let mut cluster = Cluster::start(&["-n", "1", "--control", &socket], &[]);
+    let mut cluster = Cluster::start(
+        &["-n", "1", "--control", &socket, "--admin", "127.0.0.1:0"],
+        &[],
+    );
     cluster.ready(1);
-    let before = control_thread_switches(cluster.pid);
+    let threads = ["control", "admin"];
+    let before: Vec<u64> = threads
+        .iter()
+        .map(|t| thread_switches(cluster.pid, t))
+        .collect();
     std::thread::sleep(Duration::from_millis(1500)); // the measurement window, not a wait
-    let after = control_thread_switches(cluster.pid);
-    assert_eq!(after, before, "the control thread woke up while idle");
+    let after: Vec<u64> = threads
+        .iter()
+        .map(|t| thread_switches(cluster.pid, t))
+        .collect();
+    assert_eq!(after, before, "{threads:?} woke up while idle");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }

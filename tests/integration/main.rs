@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod control;
 mod docs;
 mod exit_status;
