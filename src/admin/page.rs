@@ -174,7 +174,7 @@ th, td { padding: 8px 12px; text-align: left; border-bottom: 1px solid var(--lin
 th { font-size: 12px; color: var(--muted); font-weight: 600; text-transform: uppercase;
   letter-spacing: .04em; background: var(--bg); }
 tr:last-child td { border-bottom: none; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.status { color: var(--muted); white-space: normal; max-width: 320px; }
 tr.new td, tr.old td { opacity: .75; }
 .pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px;
@@ -201,8 +201,9 @@ footer { color: var(--muted); font-size: 12px; margin-top: 14px; }
     <div class="card"><div class="k">Sockets</div><div class="v small" id="sockets">{{sockets}}</div></div>
   </section>
   <table>
-    <thead><tr><th>ID</th><th>PID</th><th>State</th><th>Gen</th><th>Uptime</th><th>Restarts</th>
-      <th>Last exit</th><th>CPU</th><th>RSS</th><th>CPUs</th><th>Status</th></tr></thead>
+    <thead><tr><th class="num">ID</th><th class="num">PID</th><th>State</th><th class="num">Gen</th>
+      <th class="num">Uptime</th><th class="num">Restarts</th><th>Last exit</th><th class="num">CPU</th>
+      <th class="num">RSS</th><th>CPUs</th><th>Status</th></tr></thead>
     <tbody id="workers">{{rows}}</tbody>
   </table>
   <footer>recluster {{version}} · pid {{pid}} · read-only; change the cluster with <code>recluster ctl</code></footer>

@@ -371,6 +371,8 @@ fn a_real_browser_shows_every_worker_on_the_page() {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Time for the page's script to refresh the table from /status once.
+            "--virtual-time-budget=5000",
             "--dump-dom",
             &format!("http://{address}/"),
         ])
@@ -387,6 +389,10 @@ fn a_real_browser_shows_every_worker_on_the_page() {
         );
     }
     assert!(dom.contains("3 / 3"), "{dom}");
+    assert!(
+        dom.contains("id=\"live\">updated "),
+        "the script refreshed the page from /status: {dom}"
+    );
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
