@@ -24,6 +24,7 @@ pub mod output;
 pub mod placement;
 pub mod plan;
 pub mod procfs;
+pub mod reactor;
 pub mod reaper;
 pub mod signal;
 pub mod signal_thread;

@@ -182,7 +182,7 @@ impl Snapshot {
             out,
             "recluster pid {}{name}: {}, {generation}, {}/{} ready, {} restarts, up {}",
             c.pid,
-            state_word(c.state),
+            c.state.name(),
             c.ready,
             c.workers,
             c.restarts,
@@ -203,9 +203,9 @@ impl Snapshot {
         for w in &self.workers {
             let pid = w.pid.map_or("-".to_string(), |p| p.to_string());
             let state = match w.role {
-                WorkerRole::Slot => state_name(w.state).to_string(),
-                WorkerRole::Replacement => format!("new:{}", state_name(w.state)),
-                WorkerRole::Leaving => format!("old:{}", state_name(w.state)),
+                WorkerRole::Slot => w.state.name().to_string(),
+                WorkerRole::Replacement => format!("new:{}", w.state.name()),
+                WorkerRole::Leaving => format!("old:{}", w.state.name()),
             };
             let uptime = w
                 .started_at
@@ -241,29 +241,56 @@ impl Snapshot {
     }
 }
 
-fn state_word(state: ClusterState) -> &'static str {
-    match state {
-        ClusterState::Starting => "starting",
-        ClusterState::Running => "running",
-        ClusterState::Reloading => "reloading",
-        ClusterState::Stopping => "stopping",
+impl ClusterState {
+    /// Its name, as the JSON spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterState::Starting => "starting",
+            ClusterState::Running => "running",
+            ClusterState::Reloading => "reloading",
+            ClusterState::Stopping => "stopping",
+        }
     }
 }
 
-fn state_name(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Spawning => "spawning",
-        WorkerState::Starting => "starting",
-        WorkerState::Ready => "ready",
-        WorkerState::Draining => "draining",
-        WorkerState::Stopping => "stopping",
-        WorkerState::Waiting => "waiting",
-        WorkerState::Done => "done",
+impl WorkerState {
+    /// Its name, as the JSON spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Spawning => "spawning",
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Waiting => "waiting",
+            WorkerState::Done => "done",
+        }
     }
 }
 
-/// `45s`, `12m`, `3h5m`, `2d4h`: how long, for a column of the table.
-fn short_duration(seconds: f64) -> String {
+impl WorkerView {
+    /// A row with nothing measured or counted yet.
+    pub fn new(id: u32, role: WorkerRole, generation: u32, state: WorkerState) -> WorkerView {
+        WorkerView {
+            id,
+            role,
+            pid: None,
+            generation,
+            state,
+            started_at: None,
+            ready_at: None,
+            restarts: 0,
+            last_exit: None,
+            cpu_seconds: 0.0,
+            rss_bytes: None,
+            cpus: None,
+            status: None,
+        }
+    }
+}
+
+/// `45s`, `12m3s`, `3h5m`, `2d4h`: how long, in a table or on the page.
+pub fn short_duration(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     match s {
         0..60 => format!("{s}s"),

@@ -133,25 +133,30 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         openmetrics,
     };
     let c = &snapshot.cluster;
+    // The states a live process can be in.
     let states = [
-        ("spawning", WorkerState::Spawning),
-        ("starting", WorkerState::Starting),
-        ("ready", WorkerState::Ready),
-        ("draining", WorkerState::Draining),
-        ("stopping", WorkerState::Stopping),
+        WorkerState::Spawning,
+        WorkerState::Starting,
+        WorkerState::Ready,
+        WorkerState::Draining,
+        WorkerState::Stopping,
     ];
     w.family(
         "recluster_workers",
         Kind::Gauge,
         "Worker processes alive, by state (new and old workers of a reload included).",
     );
-    for (name, state) in states {
+    for state in states {
         let count = snapshot
             .workers
             .iter()
             .filter(|x| x.pid.is_some() && x.state == state)
             .count();
-        w.sample("recluster_workers", &[("state", name)], count as f64);
+        w.sample(
+            "recluster_workers",
+            &[("state", state.name())],
+            count as f64,
+        );
     }
     w.family("recluster_worker_slots", Kind::Gauge, "Worker slots: N.");
     w.sample("recluster_worker_slots", &[], f64::from(c.workers));

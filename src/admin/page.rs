@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::snapshot::{LastExit, Snapshot, WorkerRole, WorkerState, WorkerView};
+use crate::snapshot::{LastExit, Snapshot, WorkerRole, WorkerView, short_duration};
 
 /// HTML-escapes `text`.
 fn esc(text: &str) -> String {
@@ -22,28 +22,6 @@ fn esc(text: &str) -> String {
         }
     }
     out
-}
-
-fn state_name(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Spawning => "spawning",
-        WorkerState::Starting => "starting",
-        WorkerState::Ready => "ready",
-        WorkerState::Draining => "draining",
-        WorkerState::Stopping => "stopping",
-        WorkerState::Waiting => "waiting",
-        WorkerState::Done => "done",
-    }
-}
-
-fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
 }
 
 fn bytes(b: u64) -> String {
@@ -75,7 +53,7 @@ fn row(out: &mut String, w: &WorkerView, now: f64) {
         WorkerRole::Replacement => " new",
         WorkerRole::Leaving => " old",
     };
-    let state = state_name(w.state);
+    let state = w.state.name();
     let (exit, reason) = last_exit(w.last_exit.as_ref());
     let _ = write!(
         out,
@@ -84,7 +62,8 @@ fn row(out: &mut String, w: &WorkerView, now: f64) {
         w.pid.map_or("–".to_string(), |p| p.to_string()),
         esc(role),
         w.generation,
-        w.started_at.map_or("–".to_string(), |s| duration(now - s)),
+        w.started_at
+            .map_or("–".to_string(), |s| short_duration(now - s)),
         w.restarts,
         esc(&reason),
         esc(&exit),
@@ -99,10 +78,7 @@ fn row(out: &mut String, w: &WorkerView, now: f64) {
 pub fn render(snapshot: &Snapshot) -> String {
     let c = &snapshot.cluster;
     let now = c.started_at + c.uptime_seconds;
-    let state = serde_json::to_value(c.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let state = c.state.name();
     let title = match &c.name {
         Some(name) => format!("recluster · {}", esc(name)),
         None => format!("recluster · pid {}", c.pid),
@@ -121,13 +97,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         None => c.generation.to_string(),
     };
     PAGE.replace("{{title}}", &title)
-        .replace("{{state}}", &esc(&state))
+        .replace("{{state}}", state)
         .replace("{{pid}}", &c.pid.to_string())
         .replace("{{ready}}", &c.ready.to_string())
         .replace("{{workers}}", &c.workers.to_string())
         .replace("{{generation}}", &generation)
         .replace("{{restarts}}", &c.restarts.to_string())
-        .replace("{{uptime}}", &duration(c.uptime_seconds))
+        .replace("{{uptime}}", &short_duration(c.uptime_seconds))
         .replace(
             "{{sockets}}",
             &if sockets.is_empty() {
@@ -214,9 +190,9 @@ const $ = (id) => document.getElementById(id);
 function dur(s) {
   s = Math.max(0, Math.floor(s));
   if (s < 60) return s + "s";
-  if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
-  if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor(s % 3600 / 60) + "m";
-  return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
+  if (s < 3600) return Math.floor(s / 60) + "m" + (s % 60) + "s";
+  if (s < 86400) return Math.floor(s / 3600) + "h" + Math.floor(s % 3600 / 60) + "m";
+  return Math.floor(s / 86400) + "d" + Math.floor(s % 86400 / 3600) + "h";
 }
 function size(b) {
   if (b < 1024) return b + " B";

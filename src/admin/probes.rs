@@ -65,10 +65,7 @@ pub fn readiness(snapshot: &Snapshot, quorum: Quorum) -> (bool, String) {
         text,
         "{} not stopping (state: {})",
         mark(not_stopping),
-        serde_json::to_value(cluster.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        cluster.state.name()
     );
     let _ = writeln!(
         text,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::EventFd;
 
 use super::http::{self, Response};
@@ -227,16 +227,9 @@ impl Thread {
     fn run(mut self) {
         let mut ready = [EpollEvent::empty(); 64];
         loop {
-            let timeout = match self.connections.values().map(|c| c.deadline).min() {
-                Some(at) => {
-                    let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
-                    EpollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(EpollTimeout::MAX)
-                }
-                None => EpollTimeout::NONE,
-            };
-            let n = match self.epoll.wait(&mut ready, timeout) {
+            let deadline = self.connections.values().map(|c| c.deadline).min();
+            let n = match crate::reactor::wait(&self.epoll, &mut ready, deadline) {
                 Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     warn!("the admin endpoint stops working: {e}");
                     return;

@@ -306,16 +306,9 @@ impl Thread {
     fn run(mut self) {
         let mut ready = [EpollEvent::empty(); 32];
         loop {
-            let timeout = match self.clients.values().filter_map(|c| c.deadline).min() {
-                Some(at) => {
-                    let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
-                    PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
-                }
-                None => PollTimeout::NONE,
-            };
-            let n = match self.epoll.wait(&mut ready, timeout) {
+            let deadline = self.clients.values().filter_map(|c| c.deadline).min();
+            let n = match crate::reactor::wait(&self.epoll, &mut ready, deadline) {
                 Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     warn!("the control socket stops working: {e}");
                     return;

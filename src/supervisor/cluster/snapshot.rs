@@ -99,25 +99,18 @@ impl Cluster {
 fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
     let mut view = match &slot.occupant {
         Occupant::Worker(worker) => worker_view(worker, WorkerRole::Slot, clock),
-        Occupant::Waiting { .. } | Occupant::Done => WorkerView {
-            id: slot.id,
-            role: WorkerRole::Slot,
-            pid: None,
-            generation: slot.generation,
-            state: if matches!(slot.occupant, Occupant::Done) {
-                WorkerState::Done
-            } else {
-                WorkerState::Waiting
-            },
-            started_at: None,
-            ready_at: None,
-            restarts: 0,
-            last_exit: None,
-            cpu_seconds: 0.0,
-            rss_bytes: None,
-            cpus: None,
-            status: None,
-        },
+        Occupant::Waiting { .. } => WorkerView::new(
+            slot.id,
+            WorkerRole::Slot,
+            slot.generation,
+            WorkerState::Waiting,
+        ),
+        Occupant::Done => WorkerView::new(
+            slot.id,
+            WorkerRole::Slot,
+            slot.generation,
+            WorkerState::Done,
+        ),
     };
     view.restarts = slot.restart_count;
     view.cpu_seconds += slot.cpu.as_secs_f64();
@@ -146,19 +139,10 @@ fn worker_view(worker: &Worker, role: WorkerRole, clock: &Clock) -> WorkerView {
         State::Stopping { .. } => (WorkerState::Stopping, None),
     };
     WorkerView {
-        id: worker.id(),
-        role,
         pid: worker.pid(),
-        generation: worker.generation(),
-        state,
         started_at: worker.started().map(|t| clock.unix(t)),
         ready_at: ready_at.map(|t| clock.unix(t)),
-        restarts: 0,
-        last_exit: None,
-        cpu_seconds: 0.0,
-        rss_bytes: None,
-        cpus: None,
-        status: None,
+        ..WorkerView::new(worker.id(), role, worker.generation(), state)
     }
 }
 
