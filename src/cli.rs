@@ -202,9 +202,9 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", env = "RECLUSTER_NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
-    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
-    #[arg(long, value_name = "SHELL", exclusive = true)]
-    pub completions: Option<clap_complete::Shell>,
+    /// Print a completion script for SHELL (bash, zsh, fish) and exit
+    #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<CompletionShell>,
 
     /// More log detail (-v: debug, -vv: trace)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
@@ -252,6 +252,15 @@ fn parse_ready(text: &str) -> Result<ReadyMode, String> {
             )),
         },
     }
+}
+
+/// The shells `--completions` writes for (only these are linked in: each costs binary size, and
+/// so resident memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// How `--plan` prints.

@@ -102,11 +102,17 @@ fn parse(args: Vec<OsString>) -> Result<Config, i32> {
 }
 
 /// `--completions SHELL`: the script for recluster and its `ctl` verbs, from the clap definitions.
-fn print_completions(shell: clap_complete::Shell) {
+fn print_completions(shell: cli::CompletionShell) {
     use clap::CommandFactory;
+    use clap_complete::shells::{Bash, Fish, Zsh};
     let ctl = control::client::CtlCli::command().name("ctl");
     let mut command = Cli::command().subcommand(ctl);
-    clap_complete::generate(shell, &mut command, "recluster", &mut std::io::stdout());
+    let out = &mut std::io::stdout();
+    match shell {
+        cli::CompletionShell::Bash => clap_complete::generate(Bash, &mut command, "recluster", out),
+        cli::CompletionShell::Zsh => clap_complete::generate(Zsh, &mut command, "recluster", out),
+        cli::CompletionShell::Fish => clap_complete::generate(Fish, &mut command, "recluster", out),
+    }
 }
 
 /// Help and version go to stdout with status 0; a usage error becomes one line and status 2.
