@@ -366,11 +366,18 @@ fn a_real_browser_shows_every_worker_on_the_page() {
     let (mut cluster, address) = with_admin(&["-n", "3", "--min-uptime", "100ms"], &[]);
     let ready = cluster.ready(3);
     wait_ready(&cluster, &address);
+    let profile = std::env::temp_dir().join(format!("recluster-chromium-{}", std::process::id()));
     let out = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // No reaching for the network beyond loopback, and a profile of its own.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
             // Time for the page's script to refresh the table from /status once.
             "--virtual-time-budget=5000",
             "--dump-dom",
@@ -379,6 +386,7 @@ fn a_real_browser_shows_every_worker_on_the_page() {
         .stdin(Stdio::null())
         .output()
         .expect("chromium (scripts/install-test-deps installs it)");
+    let _ = std::fs::remove_dir_all(&profile);
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<tbody id=\"workers\">"), "{dom}");
     for line in &ready {
