@@ -85,6 +85,18 @@ pub struct WorkerView {
     pub cpus: Option<String>,
     /// The last `STATUS=` line it sent on its notify socket.
     pub status: Option<String>,
+    /// How often the guards acted on this slot's worker.
+    #[serde(default)]
+    pub guards: GuardActions,
+}
+
+/// How often each guard acted on a slot's worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardActions {
+    /// Replaced (or stopped first) for using more than `--max-memory`.
+    pub memory: u64,
+    /// Stopped with SIGABRT for a missed or triggered `--watchdog`.
+    pub watchdog: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +297,7 @@ impl WorkerView {
             rss_bytes: None,
             cpus: None,
             status: None,
+            guards: GuardActions::default(),
         }
     }
 }
@@ -355,6 +368,7 @@ mod tests {
                 rss_bytes: Some(10 << 20),
                 cpus: Some("0-1".to_string()),
                 status: Some("x".repeat(200)),
+                guards: GuardActions::default(),
             }],
         }
     }

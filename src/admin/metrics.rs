@@ -232,6 +232,20 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         }
     }
     w.family(
+        "recluster_worker_guard_actions_total",
+        Kind::Counter,
+        "Times a guard acted on the slot's worker: memory (--max-memory), watchdog (--watchdog).",
+    );
+    for (x, id) in slots.iter().zip(&ids) {
+        for (guard, count) in [("memory", x.guards.memory), ("watchdog", x.guards.watchdog)] {
+            w.sample(
+                "recluster_worker_guard_actions_total",
+                &[("worker_id", id), ("guard", guard)],
+                count as f64,
+            );
+        }
+    }
+    w.family(
         "recluster_generation",
         Kind::Gauge,
         "The generation of the last completed rolling reload (0 before any).",

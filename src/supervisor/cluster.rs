@@ -127,6 +127,8 @@ struct Slot {
     restart_count: u64,
     cpu: Duration,
     last_exit: Option<ExitRecord>,
+    /// How often a guard acted on the slot's worker (`--max-memory`, `--watchdog`).
+    guard_actions: crate::snapshot::GuardActions,
 }
 
 /// A worker of a slot that ended, as `ctl status` shows it.
@@ -690,6 +692,7 @@ impl Slot {
             restart_count: 0,
             cpu: Duration::ZERO,
             last_exit: None,
+            guard_actions: crate::snapshot::GuardActions::default(),
         }
     }
 }

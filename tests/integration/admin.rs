@@ -226,6 +226,7 @@ fn metrics_pass_prometheus_own_parser_in_both_formats() {
         "recluster_worker_start_time_seconds gauge 2 worker_id",
         "recluster_worker_cpu_seconds counter 2 worker_id",
         "recluster_worker_resident_memory_bytes gauge 2 worker_id",
+        "recluster_worker_guard_actions counter 4 guard,worker_id",
         "recluster_generation gauge 1 ",
         "recluster_reloads counter 2 result",
         "recluster_build_info gauge 1 version",

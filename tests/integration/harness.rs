@@ -609,3 +609,18 @@ pub fn no_unshare() -> String {
         })
         .clone()
 }
+
+/// `recluster ctl --pid PID status --json`, parsed.
+pub fn ctl_status(pid: i32) -> serde_json::Value {
+    let out = Command::new(recluster_bin())
+        .args(["ctl", "--pid", &pid.to_string(), "status", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run recluster ctl");
+    assert!(
+        out.status.success(),
+        "ctl status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl status prints JSON")
+}

@@ -205,6 +205,12 @@ fn a_worker_that_stops_pinging_its_watchdog_is_stopped_and_restarted_while_the_o
             .is_empty(),
         "the pinging worker was left alone"
     );
+    let status = crate::harness::ctl_status(cluster.pid);
+    assert!(
+        status["workers"][1]["guards"]["watchdog"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["workers"][0]["guards"]["watchdog"], 0, "{status}");
     cluster.send(libc::SIGTERM);
     cluster.finish();
 }

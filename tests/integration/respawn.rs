@@ -191,6 +191,13 @@ fn a_worker_over_max_memory_is_replaced_and_its_sibling_is_not() {
         "worker 0 was left alone"
     );
     assert_ne!(new.num("pid"), sibling);
+    // Counted where an operator looks.
+    let status = crate::harness::ctl_status(cluster.pid);
+    assert!(
+        status["workers"][1]["guards"]["memory"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["workers"][0]["guards"]["memory"], 0, "{status}");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }

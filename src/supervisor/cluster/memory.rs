@@ -76,6 +76,7 @@ impl Cluster {
         }
         let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
         let room = self.places.len() + self.spawning + self.waiting < n + k;
+        self.slots[index].guard_actions.memory += 1;
         self.report(Report::OverMemory {
             id,
             pid,

@@ -113,6 +113,7 @@ fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
         ),
     };
     view.restarts = slot.restart_count;
+    view.guards = slot.guard_actions;
     view.cpu_seconds += slot.cpu.as_secs_f64();
     view.last_exit = slot.last_exit.map(|e| {
         let (code, signal) = match e.status {

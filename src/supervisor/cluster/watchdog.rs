@@ -71,6 +71,7 @@ impl Cluster {
             return Vec::new();
         }
         self.timers.push(kill_at, Key::Worker(pid));
+        self.slots[index].guard_actions.watchdog += 1;
         self.report(Report::WatchdogFailed {
             id,
             pid,
