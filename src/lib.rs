@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 pub mod exec_mode;
 pub mod exit_code;
+pub mod fd_table;
 pub mod hooks;
 pub mod listen;
 pub mod listening;

@@ -246,25 +246,12 @@ fn watch(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives the calling thread a descriptor table of its own, holding only `keep` (and 0–2), and an
-/// epoll set watching `keep`. The workers' sockets then live in this table alone: recluster's
+/// Gives the calling thread a descriptor table of its own (see `fd_table`) holding only `keep`,
+/// and an epoll set watching it. The workers' sockets then live in this table alone: recluster's
 /// main thread, which spawns every worker, holds none of them, so a spawn does not copy thousands
 /// of descriptors and an exec does not close them (that made a start of N workers cost O(N²)).
-/// Where `unshare` is forbidden (Docker's and Kubernetes' default seccomp profiles allow it only
-/// with CAP_SYS_ADMIN), or `private` is false, the thread shares the process's table: everything
-/// works, and each spawn costs what it did before.
 fn own_descriptor_table(keep: &OwnedFd, private: bool) -> io::Result<RawFd> {
-    let unshared = if private {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)
-    } else {
-        Err(nix::errno::Errno::ENOSYS)
-    };
-    match unshared {
-        Ok(()) => close_copies(keep)?,
-        Err(e) => log::debug!(
-            "the notify thread shares recluster's descriptor table (unshare: {e}); every spawn then copies one descriptor per worker"
-        ),
-    }
+    crate::fd_table::make_private(&[keep.as_raw_fd()], private, "notify");
     // SAFETY: epoll_create1 takes a flag and returns a new descriptor.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if epoll < 0 {
@@ -276,30 +263,6 @@ fn own_descriptor_table(keep: &OwnedFd, private: bool) -> io::Result<RawFd> {
     )?;
     watch(epoll, keep.as_raw_fd(), WAKE)?;
     Ok(epoll)
-}
-
-/// In a private table, a copy of the process's: closes every copy but `keep`, so that a socket
-/// recluster closes is not held open here. Only ever called after a successful unshare.
-fn close_copies(keep: &OwnedFd) -> io::Result<()> {
-    let keep = keep.as_raw_fd() as u32;
-    for (first, last) in [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)] {
-        if first > last {
-            continue;
-        }
-        // SAFETY: close_range on this thread's own, private table.
-        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } != 0 {
-            // Kernels before 5.9: close each one listed (this thread's table, not the process's).
-            let open: Vec<u32> = std::fs::read_dir("/proc/thread-self/fd")?
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|fd| (first..=last).contains(fd))
-                .collect();
-            for fd in open {
-                // SAFETY: closing a copy in this thread's private table.
-                unsafe { libc::close(fd as RawFd) };
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The thread: wait on every worker socket and the control socket at once (epoll: the cost of a

@@ -171,12 +171,12 @@ impl Spawner {
         })
     }
 
-    /// Steers new connections to the sockets of these slots (`--socket-per-worker`).
     /// The CPUs worker `id` is bound to, if recluster binds it (`--pin`, `--cpus`).
     pub fn worker_binding(&self, id: u32) -> Option<&CpuSet> {
         self.placement.binding(id)
     }
 
+    /// Steers new connections to the sockets of these slots (`--socket-per-worker`).
     pub fn steer(&mut self, slots: &[u32]) {
         self.sockets.steer(slots);
     }
