@@ -24,6 +24,8 @@
 //! `--exit CODE` and `--exit-for ID:CODE` (exit with CODE after `--after MS`, default at once).
 //! `--grow-for ID:MB`: worker ID allocates and touches MB megabytes, then prints `grown …`.
 //! `--watchdog-ping` (and `--watchdog-stop-for ID:MS`): ping the watchdog, stop for worker ID.
+//! `--messages`: print `message id=.. pid=.. json=…` for each message on `RECLUSTER_MSG_FD`;
+//! `--send-on-usr1 JSON`: send JSON there on SIGUSR1 (then print `sent id=.. pid=..`).
 //! `--late-line MS`: a child writes `late id=..` on stderr MS ms later (after the worker may have
 //! exited). `--lines N`: print `line id=.. pid=.. n=K` N times on stdout and `eline …` on stderr, each in
 //! two writes (the text, then the newline), as Python does unbuffered.
@@ -73,6 +75,8 @@ struct Options {
     watchdog_ping: bool,
     watchdog_stop_for: Option<(u32, Duration)>,
     grow_for: Option<(u32, usize)>,
+    messages: bool,
+    send_on_usr1: Option<String>,
 }
 
 #[unsafe(no_mangle)]
@@ -161,6 +165,9 @@ fn run() -> ! {
     if let Some(port) = options.bind {
         bind_after(id, port, options.bind_after);
     }
+    if options.messages {
+        read_messages(id, pid);
+    }
     let exit_code = options
         .exit_for
         .iter()
@@ -177,6 +184,12 @@ fn run() -> ! {
             continue;
         };
         say(&format!("signal {sig} id={id} pid={pid}"));
+        if let Some(message) = &options.send_on_usr1
+            && sig.number() == libc::SIGUSR1
+        {
+            send_message(message);
+            say(&format!("sent id={id} pid={pid}"));
+        }
         if let Some(server) = &server
             && sig.number() == libc::SIGUSR1
         {
@@ -251,6 +264,8 @@ fn parse_options() -> Options {
                     .unwrap_or_else(|e| usage(&format!("{path}: {e}")));
                 options.version = text.trim().to_string();
             }
+            "--messages" => options.messages = true,
+            "--send-on-usr1" => options.send_on_usr1 = Some(value()),
             "--ignore" => options
                 .ignore
                 .push(value().parse().unwrap_or_else(|_| usage("bad signal"))),
@@ -808,5 +823,40 @@ mod serve {
                 return;
             }
         }
+    }
+}
+
+/// The message socket recluster passed (`RECLUSTER_MSG_FD`).
+fn message_fd() -> i32 {
+    var("RECLUSTER_MSG_FD")
+        .parse()
+        .unwrap_or_else(|_| usage("no RECLUSTER_MSG_FD"))
+}
+
+/// `--messages`: prints `message id=.. pid=.. json=<what arrived>` for each message, from a
+/// thread of its own.
+fn read_messages(id: u32, pid: u32) {
+    let fd = message_fd();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 70 * 1024];
+        loop {
+            // SAFETY: recv into a buffer of the length given, on the inherited socket.
+            let n = unsafe { libc::recv(fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+            if n <= 0 {
+                return;
+            }
+            let text = String::from_utf8_lossy(&buffer[..n as usize]);
+            say(&format!("message id={id} pid={pid} json={text}"));
+        }
+    });
+}
+
+/// `--send-on-usr1 JSON`: sends JSON as one message.
+fn send_message(message: &str) {
+    let fd = message_fd();
+    // SAFETY: send of a valid buffer on the inherited socket.
+    let sent = unsafe { libc::send(fd, message.as_ptr().cast(), message.len(), 0) };
+    if sent < 0 {
+        usage(&format!("send: {}", std::io::Error::last_os_error()));
     }
 }

@@ -197,6 +197,10 @@ pub struct Cli {
     )]
     pub ready_quorum: crate::admin::probes::Quorum,
 
+    /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
+    #[arg(long, env = "RECLUSTER_NO_MESSAGES")]
+    pub no_messages: bool,
+
     /// A name for this cluster: its control socket is NAME.sock instead of PID.sock, and
     /// 'recluster ctl --name NAME' finds it
     #[arg(long, value_name = "NAME", env = "RECLUSTER_NAME", value_parser = parse_name)]

@@ -53,6 +53,8 @@ pub struct Config {
     /// `--admin`, `--ready-quorum`.
     pub admin: Option<ListenAddress>,
     pub ready_quorum: crate::admin::probes::Quorum,
+    /// Whether workers get a message socket (not `--no-messages`).
+    pub messages: bool,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -272,6 +274,7 @@ impl Config {
             name: cli.name,
             admin: cli.admin,
             ready_quorum: cli.ready_quorum,
+            messages: !cli.no_messages,
         })
     }
 }

@@ -4,7 +4,7 @@ use crate::notify::Message;
 use crate::reaper::Exit;
 use crate::signal::Sig;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A signal sent to recluster (never SIGCHLD, which the signal thread answers by reaping).
     Signal(Sig),

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod listen;
 pub mod listening;
 pub mod logging;
+pub mod messages;
 pub mod notify;
 pub mod output;
 pub mod placement;
@@ -218,14 +219,29 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         ),
         ReadyMode::Started | ReadyMode::Listening(_) => None,
     };
+    let messages = if config.messages {
+        Some(
+            messages::Messages::start(sender.clone())
+                .map_err(|e| Error::system("start the message thread", e))?,
+        )
+    } else {
+        None
+    };
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let cluster = Cluster::new(config.policy, config.workers);
     let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
     let control_replies = control.as_ref().map(|c| c.replies());
     let admin_replies = admin.as_ref().map(|a| a.replies());
-    let requests = (control_replies.is_some() || admin_replies.is_some())
-        .then(|| supervisor::requests::Control::new(control_replies, admin_replies, identity));
+    let requests = (control_replies.is_some() || admin_replies.is_some() || messages.is_some())
+        .then(|| {
+            let requests =
+                supervisor::requests::Control::new(control_replies, admin_replies, identity);
+            match &messages {
+                Some(messages) => requests.with_messages(messages),
+                None => requests,
+            }
+        });
     let plumbing = supervisor::run::Plumbing {
         spawner: &mut spawner,
         notify,
@@ -233,6 +249,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         hooks: &mut hooks,
         stop_signal,
         control: requests,
+        messages,
     };
     let code = supervisor::run(cluster, plumbing, &events);
     // The last answers (a `stop --wait`) are written and the sockets are removed.

@@ -88,6 +88,9 @@ pub struct WorkerView {
     /// How often the guards acted on this slot's worker.
     #[serde(default)]
     pub guards: GuardActions,
+    /// Messages for this slot's workers dropped because their queue was full.
+    #[serde(default)]
+    pub messages_dropped: u64,
 }
 
 /// How often each guard acted on a slot's worker.
@@ -298,6 +301,7 @@ impl WorkerView {
             cpus: None,
             status: None,
             guards: GuardActions::default(),
+            messages_dropped: 0,
         }
     }
 }
@@ -369,6 +373,7 @@ mod tests {
                 cpus: Some("0-1".to_string()),
                 status: Some("x".repeat(200)),
                 guards: GuardActions::default(),
+                messages_dropped: 0,
             }],
         }
     }

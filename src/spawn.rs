@@ -13,9 +13,10 @@
 //! 3. its CPU affinity, with `--pin` or `--cpus` (`sched_setaffinity`: no `taskset`, no privilege);
 //! 4. default dispositions for the signals recluster ignored itself, and an empty signal mask;
 //! 5. stdin from /dev/null, every fd from 3 up close-on-exec;
-//! 6. the listening sockets moved to fds 3, 4, … — each first duplicated above that range, so no
-//!    source and target collide, then `dup2`ed into place, which clears close-on-exec — and the
-//!    child's own pid written into `LISTEN_PID` (libsystemd ignores the fds unless it matches);
+//! 6. the listening sockets moved to fds 3, 4, … and the message socket after them — each first
+//!    duplicated above that range, so no source and target collide, then `dup2`ed into place,
+//!    which clears close-on-exec — and the child's own pid written into `LISTEN_PID` (libsystemd
+//!    ignores the fds unless it matches);
 //! 7. the open-files limit recluster was started with, if it raised its own (last, since
 //!    recluster's descriptors may lie above it);
 //! 8. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
@@ -44,7 +45,7 @@ use crate::user::Identity;
 
 /// Variables a worker never inherits: those recluster sets for each worker, and those that describe
 /// recluster's own relation to a service manager (plus every `EINHORN_FD_*`).
-const NOT_INHERITED: [&str; 11] = [
+const NOT_INHERITED: [&str; 12] = [
     "WORKER_ID",
     "WORKER_COUNT",
     "WORKER_GENERATION",
@@ -56,6 +57,7 @@ const NOT_INHERITED: [&str; 11] = [
     "NOTIFY_SOCKET",
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
+    "RECLUSTER_MSG_FD",
 ];
 
 /// The identity a worker is started with.
@@ -199,11 +201,13 @@ impl Spawner {
     }
 
     /// Starts one worker. Must be called from the main thread (see the module doc).
-    /// With `notify_socket`, the worker gets `NOTIFY_SOCKET` set to it.
+    /// With `notify_socket`, the worker gets `NOTIFY_SOCKET` set to it; with `message_fd`, that
+    /// socket after its listening sockets, and `RECLUSTER_MSG_FD` naming it.
     pub fn spawn(
         &mut self,
         identity: WorkerIdentity,
         notify_socket: Option<&std::path::Path>,
+        message_fd: Option<i32>,
     ) -> Result<Spawned, SpawnError> {
         let program = command::resolve(&self.command[0], self.path_var.as_deref())
             .map_err(SpawnError::Command)?;
@@ -221,8 +225,13 @@ impl Spawner {
             Some(_) => Some(Pipes::new().map_err(|e| SpawnError::System("create a pipe", e))?),
             None => None,
         };
-        let mut prepared =
-            self.prepare(program.as_os_str(), identity, listen_fds, notify_socket)?;
+        let mut prepared = self.prepare(
+            program.as_os_str(),
+            identity,
+            listen_fds,
+            notify_socket,
+            message_fd,
+        )?;
         if let Some(pipes) = &pipes {
             prepared.output = [pipes.stdout.1.as_raw_fd(), pipes.stderr.1.as_raw_fd()];
         }
@@ -263,8 +272,9 @@ impl Spawner {
         &self,
         program: &OsStr,
         identity: WorkerIdentity,
-        listen_fds: Vec<i32>,
+        mut listen_fds: Vec<i32>,
         notify_socket: Option<&std::path::Path>,
+        message_fd: Option<i32>,
     ) -> Result<Prepared, SpawnError> {
         let c = |text: &[u8]| {
             CString::new(text)
@@ -325,6 +335,14 @@ impl Spawner {
             )?);
             watchdog_pid = WATCHDOG_PID_PREFIX.to_vec();
             watchdog_pid.resize(WATCHDOG_PID_PREFIX.len() + 12, 0);
+        }
+        // The message socket goes right after the listening sockets (placed with them, but not
+        // counted in LISTEN_FDS).
+        if let Some(fd) = message_fd {
+            envp.push(c(
+                format!("RECLUSTER_MSG_FD={}", 3 + listen_fds.len()).as_bytes()
+            )?);
+            listen_fds.push(fd);
         }
         let mut envp_ptrs = null_terminated(&envp);
         for own_pid in [&listen_pid, &watchdog_pid] {
@@ -518,7 +536,8 @@ unsafe fn drop_privileges(
     }
 }
 
-/// Moves the sockets to fds 3.. and fills in `LISTEN_PID`.
+/// Moves the sockets (and the message socket after them) to fds 3.. and fills in `LISTEN_PID`
+/// if there are listening sockets.
 ///
 /// # Safety
 /// Only in the child of `clone` (see `exec_child`).
@@ -543,7 +562,9 @@ unsafe fn place_listen_fds(prepared: &mut Prepared) {
                 report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
             }
         }
-        write_own_pid(&mut prepared.listen_pid, LISTEN_PID_PREFIX.len());
+        if !prepared.listen_pid.is_empty() {
+            write_own_pid(&mut prepared.listen_pid, LISTEN_PID_PREFIX.len());
+        }
     }
 }
 

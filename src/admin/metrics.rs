@@ -246,6 +246,18 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         }
     }
     w.family(
+        "recluster_worker_messages_dropped_total",
+        Kind::Counter,
+        "Messages for the slot's workers dropped because their queue was full.",
+    );
+    for (x, id) in slots.iter().zip(&ids) {
+        w.sample(
+            "recluster_worker_messages_dropped_total",
+            &[("worker_id", id)],
+            x.messages_dropped as f64,
+        );
+    }
+    w.family(
         "recluster_generation",
         Kind::Gauge,
         "The generation of the last completed rolling reload (0 before any).",

@@ -100,6 +100,28 @@ pub enum Verb {
     },
     /// Print what happens, one JSON object per line, until interrupted
     Events,
+    /// Deliver a message to workers (TARGET: all, others, worker:ID), from {"ctl": true}
+    Send {
+        #[arg(value_name = "TARGET", value_parser = parse_target)]
+        to: crate::messages::Target,
+        /// Any JSON value: the message's data
+        #[arg(value_name = "JSON", value_parser = parse_json)]
+        data: serde_json::Value,
+    },
+}
+
+fn parse_target(text: &str) -> Result<crate::messages::Target, String> {
+    match text.parse()? {
+        crate::messages::Target::Recluster => {
+            Err("send delivers to workers; 'recluster' is not one".to_string())
+        }
+        target => Ok(target),
+    }
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("not JSON ({e}); quote it for the shell, as in '{{\"flush\":true}}'"))
 }
 
 fn parse_scale(text: &str) -> Result<ScaleBy, String> {
@@ -163,6 +185,10 @@ fn request(verb: &Verb) -> Request {
         Verb::Reload { wait } => Request::Reload { wait: *wait },
         Verb::Stop { wait } => Request::Stop { wait: *wait },
         Verb::Events => Request::Events,
+        Verb::Send { to, data } => Request::Send {
+            to: to.clone(),
+            data: data.clone(),
+        },
     }
 }
 
@@ -411,5 +437,6 @@ fn render(verb: &Verb, answer: &Value, line: &str) -> String {
         },
         Verb::Stop { wait: false } => "stopping\n".to_string(),
         Verb::Events => String::new(),
+        Verb::Send { to, .. } => format!("sent to {}\n", super::protocol::target_name(to)),
     }
 }

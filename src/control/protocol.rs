@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::messages::Target;
 use crate::signal::Sig;
 
 pub const VERSION: u64 = 1;
@@ -14,7 +15,7 @@ pub const VERSION: u64 = 1;
 /// The longest request line accepted, newline included.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Who is there: pid and name (what `ctl` uses to find a cluster).
     Hello,
@@ -38,6 +39,11 @@ pub enum Request {
         wait: bool,
     },
     Events,
+    /// Deliver `data` to the workers `to` names, from `{"ctl": true}`.
+    Send {
+        to: Target,
+        data: Value,
+    },
 }
 
 impl Request {
@@ -69,6 +75,11 @@ impl Request {
             Request::Reload { wait } => ("reload", Some(*wait)),
             Request::Stop { wait } => ("stop", Some(*wait)),
             Request::Events => ("events", None),
+            Request::Send { to, data } => {
+                object.insert("to".into(), json!(target_name(to)));
+                object.insert("data".into(), data.clone());
+                ("send", None)
+            }
         };
         object.insert("cmd".into(), json!(cmd));
         if let Some(wait) = wait {
@@ -199,12 +210,37 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         "reload" => Request::Reload { wait },
         "stop" => Request::Stop { wait },
         "events" => Request::Events,
+        "send" => {
+            let to = object.get("to").and_then(Value::as_str).ok_or(
+                "send needs \"to\": all, others, worker:ID, group:NAME or worker:GROUP.ID",
+            )?;
+            let to: Target = to.parse()?;
+            if to == Target::Recluster {
+                return Err("send delivers to workers, not to recluster".to_string());
+            }
+            Request::Send {
+                to,
+                data: object.get("data").cloned().unwrap_or(Value::Null),
+            }
+        }
         other => {
             return Err(format!(
-                "unknown command \"{other}\": use status, scale, restart, signal, reload, stop or events"
+                "unknown command \"{other}\": use status, scale, restart, signal, reload, stop, events or send"
             ));
         }
     })
+}
+
+/// A target as it is written (`worker:3`).
+pub fn target_name(target: &Target) -> String {
+    match target {
+        Target::All => "all".to_string(),
+        Target::Others => "others".to_string(),
+        Target::Worker(id) => format!("worker:{id}"),
+        Target::Group(name) => format!("group:{name}"),
+        Target::GroupWorker(name, id) => format!("worker:{name}.{id}"),
+        Target::Recluster => "recluster".to_string(),
+    }
 }
 
 /// The final line of a request that succeeded, with `fields` beside `"ok":true`.
@@ -256,6 +292,10 @@ mod tests {
             Request::Reload { wait: true },
             Request::Stop { wait: false },
             Request::Events,
+            Request::Send {
+                to: Target::Worker(2),
+                data: json!({"flush": ["a"]}),
+            },
         ];
         for request in requests {
             assert_eq!(parse_request(request.to_line().as_bytes()), Ok(request));

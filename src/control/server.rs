@@ -67,6 +67,8 @@ pub enum Frontend {
     Control,
     /// The `--admin` HTTP endpoint.
     Admin,
+    /// The message thread, asking for `info` on a worker's behalf.
+    Messages,
 }
 
 /// What the supervisor sends back to a client.
@@ -93,7 +95,15 @@ pub enum Reply {
 #[derive(Clone)]
 pub struct Replies {
     sender: Sender<Reply>,
-    wake: Arc<EventFd>,
+    wake: Waker,
+}
+
+/// How a reply wakes the thread that serves it: an eventfd in its epoll set, or a byte on a
+/// socket it watches (the message thread, whose descriptor table is its own, has no eventfd).
+#[derive(Clone)]
+enum Waker {
+    EventFd(Arc<EventFd>),
+    Socket(Arc<std::os::fd::OwnedFd>),
 }
 
 impl Replies {
@@ -107,16 +117,49 @@ impl Replies {
         Ok((
             Replies {
                 sender,
-                wake: wake.clone(),
+                wake: Waker::EventFd(wake.clone()),
             },
             receiver,
             wake,
         ))
     }
 
+    /// A new channel whose thread is woken by a byte `w` on `socket`.
+    pub fn through_socket(socket: Arc<std::os::fd::OwnedFd>) -> (Replies, Receiver<Reply>) {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let replies = Replies {
+            sender,
+            wake: Waker::Socket(socket),
+        };
+        (replies, receiver)
+    }
+
     pub fn send(&self, reply: Reply) {
         if self.sender.send(reply).is_ok() {
-            let _ = self.wake.write(1);
+            self.wake.wake();
+        }
+    }
+}
+
+impl Waker {
+    fn wake(&self) {
+        match self {
+            Waker::EventFd(fd) => {
+                let _ = fd.write(1);
+            }
+            Waker::Socket(socket) => {
+                use std::os::fd::AsRawFd;
+                // A full socket means a wake is pending already.
+                // SAFETY: send of one byte from a valid buffer on an open socket.
+                unsafe {
+                    libc::send(
+                        socket.as_raw_fd(),
+                        b"w".as_ptr().cast(),
+                        1,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+            }
         }
     }
 }
@@ -714,6 +757,7 @@ fn describe(request: &Request) -> String {
         Request::Reload { .. } => "reload".to_string(),
         Request::Stop { .. } => "stop".to_string(),
         Request::Events => "events".to_string(),
+        Request::Send { to, .. } => format!("send {}", protocol::target_name(to)),
     }
 }
 

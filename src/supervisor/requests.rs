@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::control::protocol::{self, Request};
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits};
+use crate::messages::{Courier, Drops, Messages};
 use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
 
@@ -28,9 +29,11 @@ pub struct Identity {
 }
 
 pub struct Control {
-    /// Where answers go: the control socket's thread, the admin endpoint's.
+    /// Where answers go: the control socket's thread, the admin endpoint's, the message
+    /// thread's (`info`).
     control: Option<Replies>,
     admin: Option<Replies>,
+    messages: Option<(Replies, Courier, Drops)>,
     waits: Waits,
     identity: Identity,
     /// The last `STATUS=` line of each live worker, by pid.
@@ -42,10 +45,18 @@ impl Control {
         Control {
             control,
             admin,
+            messages: None,
             waits: Waits::default(),
             identity,
             statuses: HashMap::new(),
         }
+    }
+
+    /// Messages between workers run: `info` is answered to their thread, `ctl send` delivered
+    /// through it, and their drops shown in status.
+    pub fn with_messages(mut self, messages: &Messages) -> Control {
+        self.messages = Some((messages.replies(), messages.courier(), messages.drops()));
+        self
     }
 
     /// Carries out a request; what the executor is to do for it.
@@ -74,8 +85,17 @@ impl Control {
                 self.send_status(client, frontend, cluster, spawner, now);
                 return Vec::new();
             }
-            // The admin endpoint only reads.
-            _ if frontend == Frontend::Admin => return Vec::new(),
+            // The admin endpoint and the message thread only read.
+            _ if frontend != Frontend::Control => return Vec::new(),
+            Request::Send { to, data } => match &self.messages {
+                Some((_, courier, _)) => {
+                    courier.deliver(to, data);
+                    Ok((None, json!({}), Vec::new()))
+                }
+                None => Err(
+                    "messages between workers are off in this cluster (--no-messages)".to_string(),
+                ),
+            },
             Request::Events => {
                 self.waits.subscribe(client);
                 let line =
@@ -174,6 +194,7 @@ impl Control {
         match frontend {
             Frontend::Control => self.control.as_ref(),
             Frontend::Admin => self.admin.as_ref(),
+            Frontend::Messages => self.messages.as_ref().map(|(replies, _, _)| replies),
         }
     }
 
@@ -199,9 +220,17 @@ impl Control {
         snapshot.cluster.name = self.identity.name.clone();
         snapshot.cluster.sockets = self.identity.sockets.clone();
         snapshot.cluster.control = self.identity.control.clone();
+        let drops = self
+            .messages
+            .as_ref()
+            .and_then(|(_, _, drops)| drops.lock().ok().map(|d| d.clone()))
+            .unwrap_or_default();
         for worker in &mut snapshot.workers {
             worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
+            if worker.role == crate::snapshot::WorkerRole::Slot {
+                worker.messages_dropped = drops.get(&worker.id).copied().unwrap_or(0);
+            }
         }
         if let Some(replies) = self.replies(frontend) {
             replies.send(Reply::Status {

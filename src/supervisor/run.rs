@@ -5,6 +5,7 @@
 //! know: each worker's notify socket (by pid) and recluster's own service manager.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -15,6 +16,7 @@ use crate::event::Event;
 use crate::exit_code;
 use crate::hooks::Hooks;
 use crate::listening;
+use crate::messages::Messages;
 use crate::notify::{Manager, WorkerSockets};
 use crate::reaper::Exit;
 use crate::signal::Sig;
@@ -39,6 +41,8 @@ pub struct Plumbing<'a> {
     pub stop_signal: Sig,
     /// The control socket's requests, if it runs.
     pub control: Option<Control>,
+    /// Messages between workers, unless `--no-messages`.
+    pub messages: Option<Messages>,
 }
 
 /// Runs the cluster until it ends; returns recluster's exit status.
@@ -316,7 +320,28 @@ impl Executor<'_> {
             None => None,
         };
         let path = socket.as_ref().map(|(_, path)| path.as_path());
-        match self.plumbing.spawner.spawn(identity, path) {
+        // Messages between workers: the worker's end of its pair, closed here once it has it.
+        let channel = match self.plumbing.messages.as_mut().map(Messages::open) {
+            Some(Ok(pair)) => Some(pair),
+            Some(Err(e)) => {
+                error!(
+                    "worker {}: failed to create its message socket: {e}",
+                    identity.id
+                );
+                None
+            }
+            None => None,
+        };
+        let message_fd = channel.as_ref().map(|(_, fd)| fd.as_raw_fd());
+        let result = self.plumbing.spawner.spawn(identity, path, message_fd);
+        if let (Some((token, _)), Some(messages)) = (&channel, &self.plumbing.messages) {
+            match &result {
+                Ok(spawned) => messages.spawned(*token, identity.id, spawned.pid),
+                Err(_) => messages.abandon(*token),
+            }
+        }
+        drop(channel);
+        match result {
             Ok(spawned) => {
                 if let Some(e) = &spawned.exec_error {
                     error!(
@@ -379,6 +404,9 @@ impl Executor<'_> {
 
     /// A process ended: if it was a worker with a notify socket, close the socket.
     fn forget_worker(&mut self, pid: i32) {
+        if let Some(messages) = &self.plumbing.messages {
+            messages.forget(pid);
+        }
         if let Some(token) = self.token_of.remove(&pid) {
             self.pid_of.remove(&token);
             if let Some(notify) = self.plumbing.notify.as_mut() {

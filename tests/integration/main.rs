@@ -11,6 +11,7 @@ mod hooks;
 mod interop;
 mod limits;
 mod logging;
+mod messages;
 mod output;
 mod pinning;
 mod readiness;

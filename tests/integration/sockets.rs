@@ -33,9 +33,10 @@ fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() 
         let reports = cluster.seen(|l| l.is_worker("report"));
         assert_eq!(reports.len(), 4, "each worker reports before it listens");
         for report in reports {
+            // fd 4 is the message socket (RECLUSTER_MSG_FD), after the listening sockets.
             assert_eq!(
                 report.field("fds"),
-                Some("0,1,2,3"),
+                Some("0,1,2,3,4"),
                 "{mode:?}: {}",
                 report.text
             );

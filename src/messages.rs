@@ -1,0 +1,600 @@
+//! Messages between workers, with no broker. Every worker inherits one end of a `SOCK_SEQPACKET`
+//! socket pair (its fd number in `RECLUSTER_MSG_FD`); recluster holds the other end in a thread
+//! of its own, which routes what each worker sends:
+//!
+//! - a message is one JSON object, `{"to": TARGET, "data": ANY}`, at most `MAX_MESSAGE` bytes;
+//!   TARGET is `all`, `others`, `worker:ID`, `group:NAME`, `worker:GROUP.ID` or `recluster`;
+//! - the targets receive `{"from": {"id": ID, "group": null, "pid": PID}, "data": ANY}`, the `from`
+//!   stamped here from the socket the message came in on (whatever the sender wrote is ignored);
+//! - `{"to": "recluster", "data": {"cmd": "info"}}` is answered with the cluster's read-only info;
+//! - a mistake is answered with `{"from": {"recluster": true}, "error": "…"}`;
+//! - `recluster ctl send` delivers from outside, with `"from": {"ctl": true}`.
+//!
+//! Bounded: recluster's end of each pair has a send buffer of `QUEUE_BYTES`; a message for a
+//! worker whose queue is full is dropped and counted for that worker (shown in status and
+//! metrics), so a worker that does not read never blocks recluster or the senders. The sockets
+//! live in the thread's own descriptor table (`fd_table`), handed over with `SCM_RIGHTS`, so the
+//! spawning thread never holds one per worker.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use serde_json::{Value, json};
+
+use crate::control::protocol::Request;
+use crate::control::server::{Frontend, Replies, Reply};
+use crate::event::Event;
+use crate::snapshot::Snapshot;
+
+/// The longest message, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// What may wait for one worker before messages to it are dropped (recluster's send buffer).
+const QUEUE_BYTES: usize = 256 * 1024;
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Others,
+    Worker(u32),
+    Group(String),
+    GroupWorker(String, u32),
+    Recluster,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Target, String> {
+        let id = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("'{s}' in '{text}' is not a WORKER_ID"))
+        };
+        match text {
+            "all" => Ok(Target::All),
+            "others" => Ok(Target::Others),
+            "recluster" => Ok(Target::Recluster),
+            _ => {
+                if let Some(group) = text.strip_prefix("group:").filter(|g| !g.is_empty()) {
+                    return Ok(Target::Group(group.to_string()));
+                }
+                if let Some(rest) = text.strip_prefix("worker:") {
+                    return match rest.rsplit_once('.') {
+                        Some((group, n)) if !group.is_empty() => {
+                            Ok(Target::GroupWorker(group.to_string(), id(n)?))
+                        }
+                        _ => Ok(Target::Worker(id(rest)?)),
+                    };
+                }
+                Err(format!(
+                    "'{text}' is not a target: write all, others, worker:ID, group:NAME, worker:GROUP.ID or recluster"
+                ))
+            }
+        }
+    }
+}
+
+/// Messages dropped for each slot whose queue was full, by `WORKER_ID`.
+pub type Drops = Arc<Mutex<HashMap<u32, u64>>>;
+
+enum Command {
+    /// The worker of `token` has been started as `pid`, slot `id`.
+    Register { token: u64, id: u32, pid: i32 },
+    /// The socket of `token` is not needed (its spawn failed).
+    Abandon { token: u64 },
+    /// The worker `pid` has ended.
+    Forget { pid: i32 },
+    /// `recluster ctl send`.
+    Deliver { to: Target, data: Value },
+}
+
+/// Handing a worker's socket to the thread: `o` and the token, the socket attached.
+const OPEN: u8 = b'o';
+
+/// The message thread, from the spawning side.
+pub struct Messages {
+    control: Arc<OwnedFd>,
+    commands: Sender<Command>,
+    replies: Replies,
+    next: u64,
+    drops: Drops,
+}
+
+/// What the supervisor keeps to deliver from `ctl send`.
+#[derive(Clone)]
+pub struct Courier {
+    control: Arc<OwnedFd>,
+    commands: Sender<Command>,
+}
+
+impl Courier {
+    pub fn deliver(&self, to: Target, data: Value) {
+        if self.commands.send(Command::Deliver { to, data }).is_ok() {
+            wake(&self.control);
+        }
+    }
+}
+
+impl Messages {
+    /// Starts the thread; `info` requests go to the supervisor as events.
+    pub fn start(events: Sender<Event>) -> io::Result<Messages> {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let control = Arc::new(ours);
+        let (commands, orders) = crossbeam_channel::unbounded();
+        let (replies, answers) = Replies::through_socket(control.clone());
+        let drops: Drops = Arc::default();
+        let thread_drops = drops.clone();
+        let (ready, started) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("messages".to_string())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                crate::fd_table::make_private(&[theirs.as_raw_fd()], true, "message");
+                match Thread::new(theirs, orders, answers, events, thread_drops) {
+                    Ok(thread) => {
+                        let _ = ready.send(Ok(()));
+                        thread.run();
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            })?;
+        // Nothing else opens or closes descriptors until the thread has its own table.
+        started
+            .recv()
+            .map_err(|_| io::Error::other("the message thread ended at start"))??;
+        Ok(Messages {
+            control,
+            commands,
+            replies,
+            next: 0,
+            drops,
+        })
+    }
+
+    /// A socket pair for the next worker: its token, and the worker's end (to be placed at
+    /// `RECLUSTER_MSG_FD`, then closed here). recluster's end goes to the thread.
+    pub fn open(&mut self) -> io::Result<(u64, OwnedFd)> {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // Only recluster's end is non-blocking (the worker's is another socket of the pair).
+        nix::fcntl::fcntl(
+            ours.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        socket::setsockopt(&ours, socket::sockopt::SndBuf, &QUEUE_BYTES)?;
+        self.next += 1;
+        let mut message = [0u8; 9];
+        message[0] = OPEN;
+        message[1..].copy_from_slice(&self.next.to_ne_bytes());
+        let fds = [ours.as_raw_fd()];
+        socket::sendmsg::<()>(
+            self.control.as_raw_fd(),
+            &[io::IoSlice::new(&message)],
+            &[socket::ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )?;
+        drop(ours); // the thread holds it now
+        Ok((self.next, theirs))
+    }
+
+    /// The worker of `token` started as `pid` in slot `id`.
+    pub fn spawned(&self, token: u64, id: u32, pid: i32) {
+        self.command(Command::Register { token, id, pid });
+    }
+
+    /// The worker of `token` was not started after all.
+    pub fn abandon(&self, token: u64) {
+        self.command(Command::Abandon { token });
+    }
+
+    /// The worker `pid` has ended.
+    pub fn forget(&self, pid: i32) {
+        self.command(Command::Forget { pid });
+    }
+
+    /// Where the supervisor answers `info` requests.
+    pub fn replies(&self) -> Replies {
+        self.replies.clone()
+    }
+
+    pub fn courier(&self) -> Courier {
+        Courier {
+            control: self.control.clone(),
+            commands: self.commands.clone(),
+        }
+    }
+
+    pub fn drops(&self) -> Drops {
+        self.drops.clone()
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            wake(&self.control);
+        }
+    }
+}
+
+/// A byte `w` on the control socket: the thread looks at its channels.
+fn wake(control: &OwnedFd) {
+    // A full socket means a wake is pending already.
+    let _ = socket::send(
+        control.as_raw_fd(),
+        b"w",
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
+/// One worker's socket, as the thread knows it.
+struct Peer {
+    socket: OwnedFd,
+    /// Set once the worker is started.
+    id: Option<u32>,
+    pid: Option<i32>,
+}
+
+const CONTROL: u64 = 0;
+
+struct Thread {
+    epoll: Epoll,
+    control: OwnedFd,
+    orders: Receiver<Command>,
+    answers: Receiver<Reply>,
+    events: Sender<Event>,
+    peers: HashMap<u64, Peer>,
+    by_pid: HashMap<i32, u64>,
+    drops: Drops,
+}
+
+impl Thread {
+    fn new(
+        control: OwnedFd,
+        orders: Receiver<Command>,
+        answers: Receiver<Reply>,
+        events: Sender<Event>,
+        drops: Drops,
+    ) -> io::Result<Thread> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        nix::fcntl::fcntl(
+            control.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        epoll.add(&control, EpollEvent::new(EpollFlags::EPOLLIN, CONTROL))?;
+        Ok(Thread {
+            epoll,
+            control,
+            orders,
+            answers,
+            events,
+            peers: HashMap::new(),
+            by_pid: HashMap::new(),
+            drops,
+        })
+    }
+
+    fn run(mut self) {
+        let mut ready = [EpollEvent::empty(); 64];
+        let mut buffer = vec![0u8; MAX_MESSAGE + 1];
+        loop {
+            let n = match crate::reactor::wait(&self.epoll, &mut ready, None) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::warn!("messages between workers stop working: {e}");
+                    return;
+                }
+            };
+            for event in &ready[..n] {
+                let token = event.data();
+                if token == CONTROL {
+                    if !self.take_orders() {
+                        return;
+                    }
+                    continue;
+                }
+                if event
+                    .events()
+                    .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP)
+                {
+                    self.receive(token, &mut buffer);
+                }
+            }
+        }
+    }
+
+    /// What came on the control socket (sockets, wake-ups) and the channels; false once
+    /// recluster has gone.
+    fn take_orders(&mut self) -> bool {
+        loop {
+            let mut message = [0u8; 9];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let mut iov = [io::IoSliceMut::new(&mut message)];
+            let received = socket::recvmsg::<()>(
+                self.control.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let (bytes, fd) = match received {
+                Ok(r) if r.bytes == 0 => return false, // recluster closed its end
+                Ok(r) => {
+                    let fd = r.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    });
+                    (r.bytes, fd)
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return false,
+            };
+            if bytes == 9 && message[0] == OPEN {
+                let token = u64::from_ne_bytes(message[1..].try_into().expect("8 bytes"));
+                if let Some(fd) = fd {
+                    // SAFETY: the descriptor just received with SCM_RIGHTS is ours alone.
+                    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+                    let _ = self
+                        .epoll
+                        .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
+                    self.peers.insert(
+                        token,
+                        Peer {
+                            socket,
+                            id: None,
+                            pid: None,
+                        },
+                    );
+                }
+            }
+        }
+        while let Ok(order) = self.orders.try_recv() {
+            match order {
+                Command::Register { token, id, pid } => {
+                    if let Some(peer) = self.peers.get_mut(&token) {
+                        peer.id = Some(id);
+                        peer.pid = Some(pid);
+                        self.by_pid.insert(pid, token);
+                    }
+                }
+                Command::Abandon { token } => self.remove(token),
+                Command::Forget { pid } => {
+                    if let Some(token) = self.by_pid.remove(&pid) {
+                        self.remove(token);
+                    }
+                }
+                Command::Deliver { to, data } => {
+                    let from = json!({"ctl": true});
+                    self.route(None, &to, &from, data);
+                }
+            }
+        }
+        while let Ok(answer) = self.answers.try_recv() {
+            match answer {
+                Reply::Status { client, snapshot } => self.answer_info(client, &snapshot),
+                Reply::Shutdown => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn remove(&mut self, token: u64) {
+        if let Some(peer) = self.peers.remove(&token) {
+            let _ = self.epoll.delete(&peer.socket);
+            if let Some(pid) = peer.pid {
+                self.by_pid.remove(&pid);
+            }
+        }
+    }
+
+    /// Reads what the worker of `token` sent, until its socket would block.
+    fn receive(&mut self, token: u64, buffer: &mut [u8]) {
+        loop {
+            let Some(peer) = self.peers.get(&token) else {
+                return;
+            };
+            let fd = peer.socket.as_raw_fd();
+            // MSG_TRUNC: the length of the whole message, even when it did not fit.
+            let n = match socket::recv(fd, buffer, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
+                    // The worker closed its end: nothing more comes from it.
+                    let _ = self.epoll.delete(&self.peers[&token].socket);
+                    return;
+                }
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return, // EAGAIN: all read
+            };
+            let Some(id) = peer.id else {
+                continue; // not registered yet: cannot be stamped
+            };
+            let pid = peer.pid.unwrap_or_default();
+            if n > MAX_MESSAGE {
+                self.tell(
+                    token,
+                    &format!("a message is at most {MAX_MESSAGE} bytes; this one had {n}"),
+                );
+                continue;
+            }
+            match parse(&buffer[..n]) {
+                Ok((Target::Recluster, data)) => {
+                    if data.get("cmd").and_then(Value::as_str) == Some("info") {
+                        let _ = self.events.send(Event::Control {
+                            client: token,
+                            request: Request::Status,
+                            frontend: Frontend::Messages,
+                        });
+                    } else {
+                        self.tell(
+                            token,
+                            "recluster answers {\"cmd\":\"info\"} only; workers cannot change the cluster",
+                        );
+                    }
+                }
+                Ok((to, data)) => {
+                    let from = json!({"id": id, "group": null, "pid": pid});
+                    self.route(Some(token), &to, &from, data);
+                }
+                Err(e) => self.tell(token, &e),
+            }
+        }
+    }
+
+    /// Delivers `data` from `from` to the peers `to` names (`sender`: the token it came from).
+    fn route(&mut self, sender: Option<u64>, to: &Target, from: &Value, data: Value) {
+        let targets: Vec<u64> = match to {
+            Target::All => self.registered().collect(),
+            Target::Others => self.registered().filter(|&t| Some(t) != sender).collect(),
+            Target::Worker(id) => self
+                .registered()
+                .filter(|t| self.peers[t].id == Some(*id))
+                .collect(),
+            Target::Group(name) | Target::GroupWorker(name, _) => {
+                if let Some(sender) = sender {
+                    self.tell(
+                        sender,
+                        &format!("there is no group {name}: this cluster's workers have no groups"),
+                    );
+                }
+                return;
+            }
+            Target::Recluster => return,
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let envelope = json!({"from": from, "data": data}).to_string();
+        for token in targets {
+            self.send(token, envelope.as_bytes());
+        }
+    }
+
+    /// The tokens of the workers that are running.
+    fn registered(&self) -> impl Iterator<Item = u64> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.pid.is_some())
+            .map(|(&t, _)| t)
+    }
+
+    /// Sends one message to a worker, or counts it dropped if its queue is full.
+    fn send(&mut self, token: u64, bytes: &[u8]) {
+        let Some(peer) = self.peers.get(&token) else {
+            return;
+        };
+        let sent = socket::send(
+            peer.socket.as_fd().as_raw_fd(),
+            bytes,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+        if let (Err(nix::errno::Errno::EAGAIN), Some(id)) = (sent, peer.id)
+            && let Ok(mut drops) = self.drops.lock()
+        {
+            *drops.entry(id).or_insert(0) += 1;
+        }
+    }
+
+    /// An error for the worker of `token`.
+    fn tell(&mut self, token: u64, error: &str) {
+        let line = json!({"from": {"recluster": true}, "error": error}).to_string();
+        self.send(token, line.as_bytes());
+    }
+
+    /// The answer to `{"cmd": "info"}`: ids, pids, groups, states, generations.
+    fn answer_info(&mut self, token: u64, snapshot: &Snapshot) {
+        let workers: Vec<Value> = snapshot
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_some())
+            .map(|w| {
+                json!({"id": w.id, "group": null, "pid": w.pid, "state": w.state.name(), "generation": w.generation})
+            })
+            .collect();
+        let info = json!({
+            "from": {"recluster": true},
+            "data": {
+                "pid": snapshot.cluster.pid,
+                "state": snapshot.cluster.state.name(),
+                "generation": snapshot.cluster.generation,
+                "workers": workers,
+            }
+        });
+        self.send(token, info.to_string().as_bytes());
+    }
+}
+
+/// A worker's message: where to, and what.
+fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        format!("a message is one JSON object, {{\"to\": TARGET, \"data\": ANY}} ({e})")
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err("a message is one JSON object, {\"to\": TARGET, \"data\": ANY}".to_string());
+    };
+    let to = object
+        .get("to")
+        .and_then(Value::as_str)
+        .ok_or("a message needs \"to\": all, others, worker:ID, group:NAME or recluster")?
+        .parse()?;
+    Ok((to, object.remove("data").unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_mistakes_are_named() {
+        assert_eq!("all".parse(), Ok(Target::All));
+        assert_eq!("others".parse(), Ok(Target::Others));
+        assert_eq!("worker:3".parse(), Ok(Target::Worker(3)));
+        assert_eq!("group:web".parse(), Ok(Target::Group("web".to_string())));
+        assert_eq!(
+            "worker:web.2".parse(),
+            Ok(Target::GroupWorker("web".to_string(), 2))
+        );
+        assert!(
+            "worker:x"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("not a WORKER_ID")
+        );
+        assert!(
+            "everyone"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("not a target")
+        );
+    }
+
+    #[test]
+    fn a_message_names_its_target_and_carries_any_data() {
+        let (to, data) =
+            parse(br#"{"to":"worker:1","data":{"k":[1,2]},"from":{"id":99}}"#).unwrap();
+        assert_eq!(to, Target::Worker(1));
+        assert_eq!(data, json!({"k": [1, 2]}));
+        assert!(parse(b"[1]").is_err());
+        assert!(
+            parse(br#"{"data":1}"#)
+                .unwrap_err()
+                .contains("needs \"to\"")
+        );
+    }
+}
