@@ -833,29 +833,28 @@ fn message_fd() -> i32 {
         .unwrap_or_else(|_| usage("no RECLUSTER_MSG_FD"))
 }
 
-/// `--messages`: prints `message id=.. pid=.. json=<what arrived>` for each message, from a
-/// thread of its own.
+/// `--messages`: prints `message id=.. pid=.. json=<the line>` for each message (one JSON object
+/// per line), from a thread of its own.
 fn read_messages(id: u32, pid: u32) {
+    use std::io::BufRead;
+    use std::os::fd::FromRawFd;
     let fd = message_fd();
     std::thread::spawn(move || {
-        let mut buffer = vec![0u8; 70 * 1024];
-        loop {
-            // SAFETY: recv into a buffer of the length given, on the inherited socket.
-            let n = unsafe { libc::recv(fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
-            if n <= 0 {
-                return;
-            }
-            let text = String::from_utf8_lossy(&buffer[..n as usize]);
-            say(&format!("message id={id} pid={pid} json={text}"));
+        // SAFETY: the inherited message socket, owned by this reader from now on (writes use
+        // the same number, which stays open while this process runs).
+        let socket = unsafe { std::fs::File::from_raw_fd(libc::dup(fd)) };
+        for line in std::io::BufReader::new(socket).lines() {
+            let Ok(line) = line else { return };
+            say(&format!("message id={id} pid={pid} json={line}"));
         }
     });
 }
 
-/// `--send-on-usr1 JSON`: sends JSON as one message.
+/// `--send-on-usr1 JSON`: sends JSON as one message (one line).
 fn send_message(message: &str) {
-    let fd = message_fd();
-    // SAFETY: send of a valid buffer on the inherited socket.
-    let sent = unsafe { libc::send(fd, message.as_ptr().cast(), message.len(), 0) };
+    let line = format!("{message}\n");
+    // SAFETY: write of a valid buffer on the inherited socket.
+    let sent = unsafe { libc::write(message_fd(), line.as_ptr().cast(), line.len()) };
     if sent < 0 {
         usage(&format!("send: {}", std::io::Error::last_os_error()));
     }

@@ -1,8 +1,10 @@
-//! Messages between workers, with no broker. Every worker inherits one end of a `SOCK_SEQPACKET`
-//! socket pair (its fd number in `RECLUSTER_MSG_FD`); recluster holds the other end in a thread
-//! of its own, which routes what each worker sends:
+//! Messages between workers, with no broker. Every worker inherits one end of a UNIX stream socket
+//! pair (its fd number in `RECLUSTER_MSG_FD`); recluster holds the other end in a thread of its
+//! own, which routes what each worker sends. A stream socket, one JSON object per line, because
+//! every runtime can use it as it is (Node's `net.Socket({fd})` refuses a `SOCK_SEQPACKET` one):
 //!
-//! - a message is one JSON object, `{"to": TARGET, "data": ANY}`, at most `MAX_MESSAGE` bytes;
+//! - a message is one line holding one JSON object, `{"to": TARGET, "data": ANY}`, at most
+//!   `MAX_MESSAGE` bytes;
 //!   TARGET is `all`, `others`, `worker:ID`, `group:NAME`, `worker:GROUP.ID` or `recluster`;
 //! - the targets receive `{"from": {"id": ID, "group": null, "pid": PID}, "data": ANY}`, the `from`
 //!   stamped here from the socket the message came in on (whatever the sender wrote is ignored);
@@ -10,15 +12,15 @@
 //! - a mistake is answered with `{"from": {"recluster": true}, "error": "…"}`;
 //! - `recluster ctl send` delivers from outside, with `"from": {"ctl": true}`.
 //!
-//! Bounded: recluster's end of each pair has a send buffer of `QUEUE_BYTES`; a message for a
-//! worker whose queue is full is dropped and counted for that worker (shown in status and
+//! Bounded: what waits for a worker beyond its socket's buffer is at most `QUEUE_BYTES`; a message
+//! that does not fit is dropped whole (never cut) and counted for that worker (shown in status and
 //! metrics), so a worker that does not read never blocks recluster or the senders. The sockets
 //! live in the thread's own descriptor table (`fd_table`), handed over with `SCM_RIGHTS`, so the
 //! spawning thread never holds one per worker.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -34,7 +36,7 @@ use crate::snapshot::Snapshot;
 
 /// The longest message, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// What may wait for one worker before messages to it are dropped (recluster's send buffer).
+/// What may wait for one worker, beyond its socket's own buffer, before messages to it are dropped.
 const QUEUE_BYTES: usize = 256 * 1024;
 
 /// Where a message goes.
@@ -169,7 +171,7 @@ impl Messages {
     pub fn open(&mut self) -> io::Result<(u64, OwnedFd)> {
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
-            SockType::SeqPacket,
+            SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
@@ -178,7 +180,6 @@ impl Messages {
             ours.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )?;
-        socket::setsockopt(&ours, socket::sockopt::SndBuf, &QUEUE_BYTES)?;
         self.next += 1;
         let mut message = [0u8; 9];
         message[0] = OPEN;
@@ -249,6 +250,14 @@ struct Peer {
     /// Set once the worker is started.
     id: Option<u32>,
     pid: Option<i32>,
+    /// What it sent that is not a whole line yet.
+    input: Vec<u8>,
+    /// The rest of a line too long to be a message, skipped up to its newline.
+    skipping: bool,
+    /// Lines for it the socket did not take yet.
+    output: Vec<u8>,
+    /// Whether epoll watches it for room to write.
+    watching_output: bool,
 }
 
 const CONTROL: u64 = 0;
@@ -309,6 +318,9 @@ impl Thread {
                     }
                     continue;
                 }
+                if event.events().contains(EpollFlags::EPOLLOUT) {
+                    self.flush(token);
+                }
                 if event
                     .events()
                     .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP)
@@ -359,6 +371,10 @@ impl Thread {
                             socket,
                             id: None,
                             pid: None,
+                            input: Vec::new(),
+                            skipping: false,
+                            output: Vec::new(),
+                            watching_output: false,
                         },
                     );
                 }
@@ -404,56 +420,88 @@ impl Thread {
         }
     }
 
-    /// Reads what the worker of `token` sent, until its socket would block.
+    /// Reads what the worker of `token` sent, until its socket would block, and handles each
+    /// whole line.
     fn receive(&mut self, token: u64, buffer: &mut [u8]) {
         loop {
-            let Some(peer) = self.peers.get(&token) else {
+            let Some(peer) = self.peers.get_mut(&token) else {
                 return;
             };
-            let fd = peer.socket.as_raw_fd();
-            // MSG_TRUNC: the length of the whole message, even when it did not fit.
-            let n = match socket::recv(fd, buffer, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+            let n = match nix::unistd::read(peer.socket.as_raw_fd(), buffer) {
                 Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
                     // The worker closed its end: nothing more comes from it.
-                    let _ = self.epoll.delete(&self.peers[&token].socket);
+                    let _ = self.epoll.delete(&peer.socket);
                     return;
                 }
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return, // EAGAIN: all read
             };
-            let Some(id) = peer.id else {
-                continue; // not registered yet: cannot be stamped
-            };
-            let pid = peer.pid.unwrap_or_default();
-            if n > MAX_MESSAGE {
+            peer.input.extend_from_slice(&buffer[..n]);
+            let mut lines = Vec::new();
+            while let Some(end) = peer.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = peer.input.drain(..=end).collect();
+                if std::mem::take(&mut peer.skipping) {
+                    continue; // the end of a line too long
+                }
+                lines.push(line);
+            }
+            let too_long = peer.input.len() > MAX_MESSAGE;
+            if too_long {
+                peer.input.clear();
+                peer.skipping = true;
+            }
+            for line in lines {
+                self.handle(token, &line[..line.len() - 1]);
+            }
+            if too_long {
                 self.tell(
                     token,
-                    &format!("a message is at most {MAX_MESSAGE} bytes; this one had {n}"),
+                    &format!("a message is one line of at most {MAX_MESSAGE} bytes"),
                 );
-                continue;
             }
-            match parse(&buffer[..n]) {
-                Ok((Target::Recluster, data)) => {
-                    if data.get("cmd").and_then(Value::as_str) == Some("info") {
-                        let _ = self.events.send(Event::Control {
-                            client: token,
-                            request: Request::Status,
-                            frontend: Frontend::Messages,
-                        });
-                    } else {
-                        self.tell(
-                            token,
-                            "recluster answers {\"cmd\":\"info\"} only; workers cannot change the cluster",
-                        );
-                    }
+        }
+    }
+
+    /// One line from the worker of `token`.
+    fn handle(&mut self, token: u64, line: &[u8]) {
+        let Some(peer) = self.peers.get(&token) else {
+            return;
+        };
+        let Some(id) = peer.id else {
+            return; // not registered yet: it cannot be stamped
+        };
+        let pid = peer.pid.unwrap_or_default();
+        if line.len() > MAX_MESSAGE {
+            self.tell(
+                token,
+                &format!("a message is one line of at most {MAX_MESSAGE} bytes"),
+            );
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match parse(line) {
+            Ok((Target::Recluster, data)) => {
+                if data.get("cmd").and_then(Value::as_str) == Some("info") {
+                    let _ = self.events.send(Event::Control {
+                        client: token,
+                        request: Request::Status,
+                        frontend: Frontend::Messages,
+                    });
+                } else {
+                    self.tell(
+                        token,
+                        "recluster answers {\"cmd\":\"info\"} only; workers cannot change the cluster",
+                    );
                 }
-                Ok((to, data)) => {
-                    let from = json!({"id": id, "group": null, "pid": pid});
-                    self.route(Some(token), &to, &from, data);
-                }
-                Err(e) => self.tell(token, &e),
             }
+            Ok((to, data)) => {
+                let from = json!({"id": id, "group": null, "pid": pid});
+                self.route(Some(token), &to, &from, data);
+            }
+            Err(e) => self.tell(token, &e),
         }
     }
 
@@ -494,20 +542,58 @@ impl Thread {
             .map(|(&t, _)| t)
     }
 
-    /// Sends one message to a worker, or counts it dropped if its queue is full.
-    fn send(&mut self, token: u64, bytes: &[u8]) {
-        let Some(peer) = self.peers.get(&token) else {
+    /// Queues one message (a line) for a worker and writes what its socket takes; a message
+    /// that does not fit in its queue is dropped whole and counted.
+    fn send(&mut self, token: u64, message: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&token) else {
             return;
         };
-        let sent = socket::send(
-            peer.socket.as_fd().as_raw_fd(),
-            bytes,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        );
-        if let (Err(nix::errno::Errno::EAGAIN), Some(id)) = (sent, peer.id)
-            && let Ok(mut drops) = self.drops.lock()
-        {
-            *drops.entry(id).or_insert(0) += 1;
+        if peer.output.len() + message.len() + 1 > QUEUE_BYTES {
+            if let (Some(id), Ok(mut drops)) = (peer.id, self.drops.lock()) {
+                *drops.entry(id).or_insert(0) += 1;
+            }
+            return;
+        }
+        peer.output.extend_from_slice(message);
+        peer.output.push(b'\n');
+        self.flush(token);
+    }
+
+    /// Writes what waits for the worker of `token` until its socket is full; watches for room
+    /// while something is left.
+    fn flush(&mut self, token: u64) {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return;
+        };
+        while !peer.output.is_empty() {
+            match socket::send(
+                peer.socket.as_raw_fd(),
+                &peer.output,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => {
+                    peer.output.drain(..n);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(_) => {
+                    // The worker closed its end: what was for it goes nowhere.
+                    peer.output.clear();
+                    break;
+                }
+            }
+        }
+        let want = !peer.output.is_empty();
+        if want != peer.watching_output {
+            peer.watching_output = want;
+            let flags = if want {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            let _ = self
+                .epoll
+                .modify(&peer.socket, &mut EpollEvent::new(flags, token));
         }
     }
 

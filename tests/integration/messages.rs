@@ -221,3 +221,32 @@ fn the_message_socket_follows_the_listening_sockets_and_no_messages_leaves_it_ou
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn node_and_python_workers_use_the_socket_as_it_is() {
+    let programs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs");
+    let node = format!("{programs}/bus.js");
+    let python = format!("{programs}/bus.py");
+    for (runtime, script, kind) in [("node", &node, "node"), ("python3", &python, "python")] {
+        let mut cluster =
+            crate::harness::Launch::new(["-n", "2", "--", runtime, script.as_str()]).start();
+        cluster.ready(2);
+        // Worker 0 pings the others; worker 1 (Node) pongs back, or (Python) just prints.
+        let (code, stderr) = ctl(cluster.pid, &["signal", "USR1", "0"]);
+        assert_eq!(code, 0, "{stderr}");
+        let got = cluster.expect(&format!("{kind} worker 1 gets the ping"), |l| {
+            l.is_worker(kind) && l.num("id") == 1
+        });
+        let message: Value = serde_json::from_str(got.text.split_once("got=").unwrap().1).unwrap();
+        assert_eq!(message["data"]["ping"], 0, "{}", got.text);
+        assert_eq!(message["from"]["id"], 0, "{}", got.text);
+        if kind == "node" {
+            let pong = cluster.expect("the pong at worker 0", |l| {
+                l.is_worker(kind) && l.num("id") == 0
+            });
+            assert!(pong.text.contains(r#""pong":0"#), "{}", pong.text);
+        }
+        cluster.send(libc::SIGTERM);
+        cluster.finish();
+    }
+}
