@@ -19,6 +19,8 @@ pub fn init(level: LevelFilter, level_from_flags: bool) {
         };
         writeln!(out, "recluster: {tag}{}", record.args())
     });
+    // Under the lock the `--prefix` relays take, so a log line never lands inside their writes.
+    builder.target(env_logger::Target::Pipe(Box::new(LockedStderr)));
     match std::env::var("RUST_LOG") {
         Ok(spec) if !level_from_flags => {
             builder.parse_filters(&spec);
@@ -28,6 +30,20 @@ pub fn init(level: LevelFilter, level_from_flags: bool) {
         }
     }
     let _ = builder.try_init();
+}
+
+/// stderr, written through `output`'s lock.
+struct LockedStderr;
+
+impl Write for LockedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::output::write_own_stderr(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// For errors that happen before logging is set up (and usage errors): one line on stderr.

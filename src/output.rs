@@ -210,6 +210,12 @@ fn format_line(
     }
 }
 
+/// Writes recluster's own log lines to stderr under the same lock as the workers' relayed lines,
+/// so neither cuts into the other (a relayed write can be larger than the pipe's atomic size).
+pub fn write_own_stderr(out: &[u8]) {
+    write_whole(1, out);
+}
+
 /// Writes whole lines to recluster's stdout (0) or stderr (1) under that stream's lock.
 fn write_whole(stream: usize, out: &[u8]) {
     if out.is_empty() {
