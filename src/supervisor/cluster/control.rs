@@ -135,9 +135,13 @@ impl Cluster {
                 continue;
             };
             if slot.replacement.is_some() {
-                // Already being replaced (or waiting for a replacement to take over): that one
-                // is the restart.
+                // Already being replaced (`--max-memory`): that replacement is the restart.
+                let pid = match slot.occupant {
+                    Occupant::Worker(w) => w.pid(),
+                    _ => None,
+                };
                 self.restart_queue.pop_front();
+                self.report(Report::RestartBegun { id, pid });
                 continue;
             }
             let occupant = slot.occupant;

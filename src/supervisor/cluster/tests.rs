@@ -1676,3 +1676,28 @@ fn every_interleaving_of_events_during_a_restart_keeps_the_invariants() {
         }
     }
 }
+
+#[test]
+fn a_restart_of_a_slot_already_being_replaced_follows_that_replacement() {
+    let t0 = Instant::now();
+    let memory = Policy {
+        max_memory: Some((100, 1000 * MS)),
+        ..policy()
+    };
+    let mut cluster = running(memory, 1, t0);
+    // Three samples over the limit: a replacement starts beside worker 0.
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        pending = cluster.on_memory(&[(100, 200)], t0 + i * 10 * MS);
+    }
+    spawn_one(&mut cluster, &pending, 300, t0);
+    cluster.take_reports();
+    assert!(cluster.request_restart(&[0], t0).unwrap().is_empty());
+    assert!(
+        cluster.take_reports().contains(&Report::RestartBegun {
+            id: 0,
+            pid: Some(100)
+        }),
+        "a wait learns which worker the replacement stops"
+    );
+}
