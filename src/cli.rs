@@ -180,7 +180,7 @@ pub struct Cli {
     /// [default: $XDG_RUNTIME_DIR/recluster/, else /run/recluster/ for root, else
     /// $TMPDIR/recluster-UID/, in a directory only this user may enter; named PID.sock]
     #[arg(long, value_name = "PATH|none", env = "RECLUSTER_CONTROL", value_parser = parse_control)]
-    pub control: Option<crate::control::server::Placement>,
+    pub control: Option<crate::control::location::Placement>,
 
     /// Serve read-only HTTP on ADDR: /livez, /readyz, /status, /metrics (Prometheus) and a status
     /// page at / (127.0.0.1:PORT, [::1]:PORT, :PORT for every interface, or unix:PATH) [default:
@@ -274,8 +274,8 @@ pub enum PlanFormat {
     Json,
 }
 
-fn parse_control(text: &str) -> Result<crate::control::server::Placement, String> {
-    use crate::control::server::Placement;
+fn parse_control(text: &str) -> Result<crate::control::location::Placement, String> {
+    use crate::control::location::Placement;
     if text == "none" {
         return Ok(Placement::Off);
     }

@@ -48,7 +48,7 @@ pub struct Config {
     pub hooks: Vec<crate::hooks::HookSpec>,
     pub hook_timeout: Duration,
     /// `--control`, `--name`.
-    pub control: crate::control::server::Placement,
+    pub control: crate::control::location::Placement,
     pub name: Option<String>,
     /// `--admin`, `--ready-quorum`.
     pub admin: Option<ListenAddress>,
@@ -270,7 +270,7 @@ impl Config {
             hook_timeout: cli.hook_timeout,
             control: cli
                 .control
-                .unwrap_or(crate::control::server::Placement::Default),
+                .unwrap_or(crate::control::location::Placement::Default),
             name: cli.name,
             admin: cli.admin,
             ready_quorum: cli.ready_quorum,

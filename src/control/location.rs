@@ -8,8 +8,9 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 /// The directories the control socket may live in, best first, for this user and environment.
@@ -65,6 +66,77 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Where the control socket goes: `--control PATH`, `--control none`, or the default location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Default,
+    Path(PathBuf),
+    Off,
+}
+
+/// Binds the control socket where `placement` says: `Ok(None)` for `--control none`, `Err` with
+/// the warning to give when no location works (recluster then runs without one).
+pub fn bind_socket(
+    placement: &Placement,
+    name: Option<&str>,
+) -> Result<Option<(UnixListener, PathBuf)>, String> {
+    match placement {
+        Placement::Off => Ok(None),
+        Placement::Path(path) => match bind(path) {
+            Ok(listener) => Ok(Some((listener, path.clone()))),
+            Err(e) => Err(format!(
+                "no control socket ({}: {e}); running without it (recluster ctl cannot reach this cluster)",
+                path.display()
+            )),
+        },
+        Placement::Default => {
+            let mut failures = Vec::new();
+            for dir in candidate_dirs() {
+                let path = dir.join(file_name(name, std::process::id()));
+                let attempt = prepare_dir(&dir).and_then(|()| {
+                    remove_stale(&dir);
+                    bind(&path)
+                });
+                match attempt {
+                    Ok(listener) => return Ok(Some((listener, path))),
+                    Err(e) => failures.push(format!("{}: {e}", path.display())),
+                }
+            }
+            Err(format!(
+                "no control socket ({}); running without it (choose a place with --control PATH)",
+                failures.join("; ")
+            ))
+        }
+    }
+}
+
+/// Binds a UNIX socket at `path`, mode 0600, replacing a socket there that nothing answers on.
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::other("something that is not a socket is there"));
+        }
+        if is_live(path) {
+            return Err(io::Error::other(
+                "another recluster is listening there (give this one another --name or --control)",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // The socket file is created with the umask's mode: make that 0600 from the start (no thread
+    // but this one runs yet, so the process-wide umask is briefly ours).
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// The socket's file name in a directory.
@@ -181,5 +253,26 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(prepare_dir(&link).is_err(), "a symlink is not used");
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_socket_is_made_with_mode_0600_and_a_stale_one_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("recluster-bind-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("c.sock");
+        let first = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let busy = bind(&path).unwrap_err().to_string();
+        assert!(busy.contains("another recluster"), "{busy}");
+        drop(first); // a recluster that died: its file stays, nothing answers
+        bind(&path).unwrap();
+        std::fs::write(dir.join("plain"), "x").unwrap();
+        assert!(
+            bind(&dir.join("plain")).is_err(),
+            "a file that is not a socket is left alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,9 +18,8 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,14 +28,14 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 use nix::sys::epoll::EpollTimeout as PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::eventfd::EventFd;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde_json::json;
 
-use super::location;
+use super::location::{self, Placement};
 use super::protocol::{self, MAX_LINE, Request};
+pub use super::replies::{Frontend, Replies, Reply};
 use crate::event::Event;
-use crate::snapshot::Snapshot;
 
 /// How many clients may be connected at once.
 pub const MAX_CLIENTS: usize = 128;
@@ -51,118 +50,6 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
 
 const LISTENER: u64 = u64::MAX;
 const WAKE: u64 = u64::MAX - 1;
-
-/// Where the control socket goes: `--control PATH`, `--control none`, or the default location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
-    Default,
-    Path(PathBuf),
-    Off,
-}
-
-/// Which thread a request came from, and so where its answer goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frontend {
-    /// The control socket (`recluster ctl`).
-    Control,
-    /// The `--admin` HTTP endpoint.
-    Admin,
-    /// The message thread, asking for `info` on a worker's behalf.
-    Messages,
-}
-
-/// What the supervisor sends back to a client.
-#[derive(Debug)]
-pub enum Reply {
-    /// A line of the answer; `last` ends it (the client's next request may be read).
-    Line {
-        client: u64,
-        line: String,
-        last: bool,
-    },
-    /// An `events` line, dropped (and counted) if the client has too many unread.
-    Event { client: u64, line: String },
-    /// The answer to `status`: measured from /proc and written here, off the supervisor's thread.
-    Status {
-        client: u64,
-        snapshot: Box<Snapshot>,
-    },
-    /// recluster is exiting: write what is pending, remove the socket, end the thread.
-    Shutdown,
-}
-
-/// The supervisor's side: sending a reply never blocks.
-#[derive(Clone)]
-pub struct Replies {
-    sender: Sender<Reply>,
-    wake: Waker,
-}
-
-/// How a reply wakes the thread that serves it: an eventfd in its epoll set, or a byte on a
-/// socket it watches (the message thread, whose descriptor table is its own, has no eventfd).
-#[derive(Clone)]
-enum Waker {
-    EventFd(Arc<EventFd>),
-    Socket(Arc<std::os::fd::OwnedFd>),
-}
-
-impl Replies {
-    /// A new channel: the sending side, and what the serving thread waits on (the receiver and
-    /// the eventfd that wakes it).
-    pub fn channel() -> io::Result<(Replies, Receiver<Reply>, Arc<EventFd>)> {
-        let wake = Arc::new(EventFd::from_flags(
-            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
-        )?);
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        Ok((
-            Replies {
-                sender,
-                wake: Waker::EventFd(wake.clone()),
-            },
-            receiver,
-            wake,
-        ))
-    }
-
-    /// A new channel whose thread is woken by a byte `w` on `socket`.
-    pub fn through_socket(socket: Arc<std::os::fd::OwnedFd>) -> (Replies, Receiver<Reply>) {
-        let (sender, receiver) = crossbeam_channel::unbounded();
-        let replies = Replies {
-            sender,
-            wake: Waker::Socket(socket),
-        };
-        (replies, receiver)
-    }
-
-    pub fn send(&self, reply: Reply) {
-        if self.sender.send(reply).is_ok() {
-            self.wake.wake();
-        }
-    }
-}
-
-impl Waker {
-    fn wake(&self) {
-        match self {
-            Waker::EventFd(fd) => {
-                let _ = fd.write(1);
-            }
-            Waker::Socket(socket) => {
-                use std::os::fd::AsRawFd;
-                // A full socket means a wake is pending already.
-                // SAFETY: send of one byte from a valid buffer on an open socket.
-                unsafe {
-                    libc::send(
-                        socket.as_raw_fd(),
-                        b"w".as_ptr().cast(),
-                        1,
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-            }
-        }
-    }
-}
 
 /// The running control socket; dropping it shuts the thread down and removes the socket.
 pub struct Server {
@@ -179,46 +66,12 @@ impl Server {
         name: Option<&str>,
         events: Sender<Event>,
     ) -> Option<Server> {
-        let pid = std::process::id();
-        let (listener, path) = match placement {
-            Placement::Off => return None,
-            Placement::Path(path) => match bind(path) {
-                Ok(listener) => (listener, path.clone()),
-                Err(e) => {
-                    warn!(
-                        "no control socket ({}: {e}); running without it (recluster ctl cannot reach this cluster)",
-                        path.display()
-                    );
-                    return None;
-                }
-            },
-            Placement::Default => {
-                let mut failures = Vec::new();
-                let mut bound = None;
-                for dir in location::candidate_dirs() {
-                    let path = dir.join(location::file_name(name, pid));
-                    let attempt = location::prepare_dir(&dir).and_then(|()| {
-                        location::remove_stale(&dir);
-                        bind(&path)
-                    });
-                    match attempt {
-                        Ok(listener) => {
-                            bound = Some((listener, path));
-                            break;
-                        }
-                        Err(e) => failures.push(format!("{}: {e}", path.display())),
-                    }
-                }
-                match bound {
-                    Some(bound) => bound,
-                    None => {
-                        warn!(
-                            "no control socket ({}); running without it (choose a place with --control PATH)",
-                            failures.join("; ")
-                        );
-                        return None;
-                    }
-                }
+        let (listener, path) = match location::bind_socket(placement, name) {
+            Ok(Some(bound)) => bound,
+            Ok(None) => return None,
+            Err(why) => {
+                warn!("{why}");
+                return None;
             }
         };
         let started = Replies::channel().and_then(|(replies, receiver, wake)| {
@@ -259,33 +112,6 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Binds a UNIX socket at `path`, mode 0600, replacing a socket there that nothing answers on.
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::other("something that is not a socket is there"));
-        }
-        if location::is_live(path) {
-            return Err(io::Error::other(
-                "another recluster is listening there (give this one another --name or --control)",
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    // The socket file is created with the umask's mode: make that 0600 from the start (no thread
-    // but this one runs yet, so the process-wide umask is briefly ours).
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 struct Client {
@@ -795,26 +621,5 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         assert_eq!(client.dropped, 0);
         assert!(pushed > 200);
-    }
-
-    #[test]
-    fn the_socket_is_made_with_mode_0600_and_a_stale_one_is_replaced() {
-        let dir = std::env::temp_dir().join(format!("recluster-bind-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        let path = dir.join("c.sock");
-        let first = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let busy = bind(&path).unwrap_err().to_string();
-        assert!(busy.contains("another recluster"), "{busy}");
-        drop(first); // a recluster that died: its file stays, nothing answers
-        bind(&path).unwrap();
-        std::fs::write(dir.join("plain"), "x").unwrap();
-        assert!(
-            bind(&dir.join("plain")).is_err(),
-            "a file that is not a socket is left alone"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
