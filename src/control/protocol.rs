@@ -48,8 +48,12 @@ pub enum Request {
 
 impl Request {
     /// Whether it changes the cluster (and is logged with who asked).
+    /// (`send` changes nothing: a message service may send many, and each would be a log line.)
     pub fn changes_something(&self) -> bool {
-        !matches!(self, Request::Hello | Request::Status | Request::Events)
+        !matches!(
+            self,
+            Request::Hello | Request::Status | Request::Events | Request::Send { .. }
+        )
     }
 
     /// The request as a line, without the newline.

@@ -349,14 +349,18 @@ impl Thread {
                 client.output.push(b'\n');
                 continue;
             }
-            if request.changes_something() {
-                info!(
-                    "control socket: '{}' from uid {} (pid {})",
-                    describe(&request),
-                    client.uid,
-                    client.pid
-                );
-            }
+            let level = if request.changes_something() {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "control socket: '{}' from uid {} (pid {})",
+                describe(&request),
+                client.uid,
+                client.pid
+            );
             client.busy = true;
             client.subscribed = request == Request::Events;
             if self
