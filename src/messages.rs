@@ -86,18 +86,25 @@ impl FromStr for Target {
 pub type Drops = Arc<Mutex<HashMap<u32, u64>>>;
 
 enum Command {
-    /// The worker of `token` has been started as `pid`, slot `id`.
-    Register { token: u64, id: u32, pid: i32 },
-    /// The socket of `token` is not needed (its spawn failed).
-    Abandon { token: u64 },
-    /// The worker `pid` has ended.
-    Forget { pid: i32 },
     /// `recluster ctl send`.
     Deliver { to: Target, data: Value },
 }
 
-/// Handing a worker's socket to the thread: `o` and the token, the socket attached.
-const OPEN: u8 = b'o';
+/// What the spawning side tells the thread on the control socket, one message each (a spawn or
+/// an exit costs one `sendmsg`): `r`, the token, the slot and the pid of a worker just started,
+/// with recluster's end of its pair attached; `f` and the pid of a worker that ended; `w`, look
+/// at the channels.
+const REGISTER: u8 = b'r';
+const FORGET: u8 = b'f';
+const REGISTER_LEN: usize = 1 + 8 + 4 + 4;
+
+/// A worker's socket pair, made before its spawn.
+pub struct Pair {
+    /// recluster's end: handed to the thread once the worker runs.
+    ours: OwnedFd,
+    /// The worker's end: placed at `RECLUSTER_MSG_FD` by the spawn, then closed here.
+    pub theirs: OwnedFd,
+}
 
 /// The message thread, from the spawning side.
 pub struct Messages {
@@ -166,49 +173,47 @@ impl Messages {
         })
     }
 
-    /// A socket pair for the next worker: its token, and the worker's end (to be placed at
-    /// `RECLUSTER_MSG_FD`, then closed here). recluster's end goes to the thread.
-    pub fn open(&mut self) -> io::Result<(u64, OwnedFd)> {
+    /// A socket pair for the next worker. Both ends stay blocking: the thread reads and writes
+    /// its end with `MSG_DONTWAIT`, so no `fcntl` is spent on it.
+    pub fn open(&self) -> io::Result<Pair> {
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        // Only recluster's end is non-blocking (the worker's is another socket of the pair).
-        nix::fcntl::fcntl(
-            ours.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
+        Ok(Pair { ours, theirs })
+    }
+
+    /// The worker of `pair` started as `pid` in slot `id`: recluster's end goes to the thread,
+    /// with who it belongs to, in one message.
+    pub fn spawned(&mut self, pair: Pair, id: u32, pid: i32) {
         self.next += 1;
-        let mut message = [0u8; 9];
-        message[0] = OPEN;
-        message[1..].copy_from_slice(&self.next.to_ne_bytes());
-        let fds = [ours.as_raw_fd()];
-        socket::sendmsg::<()>(
+        let mut message = [0u8; REGISTER_LEN];
+        message[0] = REGISTER;
+        message[1..9].copy_from_slice(&self.next.to_ne_bytes());
+        message[9..13].copy_from_slice(&id.to_ne_bytes());
+        message[13..17].copy_from_slice(&pid.to_ne_bytes());
+        let fds = [pair.ours.as_raw_fd()];
+        let sent = socket::sendmsg::<()>(
             self.control.as_raw_fd(),
             &[io::IoSlice::new(&message)],
             &[socket::ControlMessage::ScmRights(&fds)],
             MsgFlags::empty(),
             None,
-        )?;
-        drop(ours); // the thread holds it now
-        Ok((self.next, theirs))
-    }
-
-    /// The worker of `token` started as `pid` in slot `id`.
-    pub fn spawned(&self, token: u64, id: u32, pid: i32) {
-        self.command(Command::Register { token, id, pid });
-    }
-
-    /// The worker of `token` was not started after all.
-    pub fn abandon(&self, token: u64) {
-        self.command(Command::Abandon { token });
+        );
+        if let Err(e) = sent {
+            log::warn!("worker {id} (pid {pid}): its message socket could not be handed over: {e}");
+        }
+        // Both of our copies go: the thread holds its own now, the worker its end.
     }
 
     /// The worker `pid` has ended.
     pub fn forget(&self, pid: i32) {
-        self.command(Command::Forget { pid });
+        let mut message = [0u8; 5];
+        message[0] = FORGET;
+        message[1..].copy_from_slice(&pid.to_ne_bytes());
+        let _ = socket::send(self.control.as_raw_fd(), &message, MsgFlags::empty());
     }
 
     /// Where the supervisor answers `info` requests.
@@ -226,12 +231,6 @@ impl Messages {
     pub fn drops(&self) -> Drops {
         self.drops.clone()
     }
-
-    fn command(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
-            wake(&self.control);
-        }
-    }
 }
 
 /// A byte `w` on the control socket: the thread looks at its channels.
@@ -247,9 +246,8 @@ fn wake(control: &OwnedFd) {
 /// One worker's socket, as the thread knows it.
 struct Peer {
     socket: OwnedFd,
-    /// Set once the worker is started.
-    id: Option<u32>,
-    pid: Option<i32>,
+    id: u32,
+    pid: i32,
     /// What it sent that is not a whole line yet.
     input: Vec<u8>,
     /// The rest of a line too long to be a message, skipped up to its newline.
@@ -335,7 +333,7 @@ impl Thread {
     /// recluster has gone.
     fn take_orders(&mut self) -> bool {
         loop {
-            let mut message = [0u8; 9];
+            let mut message = [0u8; REGISTER_LEN];
             let mut space = nix::cmsg_space!([RawFd; 1]);
             let mut iov = [io::IoSliceMut::new(&mut message)];
             let received = socket::recvmsg::<()>(
@@ -357,20 +355,23 @@ impl Thread {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return false,
             };
-            if bytes == 9 && message[0] == OPEN {
-                let token = u64::from_ne_bytes(message[1..].try_into().expect("8 bytes"));
-                if let Some(fd) = fd {
+            let number = |at: usize| i32::from_ne_bytes(message[at..at + 4].try_into().expect("4"));
+            match (message[0], bytes, fd) {
+                (REGISTER, REGISTER_LEN, Some(fd)) => {
                     // SAFETY: the descriptor just received with SCM_RIGHTS is ours alone.
                     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+                    let token = u64::from_ne_bytes(message[1..9].try_into().expect("8 bytes"));
+                    let (id, pid) = (number(9) as u32, number(13));
                     let _ = self
                         .epoll
                         .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
+                    self.by_pid.insert(pid, token);
                     self.peers.insert(
                         token,
                         Peer {
                             socket,
-                            id: None,
-                            pid: None,
+                            id,
+                            pid,
                             input: Vec::new(),
                             skipping: false,
                             output: Vec::new(),
@@ -378,23 +379,20 @@ impl Thread {
                         },
                     );
                 }
+                (FORGET, 5, _) => {
+                    if let Some(token) = self.by_pid.remove(&number(1)) {
+                        self.remove(token);
+                    }
+                }
+                (_, _, Some(fd)) => {
+                    // SAFETY: a descriptor received with a message we do not know: closed.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+                _ => {} // `w`: the channels are looked at below
             }
         }
         while let Ok(order) = self.orders.try_recv() {
             match order {
-                Command::Register { token, id, pid } => {
-                    if let Some(peer) = self.peers.get_mut(&token) {
-                        peer.id = Some(id);
-                        peer.pid = Some(pid);
-                        self.by_pid.insert(pid, token);
-                    }
-                }
-                Command::Abandon { token } => self.remove(token),
-                Command::Forget { pid } => {
-                    if let Some(token) = self.by_pid.remove(&pid) {
-                        self.remove(token);
-                    }
-                }
                 Command::Deliver { to, data } => {
                     let from = json!({"ctl": true});
                     self.route(None, &to, &from, data);
@@ -414,9 +412,7 @@ impl Thread {
     fn remove(&mut self, token: u64) {
         if let Some(peer) = self.peers.remove(&token) {
             let _ = self.epoll.delete(&peer.socket);
-            if let Some(pid) = peer.pid {
-                self.by_pid.remove(&pid);
-            }
+            self.by_pid.remove(&peer.pid);
         }
     }
 
@@ -427,7 +423,7 @@ impl Thread {
             let Some(peer) = self.peers.get_mut(&token) else {
                 return;
             };
-            let n = match nix::unistd::read(peer.socket.as_raw_fd(), buffer) {
+            let n = match socket::recv(peer.socket.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
                     // The worker closed its end: nothing more comes from it.
                     let _ = self.epoll.delete(&peer.socket);
@@ -468,10 +464,7 @@ impl Thread {
         let Some(peer) = self.peers.get(&token) else {
             return;
         };
-        let Some(id) = peer.id else {
-            return; // not registered yet: it cannot be stamped
-        };
-        let pid = peer.pid.unwrap_or_default();
+        let (id, pid) = (peer.id, peer.pid);
         if line.len() > MAX_MESSAGE {
             self.tell(
                 token,
@@ -512,7 +505,7 @@ impl Thread {
             Target::Others => self.registered().filter(|&t| Some(t) != sender).collect(),
             Target::Worker(id) => self
                 .registered()
-                .filter(|t| self.peers[t].id == Some(*id))
+                .filter(|t| self.peers[t].id == *id)
                 .collect(),
             Target::Group(name) | Target::GroupWorker(name, _) => {
                 if let Some(sender) = sender {
@@ -536,10 +529,7 @@ impl Thread {
 
     /// The tokens of the workers that are running.
     fn registered(&self) -> impl Iterator<Item = u64> + '_ {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.pid.is_some())
-            .map(|(&t, _)| t)
+        self.peers.keys().copied()
     }
 
     /// Queues one message (a line) for a worker and writes what its socket takes; a message
@@ -549,8 +539,8 @@ impl Thread {
             return;
         };
         if peer.output.len() + message.len() + 1 > QUEUE_BYTES {
-            if let (Some(id), Ok(mut drops)) = (peer.id, self.drops.lock()) {
-                *drops.entry(id).or_insert(0) += 1;
+            if let Ok(mut drops) = self.drops.lock() {
+                *drops.entry(peer.id).or_insert(0) += 1;
             }
             return;
         }

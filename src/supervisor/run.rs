@@ -321,7 +321,7 @@ impl Executor<'_> {
         };
         let path = socket.as_ref().map(|(_, path)| path.as_path());
         // Messages between workers: the worker's end of its pair, closed here once it has it.
-        let channel = match self.plumbing.messages.as_mut().map(Messages::open) {
+        let channel = match self.plumbing.messages.as_ref().map(Messages::open) {
             Some(Ok(pair)) => Some(pair),
             Some(Err(e)) => {
                 error!(
@@ -332,15 +332,14 @@ impl Executor<'_> {
             }
             None => None,
         };
-        let message_fd = channel.as_ref().map(|(_, fd)| fd.as_raw_fd());
+        let message_fd = channel.as_ref().map(|pair| pair.theirs.as_raw_fd());
         let result = self.plumbing.spawner.spawn(identity, path, message_fd);
-        if let (Some((token, _)), Some(messages)) = (&channel, &self.plumbing.messages) {
-            match &result {
-                Ok(spawned) => messages.spawned(*token, identity.id, spawned.pid),
-                Err(_) => messages.abandon(*token),
-            }
+        // Spawned: recluster's end goes to the message thread; not: the pair just closes.
+        if let (Some(pair), Some(messages), Ok(spawned)) =
+            (channel, self.plumbing.messages.as_mut(), &result)
+        {
+            messages.spawned(pair, identity.id, spawned.pid);
         }
-        drop(channel);
         match result {
             Ok(spawned) => {
                 if let Some(e) = &spawned.exec_error {
