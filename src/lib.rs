@@ -56,6 +56,7 @@ use crate::supervisor::cluster::Cluster;
 
 /// The program; returns the exit status.
 pub fn main() -> i32 {
+    startup::share_one_malloc_arena();
     startup::ensure_standard_fds();
     let inherited = startup::ignore_sigpipe();
     startup::reset_sigchld();

@@ -299,7 +299,8 @@ impl Thread {
 
     fn run(mut self) {
         let mut ready = [EpollEvent::empty(); 64];
-        let mut buffer = vec![0u8; MAX_MESSAGE + 1];
+        // Lines longer than a read are put together in the peer's input.
+        let mut buffer = vec![0u8; 16 * 1024];
         loop {
             let n = match crate::reactor::wait(&self.epoll, &mut ready, None) {
                 Ok(n) => n,
