@@ -36,8 +36,10 @@ use crate::snapshot::Snapshot;
 
 /// The longest message, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// What may wait for one worker, beyond its socket's own buffer, before messages to it are dropped.
-const QUEUE_BYTES: usize = 256 * 1024;
+/// What may wait for one worker beyond its socket's own buffer (about 200 KiB, the kernel's):
+/// the rest of one message the socket took only in part. Most workers never read their socket,
+/// and a broadcast then costs recluster at most this much per worker.
+const QUEUE_BYTES: usize = MAX_MESSAGE + 1;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
