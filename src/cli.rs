@@ -197,6 +197,38 @@ pub struct Cli {
     )]
     pub ready_quorum: crate::admin::probes::Quorum,
 
+    /// Run the programs of a Procfile (`name: command` lines, each run with /bin/sh -c) as groups
+    /// of workers, instead of COMMAND; each worker gets WORKER_GROUP and a WORKER_ID within it
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "PATH",
+        env = "RECLUSTER_PROCFILE",
+        conflicts_with = "workers"
+    )]
+    pub procfile: Option<std::path::PathBuf>,
+
+    /// With -f: how many workers each group runs, as web=4,jobs=2 (all=N for every group)
+    /// [default: 1 each]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "NAME=N,...",
+        env = "RECLUSTER_FORMATION",
+        requires = "procfile"
+    )]
+    pub formation: Option<String>,
+
+    /// With -f: start group GROUP once every worker of DEPENDENCY is ready (or, for a --once
+    /// group, has exited 0). Repeatable
+    #[arg(long, value_name = "GROUP=DEPENDENCY", requires = "procfile")]
+    pub after: Vec<String>,
+
+    /// With -f: GROUP runs once to its end (not restarted); it must exit 0, or the cluster stops
+    /// with its status. Repeatable
+    #[arg(long, value_name = "GROUP", requires = "procfile")]
+    pub once: Vec<String>,
+
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
     #[arg(long, env = "RECLUSTER_NO_MESSAGES")]
     pub no_messages: bool,
@@ -222,7 +254,8 @@ pub struct Cli {
     /// arguments
     #[arg(
         value_name = "COMMAND",
-        required_unless_present_any = ["plan", "completions"],
+        required_unless_present_any = ["plan", "completions", "procfile"],
+        conflicts_with = "procfile",
         num_args = 1..,
         trailing_var_arg = true,
         value_parser = clap::value_parser!(OsString)

@@ -55,6 +55,8 @@ pub struct Config {
     pub ready_quorum: crate::admin::probes::Quorum,
     /// Whether workers get a message socket (not `--no-messages`).
     pub messages: bool,
+    /// `-f`: the Procfile's groups.
+    pub groups: Option<crate::groups::Groups>,
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -232,9 +234,46 @@ impl Config {
             (_, 2) => log::LevelFilter::Error,
             _ => log::LevelFilter::Off,
         };
+        let groups = match &cli.procfile {
+            None => None,
+            Some(path) => {
+                if cli.exec {
+                    return Err(Error::Usage(
+                        "--exec runs one command in place: it does not take a Procfile (-f)"
+                            .to_string(),
+                    ));
+                }
+                if cli.socket_per_worker {
+                    return Err(Error::Usage(
+                        "--socket-per-worker does not work with Procfile groups yet: drop one of them"
+                            .to_string(),
+                    ));
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+                let entries = crate::groups::parse_procfile(&text)
+                    .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+                Some(
+                    crate::groups::Groups::build(
+                        entries,
+                        cli.formation.as_deref(),
+                        &cli.after,
+                        &cli.once,
+                    )
+                    .map_err(Error::Usage)?,
+                )
+            }
+        };
+        let command = match &groups {
+            // What is checked before any worker starts: the shell every line runs with.
+            Some(groups) => groups.groups[0].command.clone(),
+            None => cli.command,
+        };
         Ok(Config {
             workers: if cli.exec {
                 1
+            } else if let Some(groups) = &groups {
+                groups.total()
             } else {
                 cli.workers.unwrap_or(default_workers)
             },
@@ -255,7 +294,7 @@ impl Config {
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
-            command: cli.command,
+            command,
             listen: cli.listen,
             socket_per_worker: cli.socket_per_worker,
             backlog: cli.backlog,
@@ -275,6 +314,7 @@ impl Config {
             admin: cli.admin,
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
+            groups,
         })
     }
 }

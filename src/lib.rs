@@ -16,6 +16,7 @@ pub mod event;
 pub mod exec_mode;
 pub mod exit_code;
 pub mod fd_table;
+pub mod groups;
 pub mod hooks;
 pub mod listen;
 pub mod listening;
@@ -230,14 +231,22 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     };
     signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
-    let cluster = Cluster::new(config.policy, config.workers);
+    let mut cluster = Cluster::new(config.policy, config.workers);
+    let formation = config
+        .groups
+        .clone()
+        .map(supervisor::formation::Formation::new);
+    if let Some(formation) = &formation {
+        formation.configure(&mut cluster);
+    }
     let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
     let control_replies = control.as_ref().map(|c| c.replies());
     let admin_replies = admin.as_ref().map(|a| a.replies());
     let requests = (control_replies.is_some() || admin_replies.is_some() || messages.is_some())
         .then(|| {
             let requests =
-                supervisor::requests::Control::new(control_replies, admin_replies, identity);
+                supervisor::requests::Control::new(control_replies, admin_replies, identity)
+                    .with_groups(config.groups.clone());
             match &messages {
                 Some(messages) => requests.with_messages(messages),
                 None => requests,
@@ -251,6 +260,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
         stop_signal,
         control: requests,
         messages,
+        formation,
     };
     let code = supervisor::run(cluster, plumbing, &events);
     // The last answers (a `stop --wait`) are written and the sockets are removed.

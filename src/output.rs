@@ -85,13 +85,24 @@ impl Relay {
 
     /// Starts the relay of worker `id` (`pid`), reading the read ends of its pipes (the write
     /// ends must be closed here once the child has them).
-    pub fn start(&mut self, id: u32, pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+    /// `label` is what the prefix shows (`3`, or `web.3` with groups); `group` the group's name
+    /// and the id within it, for `--prefix=json`.
+    pub fn start(
+        &mut self,
+        id: u32,
+        label: String,
+        group: Option<(String, u32)>,
+        pid: i32,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> io::Result<()> {
         let (format, colour) = (self.format, self.colour);
         let (done, events) = (self.finished.0.clone(), self.events.clone());
         std::thread::Builder::new()
             .name(format!("output-{id}"))
             .spawn(move || {
-                relay(id, format, colour, [stdout, stderr]);
+                let who = Who { id, label, group };
+                relay(&who, format, colour, [stdout, stderr]);
                 let _ = events.send(Event::OutputClosed { pid });
                 let _ = done.send(());
             })?;
@@ -112,8 +123,18 @@ impl Relay {
     }
 }
 
+/// Whose lines a relay writes.
+struct Who {
+    /// The cluster slot (picks the colour).
+    id: u32,
+    /// `3`, or `web.3`.
+    label: String,
+    /// The group and the id within it, with groups.
+    group: Option<(String, u32)>,
+}
+
 /// One worker's relay: both pipes until both are closed.
-fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) {
+fn relay(who: &Who, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) {
     let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut open = [true, true];
     let mut chunk = vec![0u8; 64 * 1024];
@@ -151,7 +172,7 @@ fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) 
                 open[stream] = false;
                 if !pending[stream].is_empty() {
                     let rest = std::mem::take(&mut pending[stream]);
-                    format_line(&mut out, id, format, colour, stream, &rest, false);
+                    format_line(&mut out, who, format, colour, stream, &rest, false);
                 }
                 write_whole(stream, &out);
                 continue;
@@ -161,13 +182,13 @@ fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) 
             let mut start = 0;
             while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
                 let line = &buffer[start..start + end];
-                format_line(&mut out, id, format, colour, stream, line, false);
+                format_line(&mut out, who, format, colour, stream, line, false);
                 start += end + 1;
             }
             buffer.drain(..start);
             while buffer.len() > MAX_LINE {
                 let piece: Vec<u8> = buffer.drain(..MAX_LINE).collect();
-                format_line(&mut out, id, format, colour, stream, &piece, true);
+                format_line(&mut out, who, format, colour, stream, &piece, true);
             }
             write_whole(stream, &out);
         }
@@ -177,7 +198,7 @@ fn relay(id: u32, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) 
 /// Appends one line (or a piece of one, `cut`) to `out`, with its prefix.
 fn format_line(
     out: &mut Vec<u8>,
-    id: u32,
+    who: &Who,
     format: PrefixFormat,
     colour: [bool; 2],
     stream: usize,
@@ -186,10 +207,11 @@ fn format_line(
 ) {
     match format {
         PrefixFormat::Text => {
+            let label = &who.label;
             if colour[stream] {
-                let _ = write!(out, "\x1b[{}m[{id}]\x1b[0m ", 31 + id % 6);
+                let _ = write!(out, "\x1b[{}m[{label}]\x1b[0m ", 31 + who.id % 6);
             } else {
-                let _ = write!(out, "[{id}] ");
+                let _ = write!(out, "[{label}] ");
             }
             out.extend_from_slice(line);
             if cut {
@@ -198,9 +220,13 @@ fn format_line(
             out.push(b'\n');
         }
         PrefixFormat::Json => {
+            let (worker, group) = match &who.group {
+                Some((name, local)) => (*local, crate::plan::quote(name)),
+                None => (who.id, "null".to_string()),
+            };
             let _ = writeln!(
                 out,
-                "{{\"ts\":\"{}\",\"worker\":{id},\"group\":null,\"stream\":\"{}\",\"line\":{}{}}}",
+                "{{\"ts\":\"{}\",\"worker\":{worker},\"group\":{group},\"stream\":\"{}\",\"line\":{}{}}}",
                 humantime::format_rfc3339_micros(SystemTime::now()),
                 if stream == 0 { "stdout" } else { "stderr" },
                 crate::plan::quote(&String::from_utf8_lossy(line)),

@@ -62,8 +62,11 @@ pub struct SocketView {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerView {
-    /// `WORKER_ID`: the slot.
+    /// `WORKER_ID`: the slot, or with groups the id within its group.
     pub id: u32,
+    /// `WORKER_GROUP`, with Procfile groups.
+    #[serde(default)]
+    pub group: Option<String>,
     /// What this row is: the slot's own worker (or the slot itself, while it has none), a reload's
     /// or restart's new worker not ready yet, or a worker recluster stopped that has not exited.
     pub role: WorkerRole,
@@ -237,9 +240,13 @@ impl Snapshot {
                 .rss_bytes
                 .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
             let status = w.status.as_deref().unwrap_or("");
+            let id = match &w.group {
+                Some(group) => truncate(&format!("{group}.{}", w.id), 10),
+                None => w.id.to_string(),
+            };
             let line = format!(
                 "{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<17} {:>8.2} {:>8} {:<7} {status}",
-                w.id,
+                id,
                 pid,
                 w.generation,
                 state,
@@ -288,6 +295,7 @@ impl WorkerView {
     pub fn new(id: u32, role: WorkerRole, generation: u32, state: WorkerState) -> WorkerView {
         WorkerView {
             id,
+            group: None,
             role,
             pid: None,
             generation,
@@ -354,6 +362,7 @@ mod tests {
             },
             workers: vec![WorkerView {
                 id: 0,
+                group: None,
                 role: WorkerRole::Slot,
                 pid: Some(4243),
                 generation: 2,

@@ -128,6 +128,8 @@ pub struct Spawner {
     user: Option<Identity>,
     /// With `--watchdog`: the interval workers are told (`WATCHDOG_USEC`).
     watchdog: Option<std::time::Duration>,
+    /// With `-f`: the Procfile's groups (each slot's command, name and id within its group).
+    groups: Option<crate::groups::Groups>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -170,7 +172,56 @@ impl Spawner {
             relay,
             user: config.user.clone(),
             watchdog: config.policy.watchdog,
+            groups: config.groups.clone(),
         })
+    }
+
+    /// The command slot `id` runs: its group's line, or the command.
+    fn command_of(&self, id: u32) -> &[OsString] {
+        match &self.groups {
+            Some(groups) => &groups.groups[groups.of_slot(id).0].command,
+            None => &self.command,
+        }
+    }
+
+    /// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named
+    /// after a group goes to that group alone; any other to every group.
+    fn socket_goes_to(&self, name: &str, id: u32) -> bool {
+        match &self.groups {
+            Some(groups) => match groups.find(name) {
+                Some(g) => groups.of_slot(id).0 == g,
+                None => true,
+            },
+            None => true,
+        }
+    }
+
+    /// Slot `id`'s share of the listening sockets (all of them without groups).
+    fn sockets_of_group(&self, id: u32, fds: Vec<i32>) -> Vec<i32> {
+        if self.groups.is_none() {
+            return fds;
+        }
+        self.sockets
+            .listeners()
+            .iter()
+            .zip(fds)
+            .filter(|(listener, _)| self.socket_goes_to(&listener.name, id))
+            .map(|(_, fd)| fd)
+            .collect()
+    }
+
+    /// `LISTEN_FDNAMES` for slot `id`.
+    fn socket_names_of(&self, id: u32) -> String {
+        if self.groups.is_none() {
+            return self.socket_names.clone();
+        }
+        self.sockets
+            .listeners()
+            .iter()
+            .filter(|l| self.socket_goes_to(&l.name, id))
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// The CPUs worker `id` is bound to, if recluster binds it (`--pin`, `--cpus`).
@@ -209,12 +260,13 @@ impl Spawner {
         notify_socket: Option<&std::path::Path>,
         message_fd: Option<i32>,
     ) -> Result<Spawned, SpawnError> {
-        let program = command::resolve(&self.command[0], self.path_var.as_deref())
+        let program = command::resolve(&self.command_of(identity.id)[0], self.path_var.as_deref())
             .map_err(SpawnError::Command)?;
         let listen_fds = self
             .sockets
             .for_slot(identity.id)
             .map_err(SpawnError::Bind)?;
+        let listen_fds = self.sockets_of_group(identity.id, listen_fds);
         if !self.warned_sharing
             && let Some(warning) = self.placement.sharing(identity.id, identity.count)
         {
@@ -256,7 +308,17 @@ impl Spawner {
         if let (Some(pipes), Some(relay)) = (pipes, self.relay.as_mut()) {
             // The child has its own copies of the write ends: ours go, so EOF comes with its end.
             let Pipes { stdout, stderr } = pipes;
-            match relay.start(identity.id, pid, stdout.0, stderr.0) {
+            let (label, group) = match &self.groups {
+                Some(groups) => {
+                    let (g, local) = groups.of_slot(identity.id);
+                    (
+                        groups.label(identity.id),
+                        Some((groups.groups[g].name.clone(), local)),
+                    )
+                }
+                None => (identity.id.to_string(), None),
+            };
+            match relay.start(identity.id, label, group, pid, stdout.0, stderr.0) {
                 Ok(()) => relayed = true,
                 Err(e) => log::error!("worker {}: cannot relay its output: {e}", identity.id),
             }
@@ -281,8 +343,9 @@ impl Spawner {
                 .map_err(|e| SpawnError::System("pass an argument with a NUL byte", e.into()))
         };
         let path = c(program.as_bytes())?;
-        let mut argv = Vec::with_capacity(self.command.len());
-        for arg in &self.command {
+        let command = self.command_of(identity.id);
+        let mut argv = Vec::with_capacity(command.len());
+        for arg in command {
             argv.push(c(arg.as_bytes())?);
         }
         // For an executable without #!: /bin/sh FILE ARG..., as execvp does.
@@ -296,9 +359,19 @@ impl Spawner {
             entry.extend_from_slice(value.as_bytes());
             envp.push(c(&entry)?);
         }
+        // With groups, a worker's id and count are its group's.
+        let (worker_id, worker_count) = match &self.groups {
+            Some(groups) => {
+                let (g, local) = groups.of_slot(identity.id);
+                let group = &groups.groups[g];
+                envp.push(c(format!("WORKER_GROUP={}", group.name).as_bytes())?);
+                (local, group.workers)
+            }
+            None => (identity.id, identity.count),
+        };
         for (key, value) in [
-            ("WORKER_ID", identity.id.to_string()),
-            ("WORKER_COUNT", identity.count.to_string()),
+            ("WORKER_ID", worker_id.to_string()),
+            ("WORKER_COUNT", worker_count.to_string()),
             ("WORKER_GENERATION", identity.generation.to_string()),
             ("RECLUSTER_PID", self.recluster_pid.to_string()),
             (
@@ -317,9 +390,11 @@ impl Spawner {
         if !listen_fds.is_empty() {
             let count = listen_fds.len();
             envp.push(c(format!("LISTEN_FDS={count}").as_bytes())?);
-            envp.push(c(
-                format!("LISTEN_FDNAMES={}", self.socket_names).as_bytes()
-            )?);
+            envp.push(c(format!(
+                "LISTEN_FDNAMES={}",
+                self.socket_names_of(identity.id)
+            )
+            .as_bytes())?);
             envp.push(c(format!("EINHORN_FD_COUNT={count}").as_bytes())?);
             for i in 0..count {
                 envp.push(c(format!("EINHORN_FD_{i}={}", 3 + i).as_bytes())?);

@@ -126,6 +126,15 @@ impl SelfProcess {
     }
 }
 
+/// A slot's labels: `worker_id`, and `group` with Procfile groups.
+fn labels_of<'a>(x: &'a crate::snapshot::WorkerView, id: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("worker_id", id)];
+    if let Some(group) = &x.group {
+        labels.push(("group", group.as_str()));
+    }
+    labels
+}
+
 /// The exposition of `snapshot` (measured) and of recluster itself.
 pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> String {
     let mut w = Writer {
@@ -175,7 +184,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         let ready = x.state == WorkerState::Ready;
         w.sample(
             "recluster_worker_ready",
-            &[("worker_id", id)],
+            &labels_of(x, id),
             f64::from(u8::from(ready)),
         );
     }
@@ -187,7 +196,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
     for (x, id) in slots.iter().zip(&ids) {
         w.sample(
             "recluster_worker_restarts_total",
-            &[("worker_id", id)],
+            &labels_of(x, id),
             x.restarts as f64,
         );
     }
@@ -200,7 +209,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         if let Some(started) = x.started_at {
             w.sample(
                 "recluster_worker_start_time_seconds",
-                &[("worker_id", id)],
+                &labels_of(x, id),
                 started,
             );
         }
@@ -213,7 +222,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
     for (x, id) in slots.iter().zip(&ids) {
         w.sample(
             "recluster_worker_cpu_seconds_total",
-            &[("worker_id", id)],
+            &labels_of(x, id),
             x.cpu_seconds,
         );
     }
@@ -226,7 +235,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         if let Some(bytes) = x.rss_bytes {
             w.sample(
                 "recluster_worker_resident_memory_bytes",
-                &[("worker_id", id)],
+                &labels_of(x, id),
                 bytes as f64,
             );
         }
@@ -240,7 +249,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         for (guard, count) in [("memory", x.guards.memory), ("watchdog", x.guards.watchdog)] {
             w.sample(
                 "recluster_worker_guard_actions_total",
-                &[("worker_id", id), ("guard", guard)],
+                &[labels_of(x, id), vec![("guard", guard)]].concat(),
                 count as f64,
             );
         }
@@ -253,7 +262,7 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
     for (x, id) in slots.iter().zip(&ids) {
         w.sample(
             "recluster_worker_messages_dropped_total",
-            &[("worker_id", id)],
+            &labels_of(x, id),
             x.messages_dropped as f64,
         );
     }

@@ -58,7 +58,10 @@ fn row(out: &mut String, w: &WorkerView, now: f64) {
     let _ = write!(
         out,
         "<tr class=\"{role}\"><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"pill {state}\">{state}{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td title=\"{}\">{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{}</td><td>{}</td><td class=\"status\">{}</td></tr>",
-        w.id,
+        match &w.group {
+            Some(group) => esc(&format!("{group}.{}", w.id)),
+            None => w.id.to_string(),
+        },
         w.pid.map_or("–".to_string(), |p| p.to_string()),
         esc(role),
         w.generation,
@@ -221,7 +224,7 @@ function render(s) {
     const tr = document.createElement("tr");
     const role = w.role === "replacement" ? " new" : w.role === "leaving" ? " old" : "";
     tr.className = role;
-    cell(tr, w.id, "num");
+    cell(tr, w.group === null || w.group === undefined ? w.id : w.group + "." + w.id, "num");
     cell(tr, w.pid === null ? "–" : w.pid, "num");
     const st = cell(tr, "", "");
     const pill = document.createElement("span");

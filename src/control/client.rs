@@ -73,8 +73,8 @@ pub enum Verb {
     },
     /// Replace these workers: a new one starts, and once it is ready the old one is stopped
     Restart {
-        #[arg(value_name = "ID", required = true, num_args = 1..)]
-        ids: Vec<u32>,
+        #[arg(value_name = "ID", required = true, num_args = 1.., value_parser = parse_worker)]
+        ids: Vec<super::protocol::WorkerRef>,
         /// Return once every new worker is ready and every old one has exited
         #[arg(long)]
         wait: bool,
@@ -83,8 +83,8 @@ pub enum Verb {
     Signal {
         #[arg(value_name = "SIG", value_parser = parse_signal)]
         signal: Sig,
-        #[arg(value_name = "ID")]
-        ids: Vec<u32>,
+        #[arg(value_name = "ID", value_parser = parse_worker)]
+        ids: Vec<super::protocol::WorkerRef>,
     },
     /// Rolling reload, as SIGHUP does
     Reload {
@@ -122,6 +122,10 @@ fn parse_target(text: &str) -> Result<crate::messages::Target, String> {
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text)
         .map_err(|e| format!("not JSON ({e}); quote it for the shell, as in '{{\"flush\":true}}'"))
+}
+
+fn parse_worker(text: &str) -> Result<super::protocol::WorkerRef, String> {
+    text.parse()
 }
 
 fn parse_scale(text: &str) -> Result<ScaleBy, String> {
@@ -413,7 +417,11 @@ fn render(verb: &Verb, answer: &Value, line: &str) -> String {
             }
         }
         Verb::Restart { ids, wait } => {
-            let ids = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+            let ids = ids
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ");
             if *wait {
                 format!("restarted {ids}\n")
             } else {

@@ -25,12 +25,12 @@ pub enum Request {
         wait: bool,
     },
     Restart {
-        ids: Vec<u32>,
+        ids: Vec<WorkerRef>,
         wait: bool,
     },
     Signal {
         signal: Sig,
-        ids: Vec<u32>,
+        ids: Vec<WorkerRef>,
     },
     Reload {
         wait: bool,
@@ -68,11 +68,13 @@ impl Request {
                 ("scale", Some(*wait))
             }
             Request::Restart { ids, wait } => {
+                let ids: Vec<Value> = ids.iter().map(WorkerRef::to_json).collect();
                 object.insert("ids".into(), json!(ids));
                 ("restart", Some(*wait))
             }
             Request::Signal { signal, ids } => {
                 object.insert("signal".into(), json!(signal.to_string()));
+                let ids: Vec<Value> = ids.iter().map(WorkerRef::to_json).collect();
                 object.insert("ids".into(), json!(ids));
                 ("signal", None)
             }
@@ -90,6 +92,49 @@ impl Request {
             object.insert("wait".into(), json!(wait));
         }
         Value::Object(object).to_string()
+    }
+}
+
+/// A worker as a request names it: `3`, or with Procfile groups `web.3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerRef {
+    Id(u32),
+    InGroup(String, u32),
+}
+
+impl std::str::FromStr for WorkerRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WorkerRef, String> {
+        let id = |s: &str| {
+            s.parse::<u32>().map_err(|_| {
+                format!("'{text}' is not a worker: write its WORKER_ID (3), or GROUP.ID (web.3) with groups")
+            })
+        };
+        match text.rsplit_once('.') {
+            Some((group, n)) if !group.is_empty() => {
+                Ok(WorkerRef::InGroup(group.to_string(), id(n)?))
+            }
+            _ => Ok(WorkerRef::Id(id(text)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerRef::Id(id) => write!(f, "{id}"),
+            WorkerRef::InGroup(group, id) => write!(f, "{group}.{id}"),
+        }
+    }
+}
+
+impl WorkerRef {
+    fn to_json(&self) -> Value {
+        match self {
+            WorkerRef::Id(id) => json!(id),
+            WorkerRef::InGroup(..) => json!(self.to_string()),
+        }
     }
 }
 
@@ -164,15 +209,18 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         Some(Value::Bool(wait)) => *wait,
         Some(_) => return Err("\"wait\" must be true or false".to_string()),
     };
-    let ids = || -> Result<Vec<u32>, String> {
+    let ids = || -> Result<Vec<WorkerRef>, String> {
         match object.get("ids") {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|item| {
-                    item.as_u64()
+                .map(|item| match item {
+                    Value::String(text) => text.parse(),
+                    _ => item
+                        .as_u64()
                         .and_then(|id| u32::try_from(id).ok())
-                        .ok_or_else(|| format!("\"ids\" holds {item}, which is not a WORKER_ID"))
+                        .map(WorkerRef::Id)
+                        .ok_or_else(|| format!("\"ids\" holds {item}, which is not a WORKER_ID")),
                 })
                 .collect(),
             Some(_) => Err("\"ids\" must be an array of WORKER_IDs".to_string()),
@@ -286,7 +334,7 @@ mod tests {
                 wait: false,
             },
             Request::Restart {
-                ids: vec![0, 3],
+                ids: vec![WorkerRef::Id(0), WorkerRef::InGroup("web".to_string(), 3)],
                 wait: true,
             },
             Request::Signal {

@@ -578,7 +578,10 @@ fn describe(request: &Request) -> String {
         Request::Scale { by, .. } => format!("scale {by}"),
         Request::Restart { ids, .. } => format!(
             "restart {}",
-            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         Request::Signal { signal, ids } => format!(
             "signal {signal}{}",

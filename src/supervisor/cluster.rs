@@ -33,6 +33,7 @@ use super::action::{Action, Role, Ticket};
 use super::report::{Origin, Report, Then};
 
 mod control;
+mod groups;
 mod memory;
 mod readiness;
 mod reload;
@@ -129,6 +130,10 @@ struct Slot {
     last_exit: Option<ExitRecord>,
     /// How often a guard acted on the slot's worker (`--max-memory`, `--watchdog`).
     guard_actions: crate::snapshot::GuardActions,
+    /// Groups (`-f`): not started until the loop releases it (`--after`).
+    held: bool,
+    /// Groups: its worker runs once and is never restarted (`--once`).
+    once: bool,
 }
 
 /// A worker of a slot that ended, as `ctl status` shows it.
@@ -194,7 +199,9 @@ impl Cluster {
         self.started = Some(now);
         self.report(Report::Starting { workers: n });
         for index in 0..n {
-            self.schedule_spawn(index, now);
+            if !self.slots[index].held {
+                self.schedule_spawn(index, now);
+            }
         }
         self.schedule_memory_sample(now);
         self.on_timer(now)
@@ -693,6 +700,8 @@ impl Slot {
             cpu: Duration::ZERO,
             last_exit: None,
             guard_actions: crate::snapshot::GuardActions::default(),
+            held: false,
+            once: false,
         }
     }
 }

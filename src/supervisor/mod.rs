@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod cluster;
+pub mod formation;
 pub mod report;
 pub mod requests;
 pub mod run;

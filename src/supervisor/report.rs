@@ -202,6 +202,46 @@ pub enum Then {
 }
 
 impl Report {
+    /// The slot of the worker it is about, if one.
+    pub fn worker_id(&self) -> Option<u32> {
+        match self {
+            Report::Started { id, .. }
+            | Report::StaleSpawn { id, .. }
+            | Report::WorkerStatus { id, .. }
+            | Report::WorkerReady { id, .. }
+            | Report::MissedReadyTimeout { id, .. }
+            | Report::OverMemory { id, .. }
+            | Report::ReplacementFailed { id, .. }
+            | Report::WatchdogFailed { id, .. }
+            | Report::KillTimeout { id, .. }
+            | Report::Ended { id, .. }
+            | Report::Stopped { id, .. }
+            | Report::Draining { id, .. }
+            | Report::Drained { id, .. }
+            | Report::ReplacementReady { id, .. }
+            | Report::RestartBegun { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The log line, with the worker named by `label` (`web.3` with groups) instead of its slot.
+    pub fn line(&self, label: impl Fn(u32) -> String) -> String {
+        let text = self.to_string();
+        let Some(id) = self.worker_id() else {
+            return text;
+        };
+        let needle = format!("worker {id}");
+        let mut from = 0;
+        while let Some(at) = text[from..].find(&needle) {
+            let end = from + at + needle.len();
+            if !text[end..].starts_with(|c: char| c.is_ascii_digit()) {
+                return format!("{}worker {}{}", &text[..from + at], label(id), &text[end..]);
+            }
+            from = end;
+        }
+        text
+    }
+
     pub fn level(&self) -> Level {
         match self {
             Report::MissedReadyTimeout { .. }

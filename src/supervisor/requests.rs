@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::control::protocol::{self, Request};
+use crate::control::protocol::{self, Request, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits};
 use crate::messages::{Courier, Drops, Messages};
@@ -34,6 +34,8 @@ pub struct Control {
     control: Option<Replies>,
     admin: Option<Replies>,
     messages: Option<(Replies, Courier, Drops)>,
+    /// `-f`: the groups, to name workers by group and id within it.
+    groups: Option<crate::groups::Groups>,
     waits: Waits,
     identity: Identity,
     /// The last `STATUS=` line of each live worker, by pid.
@@ -46,6 +48,7 @@ impl Control {
             control,
             admin,
             messages: None,
+            groups: None,
             waits: Waits::default(),
             identity,
             statuses: HashMap::new(),
@@ -56,6 +59,11 @@ impl Control {
     /// through it, and their drops shown in status.
     pub fn with_messages(mut self, messages: &Messages) -> Control {
         self.messages = Some((messages.replies(), messages.courier(), messages.drops()));
+        self
+    }
+
+    pub fn with_groups(mut self, groups: Option<crate::groups::Groups>) -> Control {
+        self.groups = groups;
         self
     }
 
@@ -106,6 +114,10 @@ impl Control {
                 });
                 return Vec::new();
             }
+            Request::Scale { .. } if self.groups.is_some() => Err(
+                "scaling is not available with Procfile groups (-f) yet: change the formation (-m) and restart"
+                    .to_string(),
+            ),
             Request::Scale { by, wait } => {
                 let current = cluster.workers() as u32;
                 match by.target(current) {
@@ -122,15 +134,20 @@ impl Control {
                     }),
                 }
             }
-            Request::Restart { ids, wait } => cluster.request_restart(&ids, now).map(|actions| {
-                let goal = Goal::Restart {
-                    slots: ids.iter().map(|&id| (id, Step::Queued)).collect(),
-                };
-                (wait.then_some(goal), json!({"ids": ids}), actions)
+            Request::Restart { ids, wait } => self.slots(&ids).and_then(|slots| {
+                cluster.request_restart(&slots, now).map(|actions| {
+                    let goal = Goal::Restart {
+                        slots: slots.iter().map(|&id| (id, Step::Queued)).collect(),
+                    };
+                    let named: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    (wait.then_some(goal), json!({"ids": named}), actions)
+                })
             }),
-            Request::Signal { signal, ids } => cluster
-                .signal_workers(signal, &ids)
-                .map(|actions| (None, json!({"groups": actions.len()}), actions)),
+            Request::Signal { signal, ids } => self.slots(&ids).and_then(|slots| {
+                cluster
+                    .signal_workers(signal, &slots)
+                    .map(|actions| (None, json!({"groups": actions.len()}), actions))
+            }),
             Request::Reload { wait } => cluster.request_reload(now).map(|(target, actions)| {
                 let goal = Goal::Reload { target };
                 (wait.then_some(goal), json!({"generation": target}), actions)
@@ -190,6 +207,25 @@ impl Control {
         }
     }
 
+    /// The cluster slots of the workers a request names: `3` without groups, `web.3` with them.
+    fn slots(&self, ids: &[WorkerRef]) -> Result<Vec<u32>, String> {
+        ids.iter()
+            .map(|id| match (id, &self.groups) {
+                (WorkerRef::Id(id), None) => Ok(*id),
+                (WorkerRef::InGroup(..), None) => Err(format!(
+                    "there is no worker {id}: this cluster has no groups"
+                )),
+                (WorkerRef::Id(_), Some(groups)) => Err(format!(
+                    "with groups, name a worker as GROUP.ID ({}.{id}, …)",
+                    groups.groups[0].name
+                )),
+                (WorkerRef::InGroup(group, n), Some(groups)) => groups
+                    .slot_of(group, *n)
+                    .ok_or_else(|| format!("there is no worker {id}")),
+            })
+            .collect()
+    }
+
     fn replies(&self, frontend: Frontend) -> Option<&Replies> {
         match frontend {
             Frontend::Control => self.control.as_ref(),
@@ -230,6 +266,11 @@ impl Control {
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
             if worker.role == crate::snapshot::WorkerRole::Slot {
                 worker.messages_dropped = drops.get(&worker.id).copied().unwrap_or(0);
+            }
+            if let Some(groups) = &self.groups {
+                let (g, local) = groups.of_slot(worker.id);
+                worker.group = Some(groups.groups[g].name.clone());
+                worker.id = local;
             }
         }
         if let Some(replies) = self.replies(frontend) {

@@ -26,6 +26,7 @@ use crate::status::ProcessStatus;
 
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
+use super::formation::Formation;
 use super::requests::Control;
 
 /// What the loop works with besides the cluster.
@@ -43,6 +44,8 @@ pub struct Plumbing<'a> {
     pub control: Option<Control>,
     /// Messages between workers, unless `--no-messages`.
     pub messages: Option<Messages>,
+    /// `-f`: the Procfile's groups, and which have started.
+    pub formation: Option<Formation>,
 }
 
 /// Runs the cluster until it ends; returns recluster's exit status.
@@ -96,6 +99,15 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         };
         let now = Instant::now();
         actions = match event {
+            Some(Event::Signal(sig))
+                if executor.plumbing.formation.is_some()
+                    && (sig == Sig::TTIN || sig == Sig::TTOU) =>
+            {
+                warn!(
+                    "received {sig}: scaling is not available with Procfile groups (-f) yet; ignoring it"
+                );
+                Vec::new()
+            }
             Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
             Some(Event::Reaped {
                 exits,
@@ -160,6 +172,13 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
             }
         };
         actions.extend(cluster.on_timer(now));
+        if executor.plumbing.formation.is_some() {
+            // What happened is logged before the groups it lets start.
+            log_reports(&mut cluster, &mut executor.plumbing);
+            if let Some(formation) = executor.plumbing.formation.as_mut() {
+                actions.extend(formation.advance(&mut cluster, now));
+            }
+        }
     }
 }
 
@@ -188,7 +207,14 @@ fn take_held(
 /// tells the control socket's waits and subscribers.
 fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
     for report in cluster.take_reports() {
-        log::log!(report.level(), "{report}");
+        match &plumbing.formation {
+            Some(formation) => log::log!(
+                report.level(),
+                "{}",
+                report.line(|id| formation.groups.label(id))
+            ),
+            None => log::log!(report.level(), "{report}"),
+        }
         plumbing.hooks.fire(&report, plumbing.stop_signal);
         if let Some(control) = plumbing.control.as_mut() {
             control.observe(&report);

@@ -104,6 +104,7 @@ impl Cluster {
         let slot = &self.slots[index];
         slot.replacement.is_none()
             && slot.generation < target
+            && !slot.once
             && !matches!(slot.occupant, Occupant::Done)
     }
 

@@ -44,14 +44,21 @@ impl Cluster {
             self.report(ended(Then::Nothing));
             return;
         }
-        let restart = if failed_start {
+        let restart = if slot.once {
+            false // a one-shot group's worker is never started again
+        } else if failed_start {
             policy.restart != RestartMode::Never
         } else {
             restarts_after(policy.restart, status)
         };
         if !restart {
+            let once = slot.once;
             self.report(ended(Then::NotRestarted {
-                mode: restart_mode_name(policy.restart),
+                mode: if once {
+                    "never: --once".to_string()
+                } else {
+                    restart_mode_name(policy.restart)
+                },
             }));
             return;
         }

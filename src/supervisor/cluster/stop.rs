@@ -154,10 +154,9 @@ impl Cluster {
                 // Cheap first: only when no process is alive or on its way are the slots looked at.
                 let idle = self.places.is_empty()
                     && self.spawning == 0
-                    && self
-                        .slots
-                        .iter()
-                        .all(|s| s.occupant == Occupant::Done && s.replacement.is_none());
+                    && self.slots.iter().all(|s| {
+                        s.occupant == Occupant::Done && s.replacement.is_none() && !s.held
+                    });
                 if idle {
                     self.report(Report::Finished);
                     return self.begin_stop(self.policy.stop_signal, Outcome::Finished, now);

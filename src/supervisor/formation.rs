@@ -1,0 +1,106 @@
+//! Procfile groups in the loop: which held group may start now (`--after`, and every group after
+//! a `--once` group in the file), and stopping the cluster when a one-shot group fails. The
+//! cluster answers the questions (`range_ready`, `range_finished`); this decides what follows.
+
+use std::time::Instant;
+
+use log::{error, info};
+
+use crate::groups::Groups;
+
+use super::action::Action;
+use super::cluster::Cluster;
+
+pub struct Formation {
+    pub groups: Groups,
+    /// Per group: what it waits for (explicit `--after`, and every `--once` group before it).
+    waits_for: Vec<Vec<usize>>,
+    /// Per group: whether it has been started.
+    started: Vec<bool>,
+    /// A one-shot group failed and the cluster was told to stop.
+    failed: bool,
+}
+
+impl Formation {
+    pub fn new(groups: Groups) -> Formation {
+        let waits_for: Vec<Vec<usize>> = (0..groups.groups.len())
+            .map(|g| {
+                let mut deps = groups.groups[g].after.clone();
+                deps.extend((0..g).filter(|&earlier| groups.groups[earlier].once));
+                deps.sort_unstable();
+                deps.dedup();
+                deps
+            })
+            .collect();
+        let started = waits_for.iter().map(Vec::is_empty).collect();
+        Formation {
+            groups,
+            waits_for,
+            started,
+            failed: false,
+        }
+    }
+
+    /// Sets up `cluster` before its start: held and one-shot slots.
+    pub fn configure(&self, cluster: &mut Cluster) {
+        let held: Vec<_> = (0..self.groups.groups.len())
+            .filter(|&g| !self.started[g])
+            .map(|g| self.groups.range(g))
+            .collect();
+        let once: Vec<_> = (0..self.groups.groups.len())
+            .filter(|&g| self.groups.groups[g].once)
+            .map(|g| self.groups.range(g))
+            .collect();
+        cluster.configure_groups(&held, &once);
+    }
+
+    /// After each event: starts the groups whose conditions now hold, and stops the cluster once
+    /// a one-shot group has failed.
+    pub fn advance(&mut self, cluster: &mut Cluster, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.failed {
+            for (g, group) in self.groups.groups.iter().enumerate() {
+                if group.once && cluster.range_finished(self.groups.range(g)) == Some(false) {
+                    error!(
+                        "the one-shot group {} did not exit 0 (--once): stopping the cluster",
+                        group.name
+                    );
+                    self.failed = true;
+                    actions.extend(cluster.request_stop(now));
+                    return actions;
+                }
+            }
+        }
+        for g in 0..self.groups.groups.len() {
+            if self.started[g] {
+                continue;
+            }
+            let ready = self.waits_for[g].iter().all(|&d| {
+                let range = self.groups.range(d);
+                if self.groups.groups[d].once {
+                    cluster.range_finished(range) == Some(true)
+                } else {
+                    cluster.range_ready(range)
+                }
+            });
+            if ready {
+                self.started[g] = true;
+                let names: Vec<String> = self.waits_for[g]
+                    .iter()
+                    .map(|&d| {
+                        let dep = &self.groups.groups[d];
+                        let how = if dep.once { "finished" } else { "ready" };
+                        format!("{} {how}", dep.name)
+                    })
+                    .collect();
+                info!(
+                    "starting group {} ({})",
+                    self.groups.groups[g].name,
+                    names.join(", ")
+                );
+                actions.extend(cluster.release(self.groups.range(g), now));
+            }
+        }
+        actions
+    }
+}
