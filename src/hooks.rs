@@ -92,6 +92,8 @@ impl FromStr for HookSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Details {
     id: Option<u32>,
+    /// With Procfile groups: the worker's group (and `id` is its id within it).
+    group: Option<String>,
     pid: Option<i32>,
     generation: Option<u32>,
     exit: Option<String>,
@@ -101,6 +103,7 @@ struct Details {
 fn event_of(report: &Report) -> Option<(HookEvent, Details)> {
     let worker = |id: u32, pid: Option<i32>, generation: Option<u32>| Details {
         id: Some(id),
+        group: None,
         pid,
         generation,
         exit: None,
@@ -234,12 +237,20 @@ pub struct Hooks {
     /// Once the cluster stops, only the `stop` hooks run.
     stopping: bool,
     dropped: u64,
+    /// `-f`: to name a worker by its group and id within it.
+    groups: Option<crate::groups::Groups>,
 }
 
 impl Hooks {
+    pub fn with_groups(mut self, groups: Option<crate::groups::Groups>) -> Hooks {
+        self.groups = groups;
+        self
+    }
+
     pub fn new(specs: Vec<HookSpec>, timeout: Duration) -> Hooks {
         Hooks {
             specs,
+            groups: None,
             timeout,
             running: HashMap::new(),
             stopping: false,
@@ -253,9 +264,14 @@ impl Hooks {
         if self.specs.is_empty() {
             return;
         }
-        let Some((event, details)) = event_of(report) else {
+        let Some((event, mut details)) = event_of(report) else {
             return;
         };
+        if let (Some(groups), Some(id)) = (&self.groups, details.id) {
+            let (g, local) = groups.of_slot(id);
+            details.group = Some(groups.groups[g].name.clone());
+            details.id = Some(local);
+        }
         if self.stopping {
             return; // the workers' exits during a stop start no hook
         }
@@ -385,7 +401,10 @@ fn spawn_hook(command: &str, event: HookEvent, details: &Details) -> std::io::Re
         env.push(CString::new(entry).map_err(std::io::Error::other)?);
     }
     env.push(text(format!("RECLUSTER_EVENT={event}"))?);
-    env.push(text("WORKER_GROUP=".to_string())?);
+    env.push(text(format!(
+        "WORKER_GROUP={}",
+        details.group.as_deref().unwrap_or("")
+    ))?);
     if let Some(id) = details.id {
         env.push(text(format!("WORKER_ID={id}"))?);
     }

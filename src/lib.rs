@@ -223,7 +223,7 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     };
     let messages = if config.messages {
         Some(
-            messages::Messages::start(sender.clone())
+            messages::Messages::start(sender.clone(), config.groups.clone())
                 .map_err(|e| Error::system("start the message thread", e))?,
         )
     } else {
@@ -239,7 +239,8 @@ fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     if let Some(formation) = &formation {
         formation.configure(&mut cluster);
     }
-    let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
+    let mut hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout)
+        .with_groups(config.groups.clone());
     let control_replies = control.as_ref().map(|c| c.replies());
     let admin_replies = admin.as_ref().map(|a| a.replies());
     let requests = (control_replies.is_some() || admin_replies.is_some() || messages.is_some())

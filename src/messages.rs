@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::control::protocol::Request;
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::event::Event;
+use crate::groups::Groups;
 use crate::snapshot::Snapshot;
 
 /// The longest message, in bytes.
@@ -133,8 +134,9 @@ impl Courier {
 }
 
 impl Messages {
-    /// Starts the thread; `info` requests go to the supervisor as events.
-    pub fn start(events: Sender<Event>) -> io::Result<Messages> {
+    /// Starts the thread; `info` requests go to the supervisor as events. With `groups`, workers
+    /// are named by group and id within it.
+    pub fn start(events: Sender<Event>, groups: Option<Groups>) -> io::Result<Messages> {
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -152,7 +154,7 @@ impl Messages {
             .stack_size(256 * 1024)
             .spawn(move || {
                 crate::fd_table::make_private(&[theirs.as_raw_fd()], true, "message");
-                match Thread::new(theirs, orders, answers, events, thread_drops) {
+                match Thread::new(theirs, orders, answers, events, thread_drops, groups) {
                     Ok(thread) => {
                         let _ = ready.send(Ok(()));
                         thread.run();
@@ -271,6 +273,7 @@ struct Thread {
     peers: HashMap<u64, Peer>,
     by_pid: HashMap<i32, u64>,
     drops: Drops,
+    groups: Option<Groups>,
 }
 
 impl Thread {
@@ -280,6 +283,7 @@ impl Thread {
         answers: Receiver<Reply>,
         events: Sender<Event>,
         drops: Drops,
+        groups: Option<Groups>,
     ) -> io::Result<Thread> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         nix::fcntl::fcntl(
@@ -296,6 +300,7 @@ impl Thread {
             peers: HashMap::new(),
             by_pid: HashMap::new(),
             drops,
+            groups,
         })
     }
 
@@ -494,7 +499,8 @@ impl Thread {
                 }
             }
             Ok((to, data)) => {
-                let from = json!({"id": id, "group": null, "pid": pid});
+                let (group, local) = self.name(id);
+                let from = json!({"id": local, "group": group, "pid": pid});
                 self.route(Some(token), &to, &from, data);
             }
             Err(e) => self.tell(token, &e),
@@ -508,17 +514,24 @@ impl Thread {
             Target::Others => self.registered().filter(|&t| Some(t) != sender).collect(),
             Target::Worker(id) => self
                 .registered()
-                .filter(|t| self.peers[t].id == *id)
+                .filter(|t| self.name(self.peers[t].id).1 == *id)
                 .collect(),
-            Target::Group(name) | Target::GroupWorker(name, _) => {
+            Target::Group(name) | Target::GroupWorker(name, _)
+                if self.groups.as_ref().and_then(|g| g.find(name)).is_none() =>
+            {
                 if let Some(sender) = sender {
-                    self.tell(
-                        sender,
-                        &format!("there is no group {name}: this cluster's workers have no groups"),
-                    );
+                    self.tell(sender, &format!("there is no group {name}"));
                 }
                 return;
             }
+            Target::Group(name) => self
+                .registered()
+                .filter(|t| self.name(self.peers[t].id).0.as_deref() == Some(name.as_str()))
+                .collect(),
+            Target::GroupWorker(name, id) => self
+                .registered()
+                .filter(|t| self.name(self.peers[t].id) == (Some(name.clone()), *id))
+                .collect(),
             Target::Recluster => return,
         };
         if targets.is_empty() {
@@ -527,6 +540,17 @@ impl Thread {
         let envelope = json!({"from": from, "data": data}).to_string();
         for token in targets {
             self.send(token, envelope.as_bytes());
+        }
+    }
+
+    /// A slot's group (with groups) and its `WORKER_ID`.
+    fn name(&self, slot: u32) -> (Option<String>, u32) {
+        match &self.groups {
+            Some(groups) => {
+                let (g, local) = groups.of_slot(slot);
+                (Some(groups.groups[g].name.clone()), local)
+            }
+            None => (None, slot),
         }
     }
 
@@ -603,7 +627,7 @@ impl Thread {
             .iter()
             .filter(|w| w.pid.is_some())
             .map(|w| {
-                json!({"id": w.id, "group": null, "pid": w.pid, "state": w.state.name(), "generation": w.generation})
+                json!({"id": w.id, "group": w.group, "pid": w.pid, "state": w.state.name(), "generation": w.generation})
             })
             .collect();
         let info = json!({
