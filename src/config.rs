@@ -235,7 +235,19 @@ impl Config {
             _ => log::LevelFilter::Off,
         };
         let groups = match &cli.procfile {
-            None => None,
+            None => {
+                let given = [
+                    ("--formation", cli.formation.is_some()),
+                    ("--after", !cli.after.is_empty()),
+                    ("--once", !cli.once.is_empty()),
+                ];
+                if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                    return Err(Error::Usage(format!(
+                        "{flag} names Procfile groups: give the Procfile with --procfile (-f)"
+                    )));
+                }
+                None
+            }
             Some(path) => {
                 if cli.exec {
                     return Err(Error::Usage(
@@ -249,8 +261,13 @@ impl Config {
                             .to_string(),
                     ));
                 }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Usage(format!(
+                        "--procfile {}: {}",
+                        path.display(),
+                        crate::socket::describe_error(&e)
+                    ))
+                })?;
                 let entries = crate::groups::parse_procfile(&text)
                     .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
                 Some(

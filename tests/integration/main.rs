@@ -7,6 +7,7 @@ mod admin;
 mod control;
 mod docs;
 mod exit_status;
+mod groups;
 mod hooks;
 mod interop;
 mod limits;

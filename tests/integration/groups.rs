@@ -1,0 +1,236 @@
+//! Procfile groups (`-f`, `-m`, `--after`, `--once`): each group's workers get their own
+//! WORKER_GROUP / WORKER_ID / WORKER_COUNT, start in the order the flags ask, and are named
+//! GROUP.ID in the output, the status, `ctl` and messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::harness::{Cluster, Launch, ctl_status, recluster_bin, run_to_end, worker_bin};
+
+/// A Procfile in a temporary file, removed on drop.
+struct Procfile(PathBuf);
+
+impl Procfile {
+    fn new(name: &str, text: &str) -> Procfile {
+        let path =
+            std::env::temp_dir().join(format!("recluster-procfile-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Procfile(path)
+    }
+
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for Procfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn start(procfile: &Procfile, args: &[&str]) -> Cluster {
+    let path = procfile.arg();
+    let mut all = vec!["-f", path.as_str(), "--prefix"];
+    all.extend_from_slice(args);
+    Launch::new(all).start()
+}
+
+#[test]
+fn each_group_gets_its_own_worker_ids_and_is_named_group_dot_id() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "ids",
+        &format!(
+            "# two programs\nweb: echo env group=$WORKER_GROUP id=$WORKER_ID count=$WORKER_COUNT; exec {worker}\njobs: echo env group=$WORKER_GROUP id=$WORKER_ID count=$WORKER_COUNT; exec {worker}\n"
+        ),
+    );
+    let mut cluster = start(&procfile, &["-m", "web=2,jobs=1"]);
+    let mut seen: Vec<String> = (0..3)
+        .map(|_| {
+            cluster
+                .expect("an env line", |l| l.text.contains("] env group="))
+                .text
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "[jobs.0] env group=jobs id=0 count=1",
+            "[web.0] env group=web id=0 count=2",
+            "[web.1] env group=web id=1 count=2",
+        ]
+    );
+    cluster.expect_log("worker web.1 started");
+    let status = ctl_status(cluster.pid);
+    let named: Vec<String> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| format!("{}.{}", w["group"].as_str().unwrap(), w["id"]))
+        .collect();
+    assert_eq!(named, ["web.0", "web.1", "jobs.0"], "{status}");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_once_group_runs_to_its_end_before_the_groups_after_it() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "once",
+        &format!("migrate: echo migrating; sleep 0.3; echo migrated\nweb: exec {worker}\n"),
+    );
+    let mut cluster = start(&procfile, &["--once", "migrate"]);
+    cluster.expect("the migration ends", |l| l.text == "[migrate.0] migrated");
+    cluster.expect("web starts after it", |l| {
+        l.text.starts_with("[web.0] ready")
+    });
+    cluster.expect_log("starting group web (migrate finished)");
+    let status = ctl_status(cluster.pid);
+    assert_eq!(
+        status["workers"][0]["state"], "done",
+        "migrate is not restarted: {status}"
+    );
+    assert_eq!(status["workers"][0]["last_exit"]["code"], 0);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_failing_once_group_stops_the_cluster_with_its_status() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "fails",
+        &format!("migrate: echo cannot migrate; exit 3\nweb: exec {worker}\n"),
+    );
+    let path = procfile.arg();
+    let (code, stdout, stderr) = run_to_end(&["-f", &path, "--once", "migrate", "--prefix"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stdout.contains("[migrate.0] cannot migrate"), "{stdout}");
+    assert!(!stdout.contains("[web."), "web never started: {stdout}");
+    assert!(
+        stderr.contains("the one-shot group migrate did not exit 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn after_starts_a_group_once_its_dependency_is_ready() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new("after", &format!("web: exec {worker}\ndb: exec {worker}\n"));
+    let mut cluster = start(&procfile, &["--after", "web=db", "--min-uptime", "300ms"]);
+    cluster.expect_log("starting group web (db ready)");
+    cluster.expect("web starts", |l| l.text.starts_with("[web.0] ready"));
+    let status = ctl_status(cluster.pid);
+    let db = status["workers"][1]["started_at"].as_f64().unwrap();
+    let db_ready = status["workers"][1]["ready_at"].as_f64().unwrap();
+    let web = status["workers"][0]["started_at"].as_f64().unwrap();
+    assert!(web >= db_ready && db_ready - db >= 0.29, "{status}");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn the_exit_status_is_the_first_group_in_the_file_that_failed() {
+    for (text, expected) in [("a: exit 5\nb: exit 7\n", 5), ("b: exit 7\na: exit 5\n", 7)] {
+        let procfile = Procfile::new("status", text);
+        let path = procfile.arg();
+        let (code, _, stderr) = run_to_end(&["-f", &path, "--restart", "never"]);
+        assert_eq!(code, expected, "{text:?}: {stderr}");
+    }
+}
+
+fn ctl(pid: i32, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(recluster_bin())
+        .args(["ctl", "--pid", &pid.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_and_messages_name_workers_by_group() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "ctl",
+        &format!("web: exec {worker} --messages\njobs: exec {worker} --messages\n"),
+    );
+    let mut cluster = start(&procfile, &["-m", "all=2", "--min-uptime", "100ms"]);
+    for _ in 0..4 {
+        cluster.expect("a worker", |l| l.text.contains("] ready id="));
+    }
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "group:jobs", r#"{"only":"jobs"}"#]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut got: Vec<String> = (0..2)
+        .map(|_| {
+            let line = cluster.expect("a message", |l| l.text.contains("] message id="));
+            line.text.split(' ').next().unwrap().to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, ["[jobs.0]", "[jobs.1]"]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "worker:web.1", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    cluster.expect("web.1 alone gets it", |l| {
+        l.text.starts_with("[web.1] message id=")
+    });
+
+    let old = ctl_status(cluster.pid)["workers"][1]["pid"].clone();
+    let (code, stdout, stderr) = ctl(cluster.pid, &["restart", "web.1", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("restarted web.1"), "{stdout}");
+    let new = ctl_status(cluster.pid)["workers"][1].clone();
+    assert_ne!(new["pid"], old);
+    assert_eq!(new["group"], "web");
+    let (code, _, stderr) = ctl(cluster.pid, &["restart", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("GROUP.ID"), "{stderr}");
+    let (code, _, stderr) = ctl(cluster.pid, &["scale", "+1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("groups"), "{stderr}");
+    let metrics_free: Value = ctl_status(cluster.pid);
+    assert_eq!(metrics_free["cluster"]["workers"], 4);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn procfile_mistakes_are_usage_errors_naming_the_flag() {
+    let procfile = Procfile::new("usage", "web: true\njobs: true\n");
+    let path = procfile.arg();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["-f", "/nonexistent/Procfile"],
+            "--procfile /nonexistent/Procfile",
+        ),
+        (&["-f", &path, "-m", "db=2"], "no process db"),
+        (&["-f", &path, "--after", "web=db"], "--after"),
+        (
+            &["-f", &path, "--after", "web=jobs", "--after", "jobs=web"],
+            "cycle",
+        ),
+        (&["-f", &path, "--once", "nope"], "--once"),
+        (&["-f", &path, "-n", "2"], "--workers"),
+        (&["-f", &path, "--", "true"], "COMMAND"),
+        (&["-m", "web=2", "--", "true"], "--procfile"),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = run_to_end(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?} should name {expected}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
