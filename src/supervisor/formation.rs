@@ -104,3 +104,99 @@ impl Formation {
         actions
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::{ReadyMode, RestartMode};
+    use crate::config::Policy;
+    use crate::reaper::Exit;
+    use crate::signal::Sig;
+    use crate::status::ProcessStatus;
+
+    fn policy() -> Policy {
+        Policy {
+            restart: RestartMode::Always,
+            restart_delay: Duration::from_millis(100),
+            restart_max_delay: Duration::from_millis(400),
+            crash_limit: None,
+            min_uptime: Duration::from_millis(1000),
+            ready: ReadyMode::Started,
+            ready_timeout: Duration::from_secs(3),
+            reload_batch: 1,
+            stop_signal: Sig::TERM,
+            kill_timeout: Duration::from_secs(5),
+            steered: false,
+            watchdog: None,
+            max_memory: None,
+        }
+    }
+
+    /// migrate (once, 1 worker), web (2 workers): web is held until migrate ends with 0.
+    fn formation() -> (Formation, Cluster) {
+        let entries = crate::groups::parse_procfile("migrate: m\nweb: w\n").unwrap();
+        let groups = Groups::build(entries, Some("web=2"), &[], &["migrate".to_string()]).unwrap();
+        let formation = Formation::new(groups);
+        let mut cluster = Cluster::new(policy(), 3);
+        formation.configure(&mut cluster);
+        (formation, cluster)
+    }
+
+    fn spawned(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn(t) => Some(t.identity.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exit(pid: i32, code: i32) -> Vec<Exit> {
+        vec![Exit {
+            pid,
+            status: ProcessStatus::Exited(code),
+            cpu: Duration::ZERO,
+        }]
+    }
+
+    #[test]
+    fn a_once_group_that_exits_0_lets_the_next_group_start_and_is_not_restarted() {
+        let (mut formation, mut cluster) = formation();
+        let t0 = std::time::Instant::now();
+        let actions = cluster.start(t0);
+        assert_eq!(spawned(&actions), [0], "only migrate starts");
+        let ticket = match &actions[0] {
+            Action::Spawn(t) => *t,
+            _ => unreachable!(),
+        };
+        cluster.spawned(ticket, 100, t0);
+        assert!(formation.advance(&mut cluster, t0).is_empty(), "web waits");
+        let after = cluster.on_reaped(&exit(100, 0), false, t0);
+        assert!(spawned(&after).is_empty(), "migrate is not restarted");
+        let actions = formation.advance(&mut cluster, t0);
+        assert_eq!(spawned(&actions), [1, 2], "web starts");
+    }
+
+    #[test]
+    fn a_once_group_that_fails_stops_the_cluster_with_its_status() {
+        let (mut formation, mut cluster) = formation();
+        let t0 = std::time::Instant::now();
+        let actions = cluster.start(t0);
+        let ticket = match &actions[0] {
+            Action::Spawn(t) => *t,
+            _ => unreachable!(),
+        };
+        cluster.spawned(ticket, 100, t0);
+        cluster.on_reaped(&exit(100, 3), false, t0);
+        let actions = formation.advance(&mut cluster, t0);
+        assert!(spawned(&actions).is_empty(), "web never starts");
+        assert_eq!(
+            actions,
+            [Action::Exit(3)],
+            "nothing else runs: exit with migrate's status"
+        );
+    }
+}
