@@ -316,12 +316,13 @@ impl Thread {
                     return;
                 }
             };
+            // Registrations first: a worker's message must find every worker started before it.
+            if ready[..n].iter().any(|e| e.data() == CONTROL) && !self.take_orders() {
+                return;
+            }
             for event in &ready[..n] {
                 let token = event.data();
                 if token == CONTROL {
-                    if !self.take_orders() {
-                        return;
-                    }
                     continue;
                 }
                 if event.events().contains(EpollFlags::EPOLLOUT) {
