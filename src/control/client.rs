@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use super::location;
-use super::protocol::{Request, ScaleBy};
+use super::protocol::{Request, ScaleBy, WorkerRef};
 use crate::logging::print_error;
 use crate::signal::Sig;
 
@@ -72,9 +72,13 @@ pub enum Verb {
         wait: bool,
     },
     /// Replace these workers: a new one starts, and once it is ready the old one is stopped
+    /// (with groups: GROUP.ID, or every worker of --group)
     Restart {
-        #[arg(value_name = "ID", required = true, num_args = 1.., value_parser = parse_worker)]
+        #[arg(value_name = "ID", required_unless_present = "group", value_parser = parse_worker)]
         ids: Vec<super::protocol::WorkerRef>,
+        /// With Procfile groups: the group the IDs are in (without IDs: all of it, one at a time)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
         /// Return once every new worker is ready and every old one has exited
         #[arg(long)]
         wait: bool,
@@ -85,9 +89,15 @@ pub enum Verb {
         signal: Sig,
         #[arg(value_name = "ID", value_parser = parse_worker)]
         ids: Vec<super::protocol::WorkerRef>,
+        /// With Procfile groups: the group the IDs are in (without IDs: all of it)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
     },
-    /// Rolling reload, as SIGHUP does
+    /// Rolling reload, as SIGHUP does (with --group, a rolling restart of that group alone)
     Reload {
+        /// With Procfile groups: replace this group's workers only, one at a time
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
         /// Return once every worker runs the new generation (exit 1 if it was abandoned)
         #[arg(long)]
         wait: bool,
@@ -178,21 +188,44 @@ fn request(verb: &Verb) -> Request {
             by: *workers,
             wait: *wait,
         },
-        Verb::Restart { ids, wait } => Request::Restart {
-            ids: ids.clone(),
+        Verb::Restart { ids, group, wait } => Request::Restart {
+            ids: in_group(ids, group),
             wait: *wait,
         },
-        Verb::Signal { signal, ids } => Request::Signal {
+        Verb::Signal { signal, ids, group } => Request::Signal {
             signal: *signal,
-            ids: ids.clone(),
+            ids: in_group(ids, group),
         },
-        Verb::Reload { wait } => Request::Reload { wait: *wait },
+        Verb::Reload {
+            group: Some(group),
+            wait,
+        } => Request::Restart {
+            ids: vec![WorkerRef::Group(group.clone())],
+            wait: *wait,
+        },
+        Verb::Reload { group: None, wait } => Request::Reload { wait: *wait },
         Verb::Stop { wait } => Request::Stop { wait: *wait },
         Verb::Events => Request::Events,
         Verb::Send { to, data } => Request::Send {
             to: to.clone(),
             data: data.clone(),
         },
+    }
+}
+
+/// IDs as the request names them: with `--group NAME`, ids in that group (`3` → `NAME.3`), or
+/// the whole group when none is given.
+fn in_group(ids: &[WorkerRef], group: &Option<String>) -> Vec<WorkerRef> {
+    match group {
+        None => ids.to_vec(),
+        Some(group) if ids.is_empty() => vec![WorkerRef::Group(group.clone())],
+        Some(group) => ids
+            .iter()
+            .map(|id| match id {
+                WorkerRef::Id(n) => WorkerRef::InGroup(group.clone(), *n),
+                other => other.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -416,7 +449,7 @@ fn render(verb: &Verb, answer: &Value, line: &str) -> String {
                 format!("scaling to {n} workers\n")
             }
         }
-        Verb::Restart { ids, wait } => {
+        Verb::Restart { ids, wait, .. } => {
             let ids = ids
                 .iter()
                 .map(ToString::to_string)
@@ -431,12 +464,22 @@ fn render(verb: &Verb, answer: &Value, line: &str) -> String {
         Verb::Signal { signal, .. } => {
             format!("sent {signal} to {} process groups\n", answer["groups"])
         }
-        Verb::Reload { wait } => {
+        Verb::Reload { wait, group: None } => {
             let generation = &answer["generation"];
             if *wait {
                 format!("reloaded: generation {generation}\n")
             } else {
                 format!("reloading to generation {generation}\n")
+            }
+        }
+        Verb::Reload {
+            wait,
+            group: Some(group),
+        } => {
+            if *wait {
+                format!("restarted every worker of {group}\n")
+            } else {
+                format!("restarting every worker of {group}, one at a time\n")
             }
         }
         Verb::Stop { wait: true } => match answer["status"].as_i64() {

@@ -95,11 +95,13 @@ impl Request {
     }
 }
 
-/// A worker as a request names it: `3`, or with Procfile groups `web.3`.
+/// A worker as a request names it: `3`, or with Procfile groups `web.3`; `web.*` is every
+/// worker of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerRef {
     Id(u32),
     InGroup(String, u32),
+    Group(String),
 }
 
 impl std::str::FromStr for WorkerRef {
@@ -112,6 +114,7 @@ impl std::str::FromStr for WorkerRef {
             })
         };
         match text.rsplit_once('.') {
+            Some((group, "*")) if !group.is_empty() => Ok(WorkerRef::Group(group.to_string())),
             Some((group, n)) if !group.is_empty() => {
                 Ok(WorkerRef::InGroup(group.to_string(), id(n)?))
             }
@@ -125,6 +128,7 @@ impl std::fmt::Display for WorkerRef {
         match self {
             WorkerRef::Id(id) => write!(f, "{id}"),
             WorkerRef::InGroup(group, id) => write!(f, "{group}.{id}"),
+            WorkerRef::Group(group) => write!(f, "{group}.*"),
         }
     }
 }
@@ -133,7 +137,7 @@ impl WorkerRef {
     fn to_json(&self) -> Value {
         match self {
             WorkerRef::Id(id) => json!(id),
-            WorkerRef::InGroup(..) => json!(self.to_string()),
+            WorkerRef::InGroup(..) | WorkerRef::Group(_) => json!(self.to_string()),
         }
     }
 }

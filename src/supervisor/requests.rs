@@ -207,12 +207,14 @@ impl Control {
         }
     }
 
-    /// The cluster slots of the workers a request names: `3` without groups, `web.3` with them.
+    /// The cluster slots of the workers a request names: `3` without groups; `web.3`, or every
+    /// worker of a group as `web.*`, with them.
     fn slots(&self, ids: &[WorkerRef]) -> Result<Vec<u32>, String> {
-        ids.iter()
+        let slots = ids
+            .iter()
             .map(|id| match (id, &self.groups) {
-                (WorkerRef::Id(id), None) => Ok(*id),
-                (WorkerRef::InGroup(..), None) => Err(format!(
+                (WorkerRef::Id(id), None) => Ok(vec![*id]),
+                (WorkerRef::InGroup(..) | WorkerRef::Group(_), None) => Err(format!(
                     "there is no worker {id}: this cluster has no groups"
                 )),
                 (WorkerRef::Id(_), Some(groups)) => Err(format!(
@@ -221,9 +223,19 @@ impl Control {
                 )),
                 (WorkerRef::InGroup(group, n), Some(groups)) => groups
                     .slot_of(group, *n)
+                    .map(|slot| vec![slot])
                     .ok_or_else(|| format!("there is no worker {id}")),
+                (WorkerRef::Group(group), Some(groups)) => groups
+                    .find(group)
+                    .map(|g| groups.range(g).collect())
+                    .ok_or_else(|| format!("there is no group {group}")),
             })
-            .collect()
+            .collect::<Result<Vec<Vec<u32>>, String>>()?;
+        let slots = slots.concat();
+        if slots.is_empty() && !ids.is_empty() {
+            return Err("that group runs no worker (-m NAME=0)".to_string());
+        }
+        Ok(slots)
     }
 
     fn replies(&self, frontend: Frontend) -> Option<&Replies> {

@@ -234,3 +234,54 @@ fn procfile_mistakes_are_usage_errors_naming_the_flag() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_group_is_reloaded_and_signalled_on_its_own() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "one-group",
+        &format!("web: exec {worker} --ignore USR1\njobs: exec {worker} --ignore USR1\n"),
+    );
+    let mut cluster = start(&procfile, &["-m", "all=2", "--min-uptime", "100ms"]);
+    for _ in 0..4 {
+        cluster.expect("a worker", |l| l.text.contains("] ready id="));
+    }
+    let pids = |cluster: &Cluster| -> Vec<Value> {
+        ctl_status(cluster.pid)["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pid"].clone())
+            .collect()
+    };
+    crate::harness::eventually(|| ctl_status(cluster.pid)["cluster"]["state"] == "running");
+    let before = pids(&cluster);
+    let (code, stdout, stderr) = ctl(cluster.pid, &["reload", "--group", "web", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("restarted every worker of web"), "{stdout}");
+    let after = pids(&cluster);
+    assert_ne!(after[0], before[0], "web.0 replaced");
+    assert_ne!(after[1], before[1], "web.1 replaced");
+    assert_eq!(after[2..], before[2..], "jobs untouched");
+
+    let (code, _, stderr) = ctl(cluster.pid, &["signal", "USR1", "--group", "jobs"]);
+    assert_eq!(code, 0, "{stderr}");
+    for _ in 0..2 {
+        cluster.expect("USR1 at a jobs worker", |l| {
+            l.text.starts_with("[jobs.") && l.text.contains("signal SIGUSR1")
+        });
+    }
+    let (code, _, stderr) = ctl(cluster.pid, &["signal", "USR2", "1", "--group", "web"]);
+    assert_eq!(code, 0, "{stderr}");
+    cluster.expect("USR2 at web.1", |l| {
+        l.text.starts_with("[web.1] signal SIGUSR2")
+    });
+    assert!(
+        cluster
+            .seen(|l| l.text.starts_with("[web.") && l.text.contains("signal SIGUSR1"))
+            .is_empty(),
+        "no web worker got jobs' USR1"
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+}
