@@ -112,6 +112,12 @@ impl Cluster {
                 reload.target
             ));
         }
+        if ids.iter().any(|&id| self.slots[id as usize].held) {
+            return Err(
+                "that worker has not started yet: its group waits for another (--after, --once)"
+                    .to_string(),
+            );
+        }
         for &id in ids {
             if !self.restart_queue.contains(&id) {
                 self.restart_queue.push_back(id);

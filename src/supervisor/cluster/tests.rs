@@ -1701,3 +1701,16 @@ fn a_restart_of_a_slot_already_being_replaced_follows_that_replacement() {
         "a wait learns which worker the replacement stops"
     );
 }
+
+#[test]
+fn a_held_slot_is_not_started_by_a_restart_before_its_group_is_released() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(policy(), 2);
+    cluster.configure_groups(std::slice::from_ref(&(1..2)), &[]);
+    let actions = cluster.start(t0);
+    assert_eq!(spawned_ids(&actions), [0], "slot 1 is held");
+    let refused = cluster.request_restart(&[1], t0).unwrap_err();
+    assert!(refused.contains("not started yet"), "{refused}");
+    let actions = cluster.release(1..2, t0);
+    assert_eq!(spawned_ids(&actions), [1]);
+}
