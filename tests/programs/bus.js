@@ -4,16 +4,18 @@ const net = require('net');
 const readline = require('readline');
 
 const id = process.env.WORKER_ID;
+// One write per line: two workers share the pipe, and a line must not be cut by another's.
+const say = (text) => process.stdout.write(`${text}\n`);
 const bus = new net.Socket({ fd: Number(process.env.RECLUSTER_MSG_FD) });
 const send = (to, data) => bus.write(JSON.stringify({ to, data }) + '\n');
 
 readline.createInterface({ input: bus }).on('line', (line) => {
   const message = JSON.parse(line);
-  console.log(`node id=${id} got=${JSON.stringify(message)}`);
+  say(`node id=${id} got=${JSON.stringify(message)}`);
   if (message.data && message.data.ping !== undefined) {
     send(`worker:${message.from.id}`, { pong: message.data.ping });
   }
 });
 process.on('SIGUSR1', () => send('others', { ping: Number(id) }));
 process.on('SIGTERM', () => process.exit(0));
-console.log(`ready id=${id} pid=${process.pid}`);
+say(`ready id=${id} pid=${process.pid}`);
