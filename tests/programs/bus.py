@@ -7,6 +7,15 @@ import socket
 import sys
 
 worker = os.environ["WORKER_ID"]
+
+
+def say(text):
+    """One write per line (print writes the newline apart when PYTHONUNBUFFERED is set): two
+    workers share the pipe, and a line must not be cut by another's."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 bus = socket.socket(fileno=int(os.environ["RECLUSTER_MSG_FD"]))
 
 
@@ -16,7 +25,7 @@ def send(to, data):
 
 signal.signal(signal.SIGUSR1, lambda *_: send("others", {"ping": int(worker)}))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-print(f"ready id={worker} pid={os.getpid()}", flush=True)
+say(f"ready id={worker} pid={os.getpid()}")
 for line in bus.makefile("rb"):
     message = json.loads(line)
-    print(f"python id={worker} got={json.dumps(message, separators=(',', ':'))}", flush=True)
+    say(f"python id={worker} got={json.dumps(message, separators=(',', ':'))}")
