@@ -6,7 +6,6 @@
 //! rendered as a table that fits 100 columns. Numbers are in base units: bytes, seconds.
 //! Nothing from a worker's environment or argv is here.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -142,44 +141,16 @@ pub struct LastExit {
     pub at: f64,
 }
 
-/// What /proc says of the process groups in `pgids`, summed over each group's processes:
-/// resident memory in bytes and CPU seconds. One pass over /proc, whatever N is.
-pub fn measure_groups(pgids: &[i32]) -> HashMap<i32, (u64, f64)> {
-    let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
-    // SAFETY: sysconf has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    // SAFETY: as above.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut totals: HashMap<i32, (u64, f64)> = HashMap::new();
-    if wanted.is_empty() {
-        return totals;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return totals;
-    };
-    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Some(stat) = crate::procfs::stat(pid) else {
-            continue;
-        };
-        if wanted.contains(&stat.pgrp) {
-            let total = totals.entry(stat.pgrp).or_insert((0, 0.0));
-            total.0 += stat.rss_pages * page;
-            total.1 += stat.cpu_ticks as f64 / ticks;
-        }
-    }
-    totals
-}
-
 impl Snapshot {
     /// Adds what /proc says now: each live worker's resident memory and the CPU time its group's
     /// processes have used so far.
     pub fn measure(&mut self) {
         let pgids: Vec<i32> = self.workers.iter().filter_map(|w| w.pid).collect();
-        let found = measure_groups(&pgids);
+        let found = crate::usage::group_usage(&pgids);
         for worker in &mut self.workers {
-            if let Some(&(rss, cpu)) = worker.pid.and_then(|pid| found.get(&pid)) {
-                worker.rss_bytes = Some(rss);
-                worker.cpu_seconds += cpu;
+            if let Some(usage) = worker.pid.and_then(|pid| found.get(&pid)) {
+                worker.rss_bytes = Some(usage.rss_bytes);
+                worker.cpu_seconds += usage.cpu_seconds;
             }
         }
     }
@@ -403,14 +374,5 @@ mod tests {
         assert_eq!(json["workers"][0]["state"], "ready");
         assert_eq!(json["cluster"]["state"], "running");
         assert_eq!(json["workers"][0]["last_exit"]["signal"], "SIGKILL");
-    }
-
-    #[test]
-    fn this_process_group_is_measured() {
-        // SAFETY: getpgrp has no memory effects.
-        let pgrp = unsafe { libc::getpgrp() };
-        let found = measure_groups(&[pgrp]);
-        let (rss, _) = found[&pgrp];
-        assert!(rss > 1 << 20, "{found:?}");
     }
 }

@@ -1,30 +1,56 @@
-//! What workers use, read from /proc when asked: the resident memory of whole process groups
-//! (`--max-memory`), and the kernel's count of processes its OOM killer has killed.
+//! What workers use, read from /proc when asked: the resident memory and CPU time of whole
+//! process groups (`--max-memory`, `ctl status`, the metrics), and the kernel's count of
+//! processes its OOM killer has killed.
 
 use std::collections::HashMap;
 use std::fs;
 
-/// The resident memory of each process group in `pgids`, in bytes (every process whose group it
-/// is, summed). Groups with no process left are absent.
-pub fn group_memory(pgids: &[i32]) -> Vec<(i32, u64)> {
+/// What the processes of one process group use now, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupUsage {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// The resident memory and CPU time of each process group in `pgids` (every process whose group
+/// it is, summed), in one pass over /proc whatever their number. Groups with no process left are
+/// absent.
+pub fn group_usage(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
     let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
+    let mut totals: HashMap<i32, GroupUsage> = HashMap::new();
+    if wanted.is_empty() {
+        return totals;
+    }
     // SAFETY: sysconf has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let mut totals: HashMap<i32, u64> = HashMap::new();
+    let (page, ticks) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+        )
+    };
     let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return totals;
     };
     for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
         let Some(stat) = crate::procfs::stat(pid) else {
             continue;
         };
         if wanted.contains(&stat.pgrp) {
-            *totals.entry(stat.pgrp).or_insert(0) += stat.rss_pages * page;
+            let total = totals.entry(stat.pgrp).or_default();
+            total.rss_bytes += stat.rss_pages * page;
+            total.cpu_seconds += stat.cpu_ticks as f64 / ticks;
         }
     }
+    totals
+}
+
+/// The resident memory of each process group in `pgids`, in bytes (`--max-memory`), in their
+/// order. Groups with no process left are absent.
+pub fn group_memory(pgids: &[i32]) -> Vec<(i32, u64)> {
+    let totals = group_usage(pgids);
     pgids
         .iter()
-        .filter_map(|g| totals.get(g).map(|&bytes| (*g, bytes)))
+        .filter_map(|g| totals.get(g).map(|u| (*g, u.rss_bytes)))
         .collect()
 }
 
