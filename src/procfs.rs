@@ -12,6 +12,10 @@ pub struct Stat {
     pub rss_pages: u64,
     /// User plus system time, in clock ticks.
     pub cpu_ticks: u64,
+    /// When it started, in clock ticks after boot.
+    pub start_ticks: u64,
+    /// Virtual memory size, in bytes.
+    pub vsize_bytes: u64,
 }
 
 /// The stat of `pid`, or `None` when it is gone (or /proc is not mounted).
@@ -19,7 +23,8 @@ pub fn stat(pid: i32) -> Option<Stat> {
     parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// After `(comm)`: state is field 3, ppid 4, pgrp 5, utime 14, stime 15, rss 24.
+/// After `(comm)`: state is field 3, ppid 4, pgrp 5, utime 14, stime 15, starttime 22, vsize 23,
+/// rss 24.
 pub fn parse(stat: &str) -> Option<Stat> {
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     let number = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
@@ -28,6 +33,8 @@ pub fn parse(stat: &str) -> Option<Stat> {
         pgrp: fields.get(2)?.parse().ok()?,
         rss_pages: number(21),
         cpu_ticks: number(11) + number(12),
+        start_ticks: number(19),
+        vsize_bytes: number(20),
     })
 }
 
@@ -45,6 +52,8 @@ mod tests {
                 pgrp: 42,
                 rss_pages: 2048,
                 cpu_ticks: 3,
+                start_ticks: 99,
+                vsize_bytes: 12345678,
             })
         );
         assert_eq!(

@@ -95,22 +95,18 @@ impl SelfProcess {
                 libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
             )
         };
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
-            && let Some(end) = stat.rfind(')')
-        {
-            let fields: Vec<&str> = stat[end + 1..].split_whitespace().collect();
-            let field =
-                |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
-            me.cpu_seconds = (field(11) + field(12)) as f64 / ticks;
-            me.virtual_bytes = field(20);
-            me.resident_bytes = field(21) * page;
+        // SAFETY: getpid has no memory effects.
+        if let Some(stat) = crate::procfs::stat(unsafe { libc::getpid() }) {
+            me.cpu_seconds = stat.cpu_ticks as f64 / ticks;
+            me.virtual_bytes = stat.vsize_bytes;
+            me.resident_bytes = stat.rss_pages * page;
             let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("btime "))
                     .and_then(|v| v.trim().parse::<u64>().ok())
             });
             if let Some(boot) = boot {
-                me.start_time = boot as f64 + field(19) as f64 / ticks;
+                me.start_time = boot as f64 + stat.start_ticks as f64 / ticks;
             }
         }
         me.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
