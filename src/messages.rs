@@ -128,7 +128,7 @@ pub struct Courier {
 impl Courier {
     pub fn deliver(&self, to: Target, data: Value) {
         if self.commands.send(Command::Deliver { to, data }).is_ok() {
-            wake(&self.control);
+            crate::control::replies::wake_socket(&self.control);
         }
     }
 }
@@ -235,16 +235,6 @@ impl Messages {
     pub fn drops(&self) -> Drops {
         self.drops.clone()
     }
-}
-
-/// A byte `w` on the control socket: the thread looks at its channels.
-fn wake(control: &OwnedFd) {
-    // A full socket means a wake is pending already.
-    let _ = socket::send(
-        control.as_raw_fd(),
-        b"w",
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-    );
 }
 
 /// One worker's socket, as the thread knows it.

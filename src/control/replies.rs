@@ -97,19 +97,18 @@ impl Waker {
             Waker::EventFd(fd) => {
                 let _ = fd.write(1);
             }
-            Waker::Socket(socket) => {
-                use std::os::fd::AsRawFd;
-                // A full socket means a wake is pending already.
-                // SAFETY: send of one byte from a valid buffer on an open socket.
-                unsafe {
-                    libc::send(
-                        socket.as_raw_fd(),
-                        b"w".as_ptr().cast(),
-                        1,
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-            }
+            Waker::Socket(socket) => wake_socket(socket),
         }
     }
+}
+
+/// A byte `w` on a thread's control socket: look at the channels. A full socket means a wake-up
+/// is pending already, so the byte may be dropped.
+pub fn wake_socket(socket: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::sys::socket::send(
+        socket.as_raw_fd(),
+        b"w",
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    );
 }
