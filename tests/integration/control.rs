@@ -11,26 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, Launch, cluster_args, eventually, is_running, recluster_bin};
-
-/// `recluster ctl --pid PID ARGS…`: (exit code, stdout, stderr).
-fn ctl(pid: i32, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec!["ctl".to_string(), "--pid".to_string(), pid.to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
-    run_ctl(Command::new(recluster_bin()).args(&all))
-}
-
-fn run_ctl(command: &mut Command) -> (i32, String, String) {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .expect("run recluster ctl");
-    (
-        out.status.code().expect("ctl exited by a signal"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::harness::{
+    Cluster, Launch, cluster_args, ctl, eventually, is_running, recluster_bin, run_ctl,
+};
 
 /// `ctl status --json`, parsed.
 fn status_of(cluster: &Cluster) -> Value {

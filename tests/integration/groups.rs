@@ -3,11 +3,10 @@
 //! GROUP.ID in the output, the status, `ctl` and messages.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, Launch, ctl_status, recluster_bin, run_to_end, worker_bin};
+use crate::harness::{Cluster, Launch, ctl, ctl_status, run_to_end, worker_bin};
 
 /// A Procfile in a temporary file, removed on drop.
 struct Procfile(PathBuf);
@@ -142,20 +141,6 @@ fn the_exit_status_is_the_first_group_in_the_file_that_failed() {
         let (code, _, stderr) = run_to_end(&["-f", &path, "--restart", "never"]);
         assert_eq!(code, expected, "{text:?}: {stderr}");
     }
-}
-
-fn ctl(pid: i32, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(recluster_bin())
-        .args(["ctl", "--pid", &pid.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

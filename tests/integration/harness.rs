@@ -610,17 +610,29 @@ pub fn no_unshare() -> String {
         .clone()
 }
 
-/// `recluster ctl --pid PID status --json`, parsed.
-pub fn ctl_status(pid: i32) -> serde_json::Value {
-    let out = Command::new(recluster_bin())
-        .args(["ctl", "--pid", &pid.to_string(), "status", "--json"])
+/// `recluster ctl --pid PID ARGS…`: (exit code, stdout, stderr).
+pub fn ctl(pid: i32, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(recluster_bin());
+    command.args(["ctl", "--pid", &pid.to_string()]).args(args);
+    run_ctl(&mut command)
+}
+
+/// Runs a `recluster ctl` command line (another uid, --control …) to its end.
+pub fn run_ctl(command: &mut Command) -> (i32, String, String) {
+    let out = command
         .stdin(Stdio::null())
         .output()
         .expect("run recluster ctl");
-    assert!(
-        out.status.success(),
-        "ctl status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ctl status prints JSON")
+    (
+        out.status.code().expect("ctl exited by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `recluster ctl --pid PID status --json`, parsed.
+pub fn ctl_status(pid: i32) -> serde_json::Value {
+    let (code, stdout, stderr) = ctl(pid, &["status", "--json"]);
+    assert_eq!(code, 0, "ctl status: {stderr}");
+    serde_json::from_str(&stdout).expect("ctl status prints JSON")
 }

@@ -3,24 +3,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, Line, ctl_status, eventually, recluster_bin};
-
-fn ctl(pid: i32, args: &[&str]) -> (i32, String) {
-    let out = Command::new(recluster_bin())
-        .args(["ctl", "--pid", &pid.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::harness::{Cluster, Line, ctl, ctl_status, eventually};
 
 /// The JSON a `message` line carries.
 fn json_of(line: &Line) -> Value {
@@ -57,7 +43,7 @@ fn messages_at(cluster: &mut Cluster, ids: &[i32]) -> std::collections::BTreeMap
 /// Has worker `sender` send its message (what arrives is awaited on its own: the worker's
 /// `sent` line and the receivers' lines come through different processes, in any order).
 fn send_from(cluster: &mut Cluster, sender: u32) {
-    let (code, stderr) = ctl(cluster.pid, &["signal", "USR1", &sender.to_string()]);
+    let (code, _, stderr) = ctl(cluster.pid, &["signal", "USR1", &sender.to_string()]);
     assert_eq!(code, 0, "{stderr}");
 }
 
@@ -75,7 +61,7 @@ fn others_reaches_everyone_but_the_sender_and_a_forged_from_is_replaced() {
         assert_eq!(message["from"]["pid"], ready[0].num("pid"));
     }
     // The sender hears nothing: a message to everyone after it shows its queue was empty.
-    let (code, stderr) = ctl(cluster.pid, &["send", "worker:0", r#"{"marker":true}"#]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "worker:0", r#"{"marker":true}"#]);
     assert_eq!(code, 0, "{stderr}");
     let line = cluster.expect("the marker at worker 0", |l| {
         l.is_worker("message") && l.num("id") == 0
@@ -93,7 +79,7 @@ fn a_direct_message_reaches_only_its_target() {
     assert_eq!(line.num("id"), 2, "{}", line.text);
     assert_eq!(json_of(&line)["data"], "just you");
     // Everyone gets the next broadcast; before it, nothing else came to 0 or 1.
-    let (code, _) = ctl(cluster.pid, &["send", "all", "\"after\""]);
+    let (code, _, _) = ctl(cluster.pid, &["send", "all", "\"after\""]);
     assert_eq!(code, 0);
     for line in messages_at(&mut cluster, &[0, 1]).values() {
         assert_eq!(
@@ -110,16 +96,16 @@ fn a_direct_message_reaches_only_its_target() {
 #[test]
 fn ctl_send_all_reaches_every_worker_from_ctl() {
     let (mut cluster, _) = messaging("3", "{}");
-    let (code, stderr) = ctl(cluster.pid, &["send", "all", r#"{"flush":["a","b"]}"#]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "all", r#"{"flush":["a","b"]}"#]);
     assert_eq!(code, 0, "{stderr}");
     for line in messages_at(&mut cluster, &[0, 1, 2]).values() {
         let message = json_of(line);
         assert_eq!(message["from"], serde_json::json!({"ctl": true}));
         assert_eq!(message["data"]["flush"][1], "b");
     }
-    let (code, stderr) = ctl(cluster.pid, &["send", "everyone", "1"]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "everyone", "1"]);
     assert_eq!(code, 2, "a bad target is a usage error: {stderr}");
-    let (code, stderr) = ctl(cluster.pid, &["send", "all", "{not json"]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "all", "{not json"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not JSON"), "{stderr}");
     cluster.send(libc::SIGTERM);
@@ -215,7 +201,7 @@ fn the_message_socket_follows_the_listening_sockets_and_no_messages_leaves_it_ou
     );
     let report = cluster.expect("the report", |l| l.is_worker("report"));
     assert_eq!(report.field("fds"), Some("0,1,2,3"), "{}", report.text);
-    let (code, stderr) = ctl(cluster.pid, &["send", "all", "1"]);
+    let (code, _, stderr) = ctl(cluster.pid, &["send", "all", "1"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("--no-messages"), "{stderr}");
     cluster.send(libc::SIGTERM);
@@ -232,7 +218,7 @@ fn node_and_python_workers_use_the_socket_as_it_is() {
             crate::harness::Launch::new(["-n", "2", "--", runtime, script.as_str()]).start();
         cluster.ready(2);
         // Worker 0 pings the others; worker 1 (Node) pongs back, or (Python) just prints.
-        let (code, stderr) = ctl(cluster.pid, &["signal", "USR1", "0"]);
+        let (code, _, stderr) = ctl(cluster.pid, &["signal", "USR1", "0"]);
         assert_eq!(code, 0, "{stderr}");
         let got = cluster.expect(&format!("{kind} worker 1 gets the ping"), |l| {
             l.is_worker(kind) && l.num("id") == 1
