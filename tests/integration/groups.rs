@@ -239,7 +239,10 @@ fn a_group_is_reloaded_and_signalled_on_its_own() {
             .map(|w| w["pid"].clone())
             .collect()
     };
-    crate::harness::eventually(|| ctl_status(cluster.pid)["cluster"]["state"] == "running");
+    assert!(
+        crate::harness::eventually(|| ctl_status(cluster.pid)["cluster"]["state"] == "running"),
+        "the four workers never were all ready"
+    );
     let before = pids(&cluster);
     let (code, stdout, stderr) = ctl(cluster.pid, &["reload", "--group", "web", "--wait"]);
     assert_eq!(code, 0, "{stderr}");

@@ -115,7 +115,10 @@ fn ctl_send_all_reaches_every_worker_from_ctl() {
 #[test]
 fn info_answers_with_the_workers_and_mistakes_are_answered() {
     let (mut cluster, ready) = messaging("2", r#"{"to":"recluster","data":{"cmd":"info"}}"#);
-    eventually(|| ctl_status(cluster.pid)["cluster"]["state"] == "running");
+    assert!(
+        eventually(|| ctl_status(cluster.pid)["cluster"]["state"] == "running"),
+        "the workers never were all ready"
+    );
     send_from(&mut cluster, 1);
     let line = cluster.expect("the answer", |l| l.is_worker("message") && l.num("id") == 1);
     let info = json_of(&line);
