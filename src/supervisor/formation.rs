@@ -17,6 +17,8 @@ pub struct Formation {
     waits_for: Vec<Vec<usize>>,
     /// Per group: whether it has been started.
     started: Vec<bool>,
+    /// The one-shot groups not yet finished: only these are looked at after each event.
+    running_once: Vec<usize>,
     /// A one-shot group failed and the cluster was told to stop.
     failed: bool,
 }
@@ -33,10 +35,14 @@ impl Formation {
             })
             .collect();
         let started = waits_for.iter().map(Vec::is_empty).collect();
+        let running_once = (0..groups.groups.len())
+            .filter(|&g| groups.groups[g].once)
+            .collect();
         Formation {
             groups,
             waits_for,
             started,
+            running_once,
             failed: false,
         }
     }
@@ -55,20 +61,27 @@ impl Formation {
     }
 
     /// After each event: starts the groups whose conditions now hold, and stops the cluster once
-    /// a one-shot group has failed.
+    /// a one-shot group has failed. Once every group has started and every one-shot group has
+    /// finished, it costs nothing.
     pub fn advance(&mut self, cluster: &mut Cluster, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        if !self.failed {
-            for (g, group) in self.groups.groups.iter().enumerate() {
-                if group.once && cluster.range_finished(self.groups.range(g)) == Some(false) {
+        if self.failed || (self.running_once.is_empty() && self.started.iter().all(|&s| s)) {
+            return actions;
+        }
+        let mut finished = Vec::new();
+        for &g in &self.running_once {
+            match cluster.range_finished(self.groups.range(g)) {
+                Some(true) => finished.push(g),
+                Some(false) => {
                     error!(
                         "the one-shot group {} did not exit 0 (--once): stopping the cluster",
-                        group.name
+                        self.groups.groups[g].name
                     );
                     self.failed = true;
                     actions.extend(cluster.request_stop(now));
                     return actions;
                 }
+                None => {}
             }
         }
         for g in 0..self.groups.groups.len() {
@@ -101,6 +114,8 @@ impl Formation {
                 actions.extend(cluster.release(self.groups.range(g), now));
             }
         }
+        // Looked at after the releases: a group waiting for one of these sees it finished.
+        self.running_once.retain(|g| !finished.contains(g));
         actions
     }
 }
