@@ -202,44 +202,13 @@ pub enum Then {
 }
 
 impl Report {
-    /// The slot of the worker it is about, if one.
-    pub fn worker_id(&self) -> Option<u32> {
-        match self {
-            Report::Started { id, .. }
-            | Report::StaleSpawn { id, .. }
-            | Report::WorkerStatus { id, .. }
-            | Report::WorkerReady { id, .. }
-            | Report::MissedReadyTimeout { id, .. }
-            | Report::OverMemory { id, .. }
-            | Report::ReplacementFailed { id, .. }
-            | Report::WatchdogFailed { id, .. }
-            | Report::KillTimeout { id, .. }
-            | Report::Ended { id, .. }
-            | Report::Stopped { id, .. }
-            | Report::Draining { id, .. }
-            | Report::Drained { id, .. }
-            | Report::ReplacementReady { id, .. }
-            | Report::RestartBegun { id, .. } => Some(*id),
-            _ => None,
-        }
-    }
-
     /// The log line, with the worker named by `label` (`web.3` with groups) instead of its slot.
     pub fn line(&self, label: impl Fn(u32) -> String) -> String {
-        let text = self.to_string();
-        let Some(id) = self.worker_id() else {
-            return text;
-        };
-        let needle = format!("worker {id}");
-        let mut from = 0;
-        while let Some(at) = text[from..].find(&needle) {
-            let end = from + at + needle.len();
-            if !text[end..].starts_with(|c: char| c.is_ascii_digit()) {
-                return format!("{}worker {}{}", &text[..from + at], label(id), &text[end..]);
-            }
-            from = end;
+        Labelled {
+            report: self,
+            label: &label,
         }
-        text
+        .to_string()
     }
 
     pub fn level(&self) -> Level {
@@ -289,6 +258,25 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, &|id| id.to_string())
+    }
+}
+
+/// A report written with its worker named by a label (`web.3`).
+struct Labelled<'a> {
+    report: &'a Report,
+    label: &'a dyn Fn(u32) -> String,
+}
+
+impl fmt::Display for Labelled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.report.render(f, self.label)
+    }
+}
+
+impl Report {
+    /// The text, the worker named by `label` (its slot, or `web.3` with groups).
+    fn render(&self, f: &mut fmt::Formatter<'_>, label: &dyn Fn(u32) -> String) -> fmt::Result {
         match self {
             Report::Starting { workers } => {
                 write!(f, "starting {}", plural(*workers, "worker", "workers"))
@@ -297,79 +285,111 @@ impl fmt::Display for Report {
                 id,
                 pid,
                 generation: None,
-            } => write!(f, "worker {id} started (pid {pid})"),
+            } => {
+                let id = label(*id);
+                write!(f, "worker {id} started (pid {pid})")
+            }
             Report::Started {
                 id,
                 pid,
                 generation: Some(g),
-            } => write!(f, "worker {id} of generation {g} started (pid {pid})"),
-            Report::StaleSpawn { id, pid } => write!(
-                f,
-                "worker {id} (pid {pid}) was started for a decision that no longer stands: stopping it"
-            ),
+            } => {
+                let id = label(*id);
+                write!(f, "worker {id} of generation {g} started (pid {pid})")
+            }
+            Report::StaleSpawn { id, pid } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) was started for a decision that no longer stands: stopping it"
+                )
+            }
             Report::WorkerStatus { id, pid, status } => {
+                let id = label(*id);
                 write!(f, "worker {id} (pid {pid}): {status}")
             }
-            Report::WorkerReady { id, pid } => write!(f, "worker {id} (pid {pid}) is ready"),
+            Report::WorkerReady { id, pid } => {
+                let id = label(*id);
+                write!(f, "worker {id} (pid {pid}) is ready")
+            }
             Report::AllReady { workers } => write!(f, "all {workers} workers are ready"),
-            Report::MissedReadyTimeout { id, pid, timeout } => write!(
-                f,
-                "worker {id} (pid {pid}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
-                format_duration(*timeout)
-            ),
+            Report::MissedReadyTimeout { id, pid, timeout } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) was not ready within {}: stopping it as a failed start (--ready-timeout)",
+                    format_duration(*timeout)
+                )
+            }
             Report::OverMemory {
                 id,
                 pid,
                 bytes,
                 limit,
                 stop_first,
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) uses {} MiB, above --max-memory {} MiB: {}",
-                bytes >> 20,
-                limit >> 20,
-                if *stop_first {
-                    "stopping it, then starting a new one (no room for both)"
-                } else {
-                    "replacing it"
-                }
-            ),
-            Report::ReplacementFailed { id, reason } => write!(
-                f,
-                "the new worker {id} failed ({reason}); the old one keeps serving"
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) uses {} MiB, above --max-memory {} MiB: {}",
+                    bytes >> 20,
+                    limit >> 20,
+                    if *stop_first {
+                        "stopping it, then starting a new one (no room for both)"
+                    } else {
+                        "replacing it"
+                    }
+                )
+            }
+            Report::ReplacementFailed { id, reason } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "the new worker {id} failed ({reason}); the old one keeps serving"
+                )
+            }
             Report::WatchdogFailed {
                 id,
                 pid,
                 triggered: true,
                 ..
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) triggered its watchdog: sending SIGABRT, restarting it as a failure"
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) triggered its watchdog: sending SIGABRT, restarting it as a failure"
+                )
+            }
             Report::WatchdogFailed {
                 id, pid, interval, ..
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) sent no WATCHDOG=1 for {}: sending SIGABRT, restarting it as a failure (--watchdog)",
-                format_duration(*interval)
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) sent no WATCHDOG=1 for {}: sending SIGABRT, restarting it as a failure (--watchdog)",
+                    format_duration(*interval)
+                )
+            }
             Report::KillTimeout {
                 id,
                 pid,
                 signal,
                 timeout,
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) still running {} after {signal}: sending SIGKILL to its process group (--kill-timeout)",
-                format_duration(*timeout)
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) still running {} after {signal}: sending SIGKILL to its process group (--kill-timeout)",
+                    format_duration(*timeout)
+                )
+            }
             Report::Ended {
                 id,
                 pid,
                 status,
                 then,
             } => {
+                let id = label(*id);
                 match pid {
                     Some(pid) => write!(f, "worker {id} (pid {pid}) {status}")?,
                     None => write!(f, "worker {id} {status}")?,
@@ -398,6 +418,7 @@ impl fmt::Display for Report {
                 }
             }
             Report::Stopped { id, pid, status } => {
+                let id = label(*id);
                 write!(f, "worker {id} (pid {pid}) {status} after being stopped")
             }
             Report::AdoptedReaped { pid, status } => {
@@ -469,22 +490,31 @@ impl fmt::Display for Report {
                 "{}: scaling down to {workers} workers",
                 origin.describe("SIGTTOU", "scale requested")
             ),
-            Report::Draining { id, pid } => write!(
-                f,
-                "worker {id} (pid {pid}) serves the connections waiting in its queue before it stops; new ones go to the other workers"
-            ),
+            Report::Draining { id, pid } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) serves the connections waiting in its queue before it stops; new ones go to the other workers"
+                )
+            }
             Report::Drained {
                 id,
                 pid,
                 waiting: 0,
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) has served its queue: stopping it"
-            ),
-            Report::Drained { id, pid, waiting } => write!(
-                f,
-                "worker {id} (pid {pid}) still has {waiting} connections waiting after --kill-timeout: stopping it anyway (they wait for a worker of this slot)"
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) has served its queue: stopping it"
+                )
+            }
+            Report::Drained { id, pid, waiting } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) still has {waiting} connections waiting after --kill-timeout: stopping it anyway (they wait for a worker of this slot)"
+                )
+            }
             Report::ReloadBegun {
                 origin,
                 target,
@@ -510,19 +540,25 @@ impl fmt::Display for Report {
                 generation,
                 pid,
                 old: Some(old),
-            } => write!(
-                f,
-                "worker {id} of generation {generation} (pid {pid}) is ready: stopping pid {old}"
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} of generation {generation} (pid {pid}) is ready: stopping pid {old}"
+                )
+            }
             Report::ReplacementReady {
                 id,
                 generation,
                 pid,
                 old: None,
-            } => write!(
-                f,
-                "worker {id} of generation {generation} (pid {pid}) is ready"
-            ),
+            } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "worker {id} of generation {generation} (pid {pid}) is ready"
+                )
+            }
             Report::ReloadComplete { target, workers } => {
                 write!(
                     f,
@@ -533,13 +569,35 @@ impl fmt::Display for Report {
                 f,
                 "reload to generation {target} abandoned: {reason}; the current workers keep serving (send SIGHUP to try again)"
             ),
-            Report::RestartBegun { id, pid: Some(pid) } => write!(
-                f,
-                "restarting worker {id} (pid {pid}) on request: a new worker starts beside it"
-            ),
+            Report::RestartBegun { id, pid: Some(pid) } => {
+                let id = label(*id);
+                write!(
+                    f,
+                    "restarting worker {id} (pid {pid}) on request: a new worker starts beside it"
+                )
+            }
             Report::RestartBegun { id, pid: None } => {
+                let id = label(*id);
                 write!(f, "restarting worker {id} on request")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_names_the_worker_by_its_label_wherever_the_text_does() {
+        let report = Report::ReplacementFailed {
+            id: 12,
+            reason: "it exited".to_string(),
+        };
+        assert_eq!(
+            report.line(|id| format!("web.{}", id - 10)),
+            "the new worker web.2 failed (it exited); the old one keeps serving"
+        );
+        assert_eq!(report.line(|id| id.to_string()), report.to_string());
     }
 }
