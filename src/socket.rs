@@ -386,26 +386,46 @@ fn bind_tcp(address: SocketAddr, dual_stack: bool, reuse_port: bool) -> io::Resu
     Ok(socket)
 }
 
-fn bind_unix(path: &Path) -> Result<Socket, String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err("address already in use (a process accepts on it)".to_string()),
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    // Left by a process that is gone: replace it.
-                    std::fs::remove_file(path).map_err(|e| {
-                        format!("cannot remove the stale socket: {}", describe_error(&e))
-                    })?;
-                }
-                Err(e) => return Err(describe_error(&e)),
-            }
-        }
-        Ok(_) => {
-            return Err("exists and is not a socket: remove it or choose another path".to_string());
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(describe_error(&e)),
+/// A connection to the unix stream socket at `path`, made without waiting: where the listener's
+/// queue is full (a wedged process) it fails with `EAGAIN` instead of blocking. The stream
+/// returned blocks as usual.
+pub fn connect_unix_now(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.connect(&SockAddr::unix(path)?)?;
+    socket.set_nonblocking(false)?;
+    Ok(std::os::fd::OwnedFd::from(socket).into())
+}
+
+/// Whether a process accepts on the unix socket at `path`, found without blocking: a listener
+/// whose queue is full counts as accepting.
+pub fn unix_socket_accepts(path: &Path) -> io::Result<bool> {
+    match connect_unix_now(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(false),
+        Err(e) => Err(e),
     }
+}
+
+/// Makes way for a unix socket at `path`: nothing there, or a socket nobody accepts on (left by
+/// a process that is gone), which is removed. A socket in use, or a file that is not a socket,
+/// is left alone and named in the error.
+pub fn clear_stale_socket(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match unix_socket_accepts(path) {
+            Ok(true) => Err("address already in use (a process accepts on it)".to_string()),
+            Ok(false) => std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove the stale socket: {}", describe_error(&e))),
+            Err(e) => Err(describe_error(&e)),
+        },
+        Ok(_) => Err("exists and is not a socket: remove it or choose another path".to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(describe_error(&e)),
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<Socket, String> {
+    clear_stale_socket(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| describe_error(&e))?;
     let address = SockAddr::unix(path).map_err(|e| describe_error(&e))?;
     socket.bind(&address).map_err(|e| describe_error(&e))?;

@@ -118,12 +118,7 @@ pub struct Bound {
 pub fn bind(address: &ListenAddress) -> io::Result<Bound> {
     let listener = match address {
         ListenAddress::Unix(path) => {
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                use std::os::unix::fs::FileTypeExt;
-                if meta.file_type().is_socket() && UnixStream::connect(path).is_err() {
-                    std::fs::remove_file(path)?; // left by a recluster that was killed
-                }
-            }
+            crate::socket::clear_stale_socket(path).map_err(io::Error::other)?;
             Listener::Unix(UnixListener::bind(path)?, path.clone())
         }
         ListenAddress::Tcp { host: None, port } => {

@@ -4,8 +4,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -319,8 +318,8 @@ fn running(dirs: &[PathBuf]) -> Vec<(u32, Option<String>, PathBuf)> {
 }
 
 /// One request, one answer line, with a short timeout; `None` if nothing sensible came back.
-fn ask(path: &PathBuf, request: &Request) -> Option<Value> {
-    let mut stream = UnixStream::connect(path).ok()?;
+fn ask(path: &Path, request: &Request) -> Option<Value> {
+    let mut stream = crate::socket::connect_unix_now(path).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     writeln!(stream, "{}", request.to_line()).ok()?;
     let mut line = String::new();
@@ -328,8 +327,8 @@ fn ask(path: &PathBuf, request: &Request) -> Option<Value> {
     serde_json::from_str(&line).ok()
 }
 
-fn run(verb: &Verb, path: &PathBuf) -> i32 {
-    let mut stream = match UnixStream::connect(path) {
+fn run(verb: &Verb, path: &Path) -> i32 {
+    let mut stream = match crate::socket::connect_unix_now(path) {
         Ok(stream) => stream,
         Err(e) => {
             let why = match e.raw_os_error() {
@@ -340,6 +339,10 @@ fn run(verb: &Verb, path: &PathBuf) -> i32 {
                     "nothing answers there (that recluster has exited)".to_string()
                 }
                 Some(libc::ENOENT) => "no such socket".to_string(),
+                Some(libc::EAGAIN) => {
+                    "recluster takes no connection (its queue is full: is it stuck? its log may say)"
+                        .to_string()
+                }
                 _ => e.to_string(),
             };
             print_error(&format!("{}: {why}", path.display()));

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 /// The directories the control socket may live in, best first, for this user and environment.
@@ -114,18 +114,12 @@ pub fn bind_socket(
 
 /// Binds a UNIX socket at `path`, mode 0600, replacing a socket there that nothing answers on.
 fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::other("something that is not a socket is there"));
-        }
-        if is_live(path) {
-            return Err(io::Error::other(
-                "another recluster is listening there (give this one another --name or --control)",
-            ));
-        }
-        std::fs::remove_file(path)?;
+    if is_live(path) {
+        return Err(io::Error::other(
+            "another recluster is listening there (give this one another --name or --control)",
+        ));
     }
+    crate::socket::clear_stale_socket(path).map_err(io::Error::other)?;
     // The socket file is created with the umask's mode: make that 0600 from the start (no thread
     // but this one runs yet, so the process-wide umask is briefly ours).
     // SAFETY: umask only swaps the process's file mode mask.
@@ -149,7 +143,7 @@ pub fn file_name(name: Option<&str>, pid: u32) -> String {
 
 /// Whether something answers at `path`: a live cluster's socket, not one left behind.
 pub fn is_live(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
+    crate::socket::unix_socket_accepts(path).unwrap_or(false)
 }
 
 /// Removes the sockets of recluster processes that no longer exist from `dir`.
