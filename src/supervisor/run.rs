@@ -104,7 +104,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                     && (sig == Sig::TTIN || sig == Sig::TTOU) =>
             {
                 warn!(
-                    "received {sig}: scaling is not available with Procfile groups (-f) yet; ignoring it"
+                    "received {sig}: scaling is not available with Procfile groups (-f) yet; ignoring it (change the formation, -m, and restart)"
                 );
                 Vec::new()
             }
