@@ -1,31 +1,48 @@
 //! Procfile groups: several programs in one cluster (`-f/--procfile`, `-m/--formation`,
-//! `--after`, `--once`). A group is a fixed, contiguous range of the cluster's slots, in the
-//! Procfile's order, so the cluster itself stays flat: slot `s` of the cluster is worker
-//! `s - start` of its group. What a worker sees (`WORKER_GROUP`, its `WORKER_ID` within the group,
-//! `WORKER_COUNT` = the group's size), the prefix `[web.3]`, status and metrics are mapped here.
-//! The exit-status rule "lowest group in file order, then lowest id" is then the cluster's own
-//! "lowest slot".
+//! `--after`, `--once`). The cluster itself stays flat; the `Layout` says which group and which
+//! id within it each of its slots is. At the start the groups are contiguous ranges in the
+//! Procfile's order, so the exit-status rule "lowest group in file order, then lowest id" is the
+//! cluster's own "lowest slot". Scaling a group appends a slot for a new id, or gives back the slot
+//! an id had before; a scaled-down id's slot is retired, never reused for another. So the map from
+//! slot to (group, id) only grows, and every thread that names workers (spawner, relays, hooks,
+//! messages, status) shares it. What a worker sees (`WORKER_GROUP`, its `WORKER_ID` within the
+//! group, `WORKER_COUNT` = the group's size when it started), the prefix `[web.3]`, status and
+//! metrics are mapped here.
 
 use std::ffi::OsString;
-use std::ops::Range;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub name: String,
     /// `/bin/sh -c LINE`, as foreman and honcho run a Procfile line.
     pub command: Vec<OsString>,
+    /// Its size in the formation (`-m`), at the start; `Groups::size` is the size now.
     pub workers: u32,
-    /// Its first slot in the cluster.
-    pub start: u32,
     /// `--once`: it runs to its end, must exit 0, and is not restarted.
     pub once: bool,
     /// `--after`: the groups that must be ready (or, one-shot, finished with 0) before it starts.
     pub after: Vec<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The groups, and the layout of their workers in the cluster's slots (shared by every clone).
+#[derive(Debug, Clone)]
 pub struct Groups {
     pub groups: Vec<Group>,
+    layout: Arc<RwLock<Layout>>,
+}
+
+/// Which worker each cluster slot is. Only the supervisor loop changes it (`grow`, `shrink`),
+/// before it decides the spawn or the stop that follows, so any thread that later sees a slot
+/// also sees its place here.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Every slot the cluster ever had: its group and its id in the group. It only grows.
+    slots: Vec<(usize, u32)>,
+    /// Per group: the slot of each id it ever had, by id (only grows).
+    members: Vec<Vec<u32>>,
+    /// Per group: how many of its ids run now (ids `0..size`).
+    sizes: Vec<u32>,
 }
 
 /// `name: command` lines; `#` comments and blank lines are skipped.
@@ -108,22 +125,24 @@ impl Groups {
             }
         }
         let mut groups = Vec::with_capacity(entries.len());
-        let mut start = 0u32;
-        for ((name, line), workers) in entries.into_iter().zip(counts) {
+        let mut layout = Layout::default();
+        for (g, ((name, line), workers)) in entries.into_iter().zip(counts).enumerate() {
             groups.push(Group {
                 name,
                 command: vec!["/bin/sh".into(), "-c".into(), line.into()],
                 workers,
-                start,
                 once: false,
                 after: Vec::new(),
             });
-            start = start
-                .checked_add(workers)
-                .filter(|&total| total <= crate::config::MAX_WORKERS)
-                .ok_or("--formation asks for more workers than recluster runs (65536)")?;
+            let start = layout.slots.len() as u32;
+            if start.saturating_add(workers) > crate::config::MAX_WORKERS {
+                return Err("--formation asks for more workers than recluster runs (65536)".into());
+            }
+            layout.slots.extend((0..workers).map(|id| (g, id)));
+            layout.members.push((start..start + workers).collect());
+            layout.sizes.push(workers);
         }
-        if start == 0 {
+        if layout.slots.is_empty() {
             return Err("--formation starts no worker".to_string());
         }
         for name in once {
@@ -140,32 +159,70 @@ impl Groups {
             }
             groups[group].after.push(dependency);
         }
-        let groups = Groups { groups };
+        let groups = Groups {
+            groups,
+            layout: Arc::new(RwLock::new(layout)),
+        };
         if let Some(cycle) = groups.cycle() {
             return Err(format!("--after makes a cycle: {cycle}"));
         }
         Ok(groups)
     }
 
-    /// The workers of every group.
+    fn layout(&self) -> RwLockReadGuard<'_, Layout> {
+        // The layout is whole after each change (no panic can happen halfway).
+        self.layout.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The workers of every group, now.
     pub fn total(&self) -> u32 {
-        self.groups.iter().map(|g| g.workers).sum()
+        self.layout().sizes.iter().sum()
     }
 
-    pub fn range(&self, group: usize) -> Range<u32> {
-        let g = &self.groups[group];
-        g.start..g.start + g.workers
+    /// How many workers group `group` runs now.
+    pub fn size(&self, group: usize) -> u32 {
+        self.layout().sizes[group]
     }
 
-    /// The group of cluster slot `slot` and its id within it. A slot past the last group (none:
-    /// groups do not scale) belongs to the last group.
+    /// The cluster slots of group `group`'s workers now, by id.
+    pub fn slots(&self, group: usize) -> Vec<u32> {
+        let layout = self.layout();
+        layout.members[group][..layout.sizes[group] as usize].to_vec()
+    }
+
+    /// The group of cluster slot `slot` and its id within it.
     pub fn of_slot(&self, slot: u32) -> (usize, u32) {
-        let index = self
-            .groups
-            .iter()
-            .rposition(|g| g.start <= slot && g.workers > 0)
-            .unwrap_or(0);
-        (index, slot - self.groups[index].start)
+        // Every slot the cluster has is in the layout; (0, slot) only guards against a bug.
+        self.layout()
+            .slots
+            .get(slot as usize)
+            .copied()
+            .unwrap_or((0, slot))
+    }
+
+    /// One more worker in `group`: the slot its new id had before, or a new slot after the last.
+    pub fn grow(&self, group: usize) -> u32 {
+        let mut layout = self.layout.write().unwrap_or_else(PoisonError::into_inner);
+        let id = layout.sizes[group];
+        let slot = match layout.members[group].get(id as usize) {
+            Some(&slot) => slot,
+            None => {
+                let slot = layout.slots.len() as u32;
+                layout.slots.push((group, id));
+                layout.members[group].push(slot);
+                slot
+            }
+        };
+        layout.sizes[group] += 1;
+        slot
+    }
+
+    /// One worker fewer in `group` (its highest id): the slot to retire, if it has any worker.
+    pub fn shrink(&self, group: usize) -> Option<u32> {
+        let mut layout = self.layout.write().unwrap_or_else(PoisonError::into_inner);
+        let id = layout.sizes[group].checked_sub(1)?;
+        layout.sizes[group] = id;
+        Some(layout.members[group][id as usize])
     }
 
     /// `web.3` for slot `slot`.
@@ -181,7 +238,8 @@ impl Groups {
     /// The slot of `GROUP.ID`, if there is such a worker.
     pub fn slot_of(&self, group: &str, id: u32) -> Option<u32> {
         let index = self.find(group)?;
-        (id < self.groups[index].workers).then(|| self.groups[index].start + id)
+        let layout = self.layout();
+        (id < layout.sizes[index]).then(|| layout.members[index][id as usize])
     }
 
     /// A chain of `--after` that comes back to where it started, if any.
@@ -251,8 +309,8 @@ mod tests {
     fn the_formation_sizes_groups_into_contiguous_ranges() {
         let groups = Groups::build(entries(), Some("all=2,web=3"), &[], &[]).unwrap();
         assert_eq!(groups.total(), 7);
-        assert_eq!(groups.range(0), 0..3);
-        assert_eq!(groups.range(1), 3..5);
+        assert_eq!(groups.slots(0), [0, 1, 2]);
+        assert_eq!(groups.slots(1), [3, 4]);
         assert_eq!(groups.of_slot(4), (1, 1));
         assert_eq!(groups.label(5), "migrate.0");
         assert_eq!(groups.slot_of("jobs", 1), Some(4));
@@ -260,6 +318,26 @@ mod tests {
         assert_eq!(groups.groups[0].command[2], "node server.js --port $PORT");
         let zero = Groups::build(entries(), Some("jobs=0"), &[], &[]).unwrap();
         assert_eq!(zero.of_slot(1), (2, 0), "an empty group holds no slot");
+    }
+
+    #[test]
+    fn scaling_appends_new_ids_and_gives_an_id_its_slot_back() {
+        let groups = Groups::build(entries(), Some("web=2"), &[], &[]).unwrap();
+        let shared = groups.clone();
+        assert_eq!(groups.grow(0), 4, "web.2 is a new slot after the last");
+        assert_eq!(shared.label(4), "web.2", "every clone sees the change");
+        assert_eq!(shared.slots(0), [0, 1, 4]);
+        assert_eq!(groups.shrink(1), Some(2), "jobs.0 leaves");
+        assert_eq!(groups.shrink(1), None, "jobs has no worker left");
+        assert_eq!(shared.slot_of("jobs", 0), None);
+        assert_eq!(groups.shrink(0), Some(4));
+        assert_eq!(groups.shrink(0), Some(1));
+        assert_eq!(groups.grow(0), 1, "web.1 gets its slot back");
+        assert_eq!(groups.grow(0), 4, "and web.2 too");
+        assert_eq!(groups.grow(1), 2);
+        assert_eq!(groups.grow(1), 5, "jobs.1 is new");
+        assert_eq!(shared.total(), 6);
+        assert_eq!(shared.of_slot(5), (1, 1));
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Spawner {
                 let (g, local) = groups.of_slot(identity.id);
                 let group = &groups.groups[g];
                 envp.push(c(format!("WORKER_GROUP={}", group.name).as_bytes())?);
-                (local, group.workers)
+                (local, groups.size(g))
             }
             None => (identity.id, identity.count),
         };

@@ -66,6 +66,10 @@ pub enum Verb {
     Scale {
         #[arg(value_name = "N|+K|-K", allow_hyphen_values = true, value_parser = parse_scale)]
         workers: ScaleBy,
+        /// With Procfile groups: scale this group only (it may go to 0); without it, every
+        /// group that can scale changes by the same step (or to N)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
         /// Return once the new workers are ready and the removed ones have exited
         #[arg(long)]
         wait: bool,
@@ -183,8 +187,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn request(verb: &Verb) -> Request {
     match verb {
         Verb::Status { .. } => Request::Status,
-        Verb::Scale { workers, wait } => Request::Scale {
+        Verb::Scale {
+            workers,
+            group,
+            wait,
+        } => Request::Scale {
             by: *workers,
+            group: group.clone(),
             wait: *wait,
         },
         Verb::Restart { ids, group, wait } => Request::Restart {
@@ -446,10 +455,20 @@ fn render(verb: &Verb, answer: &Value, line: &str) -> String {
         }
         Verb::Scale { wait, .. } => {
             let n = &answer["workers"];
+            let groups = match answer["groups"].as_array() {
+                Some(groups) => {
+                    let sizes: Vec<String> = groups
+                        .iter()
+                        .map(|g| format!("{}={}", g["name"].as_str().unwrap_or("?"), g["workers"]))
+                        .collect();
+                    format!(" ({})", sizes.join(","))
+                }
+                None => String::new(),
+            };
             if *wait {
-                format!("{n} workers\n")
+                format!("{n} workers{groups}\n")
             } else {
-                format!("scaling to {n} workers\n")
+                format!("scaling to {n} workers{groups}\n")
             }
         }
         Verb::Restart { ids, wait, .. } => {

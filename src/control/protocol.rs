@@ -20,8 +20,10 @@ pub enum Request {
     /// Who is there: pid and name (what `ctl` uses to find a cluster).
     Hello,
     Status,
+    /// With groups, `group` names the one to scale (none: every group that can).
     Scale {
         by: ScaleBy,
+        group: Option<String>,
         wait: bool,
     },
     Restart {
@@ -63,8 +65,11 @@ impl Request {
         let (cmd, wait) = match self {
             Request::Hello => ("hello", None),
             Request::Status => ("status", None),
-            Request::Scale { by, wait } => {
+            Request::Scale { by, group, wait } => {
                 object.insert("workers".into(), json!(by.to_string()));
+                if let Some(group) = group {
+                    object.insert("group".into(), json!(group));
+                }
                 ("scale", Some(*wait))
             }
             Request::Restart { ids, wait } => {
@@ -243,7 +248,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
                 ),
                 _ => return Err("scale needs \"workers\": N, \"+K\" or \"-K\"".to_string()),
             };
-            Request::Scale { by, wait }
+            let group = match object.get("group") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(_) => return Err("\"group\" must be a group's name".to_string()),
+            };
+            Request::Scale { by, group, wait }
         }
         "restart" => {
             let ids = ids()?;
@@ -331,10 +341,12 @@ mod tests {
             Request::Status,
             Request::Scale {
                 by: ScaleBy::Down(2),
+                group: None,
                 wait: true,
             },
             Request::Scale {
                 by: ScaleBy::To(8),
+                group: Some("web".to_string()),
                 wait: false,
             },
             Request::Restart {

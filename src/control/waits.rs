@@ -29,8 +29,9 @@ pub enum Goal {
     Reload {
         target: u32,
     },
+    /// `answer`: what the request is answered with once it is done (the new sizes).
     Scale {
-        workers: u32,
+        answer: Value,
         pending_ready: BTreeSet<u32>,
         pending_gone: BTreeSet<i32>,
     },
@@ -209,9 +210,9 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
                 Pending(Some(format!("worker {id} (pid {pid}) has exited")))
             }
             // A later scale-down took a slot this one added.
-            Report::ScaledDown { workers: now, .. }
-                if pending_ready.iter().any(|&id| id as usize >= *now) =>
-            {
+            Report::ScaledDown {
+                workers: now, id, ..
+            } if pending_ready.contains(id) => {
                 Failed(format!("the cluster was scaled to {now} workers meanwhile"))
             }
             _ => Pending(None),
@@ -285,12 +286,10 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
 fn done(goal: &Goal) -> Option<Value> {
     match goal {
         Goal::Scale {
-            workers,
+            answer,
             pending_ready,
             pending_gone,
-        } if pending_ready.is_empty() && pending_gone.is_empty() => {
-            Some(json!({"workers": workers}))
-        }
+        } if pending_ready.is_empty() && pending_gone.is_empty() => Some(answer.clone()),
         Goal::Restart { slots } if slots.is_empty() => Some(json!({})),
         _ => None,
     }
@@ -480,7 +479,7 @@ mod tests {
         waits.add(
             1,
             Goal::Scale {
-                workers: 3,
+                answer: json!({"workers": 3}),
                 pending_ready: [2].into(),
                 pending_gone: BTreeSet::new(),
             },
@@ -488,7 +487,7 @@ mod tests {
         waits.add(
             2,
             Goal::Scale {
-                workers: 1,
+                answer: json!({"workers": 1}),
                 pending_ready: BTreeSet::new(),
                 pending_gone: [40].into(),
             },
@@ -509,7 +508,7 @@ mod tests {
         waits.add(
             1,
             Goal::Scale {
-                workers: 2,
+                answer: json!({"workers": 2}),
                 pending_ready: [1].into(),
                 pending_gone: BTreeSet::new(),
             },

@@ -101,6 +101,8 @@ pub struct Cluster {
     restart_queue: VecDeque<u32>,
     /// Reloads completed and abandoned, for the metrics.
     reloads: (u64, u64),
+    /// Slots `Retired` (groups only): N is the slots less these.
+    retired: usize,
 }
 
 /// Where a worker's record is.
@@ -154,6 +156,9 @@ enum Occupant {
     },
     /// Its worker ended and `--restart` says it stays ended.
     Done,
+    /// Groups: the slot's group was scaled down past its id. It is not one of the N workers
+    /// until its group grows back to that id (slot numbers are never reused for another worker).
+    Retired,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +195,7 @@ impl Cluster {
             started: None,
             restart_queue: VecDeque::new(),
             reloads: (0, 0),
+            retired: 0,
         }
     }
 
@@ -345,7 +351,7 @@ impl Cluster {
                 self.report(Report::SecondStopSignal { signal: sig });
                 self.kill_all()
             }
-            (Sig::TTIN, Phase::Running) => self.scale_up(Origin::Signal),
+            (Sig::TTIN, Phase::Running) => self.scale_up(Origin::Signal, now),
             (Sig::TTOU, Phase::Running) => self.scale_down(now, Origin::Signal),
             (Sig::HUP, Phase::Running) => self.begin_reload(now, Origin::Signal),
             (Sig::TTIN | Sig::TTOU | Sig::HUP, _) => {
@@ -504,7 +510,7 @@ impl Cluster {
         Ticket {
             identity: WorkerIdentity {
                 id,
-                count: self.slots.len() as u32,
+                count: self.workers() as u32,
                 generation,
             },
             role,
@@ -671,7 +677,11 @@ impl Cluster {
 
     /// A scaled-down slot's sockets may go, unless a `TTIN` has brought the slot back since.
     fn release_slot(&self, id: u32) -> Option<Action> {
-        (id as usize >= self.slots.len()).then_some(Action::ReleaseSlot(id))
+        let gone = self
+            .slots
+            .get(id as usize)
+            .is_none_or(|s| s.occupant == Occupant::Retired);
+        gone.then_some(Action::ReleaseSlot(id))
     }
 
     fn forward(&mut self, sig: Sig) -> Vec<Action> {

@@ -1,15 +1,18 @@
 //! Procfile groups in the loop: which held group may start now (`--after`, and every group after
 //! a `--once` group in the file), and stopping the cluster when a one-shot group fails. The
-//! cluster answers the questions (`range_ready`, `range_finished`); this decides what follows.
+//! cluster answers the questions (`all_ready`, `all_finished`); this decides what follows, and
+//! scales the groups (`scale`) through their shared layout.
 
 use std::time::Instant;
 
-use log::{error, info};
+use log::{error, info, warn};
 
+use crate::control::protocol::ScaleBy;
 use crate::groups::Groups;
 
 use super::action::Action;
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Scaled};
+use super::report::Origin;
 
 pub struct Formation {
     pub groups: Groups,
@@ -49,13 +52,13 @@ impl Formation {
 
     /// Sets up `cluster` before its start: held and one-shot slots.
     pub fn configure(&self, cluster: &mut Cluster) {
-        let held: Vec<_> = (0..self.groups.groups.len())
+        let held: Vec<u32> = (0..self.groups.groups.len())
             .filter(|&g| !self.started[g])
-            .map(|g| self.groups.range(g))
+            .flat_map(|g| self.groups.slots(g))
             .collect();
-        let once: Vec<_> = (0..self.groups.groups.len())
+        let once: Vec<u32> = (0..self.groups.groups.len())
             .filter(|&g| self.groups.groups[g].once)
-            .map(|g| self.groups.range(g))
+            .flat_map(|g| self.groups.slots(g))
             .collect();
         cluster.configure_groups(&held, &once);
     }
@@ -70,7 +73,7 @@ impl Formation {
         }
         let mut finished = Vec::new();
         for &g in &self.running_once {
-            match cluster.range_finished(self.groups.range(g)) {
+            match cluster.all_finished(&self.groups.slots(g)) {
                 Some(true) => finished.push(g),
                 Some(false) => {
                     error!(
@@ -89,11 +92,11 @@ impl Formation {
                 continue;
             }
             let ready = self.waits_for[g].iter().all(|&d| {
-                let range = self.groups.range(d);
+                let slots = self.groups.slots(d);
                 if self.groups.groups[d].once {
-                    cluster.range_finished(range) == Some(true)
+                    cluster.all_finished(&slots) == Some(true)
                 } else {
-                    cluster.range_ready(range)
+                    cluster.all_ready(&slots)
                 }
             });
             if ready {
@@ -111,12 +114,111 @@ impl Formation {
                     self.groups.groups[g].name,
                     names.join(", ")
                 );
-                actions.extend(cluster.release(self.groups.range(g), now));
+                actions.extend(cluster.release(&self.groups.slots(g), now));
             }
         }
         // Looked at after the releases: a group waiting for one of these sees it finished.
         self.running_once.retain(|g| !finished.contains(g));
         actions
+    }
+}
+
+impl Formation {
+    /// Scales one group (`ctl scale … --group NAME`), or every group that can scale (TTIN, TTOU,
+    /// `ctl scale` without `--group`): not the one-shot groups, and, for a step up or down, not
+    /// the groups run with 0 workers. Without a group named, a step down keeps 1 worker in each
+    /// group; a named group may go to 0 while another group still runs a worker. New workers of a
+    /// group still waiting for `--after` wait with it. Refused as a whole, or carried out whole.
+    pub fn scale(
+        &mut self,
+        cluster: &mut Cluster,
+        group: Option<&str>,
+        by: ScaleBy,
+        origin: Origin,
+        now: Instant,
+    ) -> Result<(Scaled, Vec<Action>), String> {
+        cluster.accepts_changes()?;
+        let names = || {
+            let names: Vec<&str> = self.groups.groups.iter().map(|g| g.name.as_str()).collect();
+            names.join(", ")
+        };
+        let chosen: Vec<usize> = match group {
+            Some(name) => {
+                let g = self
+                    .groups
+                    .find(name)
+                    .ok_or_else(|| format!("there is no group {name} (the groups: {})", names()))?;
+                if self.groups.groups[g].once {
+                    return Err(format!("{name} runs once (--once): it cannot be scaled"));
+                }
+                vec![g]
+            }
+            None => (0..self.groups.groups.len())
+                .filter(|&g| !self.groups.groups[g].once)
+                .filter(|&g| matches!(by, ScaleBy::To(_)) || self.groups.size(g) > 0)
+                .collect(),
+        };
+        let mut targets = Vec::with_capacity(chosen.len());
+        for &g in &chosen {
+            let size = self.groups.size(g);
+            let target = match by {
+                ScaleBy::To(n) => Some(n),
+                ScaleBy::Up(k) => size.checked_add(k),
+                ScaleBy::Down(k) if group.is_none() => Some(size.saturating_sub(k).max(1)),
+                ScaleBy::Down(k) => size.checked_sub(k),
+            };
+            let name = &self.groups.groups[g].name;
+            let target =
+                target.ok_or_else(|| format!("cannot scale {name}'s {size} workers by {by}"))?;
+            if target == 0 && group.is_none() {
+                return Err(format!(
+                    "cannot scale every group to 0 workers: name the group with --group ({})",
+                    names()
+                ));
+            }
+            targets.push((g, target));
+        }
+        let total: u64 = (0..self.groups.groups.len())
+            .map(|g| {
+                let size = targets
+                    .iter()
+                    .find(|t| t.0 == g)
+                    .map_or(self.groups.size(g), |t| t.1);
+                u64::from(size)
+            })
+            .sum();
+        let max = crate::config::MAX_WORKERS;
+        if total > u64::from(max) {
+            return Err(format!(
+                "that makes {total} workers; recluster runs at most {max}"
+            ));
+        }
+        if total == 0 {
+            return Err(
+                "that leaves no worker: at least 1 must run (stop the cluster instead)".to_string(),
+            );
+        }
+        let mut scaled = Scaled::default();
+        let mut actions = Vec::new();
+        for (g, target) in targets {
+            while self.groups.size(g) < target {
+                let slot = self.groups.grow(g);
+                scaled.added.push(slot);
+                actions.extend(cluster.add_slot(slot, !self.started[g], origin, now));
+            }
+            while self.groups.size(g) > target {
+                let slot = self
+                    .groups
+                    .shrink(g)
+                    .expect("a group larger than its target");
+                scaled.removed.extend(cluster.slot_pids(slot));
+                actions.extend(cluster.remove_slot(slot, now, origin));
+            }
+        }
+        if scaled.added.is_empty() && scaled.removed.is_empty() && origin == Origin::Signal {
+            warn!("nothing to scale: every group that can scale is at its bound");
+        }
+        Ok((scaled, actions))
     }
 }
 
@@ -212,6 +314,119 @@ mod tests {
             actions.last(),
             Some(&Action::Exit(3)),
             "nothing else runs: exit with migrate's status: {actions:?}"
+        );
+    }
+
+    /// `ctl scale` as the loop carries it out.
+    fn ask(
+        formation: &mut Formation,
+        cluster: &mut Cluster,
+        group: Option<&str>,
+        by: ScaleBy,
+    ) -> Result<(Scaled, Vec<Action>), String> {
+        let now = std::time::Instant::now();
+        formation.scale(cluster, group, by, Origin::Control, now)
+    }
+
+    /// web (2) and jobs (1), both started.
+    fn web_and_jobs() -> (Formation, Cluster) {
+        let entries = crate::groups::parse_procfile("web: w\njobs: j\n").unwrap();
+        let groups = Groups::build(entries, Some("web=2"), &[], &[]).unwrap();
+        let formation = Formation::new(groups);
+        let mut cluster = Cluster::new(policy(), 3);
+        formation.configure(&mut cluster);
+        (formation, cluster)
+    }
+
+    #[test]
+    fn scaling_a_group_adds_and_retires_its_own_slots() {
+        let (mut formation, mut cluster) = web_and_jobs();
+        let t0 = std::time::Instant::now();
+        cluster.start(t0);
+        let web = Some("web");
+        let (scaled, actions) = ask(&mut formation, &mut cluster, web, ScaleBy::Up(2)).unwrap();
+        assert_eq!(scaled.added, [3, 4], "web.2 and web.3 come after jobs.0");
+        assert_eq!(spawned(&actions), [3, 4]);
+        assert_eq!(formation.groups.label(4), "web.3");
+        assert_eq!(cluster.workers(), 5);
+        let (scaled, _) = ask(&mut formation, &mut cluster, web, ScaleBy::To(1)).unwrap();
+        assert_eq!(scaled.added, [] as [u32; 0]);
+        assert_eq!(
+            cluster.workers(),
+            2,
+            "web.1 retired in the middle, web.2 and 3 too"
+        );
+        assert_eq!(formation.groups.slots(0), [0]);
+        let (scaled, actions) = ask(&mut formation, &mut cluster, web, ScaleBy::Up(1)).unwrap();
+        assert_eq!(scaled.added, [1], "web.1 gets its slot back");
+        assert_eq!(spawned(&actions), [1]);
+        assert_eq!(
+            ask(&mut formation, &mut cluster, Some("jobs"), ScaleBy::To(0))
+                .unwrap()
+                .0
+                .added
+                .len(),
+            0,
+            "a named group may go to 0"
+        );
+        assert_eq!(cluster.workers(), 2);
+    }
+
+    #[test]
+    fn every_group_scales_by_a_step_but_never_below_one_or_from_zero() {
+        let (mut formation, mut cluster) = web_and_jobs();
+        let t0 = std::time::Instant::now();
+        cluster.start(t0);
+        let down = formation.scale(&mut cluster, None, ScaleBy::Down(1), Origin::Signal, t0);
+        assert_eq!(down.unwrap().0.added.len(), 0);
+        assert_eq!((formation.groups.size(0), formation.groups.size(1)), (1, 1));
+        ask(&mut formation, &mut cluster, Some("jobs"), ScaleBy::To(0)).unwrap();
+        let (scaled, _) = formation
+            .scale(&mut cluster, None, ScaleBy::Up(1), Origin::Signal, t0)
+            .unwrap();
+        assert_eq!(scaled.added.len(), 1, "jobs stays at 0, as it was set");
+        assert_eq!((formation.groups.size(0), formation.groups.size(1)), (2, 0));
+        let refused = ask(&mut formation, &mut cluster, Some("web"), ScaleBy::To(0)).unwrap_err();
+        assert!(refused.contains("no worker"), "{refused}");
+        let refused = ask(&mut formation, &mut cluster, Some("db"), ScaleBy::Up(1)).unwrap_err();
+        assert!(
+            refused.contains("no group db (the groups: web, jobs)"),
+            "{refused}"
+        );
+        assert_eq!(
+            (formation.groups.size(0), formation.groups.size(1)),
+            (2, 0),
+            "refusals change nothing"
+        );
+    }
+
+    #[test]
+    fn a_once_group_cannot_be_scaled_and_a_held_group_grows_held() {
+        let (mut formation, mut cluster) = formation();
+        let t0 = std::time::Instant::now();
+        let actions = cluster.start(t0);
+        let Action::Spawn(ticket) = actions[0] else {
+            unreachable!("migrate starts")
+        };
+        cluster.spawned(ticket, 100, t0);
+        let refused = ask(
+            &mut formation,
+            &mut cluster,
+            Some("migrate"),
+            ScaleBy::Up(1),
+        )
+        .unwrap_err();
+        assert!(refused.contains("runs once"), "{refused}");
+        let (scaled, actions) =
+            ask(&mut formation, &mut cluster, Some("web"), ScaleBy::Up(1)).unwrap();
+        assert_eq!(scaled.added, [3]);
+        assert!(spawned(&actions).is_empty(), "web still waits for migrate");
+        cluster.on_reaped(&exit(100, 0), false, t0);
+        let actions = formation.advance(&mut cluster, t0);
+        assert_eq!(
+            spawned(&actions),
+            [1, 2, 3],
+            "web starts with its new worker"
         );
     }
 }

@@ -121,14 +121,18 @@ pub enum Report {
     TooManyWorkers {
         workers: usize,
     },
+    /// Slot `id` was added (or, with groups, given back).
     ScaledUp {
         origin: Origin,
         workers: usize,
+        id: u32,
     },
     LastWorkerKept,
+    /// Slot `id` was removed (or, with groups, retired).
     ScaledDown {
         origin: Origin,
         workers: usize,
+        id: u32,
     },
     /// A scaled-down slot's worker serves what waits in its queue before it is stopped.
     Draining {
@@ -476,19 +480,29 @@ impl Report {
                 f,
                 "received SIGTTIN with {workers} workers, the most recluster runs: ignoring it"
             ),
-            Report::ScaledUp { origin, workers } => write!(
+            Report::ScaledUp {
+                origin,
+                workers,
+                id,
+            } => write!(
                 f,
-                "{}: scaling up to {workers} workers",
-                origin.describe("SIGTTIN", "scale requested")
+                "{}: scaling up to {workers} workers (worker {} added)",
+                origin.describe("SIGTTIN", "scale requested"),
+                label(*id)
             ),
             Report::LastWorkerKept => write!(
                 f,
                 "received SIGTTOU with one worker left: keeping it (send TERM to stop the cluster)"
             ),
-            Report::ScaledDown { origin, workers } => write!(
+            Report::ScaledDown {
+                origin,
+                workers,
+                id,
+            } => write!(
                 f,
-                "{}: scaling down to {workers} workers",
-                origin.describe("SIGTTOU", "scale requested")
+                "{}: scaling down to {workers} workers (worker {} removed)",
+                origin.describe("SIGTTOU", "scale requested"),
+                label(*id)
             ),
             Report::Draining { id, pid } => {
                 let id = label(*id);

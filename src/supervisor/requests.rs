@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::control::protocol::{self, Request, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
@@ -18,7 +18,8 @@ use crate::spawn::Spawner;
 
 use super::action::Action;
 use super::cluster::{Clock, Cluster};
-use super::report::Report;
+use super::formation::Formation;
+use super::report::{Origin, Report};
 
 /// What `status` shows that the cluster does not know.
 #[derive(Debug, Clone, Default)]
@@ -67,13 +68,13 @@ impl Control {
         self
     }
 
-    /// Carries out a request; what the executor is to do for it.
+    /// Carries out a request from `client` of `frontend`; what the executor is to do for it.
     pub fn handle(
         &mut self,
-        client: u64,
-        frontend: Frontend,
+        (client, frontend): (u64, Frontend),
         request: Request,
         cluster: &mut Cluster,
+        formation: Option<&mut Formation>,
         spawner: &Spawner,
         now: Instant,
     ) -> Vec<Action> {
@@ -114,11 +115,34 @@ impl Control {
                 });
                 return Vec::new();
             }
-            Request::Scale { .. } if self.groups.is_some() => Err(
-                "scaling is not available with Procfile groups (-f) yet: change the formation (-m) and restart"
-                    .to_string(),
-            ),
-            Request::Scale { by, wait } => {
+            Request::Scale { by, group, wait } if formation.is_some() => {
+                let formation = formation.expect("checked");
+                formation
+                    .scale(cluster, group.as_deref(), by, Origin::Control, now)
+                    .map(|(scaled, actions)| {
+                        // In the Procfile's order.
+                        let groups: Vec<Value> = formation
+                            .groups
+                            .groups
+                            .iter()
+                            .enumerate()
+                            .map(|(g, group)| {
+                                json!({"name": group.name, "workers": formation.groups.size(g)})
+                            })
+                            .collect();
+                        let fields = json!({"workers": cluster.workers(), "groups": groups});
+                        let goal = Goal::Scale {
+                            answer: fields.clone(),
+                            pending_ready: scaled.added.into_iter().collect(),
+                            pending_gone: scaled.removed.into_iter().collect(),
+                        };
+                        (wait.then_some(goal), fields, actions)
+                    })
+            }
+            Request::Scale { group: Some(_), .. } => {
+                Err("--group: this cluster runs no Procfile groups".to_string())
+            }
+            Request::Scale { by, wait, .. } => {
                 let current = cluster.workers() as u32;
                 match by.target(current) {
                     None => Err(format!(
@@ -126,7 +150,7 @@ impl Control {
                     )),
                     Some(target) => cluster.scale_to(target, now).map(|(scaled, actions)| {
                         let goal = Goal::Scale {
-                            workers: target,
+                            answer: json!({"workers": target}),
                             pending_ready: scaled.added.into_iter().collect(),
                             pending_gone: scaled.removed.into_iter().collect(),
                         };
@@ -227,7 +251,7 @@ impl Control {
                     .ok_or_else(|| format!("there is no worker {id}")),
                 (WorkerRef::Group(group), Some(groups)) => groups
                     .find(group)
-                    .map(|g| groups.range(g).collect())
+                    .map(|g| groups.slots(g))
                     .ok_or_else(|| format!("there is no group {group}")),
             })
             .collect::<Result<Vec<Vec<u32>>, String>>()?;

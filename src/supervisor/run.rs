@@ -27,7 +27,9 @@ use crate::status::ProcessStatus;
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 use super::formation::Formation;
+use super::report::Origin;
 use super::requests::Control;
+use crate::control::protocol::ScaleBy;
 
 /// What the loop works with besides the cluster.
 pub struct Plumbing<'a> {
@@ -103,10 +105,19 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 if executor.plumbing.formation.is_some()
                     && (sig == Sig::TTIN || sig == Sig::TTOU) =>
             {
-                warn!(
-                    "received {sig}: scaling is not available with Procfile groups (-f) yet; ignoring it (change the formation, -m, and restart)"
-                );
-                Vec::new()
+                let formation = executor.plumbing.formation.as_mut().expect("checked");
+                let by = if sig == Sig::TTIN {
+                    ScaleBy::Up(1)
+                } else {
+                    ScaleBy::Down(1)
+                };
+                match formation.scale(&mut cluster, None, by, Origin::Signal, now) {
+                    Ok((_, actions)) => actions,
+                    Err(reason) => {
+                        warn!("received {sig}: {reason}; ignoring it");
+                        Vec::new()
+                    }
+                }
             }
             Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
             Some(Event::Reaped {
@@ -144,10 +155,10 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 let plumbing = &mut executor.plumbing;
                 match plumbing.control.as_mut() {
                     Some(control) => control.handle(
-                        client,
-                        frontend,
+                        (client, frontend),
                         request,
                         &mut cluster,
+                        plumbing.formation.as_mut(),
                         plumbing.spawner,
                         now,
                     ),

@@ -180,11 +180,11 @@ fn ctl_and_messages_name_workers_by_group() {
     let (code, _, stderr) = ctl(cluster.pid, &["restart", "1"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("GROUP.ID"), "{stderr}");
-    let (code, _, stderr) = ctl(cluster.pid, &["scale", "+1"]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("groups"), "{stderr}");
-    let metrics_free: Value = ctl_status(cluster.pid);
-    assert_eq!(metrics_free["cluster"]["workers"], 4);
+    let (code, stdout, stderr) = ctl(cluster.pid, &["scale", "+1", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "6 workers (web=3,jobs=3)\n", "every group grows");
+    let status: Value = ctl_status(cluster.pid);
+    assert_eq!(status["cluster"]["workers"], 6);
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
@@ -272,4 +272,70 @@ fn a_group_is_reloaded_and_signalled_on_its_own() {
     );
     cluster.send(libc::SIGTERM);
     cluster.finish();
+}
+
+/// Each group's workers by name, as `ctl status` lists them (slots, not replacements).
+fn named_workers(pid: i32) -> Vec<String> {
+    let status = ctl_status(pid);
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["role"] == "slot")
+        .map(|w| format!("{}.{}", w["group"].as_str().unwrap(), w["id"]))
+        .collect()
+}
+
+#[test]
+fn a_group_scales_alone_and_ttin_ttou_scale_every_group() {
+    let worker = worker_bin().display().to_string();
+    let line =
+        format!("echo env group=$WORKER_GROUP id=$WORKER_ID count=$WORKER_COUNT; exec {worker}");
+    let procfile = Procfile::new("scale", &format!("web: {line}\njobs: {line}\n"));
+    let mut cluster = start(&procfile, &["-m", "web=2,jobs=1"]);
+    cluster.expect_log("all 3 workers are ready");
+
+    let (code, out, err) = ctl(cluster.pid, &["scale", "+1", "--group", "web", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "4 workers (web=3,jobs=1)\n");
+    cluster.expect("web.2's environment", |l| {
+        l.text == "[web.2] env group=web id=2 count=3"
+    });
+    assert_eq!(
+        named_workers(cluster.pid),
+        ["web.0", "web.1", "jobs.0", "web.2"]
+    );
+
+    // jobs to 0: its worker stops; then web.2 leaves and comes back in the same slot.
+    let (code, out, err) = ctl(cluster.pid, &["scale", "0", "--group", "jobs", "--wait"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "3 workers (web=3,jobs=0)\n"),
+        "{err}"
+    );
+    assert_eq!(named_workers(cluster.pid), ["web.0", "web.1", "web.2"]);
+    let (code, _, err) = ctl(cluster.pid, &["scale", "-1", "--group", "web", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(named_workers(cluster.pid), ["web.0", "web.1"]);
+
+    // TTIN: every group that runs workers grows by one; jobs stays at the 0 it was set to.
+    cluster.send(libc::SIGTTIN);
+    cluster.expect_log("scaling up to 3 workers (worker web.2 added)");
+    cluster.expect("web.2 again", |l| {
+        l.text == "[web.2] env group=web id=2 count=3"
+    });
+    cluster.send(libc::SIGTTOU);
+    cluster.expect_log("scaling down to 2 workers (worker web.2 removed)");
+
+    let (code, _, err) = ctl(cluster.pid, &["scale", "0", "--group", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("that leaves no worker"), "{err}");
+    let (code, _, err) = ctl(cluster.pid, &["scale", "+1", "--group", "db"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("there is no group db (the groups: web, jobs)"),
+        "{err}"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
 }

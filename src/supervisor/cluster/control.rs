@@ -19,9 +19,9 @@ pub struct Scaled {
 }
 
 impl Cluster {
-    /// The number of worker slots now.
+    /// The number of workers now (N): the slots less those retired.
     pub fn workers(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.retired
     }
 
     /// Scales to `target` slots, one step at a time as TTIN and TTOU do.
@@ -37,21 +37,34 @@ impl Cluster {
         let mut actions = Vec::new();
         while self.slots.len() < target as usize {
             scaled.added.push(self.slots.len() as u32);
-            actions.extend(self.scale_up(Origin::Control));
+            actions.extend(self.scale_up(Origin::Control, now));
         }
         while self.slots.len() > target as usize {
-            let slot = self.slots.last().expect("more than one slot");
-            let own = match &slot.occupant {
-                Occupant::Worker(w) => w.pid(),
-                _ => None,
-            };
-            scaled.removed.extend(
-                own.into_iter()
-                    .chain(slot.replacement.and_then(|w| w.pid())),
-            );
+            scaled
+                .removed
+                .extend(self.slot_pids(self.slots.len() as u32 - 1));
             actions.extend(self.scale_down(now, Origin::Control));
         }
         Ok((scaled, actions))
+    }
+
+    /// The pids of slot `id`'s worker and its replacement, those that have been forked.
+    pub fn slot_pids(&self, id: u32) -> Vec<i32> {
+        let Some(slot) = self.slots.get(id as usize) else {
+            return Vec::new();
+        };
+        let own = match &slot.occupant {
+            Occupant::Worker(w) => w.pid(),
+            _ => None,
+        };
+        own.into_iter()
+            .chain(slot.replacement.and_then(|w| w.pid()))
+            .collect()
+    }
+
+    /// Refuses a change once the cluster is stopping.
+    pub fn accepts_changes(&self) -> Result<(), String> {
+        self.refuse_unless_running()
     }
 
     /// A rolling reload, as SIGHUP starts it; returns the generation it brings the workers to.
@@ -133,10 +146,14 @@ impl Cluster {
             self.restart_queue.clear();
             return actions;
         }
-        let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
+        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
         while let Some(&id) = self.restart_queue.front() {
             let index = id as usize;
-            let Some(slot) = self.slots.get(index) else {
+            let Some(slot) = self
+                .slots
+                .get(index)
+                .filter(|s| s.occupant != Occupant::Retired)
+            else {
                 self.restart_queue.pop_front(); // scaled away meanwhile
                 continue;
             };
@@ -172,6 +189,7 @@ impl Cluster {
                     self.slots[index].early_deaths = 0;
                     self.schedule_spawn(index, now);
                 }
+                Occupant::Retired => unreachable!("filtered above"),
                 Occupant::Worker(_) => {
                     // Not forked yet, or already leaving: what starts next is new anyway.
                     self.restart_queue.pop_front();
@@ -192,7 +210,8 @@ impl Cluster {
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), String> {
         let n = self.slots.len() as u32;
-        match ids.iter().find(|&&id| id >= n) {
+        let gone = |id: u32| id >= n || self.slots[id as usize].occupant == Occupant::Retired;
+        match ids.iter().find(|&&id| gone(id)) {
             Some(id) => Err(format!(
                 "there is no worker {id}: WORKER_ID goes from 0 to {}",
                 n - 1

@@ -59,11 +59,11 @@ impl Cluster {
 
     /// `READY=1` for the service manager, once, when every slot's worker is first ready.
     pub(super) fn announce_if_all_ready(&mut self) -> Vec<Action> {
-        if self.announced_ready || self.ready < self.slots.len() || !self.is_running() {
+        let n = self.workers();
+        if self.announced_ready || self.ready < n || !self.is_running() {
             return Vec::new();
         }
         self.announced_ready = true;
-        let n = self.slots.len();
         self.report(Report::AllReady { workers: n });
         vec![Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers ready"

@@ -21,7 +21,7 @@ pub(super) struct Reload {
     /// The generation the reload brings every slot to.
     pub target: u32,
     /// Slots before this one have had their replacement started (or needed none).
-    cursor: usize,
+    pub cursor: usize,
     /// Replacements decided and not yet ready.
     pub in_flight: usize,
 }
@@ -35,12 +35,12 @@ impl Cluster {
         self.report(Report::ReloadBegun {
             origin,
             target,
-            workers: self.slots.len(),
+            workers: self.workers(),
             superseding,
         });
         // New workers not ready yet — of an older target, or a --max-memory replacement running
         // the old generation — will not be needed: the reload replaces their slots.
-        actions.extend(self.drop_replacements(now));
+        actions.extend(self.drop_replacements(Some(target), now));
         // Restarts still queued (`ctl restart`) are part of the reload now.
         self.restart_queue.clear();
         self.reload = Some(Reload {
@@ -63,13 +63,14 @@ impl Cluster {
             return actions;
         };
         let (target, mut cursor, mut in_flight) = (reload.target, reload.cursor, reload.in_flight);
-        let (n, k) = (self.slots.len(), self.policy.reload_batch as usize);
+        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
+        let slots = self.slots.len();
         // Slots waiting to respawn keep their room: a dead worker is replaced before a live one.
         while in_flight < k && self.places.len() + self.spawning + self.waiting < n + k {
-            while cursor < n && !self.needs_replacement(cursor, target) {
+            while cursor < slots && !self.needs_replacement(cursor, target) {
                 cursor += 1;
             }
-            if cursor >= n {
+            if cursor >= slots {
                 break;
             }
             let id = self.slots[cursor].id;
@@ -83,7 +84,7 @@ impl Cluster {
         reload.cursor = cursor;
         reload.in_flight = in_flight;
         // Complete once the old workers have drained too.
-        if in_flight > 0 || cursor < n || !self.leaving.is_empty() {
+        if in_flight > 0 || cursor < slots || !self.leaving.is_empty() {
             return actions;
         }
         self.reload = None;
@@ -105,7 +106,7 @@ impl Cluster {
         slot.replacement.is_none()
             && slot.generation < target
             && !slot.once
-            && !matches!(slot.occupant, Occupant::Done)
+            && !matches!(slot.occupant, Occupant::Done | Occupant::Retired)
     }
 
     /// The slot's replacement is ready: it takes over, the old worker is stopped.
@@ -126,7 +127,7 @@ impl Cluster {
         let mut actions = Vec::new();
         let old = match self.put_occupant(index, Occupant::Worker(new)) {
             Occupant::Worker(old) => Some(old),
-            Occupant::Waiting { .. } | Occupant::Done => None,
+            Occupant::Waiting { .. } | Occupant::Done | Occupant::Retired => None,
         };
         self.arm_watchdog(pid, now);
         self.report(Report::ReplacementReady {
@@ -189,7 +190,9 @@ impl Cluster {
             id: self.slots[index].id,
             reason: reason.to_string(),
         });
-        self.drop_replacement(index, now).into_iter().collect()
+        self.drop_replacement(index, None, now)
+            .into_iter()
+            .collect()
     }
 
     /// Stops every new worker; the old ones keep serving, and a slot whose old worker died
@@ -203,7 +206,7 @@ impl Cluster {
             target: reload.target,
             reason: reason.to_string(),
         });
-        let mut actions = self.drop_replacements(now);
+        let mut actions = self.drop_replacements(None, now);
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",
             reload.target
@@ -212,21 +215,30 @@ impl Cluster {
     }
 
     /// Stops (or forgets, if not spawned yet) every replacement, and lets every respawn that was
-    /// held back for one run.
-    fn drop_replacements(&mut self, now: Instant) -> Vec<Action> {
+    /// held back for one run — except, when a new reload to `superseded_by` takes over, those
+    /// it will replace: it starts them within its N + K.
+    fn drop_replacements(&mut self, superseded_by: Option<u32>, now: Instant) -> Vec<Action> {
         (0..self.slots.len())
-            .filter_map(|index| self.drop_replacement(index, now))
+            .filter_map(|index| self.drop_replacement(index, superseded_by, now))
             .collect()
     }
 
     /// Stops (or forgets) slot `index`'s replacement, if it still has one, and lets a respawn
-    /// held back for it run (its deadline may have been dropped from the heap meanwhile).
-    fn drop_replacement(&mut self, index: usize, now: Instant) -> Option<Action> {
+    /// held back for it run (its deadline may have been dropped from the heap meanwhile) unless
+    /// a reload to `superseded_by` is to replace it.
+    fn drop_replacement(
+        &mut self,
+        index: usize,
+        superseded_by: Option<u32>,
+        now: Instant,
+    ) -> Option<Action> {
         let action = self.slots[index]
             .replacement
             .take()
             .and_then(|worker| self.discard(worker, now));
-        if let Occupant::Waiting { at } = self.slots[index].occupant {
+        if let Occupant::Waiting { at } = self.slots[index].occupant
+            && superseded_by.is_none_or(|target| !self.needs_replacement(index, target))
+        {
             self.timers.push(at, Key::Slot(self.slots[index].id));
         }
         action

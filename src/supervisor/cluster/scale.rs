@@ -1,7 +1,8 @@
 //! Scaling with TTIN and TTOU: a new slot at the end, or the highest slot removed — its worker
 //! stopped (with `--socket-per-worker`, once it has served what waits in its queue: new
 //! connections are steered away from it at once), a spawn or replacement not carried out yet
-//! dropped.
+//! dropped. Groups scale one group at a time: `add_slot` and `remove_slot` take the slot the
+//! group's layout names, and a slot in the middle is retired rather than removed.
 
 use std::time::{Duration, Instant};
 
@@ -9,21 +10,14 @@ use super::worker::{State, StopReason, Worker, later};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Slot};
 
 impl Cluster {
-    pub(super) fn scale_up(&mut self, origin: Origin) -> Vec<Action> {
+    pub(super) fn scale_up(&mut self, origin: Origin, now: Instant) -> Vec<Action> {
         if self.slots.len() >= crate::config::MAX_WORKERS as usize {
             self.report(Report::TooManyWorkers {
                 workers: self.slots.len(),
             });
             return Vec::new();
         }
-        let id = self.slots.len() as u32;
-        // The generation that last succeeded; a reload under way replaces it like the others.
-        self.slots.push(Slot::new(id, self.generation));
-        self.report(Report::ScaledUp {
-            origin,
-            workers: self.slots.len(),
-        });
-        vec![self.spawn_slot(id as usize)]
+        self.add_slot(self.slots.len() as u32, false, origin, now)
     }
 
     pub(super) fn scale_down(&mut self, now: Instant, origin: Origin) -> Vec<Action> {
@@ -31,13 +25,71 @@ impl Cluster {
             self.report(Report::LastWorkerKept);
             return Vec::new();
         }
-        let index = self.slots.len() - 1;
+        self.remove(self.slots.len() as u32 - 1, false, now, origin)
+    }
+
+    /// One worker more, in slot `id`: a new slot after the last, or (groups) a retired one back.
+    /// With `held` (a group still waiting for `--after`), it starts when its group is released.
+    pub fn add_slot(&mut self, id: u32, held: bool, origin: Origin, now: Instant) -> Vec<Action> {
+        let index = id as usize;
+        // The generation that last succeeded; a reload under way replaces it like the others.
+        let mut slot = Slot::new(id, self.generation);
+        slot.held = held;
+        match self.slots.get(index) {
+            None => {
+                debug_assert_eq!(index, self.slots.len(), "slots are added in order");
+                self.slots.push(slot);
+            }
+            Some(old) => {
+                debug_assert_eq!(old.occupant, Occupant::Retired, "slot {id} is in use");
+                self.slots[index] = slot;
+                self.retired -= 1;
+            }
+        }
+        self.report(Report::ScaledUp {
+            origin,
+            workers: self.workers(),
+            id,
+        });
+        if held {
+            return Vec::new();
+        }
+        if let Some(reload) = self.reload.as_mut() {
+            // During a reload the new slot's worker is the reload's to start, as the replacement
+            // of a slot waiting to respawn: within N + K, at the generation the reload brings.
+            // (Its wait has no deadline of its own; an abandoned reload lets it run.)
+            reload.cursor = reload.cursor.min(index);
+            self.put_occupant(index, Occupant::Waiting { at: now });
+            return self.advance_reload(now);
+        }
+        vec![self.spawn_slot(index)]
+    }
+
+    /// Groups: one worker fewer, in slot `id`, which is retired (the group's layout keeps its
+    /// place for when the group grows back).
+    pub fn remove_slot(&mut self, id: u32, now: Instant, origin: Origin) -> Vec<Action> {
+        self.remove(id, true, now, origin)
+    }
+
+    /// Slot `id`'s worker is stopped (with `--socket-per-worker`, once it has served its queue)
+    /// and anything on its way for the slot is dropped; the slot is retired, or else (the last
+    /// one) removed.
+    fn remove(&mut self, id: u32, retire: bool, now: Instant, origin: Origin) -> Vec<Action> {
+        let index = id as usize;
         let occupant = self.take_occupant(index);
-        let slot = self.slots.pop().expect("more than one slot");
+        let slot = if !retire {
+            self.slots.pop().expect("slot id is the last")
+        } else {
+            let slot = std::mem::replace(&mut self.slots[index], Slot::new(id, self.generation));
+            self.slots[index].occupant = Occupant::Retired;
+            self.retired += 1;
+            slot
+        };
         self.steering_changed = true;
         self.report(Report::ScaledDown {
             origin,
-            workers: self.slots.len(),
+            workers: self.workers(),
+            id,
         });
         let mut actions = Vec::new();
         let mut draining = false;

@@ -60,7 +60,11 @@ impl Cluster {
             Phase::Running => ClusterState::Running,
         };
         let mut workers = Vec::with_capacity(self.slots.len() + self.leaving.len());
-        for slot in &self.slots {
+        for slot in self
+            .slots
+            .iter()
+            .filter(|s| s.occupant != Occupant::Retired)
+        {
             workers.push(slot_view(slot, &clock));
             if let Some(new) = &slot.replacement {
                 workers.push(worker_view(new, WorkerRole::Replacement, &clock));
@@ -82,7 +86,7 @@ impl Cluster {
                 state,
                 generation: self.generation,
                 reloading_to: self.reload.as_ref().map(|r| r.target),
-                workers: self.slots.len() as u32,
+                workers: self.workers() as u32,
                 ready: self.ready as u32,
                 restarts: self.slots.iter().map(|s| s.restart_count).sum(),
                 reloads_completed: self.reloads.0,
@@ -105,7 +109,7 @@ fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
             slot.generation,
             WorkerState::Waiting,
         ),
-        Occupant::Done => WorkerView::new(
+        Occupant::Done | Occupant::Retired => WorkerView::new(
             slot.id,
             WorkerRole::Slot,
             slot.generation,

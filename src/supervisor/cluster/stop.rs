@@ -58,6 +58,7 @@ impl Cluster {
             let occupant = match self.take_occupant(index) {
                 Occupant::Worker(worker) => self.stop_for_good(worker, signal, &mut actions),
                 Occupant::Waiting { .. } | Occupant::Done => Occupant::Done,
+                Occupant::Retired => Occupant::Retired,
             };
             self.slots[index].occupant = occupant;
             if let Some(worker) = self.slots[index].replacement.take() {
@@ -155,7 +156,9 @@ impl Cluster {
                 let idle = self.places.is_empty()
                     && self.spawning == 0
                     && self.slots.iter().all(|s| {
-                        s.occupant == Occupant::Done && s.replacement.is_none() && !s.held
+                        matches!(s.occupant, Occupant::Done | Occupant::Retired)
+                            && s.replacement.is_none()
+                            && !s.held
                     });
                 if idle {
                     self.report(Report::Finished);
@@ -198,6 +201,7 @@ impl Cluster {
         }
         self.slots
             .iter()
+            .filter(|s| s.occupant != Occupant::Retired)
             .filter_map(|s| s.last_end)
             .find(|end| !end.clean)
             .map_or(exit_code::SUCCESS, |end| end.status.code())

@@ -156,7 +156,27 @@ fn check_invariants(cluster: &Cluster) {
 }
 
 fn check_invariants_after(cluster: &Cluster, steps: &str) {
-    let n = cluster.slots.len();
+    let n = cluster.workers();
+    let retired = cluster
+        .slots
+        .iter()
+        .filter(|s| s.occupant == Occupant::Retired)
+        .count();
+    assert_eq!(
+        cluster.retired, retired,
+        "{steps}: the count of retired slots"
+    );
+    for slot in cluster
+        .slots
+        .iter()
+        .filter(|s| s.occupant == Occupant::Retired)
+    {
+        assert!(
+            slot.replacement.is_none(),
+            "{steps}: retired slot {} has a replacement",
+            slot.id
+        );
+    }
     let alive = cluster.places.len() + cluster.spawning;
     if cluster.reload.is_some() && cluster.spawning > 0 {
         // Spawns are decided only within the bound (a scale-down may lower N afterwards).
@@ -956,16 +976,7 @@ fn old_worker_dies_during_a_reload_of_several_slots_and_no_slot_is_left_empty() 
 fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
     // Exhaustive over short sequences: from a reload of 2 slots with K = 2, apply every sequence
     // of three events and check the invariants after each.
-    #[derive(Clone, Copy, Debug)]
-    enum Step {
-        OldDies(usize),
-        NewExits(usize),
-        NewReady(usize),
-        Timeout,
-        Hup,
-        Ttou,
-        Term,
-    }
+    use ReloadStep as Step;
     let steps = [
         Step::OldDies(0),
         Step::OldDies(1),
@@ -975,17 +986,62 @@ fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
         Step::Timeout,
         Step::Hup,
         Step::Ttou,
+        Step::Ttin,
         Step::Term,
     ];
+    every_interleaving_during_a_reload(2, &steps);
+}
+
+#[test]
+fn every_interleaving_of_group_scaling_during_a_reload_keeps_the_invariants() {
+    // Groups retire a slot in the middle and give it back; with a crash, a reload's steps and a
+    // stop in any order of three.
+    use ReloadStep as Step;
+    let steps = [
+        Step::OldDies(1),
+        Step::OldDies(2),
+        Step::NewExits(1),
+        Step::NewReady(0),
+        Step::NewReady(1),
+        Step::Timeout,
+        Step::Hup,
+        Step::Retire(1),
+        Step::Revive(1),
+        Step::Retire(0),
+        Step::Term,
+    ];
+    every_interleaving_during_a_reload(3, &steps);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ReloadStep {
+    OldDies(usize),
+    NewExits(usize),
+    NewReady(usize),
+    Timeout,
+    Hup,
+    Ttou,
+    Ttin,
+    Term,
+    /// Groups: slot i's group shrinks past it.
+    Retire(u32),
+    /// Groups: slot i's group grows back to it (if it is retired).
+    Revive(u32),
+}
+
+/// From a reload of `workers` slots with K = 2, every sequence of three of `steps`, with the
+/// invariants checked after each.
+fn every_interleaving_during_a_reload(workers: u32, steps: &[ReloadStep]) {
+    use ReloadStep as Step;
     let batch = Policy {
         reload_batch: 2,
         ..notify_policy()
     };
-    for a in steps {
-        for b in steps {
-            for c in steps {
+    for &a in steps {
+        for &b in steps {
+            for &c in steps {
                 let t0 = Instant::now();
-                let mut cluster = running(batch.clone(), 2, t0);
+                let mut cluster = running(batch.clone(), workers, t0);
                 let mut next_pid = 300;
                 let mut now = t0;
                 let mut pending = cluster.on_signal(Sig::HUP, now);
@@ -1010,6 +1066,9 @@ fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
                                 }
                             }
                         })
+                    };
+                    let retired = |cluster: &Cluster, id: u32| {
+                        cluster.slots[id as usize].occupant == Occupant::Retired
                     };
                     pending = match step {
                         Step::OldDies(i) => match slot_pid(&cluster, i, false) {
@@ -1036,7 +1095,19 @@ fn every_interleaving_of_events_during_a_reload_keeps_the_invariants() {
                         }
                         Step::Hup => cluster.on_signal(Sig::HUP, now),
                         Step::Ttou => cluster.on_signal(Sig::TTOU, now),
+                        Step::Ttin => cluster.on_signal(Sig::TTIN, now),
                         Step::Term => cluster.on_signal(Sig::TERM, now),
+                        Step::Retire(id)
+                            if cluster.accepts_changes().is_ok() && !retired(&cluster, id) =>
+                        {
+                            cluster.remove_slot(id, now, Origin::Control)
+                        }
+                        Step::Revive(id)
+                            if cluster.accepts_changes().is_ok() && retired(&cluster, id) =>
+                        {
+                            cluster.add_slot(id, false, Origin::Control, now)
+                        }
+                        Step::Retire(_) | Step::Revive(_) => Vec::new(),
                     };
                     pending.extend(cluster.on_timer(now));
                     assert!(
@@ -1706,11 +1777,45 @@ fn a_restart_of_a_slot_already_being_replaced_follows_that_replacement() {
 fn a_held_slot_is_not_started_by_a_restart_before_its_group_is_released() {
     let t0 = Instant::now();
     let mut cluster = Cluster::new(policy(), 2);
-    cluster.configure_groups(std::slice::from_ref(&(1..2)), &[]);
+    cluster.configure_groups(&[1], &[]);
     let actions = cluster.start(t0);
     assert_eq!(spawned_ids(&actions), [0], "slot 1 is held");
     let refused = cluster.request_restart(&[1], t0).unwrap_err();
     assert!(refused.contains("not started yet"), "{refused}");
-    let actions = cluster.release(1..2, t0);
+    let actions = cluster.release(&[1], t0);
     assert_eq!(spawned_ids(&actions), [1]);
+}
+
+#[test]
+fn a_worker_added_during_a_reload_is_started_by_it_within_n_plus_k_at_its_generation() {
+    let t0 = Instant::now();
+    let mut cluster = running(notify_policy(), 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    assert_eq!(
+        spawns(&actions),
+        [(0, 1)],
+        "K = 1: one replacement at a time"
+    );
+    spawn_one(&mut cluster, &actions, 300, t0);
+    // 3 alive, N + K = 3 with the new slot: it waits for room.
+    let actions = cluster.on_signal(Sig::TTIN, t0);
+    assert!(spawns(&actions).is_empty(), "{actions:?}");
+    assert_eq!(cluster.workers(), 3);
+    // Replacement 0 is ready: old 0 stops; once reaped, the reload goes on.
+    cluster.on_notified(300, &ready_message(), t0);
+    let actions = cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::TERM)), true, t0);
+    assert_eq!(
+        spawns(&actions),
+        [(1, 1)],
+        "slot 1 is next in the reload's order"
+    );
+    spawn_one(&mut cluster, &actions, 301, t0);
+    cluster.on_notified(301, &ready_message(), t0);
+    let actions = cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::TERM)), true, t0);
+    assert_eq!(
+        spawns(&actions),
+        [(2, 1)],
+        "the new slot starts at the reload's generation, never at the old one"
+    );
+    check_invariants(&cluster);
 }
