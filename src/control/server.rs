@@ -575,7 +575,10 @@ fn describe(request: &Request) -> String {
     match request {
         Request::Hello => "hello".to_string(),
         Request::Status => "status".to_string(),
-        Request::Scale { by, .. } => format!("scale {by}"),
+        Request::Scale { by, group, .. } => match group {
+            Some(group) => format!("scale {by} --group {group}"),
+            None => format!("scale {by}"),
+        },
         Request::Restart { ids, .. } => format!(
             "restart {}",
             ids.iter()

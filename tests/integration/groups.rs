@@ -298,6 +298,7 @@ fn a_group_scales_alone_and_ttin_ttou_scale_every_group() {
     let (code, out, err) = ctl(cluster.pid, &["scale", "+1", "--group", "web", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "4 workers (web=3,jobs=1)\n");
+    cluster.expect_log("'scale +1 --group web' from uid");
     cluster.expect("web.2's environment", |l| {
         l.text == "[web.2] env group=web id=2 count=3"
     });
