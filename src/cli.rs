@@ -106,11 +106,23 @@ pub struct Cli {
     #[arg(short = 'l', long, value_name = "[NAME=]ADDR", env = "RECLUSTER_LISTEN", value_parser = parse_listen)]
     pub listen: Vec<ListenSpec>,
 
-    /// One SO_REUSEPORT socket per address per worker slot instead of one shared socket: new
-    /// connections are steered to the slots whose worker is ready; each slot's socket outlives its
-    /// workers, and a scaled-down slot's worker serves its queue before it is stopped
+    /// One SO_REUSEPORT socket per TCP address per worker slot (the default): new connections are
+    /// steered to the slots whose worker is ready; each slot's socket outlives its workers, and a
+    /// scaled-down slot's worker serves its queue before it is stopped. Given, it is an error
+    /// where it cannot run (Procfile groups, no TCP address) instead of one shared socket
     #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER")]
     pub socket_per_worker: bool,
+
+    /// One socket per address shared by every worker, one accept queue: whichever worker is free
+    /// takes the next connection (better for short connections on workers that block; see the
+    /// README's "which mode")
+    #[arg(
+        long,
+        requires = "listen",
+        conflicts_with = "socket_per_worker",
+        env = "RECLUSTER_SHARED_SOCKET"
+    )]
+    pub shared_socket: bool,
 
     /// The listen backlog of every socket recluster binds (the kernel caps it at
     /// net.core.somaxconn)
