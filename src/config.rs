@@ -28,7 +28,7 @@ pub struct Config {
     pub log_level_from_flags: bool,
     pub command: Vec<OsString>,
     pub listen: Vec<ListenSpec>,
-    pub socket_per_worker: bool,
+    pub socket_mode: SocketMode,
     pub backlog: i32,
     /// Which CPUs each worker gets.
     pub placement: Placement,
@@ -57,6 +57,49 @@ pub struct Config {
     pub messages: bool,
     /// `-f`: the Procfile's groups.
     pub groups: Option<crate::groups::Groups>,
+}
+
+/// How the sockets of `--listen` reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// One `SO_REUSEPORT` socket per TCP address per slot, steered to the slots whose worker is
+    /// ready (a unix address stays one shared socket). `asked`: `--socket-per-worker` was given,
+    /// so where it cannot run is an error rather than a shared socket.
+    PerWorker { asked: bool },
+    /// One socket per address shared by every worker, and why.
+    Shared(SharedBecause),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedBecause {
+    /// `--shared-socket`.
+    Asked,
+    /// No `--listen` TCP address (none at all, only unix sockets, or sockets from a service
+    /// manager).
+    NoTcpAddress,
+    /// Procfile groups do not take per-worker sockets.
+    Groups,
+    /// The hard open-files limit leaves no room for a socket per worker.
+    FdLimit,
+}
+
+impl SocketMode {
+    pub fn per_worker(self) -> bool {
+        matches!(self, SocketMode::PerWorker { .. })
+    }
+
+    /// Why the sockets are shared, for the start-up log, where the user did not ask for it.
+    pub fn why_shared(self) -> Option<&'static str> {
+        match self {
+            SocketMode::Shared(SharedBecause::Groups) => {
+                Some("Procfile groups do not take a socket per worker yet")
+            }
+            SocketMode::Shared(SharedBecause::FdLimit) => Some(
+                "the hard open-files limit leaves no room for a socket per worker (raise it, or pass --shared-socket to choose this)",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// What the worker count and the CPU places were derived from.
@@ -125,15 +168,16 @@ impl Config {
                 "--restart-window must be longer than 0s".to_string(),
             ));
         }
-        if cli.socket_per_worker
-            && let Some(unix) = cli
-                .listen
-                .iter()
-                .find(|s| matches!(s.address, ListenAddress::Unix(_)))
-        {
+        let tcp = cli
+            .listen
+            .iter()
+            .any(|s| matches!(s.address, ListenAddress::Tcp { .. }));
+        if cli.socket_per_worker && !tcp {
             return Err(Error::Usage(format!(
-                "--socket-per-worker needs TCP addresses: {} cannot be split per worker (SO_REUSEPORT is TCP only); drop --socket-per-worker or listen on HOST:PORT",
-                unix.address
+                "--socket-per-worker needs a TCP address: {} cannot be split per worker (SO_REUSEPORT balances TCP only); drop --socket-per-worker or listen on HOST:PORT",
+                cli.listen
+                    .first()
+                    .map_or("a unix socket".to_string(), |s| s.address.to_string())
             )));
         }
         if cli.exec
@@ -257,7 +301,7 @@ impl Config {
                 }
                 if cli.socket_per_worker {
                     return Err(Error::Usage(
-                        "--socket-per-worker does not work with Procfile groups yet: drop one of them"
+                        "--socket-per-worker does not work with Procfile groups yet: drop it (groups share one socket per address)"
                             .to_string(),
                     ));
                 }
@@ -279,6 +323,17 @@ impl Config {
                     )
                     .map_err(Error::Usage)?,
                 )
+            }
+        };
+        let socket_mode = if cli.shared_socket {
+            SocketMode::Shared(SharedBecause::Asked)
+        } else if !tcp {
+            SocketMode::Shared(SharedBecause::NoTcpAddress)
+        } else if groups.is_some() {
+            SocketMode::Shared(SharedBecause::Groups)
+        } else {
+            SocketMode::PerWorker {
+                asked: cli.socket_per_worker,
             }
         };
         let command = match &groups {
@@ -305,7 +360,7 @@ impl Config {
                 reload_batch: cli.reload_batch,
                 stop_signal: cli.stop_signal,
                 kill_timeout: cli.kill_timeout,
-                steered: cli.socket_per_worker,
+                steered: socket_mode.per_worker(),
                 watchdog: cli.watchdog,
                 max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
             },
@@ -313,7 +368,7 @@ impl Config {
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
             command,
             listen: cli.listen,
-            socket_per_worker: cli.socket_per_worker,
+            socket_mode,
             backlog: cli.backlog,
             placement,
             cpu_derivation,
@@ -337,6 +392,17 @@ impl Config {
 }
 
 impl Config {
+    /// Falls back from the default per-worker sockets to shared ones (where the open-files limit
+    /// leaves no room for them); whether it did.
+    pub fn share_sockets_for_fd_limit(&mut self) -> bool {
+        if self.socket_mode != (SocketMode::PerWorker { asked: false }) {
+            return false;
+        }
+        self.socket_mode = SocketMode::Shared(SharedBecause::FdLimit);
+        self.policy.steered = false;
+        true
+    }
+
     /// The file descriptors recluster holds at most with N workers (and K more during a reload):
     /// a notify socket per live worker, each slot's own listening sockets, two relayed pipes per
     /// live worker with `--prefix`.
@@ -349,7 +415,7 @@ impl Config {
             0
         };
         let listeners = self.listen.len() as u64;
-        let sockets = if self.socket_per_worker {
+        let sockets = if self.socket_mode.per_worker() {
             listeners * workers
         } else {
             listeners
@@ -416,5 +482,45 @@ mod tests {
         assert_eq!(config(&[]).unwrap().log_level, log::LevelFilter::Info);
         assert_eq!(config(&["-v"]).unwrap().log_level, log::LevelFilter::Debug);
         assert_eq!(config(&["-qq"]).unwrap().log_level, log::LevelFilter::Error);
+    }
+
+    #[test]
+    fn sockets_are_per_worker_by_default_where_they_can_be() {
+        let mode = |args: &[&str]| config(args).unwrap().socket_mode;
+        assert_eq!(
+            mode(&["-l", ":3000"]),
+            SocketMode::PerWorker { asked: false }
+        );
+        assert_eq!(
+            mode(&["-l", ":3000", "--socket-per-worker"]),
+            SocketMode::PerWorker { asked: true }
+        );
+        assert_eq!(
+            mode(&["-l", ":3000", "--shared-socket"]),
+            SocketMode::Shared(SharedBecause::Asked)
+        );
+        assert_eq!(
+            mode(&["-l", "unix:/tmp/x.sock"]),
+            SocketMode::Shared(SharedBecause::NoTcpAddress)
+        );
+        assert_eq!(
+            mode(&["-l", "unix:/tmp/x.sock", "-l", "127.0.0.1:0"]),
+            SocketMode::PerWorker { asked: false },
+            "the TCP address splits, the unix one stays shared"
+        );
+        assert_eq!(mode(&[]), SocketMode::Shared(SharedBecause::NoTcpAddress));
+        assert!(config(&["-l", "unix:/tmp/x.sock", "--socket-per-worker"]).is_err());
+        let mut tight = config(&["-l", ":3000"]).unwrap();
+        assert!(tight.share_sockets_for_fd_limit());
+        assert_eq!(
+            tight.socket_mode,
+            SocketMode::Shared(SharedBecause::FdLimit)
+        );
+        assert!(!tight.policy.steered);
+        let mut asked = config(&["-l", ":3000", "--socket-per-worker"]).unwrap();
+        assert!(
+            !asked.share_sockets_for_fd_limit(),
+            "asked for: an error instead"
+        );
     }
 }

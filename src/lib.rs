@@ -48,7 +48,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, ReadyMode};
-use crate::config::Config;
+use crate::config::{Config, SharedBecause, SocketMode};
 use crate::error::Error;
 use crate::notify::{Manager, WorkerSockets};
 use crate::socket::Sockets;
@@ -151,10 +151,14 @@ pub(crate) fn one_line(message: &str) -> String {
         .to_string()
 }
 
-fn run(config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
+fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
     command::resolve(&config.command[0], std::env::var_os("PATH").as_deref())?;
     let mut inherited = inherited.clone();
-    inherited.fd_limit = startup::raise_fd_limit(config.fds_needed()).map_err(|need| {
+    let mut raised = startup::raise_fd_limit(config.fds_needed());
+    if raised.is_err() && config.share_sockets_for_fd_limit() {
+        raised = startup::raise_fd_limit(config.fds_needed());
+    }
+    inherited.fd_limit = raised.map_err(|need| {
         Error::Usage(match describe_fd_users(&config) {
             Some(users) => format!("{} workers with {users} need {need}", config.workers),
             None => format!("recluster needs {need}"),
@@ -280,7 +284,7 @@ fn describe_fd_users(config: &Config) -> Option<String> {
     if config.policy.ready == ReadyMode::Notify {
         users.push("--ready notify");
     }
-    if config.socket_per_worker {
+    if config.socket_mode.per_worker() {
         users.push("--socket-per-worker");
     }
     if config.prefix.is_some() {
@@ -299,16 +303,19 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
                 "recluster was started with sockets (LISTEN_FDS) and --listen: use one or the other".to_string(),
             ));
         }
-        Some(_) if config.socket_per_worker => {
+        Some(_) if config.socket_mode.per_worker() => {
             return Err(Error::Usage(
                 "--socket-per-worker cannot split the sockets recluster was started with (LISTEN_FDS): drop it".to_string(),
             ));
         }
         Some(inherited) => inherited,
         None => {
-            let mut sockets =
-                Sockets::bind(&config.listen, config.socket_per_worker, config.backlog)
-                    .map_err(Error::Bind)?;
+            let mut sockets = Sockets::bind(
+                &config.listen,
+                config.socket_mode.per_worker(),
+                config.backlog,
+            )
+            .map_err(Error::Bind)?;
             sockets.bind_slots(config.workers).map_err(Error::Bind)?;
             sockets
         }
@@ -319,12 +326,15 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             listener.local,
             3 + i,
             listener.name,
-            if config.socket_per_worker {
-                ", one socket per worker"
-            } else {
-                ""
+            match (config.socket_mode, listener.splits()) {
+                (SocketMode::PerWorker { .. }, true) => ", one socket per worker, steered",
+                (SocketMode::Shared(SharedBecause::Asked), _) => ", shared: --shared-socket",
+                _ => ", one socket shared by every worker",
             }
         );
+    }
+    if let Some(why) = config.socket_mode.why_shared() {
+        log::info!("one socket per address, shared by every worker: {why}");
     }
     Ok(sockets)
 }

@@ -1,9 +1,10 @@
 //! The listening sockets recluster binds (or inherits) and hands to workers.
 //!
 //! - `Shared`: one socket per address, shared by every worker; its queue outlives every worker.
-//! - `PerWorker`: one `SO_REUSEPORT` socket per address per slot, held here across that slot's
-//!   respawns and scale-downs, so a slot's queue is never closed while recluster runs; new
-//!   connections are steered to the slots whose worker is ready (`steering`).
+//! - `PerWorker`: one `SO_REUSEPORT` socket per TCP address per slot, held here across that
+//!   slot's respawns and scale-downs, so a slot's queue is never closed while recluster runs; new
+//!   connections are steered to the slots whose worker is ready (`steering`). A unix socket is
+//!   not split (`SO_REUSEPORT` does not balance it): every slot gets the same one.
 //!
 //! A TCP address is first bound *without* `SO_REUSEPORT`, which fails if anything already listens
 //! there — even a foreign `SO_REUSEPORT` group, which recluster must not silently join — and the
@@ -43,11 +44,18 @@ pub struct Listener {
     pub name: String,
     pub local: String,
     socket: Socket,
+    /// A TCP socket recluster bound: per worker, each slot gets a socket of its own.
+    splits: bool,
 }
 
 impl Listener {
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+
+    /// Whether each slot gets a socket of its own here (per worker; TCP addresses only).
+    pub fn splits(&self) -> bool {
+        self.splits
     }
 }
 
@@ -58,7 +66,8 @@ pub enum Sockets {
     PerWorker {
         /// Slot 0's sockets, bound first and checked for foreign listeners.
         first: Vec<Listener>,
-        /// The sockets of slots 1.., bound in slot order to the same addresses. A scaled-down
+        /// The sockets of slots 1.., bound in slot order to the same TCP addresses (those of
+        /// `first` that split, in their order; a unix socket is `first`'s). A scaled-down
         /// slot's sockets stay (no connection steered to them), so no member of a group ever
         /// closes while recluster runs, the group's order never changes, and a slot added back
         /// gets its own socket again.
@@ -162,6 +171,7 @@ impl Sockets {
                 name,
                 local,
                 socket,
+                splits: false,
             });
         }
         Ok(Some(Sockets::Shared(listeners)))
@@ -196,13 +206,20 @@ impl Sockets {
                     std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         let mut sockets = Vec::with_capacity(first.len());
-                        for listener in first.iter() {
+                        for listener in first.iter().filter(|l| l.splits) {
                             sockets.push(bind_again(listener, *backlog)?);
                         }
                         slot.insert(sockets)
                     }
                 };
-                Ok(sockets.iter().map(AsRawFd::as_raw_fd).collect())
+                let mut own = sockets.iter();
+                Ok(first
+                    .iter()
+                    .map(|listener| match listener.splits {
+                        true => own.next().expect("a socket per split listener").as_raw_fd(),
+                        false => listener.fd(),
+                    })
+                    .collect())
             }
         }
     }
@@ -233,7 +250,7 @@ impl Sockets {
             return;
         }
         let program = steering::program(slots);
-        for listener in first.iter() {
+        for listener in first.iter().filter(|l| l.splits) {
             if let Err(e) = steering::attach(listener.fd(), &program) {
                 *steering_failed = true;
                 log::warn!(
@@ -272,7 +289,11 @@ impl Sockets {
     /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.
     pub fn queue_len(&self, id: u32) -> u32 {
         let fds: Vec<RawFd> = match self {
-            Sockets::PerWorker { first, .. } if id == 0 => first.iter().map(Listener::fd).collect(),
+            Sockets::PerWorker { first, .. } if id == 0 => first
+                .iter()
+                .filter(|l| l.splits)
+                .map(Listener::fd)
+                .collect(),
             Sockets::PerWorker { others, .. } => others
                 .get(&id)
                 .map(|sockets| sockets.iter().map(AsRawFd::as_raw_fd).collect())
@@ -336,6 +357,7 @@ fn bind_first(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
         name: spec.name.clone(),
         local,
         socket,
+        splits: matches!(spec.address, ListenAddress::Tcp { .. }),
     })
 }
 

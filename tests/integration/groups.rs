@@ -340,3 +340,38 @@ fn a_group_scales_alone_and_ttin_ttou_scale_every_group() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn groups_share_one_socket_per_address_and_a_group_named_socket_goes_to_it_alone() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "sockets",
+        &format!("web: exec {worker} --serve --report\njobs: exec {worker} --report\n"),
+    );
+    let mut cluster = start(&procfile, &["-m", "web=2", "-l", "web=127.0.0.1:0"]);
+    cluster.expect_log(
+        "one socket per address, shared by every worker: Procfile groups do not take a socket per worker yet",
+    );
+    // Two web workers' listening lines and the job worker's report, in any order.
+    let (mut listening, mut jobs) = (Vec::new(), None);
+    while listening.len() < 2 || jobs.is_none() {
+        let line = cluster.expect("a web worker listening, or the job worker's report", |l| {
+            (l.text.starts_with("[web.") && l.text.contains("] listening id="))
+                || l.text.starts_with("[jobs.0] report")
+        });
+        match line.text.split_once("sockets=") {
+            Some((_, inode)) => listening.push(inode.to_string()),
+            None => jobs = Some(line),
+        }
+    }
+    listening.dedup();
+    assert_eq!(listening.len(), 1, "both web workers hold the same socket");
+    let jobs = jobs.unwrap();
+    assert!(
+        jobs.text.contains(" fds=0,1,2,3 "),
+        "no listening socket: {}",
+        jobs.text
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

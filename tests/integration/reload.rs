@@ -43,8 +43,8 @@ fn versions_answering(address: &str, count: usize) -> HashSet<String> {
 
 #[test]
 fn three_reloads_under_load_fail_no_request_in_either_socket_mode() {
-    for mode in [None, Some("--socket-per-worker")] {
-        let release = Release::new(&format!("load{}", mode.is_some()), "v1");
+    for mode in ["--shared-socket", "--socket-per-worker"] {
+        let release = Release::new(&format!("load{}", mode.len()), "v1");
         let mut args = vec![
             "-n",
             "4",
@@ -53,7 +53,7 @@ fn three_reloads_under_load_fail_no_request_in_either_socket_mode() {
             "--listen",
             "127.0.0.1:0",
         ];
-        args.extend(mode);
+        args.push(mode);
         let file = release.arg();
         let mut cluster = Cluster::start(&args, &["--serve", "--version-file", &file]);
         let address = cluster.listening(1).remove(0);

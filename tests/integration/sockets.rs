@@ -25,11 +25,24 @@ fn stop(mut cluster: Cluster) {
 
 #[test]
 fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() {
-    for mode in [None, Some("--socket-per-worker")] {
+    // The default is a steered socket per worker; --shared-socket keeps one queue.
+    for (mode, expected_sockets, log) in [
+        (None, 4, ", one socket per worker, steered)"),
+        (
+            Some("--socket-per-worker"),
+            4,
+            ", one socket per worker, steered)",
+        ),
+        (Some("--shared-socket"), 1, ", shared: --shared-socket)"),
+    ] {
         let mut args = vec!["-n", "4", "--listen", "127.0.0.1:0"];
         args.extend(mode);
         let (mut cluster, listening) = serving(&args, 4);
         let address = cluster.listening(1).remove(0);
+        assert!(
+            !cluster.seen(|l| l.is_log(log)).is_empty(),
+            "{mode:?}: the log names the mode ({log})"
+        );
         let reports = cluster.seen(|l| l.is_worker("report"));
         assert_eq!(reports.len(), 4, "each worker reports before it listens");
         for report in reports {
@@ -52,7 +65,6 @@ fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() 
         }
         inodes.sort();
         inodes.dedup();
-        let expected_sockets = if mode.is_some() { 4 } else { 1 };
         assert_eq!(inodes.len(), expected_sockets, "{mode:?}: distinct sockets");
         let ids = answered_by(&address, "id", 2);
         assert!(ids.len() >= 2, "{mode:?}: only {ids:?} answered");
@@ -89,10 +101,23 @@ fn named_listeners_follow_the_order_given() {
 fn ipv6_and_unix_sockets_serve() {
     let path = std::env::temp_dir().join(format!("recluster-unix-{}.sock", std::process::id()));
     let unix = format!("unix:{}", path.display());
-    let (mut cluster, _) = serving(&["-n", "2", "-l", "[::1]:0", "-l", &unix], 2);
+    let (mut cluster, listening) = serving(&["-n", "2", "-l", "[::1]:0", "-l", &unix], 2);
     let addresses = cluster.listening(2);
     assert!(addresses[0].starts_with("[::1]:"), "{addresses:?}");
     assert_eq!(addresses[1], unix);
+    // By default the TCP address is split per worker; the unix socket is the same for both.
+    let inodes: Vec<Vec<&str>> = listening
+        .iter()
+        .map(|l| l.field("sockets").unwrap().split(',').collect())
+        .collect();
+    assert_ne!(inodes[0][0], inodes[1][0], "a TCP socket per worker");
+    assert_eq!(inodes[0][1], inodes[1][1], "one unix socket for both");
+    assert!(
+        !cluster
+            .seen(|l| l.is_log(", one socket shared by every worker)"))
+            .is_empty(),
+        "the log says the unix socket is shared"
+    );
     assert_eq!(answered_by(&addresses[0], "id", 2).len(), 2);
     assert!(http_get(&unix).is_ok());
     stop(cluster);
@@ -112,9 +137,9 @@ fn an_address_in_use_exits_1_naming_it_before_any_worker_starts() {
     let worker = worker_bin();
     for port in [plain.local_addr().unwrap().port(), foreign_port] {
         let address = format!("127.0.0.1:{port}");
-        for mode in [None, Some("--socket-per-worker")] {
+        for mode in ["--shared-socket", "--socket-per-worker"] {
             let mut args = vec!["-n", "2", "-l", &address];
-            args.extend(mode);
+            args.push(mode);
             args.push(worker.to_str().unwrap());
             let (code, _, stderr) = run_to_end(&args);
             assert_eq!(code, 1, "{stderr}");
@@ -205,9 +230,9 @@ fn systemd_socket_activate_serves_through_recluster() {
 
 #[test]
 fn killing_a_worker_under_load_fails_no_request() {
-    for mode in [None, Some("--socket-per-worker")] {
+    for mode in ["--shared-socket", "--socket-per-worker"] {
         let mut args = vec!["-n", "2", "--listen", "127.0.0.1:0"];
-        args.extend(mode);
+        args.push(mode);
         let (mut cluster, listening) = serving(&args, 2);
         let address = cluster.listening(1).remove(0);
         let load = Load::start(&address, 4);
@@ -345,15 +370,15 @@ fn a_running_workers_non_blocking_socket_stays_non_blocking_through_respawns_and
     // The flag lives in the open file description, which every holder of the socket shares: a
     // spawn that touched it would freeze an event-loop server in accept(). The replacements here
     // start slowly and have not set the flag themselves when the running worker is asked.
-    for mode in [None, Some("--socket-per-worker")] {
+    for mode in ["--shared-socket", "--socket-per-worker"] {
         let delay = std::env::temp_dir().join(format!(
             "recluster-serve-after-{}-{}",
             std::process::id(),
-            mode.is_some()
+            mode.len()
         ));
         std::fs::write(&delay, "0").unwrap();
         let mut args = vec!["-n", "2", "--min-uptime", "1h", "--listen", "127.0.0.1:0"];
-        args.extend(mode);
+        args.push(mode);
         let file = delay.display().to_string();
         let mut cluster = Cluster::start(&args, &["--serve", "--serve-after-file", &file]);
         let mut accepting: Vec<_> = (0..2)
@@ -438,4 +463,24 @@ fn where_steering_is_refused_per_worker_sockets_fall_back_to_the_kernels_hashing
         );
     }
     stop(cluster);
+}
+
+#[test]
+fn unix_sockets_alone_are_shared_by_default_and_an_error_when_split_is_asked() {
+    let path =
+        std::env::temp_dir().join(format!("recluster-only-unix-{}.sock", std::process::id()));
+    let unix = format!("unix:{}", path.display());
+    let (mut cluster, listening) = serving(&["-n", "2", "-l", &unix], 2);
+    assert_eq!(listening[0].field("sockets"), listening[1].field("sockets"));
+    cluster.expect_log(", one socket shared by every worker)");
+    stop(cluster);
+    let worker = worker_bin();
+    let (code, _, stderr) =
+        run_to_end(&["-l", &unix, "--socket-per-worker", worker.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--socket-per-worker needs a TCP address"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&path);
 }
