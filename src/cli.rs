@@ -110,7 +110,7 @@ pub struct Cli {
     /// steered to the slots whose worker is ready; each slot's socket outlives its workers, and a
     /// scaled-down slot's worker serves its queue before it is stopped. Given, it is an error
     /// where it cannot run (Procfile groups, no TCP address) instead of one shared socket
-    #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER")]
+    #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
     pub socket_per_worker: bool,
 
     /// One socket per address shared by every worker, one accept queue: whichever worker is free
@@ -119,8 +119,8 @@ pub struct Cli {
     #[arg(
         long,
         requires = "listen",
-        conflicts_with = "socket_per_worker",
-        env = "RECLUSTER_SHARED_SOCKET"
+        env = "RECLUSTER_SHARED_SOCKET",
+        value_parser = env_flag()
     )]
     pub shared_socket: bool,
 
@@ -185,7 +185,7 @@ pub struct Cli {
     /// Debug mode: bind the sockets, then execute the command in recluster's place as worker 0 of 1
     /// (WORKER_ID=0, LISTEN_PID its own pid), with no supervisor, so debuggers, strace and
     /// profilers see the program itself
-    #[arg(long, env = "RECLUSTER_EXEC")]
+    #[arg(long, env = "RECLUSTER_EXEC", value_parser = env_flag())]
     pub exec: bool,
 
     /// Where the control socket for 'recluster ctl' goes: PATH, or none for no control socket
@@ -242,7 +242,7 @@ pub struct Cli {
     pub once: Vec<String>,
 
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
-    #[arg(long, env = "RECLUSTER_NO_MESSAGES")]
+    #[arg(long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]
     pub no_messages: bool,
 
     /// A name for this cluster: its control socket is NAME.sock instead of PID.sock, and
@@ -412,6 +412,38 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_hook(text: &str) -> Result<crate::hooks::HookSpec, String> {
     text.parse()
+}
+
+/// `--socket-per-worker` and `--shared-socket` both set: the one on the command line wins over
+/// the other's environment twin (an image's default, overridden by hand); both on the command
+/// line, or both in the environment, contradict each other.
+pub fn settle_socket_mode(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<(), String> {
+    use clap::parser::ValueSource::CommandLine;
+    if !(cli.socket_per_worker && cli.shared_socket) {
+        return Ok(());
+    }
+    let given = |id: &str| matches.value_source(id) == Some(CommandLine);
+    match (given("socket_per_worker"), given("shared_socket")) {
+        (true, false) => cli.shared_socket = false,
+        (false, true) => cli.socket_per_worker = false,
+        (true, true) => {
+            return Err(
+                "--socket-per-worker and --shared-socket contradict each other: give one".into(),
+            );
+        }
+        (false, false) => {
+            return Err(
+                "RECLUSTER_SOCKET_PER_WORKER and RECLUSTER_SHARED_SOCKET are both set: unset one"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A flag's environment twin: 1, true, yes, on set it; 0, false, no, off or empty leave it off.
+fn env_flag() -> clap::builder::FalseyValueParser {
+    clap::builder::FalseyValueParser::new()
 }
 
 fn parse_listen(text: &str) -> Result<ListenSpec, String> {

@@ -81,6 +81,8 @@ pub enum SharedBecause {
     Groups,
     /// The hard open-files limit leaves no room for a socket per worker.
     FdLimit,
+    /// `--exec`: one process, nothing to steer.
+    Exec,
 }
 
 impl SocketMode {
@@ -327,6 +329,8 @@ impl Config {
         };
         let socket_mode = if cli.shared_socket {
             SocketMode::Shared(SharedBecause::Asked)
+        } else if cli.exec {
+            SocketMode::Shared(SharedBecause::Exec)
         } else if !tcp {
             SocketMode::Shared(SharedBecause::NoTcpAddress)
         } else if groups.is_some() {

@@ -44,7 +44,6 @@ pub mod user;
 
 use std::ffi::OsString;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, ReadyMode};
@@ -91,8 +90,18 @@ pub fn main() -> i32 {
 
 /// The command line, validated; on `Err`, what to exit with (the message is printed).
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => match cli::settle_socket_mode(&mut cli, &matches) {
+            Ok(()) => cli,
+            Err(e) => {
+                logging::print_error(&e);
+                return Err(exit_code::USAGE);
+            }
+        },
         Err(e) => return Err(report_clap_error(e)),
     };
     if let Some(shell) = cli.completions {

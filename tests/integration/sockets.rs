@@ -484,3 +484,39 @@ fn unix_sockets_alone_are_shared_by_default_and_an_error_when_split_is_asked() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn the_shared_socket_has_an_environment_twin_that_takes_1_or_0() {
+    for (value, log) in [
+        ("1", ", shared: --shared-socket)"),
+        ("0", ", one socket per worker, steered)"),
+    ] {
+        let mut cluster = Launch::new(cluster_args(
+            &["-n", "2", "-l", "127.0.0.1:0"],
+            &["--serve"],
+        ))
+        .env("RECLUSTER_SHARED_SOCKET", value)
+        .start();
+        cluster.expect_log(log);
+        stop(cluster);
+    }
+    // The command line wins over the other flag's twin; both on the command line contradict.
+    let mut cluster = Launch::new(cluster_args(
+        &["-n", "2", "-l", "127.0.0.1:0", "--socket-per-worker"],
+        &["--serve"],
+    ))
+    .env("RECLUSTER_SHARED_SOCKET", "1")
+    .start();
+    cluster.expect_log(", one socket per worker, steered)");
+    stop(cluster);
+    let worker = worker_bin();
+    let args = [
+        "-l",
+        "127.0.0.1:0",
+        "--shared-socket",
+        "--socket-per-worker",
+    ];
+    let (code, _, stderr) = run_to_end(&[&args[..], &[worker.to_str().unwrap()]].concat());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("contradict each other"), "{stderr}");
+}
