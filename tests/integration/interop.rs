@@ -116,3 +116,52 @@ fn gunicorn_serves_through_its_systemd_support() {
         |line| line.is_log("Booting worker with pid"),
     );
 }
+
+#[test]
+fn keep_alive_connections_opened_at_once_reach_every_worker_of_an_event_loop_server() {
+    // The load one shared queue serves worst: an epoll server accepts until EAGAIN, and the
+    // worker woken first takes the whole burst. By default each worker has its own queue.
+    use std::io::{Read, Write};
+    let server = program("evloop_server.py");
+    let args = ["-n", "4", "--ready", "notify", "--listen", "127.0.0.1:0"];
+    let mut cluster = Launch::new(args.iter().map(|s| s.to_string()).chain([
+        "--".to_string(),
+        python().to_string(),
+        server,
+    ]))
+    .start();
+    let address = cluster.listening(1).remove(0);
+    cluster.expect_log("all 4 workers are ready");
+    let mut connections: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    let mut served: std::collections::HashMap<String, usize> = Default::default();
+    for connection in &mut connections {
+        connection
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        connection
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+    }
+    for connection in &mut connections {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !answer.ends_with(b"\n") || !answer.windows(4).any(|w| w == b"pid=") {
+            let n = connection.read(&mut chunk).unwrap();
+            assert!(n > 0, "the connection closed before the answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let pid = text.split("pid=").nth(1).unwrap().trim().to_string();
+        *served.entry(pid).or_default() += 1;
+    }
+    assert_eq!(
+        served.len(),
+        4,
+        "every worker serves some of the 64 connections: {served:?}"
+    );
+    drop(connections);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
