@@ -81,7 +81,7 @@ pub struct Spawned {
 pub enum SpawnError {
     /// The command is no longer found or executable.
     Command(CommandError),
-    /// A new slot's own listening socket could not be bound (`--socket-per-worker`).
+    /// A new slot's own listening socket could not be bound (per-worker sockets).
     Bind(BindError),
     /// The child could not be created (`EAGAIN`: a limit on processes).
     Fork(io::Error),
@@ -229,12 +229,12 @@ impl Spawner {
         self.placement.binding(id)
     }
 
-    /// Steers new connections to the sockets of these slots (`--socket-per-worker`).
+    /// Steers new connections to the sockets of these slots (per-worker sockets).
     pub fn steer(&mut self, slots: &[u32]) {
         self.sockets.steer(slots);
     }
 
-    /// A scaled-down slot's worker is gone (`--socket-per-worker`): see `Sockets::release_slot`.
+    /// A scaled-down slot's worker is gone (per-worker sockets): see `Sockets::release_slot`.
     pub fn release_slot(&mut self, id: u32) {
         self.sockets.release_slot(id);
     }
@@ -246,7 +246,7 @@ impl Spawner {
         }
     }
 
-    /// How many connections wait in slot `id`'s own queues (`--socket-per-worker`).
+    /// How many connections wait in slot `id`'s own queues (per-worker sockets).
     pub fn queue_len(&self, id: u32) -> u32 {
         self.sockets.queue_len(id)
     }

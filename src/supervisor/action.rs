@@ -9,12 +9,12 @@ pub enum Action {
     /// (the stop began, the slot was scaled away, the reload was abandoned). The result goes back
     /// through `Cluster::spawned` or `spawn_failed`.
     Spawn(Ticket),
-    /// `--socket-per-worker`: a scaled-down slot's worker has been stopped. Its sockets stay
+    /// Per-worker sockets: a scaled-down slot's worker has been stopped. Its sockets stay
     /// bound where steering keeps connections away from them; where the kernel refused steering,
     /// they are closed (what waits in their queues is reset, or moved where
     /// `net.ipv4.tcp_migrate_req` is 1), or new connections would go on arriving there.
     ReleaseSlot(u32),
-    /// `--socket-per-worker`: how many connections wait in slot `slot`'s queue, where its worker
+    /// Per-worker sockets: how many connections wait in slot `slot`'s queue, where its worker
     /// `pid` drains it before being stopped? The answer goes back through `Cluster::on_queue`.
     CheckQueue { slot: u32, pid: i32 },
     /// Send a signal to a worker's process group (its pid).

@@ -218,7 +218,7 @@ impl Cluster {
         self.policy.steered && self.steering_changed
     }
 
-    /// With `--socket-per-worker`: the slots new connections should go to, if that changed since
+    /// With per-worker sockets: the slots new connections should go to, if that changed since
     /// the last call — those whose worker is ready, or every slot while none is.
     pub fn take_steering(&mut self) -> Option<Vec<u32>> {
         if !self.policy.steered || !std::mem::take(&mut self.steering_changed) {

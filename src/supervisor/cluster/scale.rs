@@ -1,5 +1,5 @@
 //! Scaling with TTIN and TTOU: a new slot at the end, or the highest slot removed — its worker
-//! stopped (with `--socket-per-worker`, once it has served what waits in its queue: new
+//! stopped (with per-worker sockets, once it has served what waits in its queue: new
 //! connections are steered away from it at once), a spawn or replacement not carried out yet
 //! dropped. Groups scale one group at a time: `add_slot` and `remove_slot` take the slot the
 //! group's layout names, and a slot in the middle is retired rather than removed.
@@ -71,7 +71,7 @@ impl Cluster {
         self.remove(id, true, now, origin)
     }
 
-    /// Slot `id`'s worker is stopped (with `--socket-per-worker`, once it has served its queue)
+    /// Slot `id`'s worker is stopped (with per-worker sockets, once it has served its queue)
     /// and anything on its way for the slot is dropped; the slot is retired, or else (the last
     /// one) removed.
     fn remove(&mut self, id: u32, retire: bool, now: Instant, origin: Origin) -> Vec<Action> {
@@ -114,7 +114,7 @@ impl Cluster {
         actions
     }
 
-    /// A scaled-down slot's worker: with `--socket-per-worker`, one that runs keeps serving what
+    /// A scaled-down slot's worker: with per-worker sockets, one that runs keeps serving what
     /// waits in its queue (new connections no longer reach it) and is stopped once that is empty.
     /// Any other is handed back, to be stopped now.
     fn drain(&mut self, worker: Worker, now: Instant) -> Result<(), Worker> {

@@ -1171,7 +1171,7 @@ fn the_cluster_reports_what_it_decided_as_values() {
     assert_eq!(reports[0].level(), log::Level::Error);
 }
 
-// ----- steering and draining (--socket-per-worker) -----
+// ----- steering and draining (per-worker sockets) -----
 
 #[test]
 fn connections_are_steered_to_ready_slots_only_and_follow_every_change() {
@@ -1203,7 +1203,7 @@ fn connections_are_steered_to_ready_slots_only_and_follow_every_change() {
     assert_eq!(none.take_steering(), Some(vec![1]));
     none.on_reaped(&exit(101, ProcessStatus::Exited(1)), true, t0);
     assert_eq!(none.take_steering(), Some(vec![0, 1]));
-    // Without --socket-per-worker there is nothing to steer.
+    // Without per-worker sockets there is nothing to steer.
     let mut shared = running(policy(), 2, t0);
     shared.on_reaped(&exit(100, ProcessStatus::Exited(1)), true, t0);
     assert_eq!(shared.take_steering(), None);

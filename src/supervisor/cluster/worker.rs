@@ -35,7 +35,7 @@ pub(super) enum State {
         /// When it became ready.
         since: Instant,
     },
-    /// Its slot was scaled away (`--socket-per-worker`): no new connection reaches it, and it
+    /// Its slot was scaled away (per-worker sockets): no new connection reaches it, and it
     /// goes on serving until its queue is empty; recluster looks at the queue at `check_at` (none
     /// while a look is out). Then it is stopped.
     Draining {
