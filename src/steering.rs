@@ -7,14 +7,22 @@
 //! end when they listen, and a closed one is replaced by the last (a swap-remove). recluster binds
 //! the slots' sockets in slot order and never closes one while it runs, so slot `i` is index `i`.
 //!
-//! The program: `A = hash` (or a random number where the packet has no hash), `A %= K`, then a
-//! chain of `if A == b return target[b]`. With more targets than the chain can hold, buckets
-//! repeat targets (a skew of at most one bucket in `MAX_BUCKETS`).
+//! The program: `A = hash` (or a random number where the packet has no hash), `A %= K` for K
+//! targets, then the K-th... target by arithmetic over runs of consecutive targets: `if A < end
+//! of this run { return A + (first target - first position) }`. The ready slots are one run when
+//! all are ready, and a few more per dead or starting worker, so the program is short and every
+//! target gets 1/K of the hashes exactly, however many there are. Should the runs not fit the
+//! kernel's 4096 instructions (more than 1364 gaps), a chain of `if A == b return target[b]`
+//! over at most `MAX_BUCKETS` buckets is used instead, which leaves targets past the last bucket
+//! without new connections.
 
 use std::io;
 use std::os::fd::RawFd;
 
-/// The kernel's limit is 4096 instructions; two per bucket and five around them.
+/// The kernel's limit on a classic BPF program.
+const MAX_INSNS: usize = 4096;
+
+/// The bucket chain's limit: two instructions per bucket and five around them.
 pub const MAX_BUCKETS: usize = 2040;
 
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
@@ -26,22 +34,69 @@ const SKF_AD_RANDOM: u32 = 56;
 // BPF_ALU|BPF_MOD|BPF_K, BPF_RET|BPF_K).
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JGE_K: u16 = 0x35;
 const BPF_ALU_MOD_K: u16 = 0x94;
+const BPF_ALU_ADD_K: u16 = 0x04;
 const BPF_RET_K: u16 = 0x06;
+const BPF_RET_A: u16 = 0x16;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// `A` = the connection's hash (a random number where there is none) modulo `k`.
+fn hash_mod(k: usize) -> Vec<libc::sock_filter> {
+    vec![
+        insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF.wrapping_add(SKF_AD_RXHASH)),
+        // No hash (some NICs and paths leave it 0): a random number instead.
+        insn(BPF_JMP_JEQ_K, 0, 1, 0),
+        insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF.wrapping_add(SKF_AD_RANDOM)),
+        insn(BPF_ALU_MOD_K, 0, 0, k as u32),
+    ]
+}
 
 /// A program that sends each new connection to one of `targets` (group indices), spread by the
 /// connection's hash. `targets` must not be empty.
 pub fn program(targets: &[u32]) -> Vec<libc::sock_filter> {
     assert!(!targets.is_empty(), "a steering program needs a target");
+    let runs = runs(targets);
+    if 4 + 3 * runs.len() <= MAX_INSNS {
+        by_runs(targets.len(), &runs)
+    } else {
+        by_buckets(targets)
+    }
+}
+
+/// Runs of consecutive targets: (the position of the first in `targets`, the first, how many).
+fn runs(targets: &[u32]) -> Vec<(u32, u32, u32)> {
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    for (position, &target) in targets.iter().enumerate() {
+        match runs.last_mut() {
+            Some((_, first, len)) if first.checked_add(*len) == Some(target) => *len += 1,
+            _ => runs.push((position as u32, target, 1)),
+        }
+    }
+    runs
+}
+
+/// `A % K` lands in one run's positions; the target is the position moved by the run's offset.
+fn by_runs(k: usize, runs: &[(u32, u32, u32)]) -> Vec<libc::sock_filter> {
+    let mut prog = hash_mod(k);
+    for (i, &(position, first, len)) in runs.iter().enumerate() {
+        if i + 1 < runs.len() {
+            // Past this run: skip its two instructions.
+            prog.push(insn(BPF_JMP_JGE_K, 2, 0, position + len));
+        }
+        prog.push(insn(BPF_ALU_ADD_K, 0, 0, first.wrapping_sub(position)));
+        prog.push(insn(BPF_RET_A, 0, 0, 0));
+    }
+    prog
+}
+
+/// `if A == b return target[b]` for each bucket: for targets too scattered for `by_runs`.
+fn by_buckets(targets: &[u32]) -> Vec<libc::sock_filter> {
     let buckets = targets.len().min(MAX_BUCKETS);
-    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let mut prog = vec![
-        insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF.wrapping_add(SKF_AD_RXHASH)),
-        // No hash (some NICs and paths leave it 0): a random number instead.
-        insn(BPF_JMP_JEQ_K, 0, 1, 0),
-        insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF.wrapping_add(SKF_AD_RANDOM)),
-        insn(BPF_ALU_MOD_K, 0, 0, buckets as u32),
-    ];
+    let mut prog = hash_mod(buckets);
     for bucket in 0..buckets - 1 {
         prog.push(insn(BPF_JMP_JEQ_K, 0, 1, bucket as u32));
         prog.push(insn(BPF_RET_K, 0, 0, targets[bucket % targets.len()]));
@@ -94,8 +149,11 @@ mod tests {
                 BPF_LD_W_ABS if i.k == SKF_AD_OFF.wrapping_add(SKF_AD_RXHASH) => a = hash,
                 BPF_LD_W_ABS if i.k == SKF_AD_OFF.wrapping_add(SKF_AD_RANDOM) => a = random,
                 BPF_ALU_MOD_K => a %= i.k,
+                BPF_ALU_ADD_K => a = a.wrapping_add(i.k),
                 BPF_JMP_JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                BPF_JMP_JGE_K => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
                 BPF_RET_K => return i.k,
+                BPF_RET_A => return a,
                 other => panic!("unexpected instruction {other:#x}"),
             }
         }
@@ -126,13 +184,43 @@ mod tests {
         assert_eq!(run(&prog, 0, 1), 6);
     }
 
+    /// How many of `hashes` consecutive hashes each index gets.
+    fn spread(prog: &[libc::sock_filter], hashes: u32, indices: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; indices];
+        for hash in 1..=hashes {
+            counts[run(prog, hash, 0) as usize] += 1;
+        }
+        counts
+    }
+
     #[test]
-    fn more_targets_than_buckets_still_fit_the_kernels_limit() {
-        let targets: Vec<u32> = (0..5000).collect();
-        let prog = program(&targets);
-        assert!(prog.len() <= 4096, "{}", prog.len());
-        assert!(run(&prog, 12_345, 0) < 5000);
-        assert_eq!(program(&[9]).len(), 5);
+    fn thousands_of_ready_workers_each_get_their_share_in_a_short_program() {
+        let all: Vec<u32> = (0..5000).collect();
+        let prog = program(&all);
+        assert_eq!(prog.len(), 6, "one run: hash % K, then + 0");
+        assert!(
+            spread(&prog, 50_000, 5000).iter().all(|&n| n == 10),
+            "every one gets 1/K"
+        );
+        // Two of them dead: three runs, and neither dead one gets a connection.
+        let ready: Vec<u32> = (0..5000).filter(|&i| i != 17 && i != 4000).collect();
+        let prog = program(&ready);
+        assert_eq!(prog.len(), 4 + 3 * 3 - 1);
+        let counts = spread(&prog, 4998 * 3, 5000);
+        assert_eq!((counts[17], counts[4000]), (0, 0));
+        assert!(
+            ready.iter().all(|&i| counts[i as usize] == 3),
+            "the others evenly"
+        );
+    }
+
+    #[test]
+    fn targets_too_scattered_for_runs_fall_back_to_buckets_within_the_kernels_limit() {
+        let every_other: Vec<u32> = (0..6000).step_by(2).collect();
+        let prog = program(&every_other);
+        assert!(prog.len() <= MAX_INSNS, "{}", prog.len());
+        assert_eq!(run(&prog, 12_345, 0) % 2, 0, "an even target");
+        assert_eq!(program(&[9]).len(), 6);
         assert_eq!(run(&program(&[9]), 77, 0), 9);
     }
 
@@ -175,6 +263,26 @@ mod tests {
                 target as usize,
                 "index = listen order"
             );
+        }
+        // Two runs (a jump over the first): the kernel accepts it, and follows it.
+        for (targets, expected) in [([0u32, 2], [0usize, 2]), ([1, 2], [1, 2])] {
+            attach(all[0].as_raw_fd(), &program(&targets)).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..40 {
+                let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                'accepted: loop {
+                    for (i, s) in all.iter().enumerate() {
+                        if s.accept().is_ok() {
+                            seen.insert(i);
+                            break 'accepted;
+                        }
+                    }
+                    assert!(std::time::Instant::now() < deadline, "no socket got it");
+                    std::thread::yield_now();
+                }
+            }
+            assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
         }
         // Close the middle one: the last takes its index.
         let [first, middle, last]: [Socket; 3] = group.try_into().unwrap();

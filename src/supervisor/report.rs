@@ -215,6 +215,18 @@ impl Report {
         .to_string()
     }
 
+    /// Whether it tells the world that a worker takes new connections (the log, hooks, `ctl`
+    /// waits, `/readyz`): the steering must already send them there.
+    pub fn announces_ready(&self) -> bool {
+        matches!(
+            self,
+            Report::WorkerReady { .. }
+                | Report::AllReady { .. }
+                | Report::ReplacementReady { .. }
+                | Report::ReloadComplete { .. }
+        )
+    }
+
     pub fn level(&self) -> Level {
         match self {
             Report::MissedReadyTimeout { .. }

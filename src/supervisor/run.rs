@@ -27,7 +27,7 @@ use crate::status::ProcessStatus;
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 use super::formation::Formation;
-use super::report::Origin;
+use super::report::{Origin, Report};
 use super::requests::Control;
 use crate::control::protocol::ScaleBy;
 
@@ -71,7 +71,9 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         }
         // New connections follow the ready workers: once the events at hand are handled (a
         // burst of them changes the program once), and within STEERING_DELAY at the latest.
-        if cluster.steering_changed() {
+        if !cluster.steering_changed() {
+            steering_since = None; // steered meanwhile (before a readiness was announced)
+        } else {
             let since = *steering_since.get_or_insert_with(Instant::now);
             if events.is_empty() || since.elapsed() >= STEERING_DELAY {
                 if let Some(slots) = cluster.take_steering() {
@@ -217,7 +219,15 @@ fn take_held(
 /// Writes what the cluster reported, each at its level, starts the hooks of those events and
 /// tells the control socket's waits and subscribers.
 fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
-    for report in cluster.take_reports() {
+    let reports = cluster.take_reports();
+    // Whoever hears that a worker is ready may send it a connection at once: steer first (the
+    // burst of events that may follow then steers again).
+    if reports.iter().any(Report::announces_ready)
+        && let Some(slots) = cluster.take_steering()
+    {
+        plumbing.spawner.steer(&slots);
+    }
+    for report in reports {
         match &plumbing.formation {
             Some(formation) => log::log!(
                 report.level(),
