@@ -218,6 +218,11 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
             .map(|l| snapshot::SocketView {
                 name: l.name.clone(),
                 address: l.local.clone(),
+                mode: match config.socket_mode.per_worker() && l.splits() {
+                    true => "per_worker",
+                    false => "shared",
+                }
+                .to_string(),
             })
             .collect(),
         control: control.as_ref().map(|c| c.path.display().to_string()),

@@ -57,6 +57,9 @@ pub enum ClusterState {
 pub struct SocketView {
     pub name: String,
     pub address: String,
+    /// `per_worker` (a socket per slot, steered) or `shared`.
+    #[serde(default)]
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,7 +181,13 @@ impl Snapshot {
             short_duration(c.uptime_seconds)
         );
         for socket in &c.sockets {
-            let _ = writeln!(out, "listening on {} ({})", socket.address, socket.name);
+            let _ = writeln!(
+                out,
+                "listening on {} ({}, {})",
+                socket.address,
+                socket.name,
+                socket.mode.replace('_', "-")
+            );
         }
         if let Some(control) = &c.control {
             let _ = writeln!(out, "control socket {control}");
@@ -328,6 +337,7 @@ mod tests {
                 sockets: vec![SocketView {
                     name: "listen".to_string(),
                     address: "127.0.0.1:3000".to_string(),
+                    mode: "per_worker".to_string(),
                 }],
                 control: Some("/run/recluster/4242.sock".to_string()),
             },
