@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
 use crate::harness::{
-    Cluster, Launch, Load, answered_by, cluster_args, http_get, run_to_end, worker_bin,
+    Cluster, Launch, Load, answered_by, cluster_args, ctl_status, http_get, run_to_end, worker_bin,
 };
 
 /// Starts a serving cluster; returns it with the `listening` line of each worker, by id.
@@ -26,14 +26,16 @@ fn stop(mut cluster: Cluster) {
 #[test]
 fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() {
     // The default is a steered socket per worker; --shared-socket keeps one queue.
-    for (mode, expected_sockets, log) in [
-        (None, 4, ", one socket per worker, steered)"),
+    let per_worker = ", one socket per worker, steered)";
+    for (mode, expected_sockets, log, status) in [
+        (None, 4, per_worker, "per_worker"),
+        (Some("--socket-per-worker"), 4, per_worker, "per_worker"),
         (
-            Some("--socket-per-worker"),
-            4,
-            ", one socket per worker, steered)",
+            Some("--shared-socket"),
+            1,
+            ", shared: --shared-socket)",
+            "shared",
         ),
-        (Some("--shared-socket"), 1, ", shared: --shared-socket)"),
     ] {
         let mut args = vec!["-n", "4", "--listen", "127.0.0.1:0"];
         args.extend(mode);
@@ -43,6 +45,8 @@ fn every_worker_gets_exactly_fd_3_with_its_own_listen_pid_and_requests_spread() 
             !cluster.seen(|l| l.is_log(log)).is_empty(),
             "{mode:?}: the log names the mode ({log})"
         );
+        let socket = &ctl_status(cluster.pid)["cluster"]["sockets"][0];
+        assert_eq!(socket["mode"], status, "{mode:?}: {socket}");
         let reports = cluster.seen(|l| l.is_worker("report"));
         assert_eq!(reports.len(), 4, "each worker reports before it listens");
         for report in reports {
