@@ -95,8 +95,14 @@ impl Waits {
         self.waits.is_empty() && self.subscribers.is_empty()
     }
 
-    /// What `report` means for every wait and subscriber; `time` is now, in Unix seconds.
-    pub fn observe(&mut self, report: &Report, time: f64) -> Vec<Answer> {
+    /// What `report` means for every wait and subscriber; `time` is now, in Unix seconds; `label`
+    /// names a worker by its slot (`3`, or `web.3` with groups).
+    pub fn observe(
+        &mut self,
+        report: &Report,
+        time: f64,
+        label: &dyn Fn(u32) -> String,
+    ) -> Vec<Answer> {
         let mut answers = Vec::new();
         if let Some(event) = event_of(report, time) {
             let line = event.to_string();
@@ -107,14 +113,14 @@ impl Waits {
                 event: true,
             }));
         }
-        let stopping = stopping_reason(report);
+        let stopping = stopping_reason(report, label);
         let mut still = Vec::with_capacity(self.waits.len());
         for (client, mut goal) in std::mem::take(&mut self.waits) {
             if let (Some(reason), false) = (&stopping, goal == Goal::Stop) {
                 answers.push(final_error(client, reason));
                 continue;
             }
-            match advance(&mut goal, report) {
+            match advance(&mut goal, report, label) {
                 Outcome::Pending(progress) => {
                     if let Some(text) = progress {
                         answers.push(Answer {
@@ -159,7 +165,7 @@ enum Outcome {
 }
 
 /// Moves `goal` along by `report`: a progress line, or a failure.
-fn advance(goal: &mut Goal, report: &Report) -> Outcome {
+fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> Outcome {
     use Outcome::{Done, Failed, Pending};
     match goal {
         Goal::Reload { target } => match report {
@@ -169,7 +175,8 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
                 pid,
                 ..
             } if generation >= target => Pending(Some(format!(
-                "worker {id} of generation {generation} is ready (pid {pid})"
+                "worker {w} of generation {generation} is ready (pid {pid})",
+                w = label(*id)
             ))),
             Report::ReloadBegun {
                 target: newer,
@@ -196,27 +203,30 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
             pending_ready,
             pending_gone,
             ..
-        } => match report {
-            Report::WorkerReady { id, pid } if pending_ready.remove(id) => {
-                Pending(Some(format!("worker {id} is ready (pid {pid})")))
+        } => {
+            match report {
+                Report::WorkerReady { id, pid } if pending_ready.remove(id) => Pending(Some(
+                    format!("worker {w} is ready (pid {pid})", w = label(*id)),
+                )),
+                Report::Ended {
+                    id, pid, status, ..
+                } if pending_ready.contains(id) => Failed(format!(
+                    "worker {w}{} {status} before it was ready",
+                    pid.map_or(String::new(), |p| format!(" (pid {p})")),
+                    w = label(*id)
+                )),
+                Report::Stopped { id, pid, .. } if pending_gone.remove(pid) => Pending(Some(
+                    format!("worker {w} (pid {pid}) has exited", w = label(*id)),
+                )),
+                // A later scale-down took a slot this one added.
+                Report::ScaledDown {
+                    workers: now, id, ..
+                } if pending_ready.contains(id) => {
+                    Failed(format!("the cluster was scaled to {now} workers meanwhile"))
+                }
+                _ => Pending(None),
             }
-            Report::Ended {
-                id, pid, status, ..
-            } if pending_ready.contains(id) => Failed(format!(
-                "worker {id}{} {status} before it was ready",
-                pid.map_or(String::new(), |p| format!(" (pid {p})"))
-            )),
-            Report::Stopped { id, pid, .. } if pending_gone.remove(pid) => {
-                Pending(Some(format!("worker {id} (pid {pid}) has exited")))
-            }
-            // A later scale-down took a slot this one added.
-            Report::ScaledDown {
-                workers: now, id, ..
-            } if pending_ready.contains(id) => {
-                Failed(format!("the cluster was scaled to {now} workers meanwhile"))
-            }
-            _ => Pending(None),
-        },
+        }
         Goal::Restart { slots } => {
             let mut progress = None;
             match report {
@@ -232,8 +242,10 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
                 }
                 Report::ReplacementReady { id, pid, old, .. } => {
                     if let Some(step @ Step::Replacing { .. }) = slots.get_mut(id) {
-                        progress =
-                            Some(format!("worker {id}: the new worker is ready (pid {pid})"));
+                        progress = Some(format!(
+                            "worker {w}: the new worker is ready (pid {pid})",
+                            w = label(*id)
+                        ));
                         match old {
                             Some(old) => *step = Step::Retiring { old: *old },
                             None => {
@@ -247,20 +259,25 @@ fn advance(goal: &mut Goal, report: &Report) -> Outcome {
                 {
                     slots.remove(id);
                     progress = Some(format!(
-                        "worker {id}: the old worker (pid {pid}) has exited"
+                        "worker {w}: the old worker (pid {pid}) has exited",
+                        w = label(*id)
                     ));
                 }
                 Report::WorkerReady { id, pid } if slots.get(id) == Some(&Step::Starting) => {
                     slots.remove(id);
-                    progress = Some(format!("worker {id} is ready (pid {pid})"));
+                    progress = Some(format!("worker {w} is ready (pid {pid})", w = label(*id)));
                 }
                 Report::ReplacementFailed { id, reason } if slots.contains_key(id) => {
                     return Failed(format!(
-                        "worker {id}: {reason}; the old worker keeps serving"
+                        "worker {w}: {reason}; the old worker keeps serving",
+                        w = label(*id)
                     ));
                 }
                 Report::Ended { id, status, .. } if slots.get(id) == Some(&Step::Starting) => {
-                    return Failed(format!("worker {id} {status} before it was ready"));
+                    return Failed(format!(
+                        "worker {w} {status} before it was ready",
+                        w = label(*id)
+                    ));
                 }
                 Report::ReloadBegun { target, .. }
                     if slots.values().any(|s| !matches!(s, Step::Retiring { .. })) =>
@@ -296,7 +313,7 @@ fn done(goal: &Goal) -> Option<Value> {
 }
 
 /// Why every wait but stop fails now, if the cluster begins to stop with this report.
-fn stopping_reason(report: &Report) -> Option<String> {
+fn stopping_reason(report: &Report, label: &dyn Fn(u32) -> String) -> Option<String> {
     match report {
         Report::StopRequested { signal, .. } => Some(format!("the cluster is stopping ({signal})")),
         Report::Ended {
@@ -304,7 +321,8 @@ fn stopping_reason(report: &Report) -> Option<String> {
             then: Then::GivingUp { .. },
             ..
         } => Some(format!(
-            "the cluster is stopping: worker {id} restarted too often (--max-restarts)"
+            "the cluster is stopping: worker {w} restarted too often (--max-restarts)",
+            w = label(*id)
         )),
         Report::Finished => Some("the cluster is stopping: no worker is left to run".to_string()),
         _ => None,
@@ -413,6 +431,10 @@ fn merge(into: &mut Value, from: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id_label(id: u32) -> String {
+        id.to_string()
+    }
     use crate::signal::Sig;
     use std::time::Duration;
 
@@ -436,20 +458,23 @@ mod tests {
             target: 2,
             workers: 2,
         };
-        assert!(lasts(&waits.observe(&older, 0.0)).is_empty());
+        assert!(lasts(&waits.observe(&older, 0.0, &id_label)).is_empty());
         let newer = Report::ReloadBegun {
             origin: crate::supervisor::report::Origin::Signal,
             target: 4,
             workers: 2,
             superseding: Some(3),
         };
-        let answers = waits.observe(&newer, 0.0);
+        let answers = waits.observe(&newer, 0.0, &id_label);
         assert!(answers[0].line.contains("superseded"), "{answers:?}");
         let complete = Report::ReloadComplete {
             target: 4,
             workers: 2,
         };
-        assert_eq!(lasts(&waits.observe(&complete, 0.0)), vec![(1, true)]);
+        assert_eq!(
+            lasts(&waits.observe(&complete, 0.0, &id_label)),
+            vec![(1, true)]
+        );
         assert!(waits.is_empty());
     }
 
@@ -463,6 +488,7 @@ mod tests {
                 reason: "worker 0 exited with status 3 before it was ready".to_string(),
             },
             0.0,
+            &id_label,
         );
         assert_eq!(lasts(&answers), vec![(7, false)]);
         assert!(
@@ -470,6 +496,26 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("status 3")
+        );
+    }
+
+    #[test]
+    fn progress_names_workers_as_the_cluster_does() {
+        let mut waits = Waits::default();
+        waits.add(
+            1,
+            Goal::Scale {
+                answer: json!({"workers": 4}),
+                pending_ready: [3].into(),
+                pending_gone: BTreeSet::new(),
+            },
+        );
+        let web = |slot: u32| format!("web.{}", slot - 1);
+        let answers = waits.observe(&Report::WorkerReady { id: 3, pid: 50 }, 0.0, &web);
+        assert!(
+            answers[0].line.contains("worker web.2 is ready (pid 50)"),
+            "{}",
+            answers[0].line
         );
     }
 
@@ -493,13 +539,19 @@ mod tests {
             },
         );
         let ready = Report::WorkerReady { id: 2, pid: 50 };
-        assert_eq!(lasts(&waits.observe(&ready, 0.0)), vec![(1, true)]);
+        assert_eq!(
+            lasts(&waits.observe(&ready, 0.0, &id_label)),
+            vec![(1, true)]
+        );
         let gone = Report::Stopped {
             id: 1,
             pid: 40,
             status: ProcessStatus::Killed(Sig::TERM),
         };
-        assert_eq!(lasts(&waits.observe(&gone, 0.0)), vec![(2, true)]);
+        assert_eq!(
+            lasts(&waits.observe(&gone, 0.0, &id_label)),
+            vec![(2, true)]
+        );
     }
 
     #[test]
@@ -521,7 +573,10 @@ mod tests {
                 delay: Duration::from_millis(100),
             },
         };
-        assert_eq!(lasts(&waits.observe(&ended, 0.0)), vec![(1, false)]);
+        assert_eq!(
+            lasts(&waits.observe(&ended, 0.0, &id_label)),
+            vec![(1, false)]
+        );
     }
 
     #[test]
@@ -544,14 +599,20 @@ mod tests {
             Report::WorkerReady { id: 1, pid: 21 },
         ];
         for report in &steps {
-            assert!(lasts(&waits.observe(report, 0.0)).is_empty(), "{report:?}");
+            assert!(
+                lasts(&waits.observe(report, 0.0, &id_label)).is_empty(),
+                "{report:?}"
+            );
         }
         let gone = Report::Stopped {
             id: 0,
             pid: 10,
             status: ProcessStatus::Killed(Sig::TERM),
         };
-        assert_eq!(lasts(&waits.observe(&gone, 0.0)), vec![(5, true)]);
+        assert_eq!(
+            lasts(&waits.observe(&gone, 0.0, &id_label)),
+            vec![(5, true)]
+        );
     }
 
     #[test]
@@ -567,7 +628,10 @@ mod tests {
             id: 0,
             reason: "worker 0 exited with status 1 before it was ready".to_string(),
         };
-        assert_eq!(lasts(&waits.observe(&failed, 0.0)), vec![(5, false)]);
+        assert_eq!(
+            lasts(&waits.observe(&failed, 0.0, &id_label)),
+            vec![(5, false)]
+        );
     }
 
     #[test]
@@ -582,7 +646,7 @@ mod tests {
             workers: 2,
             timeout: Duration::from_secs(8),
         };
-        let answers = waits.observe(&stop, 0.0);
+        let answers = waits.observe(&stop, 0.0, &id_label);
         assert_eq!(lasts(&answers), vec![(1, false)]);
         assert!(answers.iter().any(|a| a.client == 3 && a.event));
         assert!(answers.iter().any(|a| a.client == 2 && !a.last));

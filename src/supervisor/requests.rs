@@ -214,7 +214,12 @@ impl Control {
         if self.waits.is_empty() {
             return;
         }
-        for answer in self.waits.observe(report, unix_now()) {
+        let groups = &self.groups;
+        let label = |id: u32| match groups {
+            Some(groups) => groups.label(id),
+            None => id.to_string(),
+        };
+        for answer in self.waits.observe(report, unix_now(), &label) {
             self.send(answer);
         }
     }
