@@ -95,16 +95,23 @@ impl Waits {
         self.waits.is_empty() && self.subscribers.is_empty()
     }
 
-    /// What `report` means for every wait and subscriber; `time` is now, in Unix seconds; `label`
+    /// What `report` means for every wait and subscriber; `time` is now, in Unix seconds; `name`
     /// names a worker by its slot (`3`, or `web.3` with groups).
     pub fn observe(
         &mut self,
         report: &Report,
         time: f64,
-        label: &dyn Fn(u32) -> String,
+        name: &dyn Fn(u32) -> WorkerName,
     ) -> Vec<Answer> {
         let mut answers = Vec::new();
-        if let Some(event) = event_of(report, time) {
+        if let Some(mut event) = event_of(report, time) {
+            if let Some(slot) = event["id"].as_u64() {
+                let worker = name(slot as u32);
+                event["id"] = json!(worker.id);
+                if let Some(group) = worker.group {
+                    event["group"] = json!(group);
+                }
+            }
             let line = event.to_string();
             answers.extend(self.subscribers.iter().map(|&client| Answer {
                 client,
@@ -113,14 +120,14 @@ impl Waits {
                 event: true,
             }));
         }
-        let stopping = stopping_reason(report, label);
+        let stopping = stopping_reason(report, name);
         let mut still = Vec::with_capacity(self.waits.len());
         for (client, mut goal) in std::mem::take(&mut self.waits) {
             if let (Some(reason), false) = (&stopping, goal == Goal::Stop) {
                 answers.push(final_error(client, reason));
                 continue;
             }
-            match advance(&mut goal, report, label) {
+            match advance(&mut goal, report, name) {
                 Outcome::Pending(progress) => {
                     if let Some(text) = progress {
                         answers.push(Answer {
@@ -158,6 +165,32 @@ impl Waits {
     }
 }
 
+/// A worker as the user knows it: its `WORKER_ID`, within its group with Procfile groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerName {
+    pub group: Option<String>,
+    pub id: u32,
+}
+
+impl WorkerName {
+    /// A cluster without groups: the slot is the id.
+    pub fn plain(slot: u32) -> WorkerName {
+        WorkerName {
+            group: None,
+            id: slot,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(group) => write!(f, "{group}.{}", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
 enum Outcome {
     Pending(Option<String>),
     Done(Value),
@@ -165,7 +198,7 @@ enum Outcome {
 }
 
 /// Moves `goal` along by `report`: a progress line, or a failure.
-fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> Outcome {
+fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -> Outcome {
     use Outcome::{Done, Failed, Pending};
     match goal {
         Goal::Reload { target } => match report {
@@ -176,7 +209,7 @@ fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> O
                 ..
             } if generation >= target => Pending(Some(format!(
                 "worker {w} of generation {generation} is ready (pid {pid})",
-                w = label(*id)
+                w = name(*id)
             ))),
             Report::ReloadBegun {
                 target: newer,
@@ -206,17 +239,17 @@ fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> O
         } => {
             match report {
                 Report::WorkerReady { id, pid } if pending_ready.remove(id) => Pending(Some(
-                    format!("worker {w} is ready (pid {pid})", w = label(*id)),
+                    format!("worker {w} is ready (pid {pid})", w = name(*id)),
                 )),
                 Report::Ended {
                     id, pid, status, ..
                 } if pending_ready.contains(id) => Failed(format!(
                     "worker {w}{} {status} before it was ready",
                     pid.map_or(String::new(), |p| format!(" (pid {p})")),
-                    w = label(*id)
+                    w = name(*id)
                 )),
                 Report::Stopped { id, pid, .. } if pending_gone.remove(pid) => Pending(Some(
-                    format!("worker {w} (pid {pid}) has exited", w = label(*id)),
+                    format!("worker {w} (pid {pid}) has exited", w = name(*id)),
                 )),
                 // A later scale-down took a slot this one added.
                 Report::ScaledDown {
@@ -244,7 +277,7 @@ fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> O
                     if let Some(step @ Step::Replacing { .. }) = slots.get_mut(id) {
                         progress = Some(format!(
                             "worker {w}: the new worker is ready (pid {pid})",
-                            w = label(*id)
+                            w = name(*id)
                         ));
                         match old {
                             Some(old) => *step = Step::Retiring { old: *old },
@@ -260,23 +293,23 @@ fn advance(goal: &mut Goal, report: &Report, label: &dyn Fn(u32) -> String) -> O
                     slots.remove(id);
                     progress = Some(format!(
                         "worker {w}: the old worker (pid {pid}) has exited",
-                        w = label(*id)
+                        w = name(*id)
                     ));
                 }
                 Report::WorkerReady { id, pid } if slots.get(id) == Some(&Step::Starting) => {
                     slots.remove(id);
-                    progress = Some(format!("worker {w} is ready (pid {pid})", w = label(*id)));
+                    progress = Some(format!("worker {w} is ready (pid {pid})", w = name(*id)));
                 }
                 Report::ReplacementFailed { id, reason } if slots.contains_key(id) => {
                     return Failed(format!(
                         "worker {w}: {reason}; the old worker keeps serving",
-                        w = label(*id)
+                        w = name(*id)
                     ));
                 }
                 Report::Ended { id, status, .. } if slots.get(id) == Some(&Step::Starting) => {
                     return Failed(format!(
                         "worker {w} {status} before it was ready",
-                        w = label(*id)
+                        w = name(*id)
                     ));
                 }
                 Report::ReloadBegun { target, .. }
@@ -313,7 +346,7 @@ fn done(goal: &Goal) -> Option<Value> {
 }
 
 /// Why every wait but stop fails now, if the cluster begins to stop with this report.
-fn stopping_reason(report: &Report, label: &dyn Fn(u32) -> String) -> Option<String> {
+fn stopping_reason(report: &Report, name: &dyn Fn(u32) -> WorkerName) -> Option<String> {
     match report {
         Report::StopRequested { signal, .. } => Some(format!("the cluster is stopping ({signal})")),
         Report::Ended {
@@ -322,7 +355,7 @@ fn stopping_reason(report: &Report, label: &dyn Fn(u32) -> String) -> Option<Str
             ..
         } => Some(format!(
             "the cluster is stopping: worker {w} restarted too often (--max-restarts)",
-            w = label(*id)
+            w = name(*id)
         )),
         Report::Finished => Some("the cluster is stopping: no worker is left to run".to_string()),
         _ => None,
@@ -432,8 +465,8 @@ fn merge(into: &mut Value, from: Value) {
 mod tests {
     use super::*;
 
-    fn id_label(id: u32) -> String {
-        id.to_string()
+    fn id_label(slot: u32) -> WorkerName {
+        WorkerName::plain(slot)
     }
     use crate::signal::Sig;
     use std::time::Duration;
@@ -510,13 +543,20 @@ mod tests {
                 pending_gone: BTreeSet::new(),
             },
         );
-        let web = |slot: u32| format!("web.{}", slot - 1);
+        let web = |slot: u32| WorkerName {
+            group: Some("web".to_string()),
+            id: slot - 1,
+        };
+        waits.subscribe(2);
         let answers = waits.observe(&Report::WorkerReady { id: 3, pid: 50 }, 0.0, &web);
+        let progress = answers.iter().find(|a| a.client == 1).unwrap();
         assert!(
-            answers[0].line.contains("worker web.2 is ready (pid 50)"),
+            progress.line.contains("worker web.2 is ready (pid 50)"),
             "{}",
-            answers[0].line
+            progress.line
         );
+        let event = parse(answers.iter().find(|a| a.client == 2).unwrap());
+        assert_eq!((&event["group"], &event["id"]), (&json!("web"), &json!(2)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::control::protocol::{self, Request, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
-use crate::control::waits::{Answer, Goal, Step, Waits};
+use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
 use crate::messages::{Courier, Drops, Messages};
 use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
@@ -215,11 +215,17 @@ impl Control {
             return;
         }
         let groups = &self.groups;
-        let label = |id: u32| match groups {
-            Some(groups) => groups.label(id),
-            None => id.to_string(),
+        let name = |slot: u32| match groups {
+            Some(groups) => {
+                let (group, id) = groups.of_slot(slot);
+                WorkerName {
+                    group: Some(groups.groups[group].name.clone()),
+                    id,
+                }
+            }
+            None => WorkerName::plain(slot),
         };
-        for answer in self.waits.observe(report, unix_now(), &label) {
+        for answer in self.waits.observe(report, unix_now(), &name) {
             self.send(answer);
         }
     }
