@@ -162,8 +162,9 @@ fn event_of(report: &Report) -> Option<(HookEvent, Details)> {
                 ..Details::default()
             },
         ),
-        Report::ScaledUp { .. } | Report::ScaledDown { .. } => {
-            (HookEvent::Scale, Details::default())
+        // The worker added, or removed.
+        Report::ScaledUp { id, .. } | Report::ScaledDown { id, .. } => {
+            (HookEvent::Scale, worker(*id, None, None))
         }
         Report::StopRequested { .. } | Report::Finished => (HookEvent::Stop, Details::default()),
         _ => return None,
@@ -496,5 +497,12 @@ mod tests {
             (Some(2), Some(77), Some("signal 9"))
         );
         assert!(event_of(&Report::ReloadCancelled).is_none());
+        let (event, details) = event_of(&Report::ScaledDown {
+            origin: crate::supervisor::report::Origin::Signal,
+            workers: 3,
+            id: 3,
+        })
+        .unwrap();
+        assert_eq!((event, details.id), (HookEvent::Scale, Some(3)));
     }
 }
