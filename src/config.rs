@@ -77,8 +77,8 @@ pub enum SharedBecause {
     /// No `--listen` TCP address (none at all, only unix sockets, or sockets from a service
     /// manager).
     NoTcpAddress,
-    /// Procfile groups do not take per-worker sockets.
-    Groups,
+    /// Procfile groups, where the kernel refuses a steering program.
+    GroupsWithoutSteering,
     /// The hard open-files limit leaves no room for a socket per worker.
     FdLimit,
     /// `--exec`: one process, nothing to steer.
@@ -93,9 +93,9 @@ impl SocketMode {
     /// Why the sockets are shared, for the start-up log, where the user did not ask for it.
     pub fn why_shared(self) -> Option<&'static str> {
         match self {
-            SocketMode::Shared(SharedBecause::Groups) => {
-                Some("Procfile groups do not take a socket per worker yet")
-            }
+            SocketMode::Shared(SharedBecause::GroupsWithoutSteering) => Some(
+                "the kernel refuses a steering program, which Procfile groups need for a socket per worker",
+            ),
             SocketMode::Shared(SharedBecause::FdLimit) => Some(
                 "the hard open-files limit leaves no room for a socket per worker (raise it, or pass --shared-socket to choose this)",
             ),
@@ -301,12 +301,6 @@ impl Config {
                             .to_string(),
                     ));
                 }
-                if cli.socket_per_worker {
-                    return Err(Error::Usage(
-                        "--socket-per-worker does not work with Procfile groups yet: drop it (groups share one socket per address)"
-                            .to_string(),
-                    ));
-                }
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Error::Usage(format!(
                         "--procfile {}: {}",
@@ -333,8 +327,15 @@ impl Config {
             SocketMode::Shared(SharedBecause::Exec)
         } else if !tcp {
             SocketMode::Shared(SharedBecause::NoTcpAddress)
-        } else if groups.is_some() {
-            SocketMode::Shared(SharedBecause::Groups)
+        } else if groups.is_some() && !crate::steering::supported() {
+            // A group's socket is bound for every slot, in slot order, and only steering keeps
+            // connections off the slots of other groups.
+            if cli.socket_per_worker {
+                return Err(Error::Usage(
+                    "--socket-per-worker with Procfile groups needs a steering program (SO_ATTACH_REUSEPORT_CBPF), which this kernel refuses: drop --socket-per-worker".to_string(),
+                ));
+            }
+            SocketMode::Shared(SharedBecause::GroupsWithoutSteering)
         } else {
             SocketMode::PerWorker {
                 asked: cli.socket_per_worker,

@@ -200,18 +200,23 @@ impl Sockets {
                 first,
                 others,
                 backlog,
-                ..
+                steering_failed,
             } => {
-                let sockets = match others.entry(id) {
-                    std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(slot) => {
+                // Slots join the reuseport groups in slot order, whatever order they start in
+                // (slot `i` is index `i`, which steering relies on): any slot below this one
+                // without sockets binds first. Without steering the order does not matter, and a
+                // scaled-down slot's sockets, closed then, must stay closed.
+                let from = if *steering_failed { id } else { 1 };
+                for slot in from..=id {
+                    if let std::collections::hash_map::Entry::Vacant(vacant) = others.entry(slot) {
                         let mut sockets = Vec::with_capacity(first.len());
                         for listener in first.iter().filter(|l| l.splits) {
                             sockets.push(bind_again(listener, *backlog)?);
                         }
-                        slot.insert(sockets)
+                        vacant.insert(sockets);
                     }
-                };
+                }
+                let sockets = &others[&id];
                 let mut own = sockets.iter();
                 Ok(first
                     .iter()
@@ -234,10 +239,11 @@ impl Sockets {
         Ok(())
     }
 
-    /// Steers new connections to the sockets of `slots` only (per worker): the slots whose worker
-    /// is ready. Where the kernel refuses the program, it says so once and the kernel's own hashing
-    /// goes on spreading connections over every slot.
-    pub fn steer(&mut self, slots: &[u32]) {
+    /// Steers new connections on each listener to the sockets of the slots `targets` names for
+    /// it (per worker): the slots whose worker is ready and takes that socket; none leaves that
+    /// listener's program as it is. Where the kernel refuses the program, it says so once and the
+    /// kernel's own hashing goes on spreading connections over every slot.
+    pub fn steer(&mut self, targets: impl Fn(&Listener) -> Vec<u32>) {
         let Sockets::PerWorker {
             first,
             steering_failed,
@@ -246,12 +252,19 @@ impl Sockets {
         else {
             return;
         };
-        if *steering_failed || slots.is_empty() {
+        if *steering_failed {
             return;
         }
-        let program = steering::program(slots);
         for listener in first.iter().filter(|l| l.splits) {
-            if let Err(e) = steering::attach(listener.fd(), &program) {
+            let slots = targets(listener);
+            if slots.is_empty() {
+                continue;
+            }
+            log::debug!(
+                "steering new connections on {} to workers {slots:?}",
+                listener.local
+            );
+            if let Err(e) = steering::attach(listener.fd(), &steering::program(&slots)) {
                 *steering_failed = true;
                 log::warn!(
                     "cannot steer connections on {} ({}): the kernel's hashing spreads them over every worker, starting and dead ones included",
@@ -261,7 +274,6 @@ impl Sockets {
                 return;
             }
         }
-        log::debug!("steering new connections to workers {slots:?}");
     }
 
     /// Slot `id` was scaled down and its worker stopped (per worker). With steering, its sockets

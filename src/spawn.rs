@@ -184,16 +184,9 @@ impl Spawner {
         }
     }
 
-    /// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named
-    /// after a group goes to that group alone; any other to every group.
+    /// Whether the listening socket named `name` goes to slot `id` (see `socket_goes_to`).
     fn socket_goes_to(&self, name: &str, id: u32) -> bool {
-        match &self.groups {
-            Some(groups) => match groups.find(name) {
-                Some(g) => groups.of_slot(id).0 == g,
-                None => true,
-            },
-            None => true,
-        }
+        socket_goes_to(self.groups.as_ref(), name, id)
     }
 
     /// Slot `id`'s share of the listening sockets (all of them without groups).
@@ -229,9 +222,26 @@ impl Spawner {
         self.placement.binding(id)
     }
 
-    /// Steers new connections to the sockets of these slots (per-worker sockets).
+    /// Steers new connections to the sockets of these slots (per-worker sockets): on each
+    /// listener, to those of them that take it. With groups, where none of them does (the group
+    /// has no ready worker), to every worker of the group, ready or not, so that no connection
+    /// waits in a socket that no worker of the group will ever accept from.
     pub fn steer(&mut self, slots: &[u32]) {
-        self.sockets.steer(slots);
+        let groups = self.groups.as_ref();
+        self.sockets.steer(|listener| {
+            let ready: Vec<u32> = slots
+                .iter()
+                .copied()
+                .filter(|&id| socket_goes_to(groups, &listener.name, id))
+                .collect();
+            match (ready.is_empty(), groups) {
+                (true, Some(groups)) => (0..groups.groups.len())
+                    .flat_map(|g| groups.slots(g))
+                    .filter(|&id| socket_goes_to(Some(groups), &listener.name, id))
+                    .collect(),
+                _ => ready,
+            }
+        });
     }
 
     /// A scaled-down slot's worker is gone (per-worker sockets): see `Sockets::release_slot`.
@@ -674,5 +684,17 @@ unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
     unsafe {
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
+    }
+}
+
+/// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named after
+/// a group goes to that group alone; any other to every group.
+fn socket_goes_to(groups: Option<&crate::groups::Groups>, name: &str, id: u32) -> bool {
+    match groups {
+        Some(groups) => match groups.find(name) {
+            Some(g) => groups.of_slot(id).0 == g,
+            None => true,
+        },
+        None => true,
     }
 }

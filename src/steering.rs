@@ -110,6 +110,19 @@ fn by_buckets(targets: &[u32]) -> Vec<libc::sock_filter> {
     prog
 }
 
+/// Whether this kernel (and any seccomp filter) lets recluster attach a steering program: tried
+/// on a socket of its own, bound to a free loopback port.
+pub fn supported() -> bool {
+    use std::os::fd::AsRawFd;
+    let probe = || -> io::Result<()> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        attach(socket.as_raw_fd(), &program(&[0]))
+    };
+    probe().is_ok()
+}
+
 /// Attaches `prog` to the reuseport group of `fd` (replacing any program it had).
 pub fn attach(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
@@ -175,6 +188,12 @@ mod tests {
         for &t in &targets {
             assert_eq!(counts[t as usize], 10_000, "{counts:?}");
         }
+    }
+
+    #[test]
+    fn this_kernel_takes_a_steering_program() {
+        // The machines the tests run on do (Linux >= 4.6, no seccomp filter on the tests).
+        assert!(supported());
     }
 
     #[test]

@@ -231,7 +231,11 @@ impl Cluster {
             .map(|s| s.id)
             .collect();
         if ready.is_empty() {
-            return Some(self.slots.iter().map(|s| s.id).collect());
+            let slots = self
+                .slots
+                .iter()
+                .filter(|s| s.occupant != Occupant::Retired);
+            return Some(slots.map(|s| s.id).collect());
         }
         Some(ready)
     }

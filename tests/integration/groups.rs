@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, Launch, ctl, ctl_status, run_to_end, worker_bin};
+use crate::harness::{
+    Cluster, Launch, answered_by, body_field, ctl, ctl_status, http_get, run_to_end, worker_bin,
+};
 
 /// A Procfile in a temporary file, removed on drop.
 struct Procfile(PathBuf);
@@ -342,36 +344,50 @@ fn a_group_scales_alone_and_ttin_ttou_scale_every_group() {
 }
 
 #[test]
-fn groups_share_one_socket_per_address_and_a_group_named_socket_goes_to_it_alone() {
+fn a_group_named_socket_is_split_among_that_groups_workers_alone_as_it_scales() {
     let worker = worker_bin().display().to_string();
     let procfile = Procfile::new(
         "sockets",
         &format!("web: exec {worker} --serve --report\njobs: exec {worker} --report\n"),
     );
-    let mut cluster = start(&procfile, &["-m", "web=2", "-l", "web=127.0.0.1:0"]);
-    cluster.expect_log(
-        "one socket per address, shared by every worker: Procfile groups do not take a socket per worker yet",
-    );
-    // Two web workers' listening lines and the job worker's report, in any order.
-    let (mut listening, mut jobs) = (Vec::new(), None);
-    while listening.len() < 2 || jobs.is_none() {
-        let line = cluster.expect("a web worker listening, or the job worker's report", |l| {
+    let mut cluster = start(&procfile, &["-m", "web=2,jobs=2", "-l", "web=127.0.0.1:0"]);
+    let address = cluster.listening(1).remove(0);
+    // Two web workers' listening lines and the job workers' reports, in any order.
+    let (mut inodes, mut jobs) = (Vec::new(), Vec::new());
+    while inodes.len() < 2 || jobs.len() < 2 {
+        let line = cluster.expect("a web worker listening, or a job worker's report", |l| {
             (l.text.starts_with("[web.") && l.text.contains("] listening id="))
-                || l.text.starts_with("[jobs.0] report")
+                || l.text.starts_with("[jobs.") && l.text.contains("] report")
         });
         match line.text.split_once("sockets=") {
-            Some((_, inode)) => listening.push(inode.to_string()),
-            None => jobs = Some(line),
+            Some((_, inode)) => inodes.push(inode.to_string()),
+            None => jobs.push(line),
         }
     }
-    listening.dedup();
-    assert_eq!(listening.len(), 1, "both web workers hold the same socket");
-    let jobs = jobs.unwrap();
-    assert!(
-        jobs.text.contains(" fds=0,1,2,3 "),
-        "no listening socket: {}",
-        jobs.text
+    assert_ne!(
+        inodes[0], inodes[1],
+        "each web worker has a socket of its own"
     );
+    for job in &jobs {
+        assert!(
+            job.text.contains(" fds=0,1,2,3 "),
+            "no listening socket: {}",
+            job.text
+        );
+    }
+    cluster.expect_log("all 4 workers are ready");
+    // The job slots hold sockets in the group too (slot i is index i), never accepted from: a
+    // request steered there would hang. Every request is answered, by web workers only.
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let body = http_get(&address).unwrap_or_else(|e| panic!("request failed: {e}"));
+        pids.insert(body_field(&body, "pid"));
+    }
+    assert_eq!(pids.len(), 2, "both web workers, no other: {pids:?}");
+    let (code, _, err) = ctl(cluster.pid, &["scale", "+1", "--group", "web", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    let ids = answered_by(&address, "id", 3);
+    assert_eq!(ids.len(), 3, "web.2 (slot 4) takes its share: {ids:?}");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
