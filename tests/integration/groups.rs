@@ -391,3 +391,39 @@ fn a_group_named_socket_is_split_among_that_groups_workers_alone_as_it_scales() 
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn where_steering_is_refused_groups_share_one_socket_per_address_and_say_why() {
+    let worker = worker_bin().display().to_string();
+    let procfile = Procfile::new(
+        "nosteer",
+        &format!("web: exec {worker} --serve\njobs: exec {worker}\n"),
+    );
+    let path = procfile.arg();
+    let wrapper = crate::harness::no_unshare();
+    let mut cluster = Launch::wrapped(
+        &[&wrapper, "--no-steering"],
+        ["-f", &path, "-m", "web=2", "-l", "web=127.0.0.1:0"],
+    )
+    .start();
+    let address = cluster.listening(1).remove(0);
+    cluster.expect_log(
+        "one socket per address, shared by every worker: the kernel refuses a steering program",
+    );
+    cluster.expect_log("all 3 workers are ready");
+    for _ in 0..20 {
+        assert!(http_get(&address).is_ok(), "every request is answered");
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let out = std::process::Command::new(&wrapper)
+        .arg("--no-steering")
+        .arg(crate::harness::recluster_bin())
+        .args(["-f", &path, "-l", "web=127.0.0.1:0", "--socket-per-worker"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs a steering program"), "{stderr}");
+}
