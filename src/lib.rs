@@ -232,11 +232,6 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map(|format| output::Relay::new(format, sender.clone()));
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
         .map_err(|e| Error::system("open /dev/null", e))?;
-    if config.socket_mode.per_worker() {
-        // Until workers are ready, every slot that takes a socket shares its connections (with
-        // groups, no connection may land in a slot of another group, never accepted from).
-        spawner.steer(&(0..config.workers).collect::<Vec<u32>>());
-    }
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(sender.clone(), config.user.as_ref().map(|u| (u.uid, u.gid)))
@@ -336,6 +331,12 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             )
             .map_err(Error::Bind)?;
             sockets.bind_slots(config.workers).map_err(Error::Bind)?;
+            // At once, before anything else: until workers are ready, every slot that takes a
+            // socket shares its connections, and (with groups) none lands in the socket of a slot
+            // of another group, never accepted from.
+            let slots: Vec<u32> = (0..config.workers).collect();
+            let groups = config.groups.as_ref();
+            sockets.steer(|listener| spawn::steering_targets(groups, &slots, &listener.name));
             sockets
         }
     };

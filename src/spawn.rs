@@ -228,20 +228,8 @@ impl Spawner {
     /// waits in a socket that no worker of the group will ever accept from.
     pub fn steer(&mut self, slots: &[u32]) {
         let groups = self.groups.as_ref();
-        self.sockets.steer(|listener| {
-            let ready: Vec<u32> = slots
-                .iter()
-                .copied()
-                .filter(|&id| socket_goes_to(groups, &listener.name, id))
-                .collect();
-            match (ready.is_empty(), groups) {
-                (true, Some(groups)) => (0..groups.groups.len())
-                    .flat_map(|g| groups.slots(g))
-                    .filter(|&id| socket_goes_to(Some(groups), &listener.name, id))
-                    .collect(),
-                _ => ready,
-            }
-        });
+        self.sockets
+            .steer(|listener| steering_targets(groups, slots, &listener.name));
     }
 
     /// A scaled-down slot's worker is gone (per-worker sockets): see `Sockets::release_slot`.
@@ -684,6 +672,27 @@ unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
     unsafe {
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
+    }
+}
+
+/// The slots among `slots` that new connections on the socket named `name` go to: those that take
+/// it; with groups, where none of them does, every worker of the groups that take it.
+pub fn steering_targets(
+    groups: Option<&crate::groups::Groups>,
+    slots: &[u32],
+    name: &str,
+) -> Vec<u32> {
+    let taking: Vec<u32> = slots
+        .iter()
+        .copied()
+        .filter(|&id| socket_goes_to(groups, name, id))
+        .collect();
+    match (taking.is_empty(), groups) {
+        (true, Some(groups)) => (0..groups.groups.len())
+            .flat_map(|g| groups.slots(g))
+            .filter(|&id| socket_goes_to(Some(groups), name, id))
+            .collect(),
+        _ => taking,
     }
 }
 
