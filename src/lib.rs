@@ -347,7 +347,10 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             3 + i,
             listener.name,
             match (config.socket_mode, listener.splits()) {
-                (SocketMode::PerWorker { .. }, true) => ", one socket per worker, steered",
+                (SocketMode::PerWorker { .. }, true) if sockets.steered() => {
+                    ", one socket per worker, steered"
+                }
+                (SocketMode::PerWorker { .. }, true) => ", one socket per worker, not steered",
                 (SocketMode::Shared(SharedBecause::Asked), _) => ", shared: --shared-socket",
                 _ => ", one socket shared by every worker",
             }

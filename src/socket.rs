@@ -177,6 +177,17 @@ impl Sockets {
         Ok(Some(Sockets::Shared(listeners)))
     }
 
+    /// Whether new connections are steered (per worker, where the kernel took the program).
+    pub fn steered(&self) -> bool {
+        matches!(
+            self,
+            Sockets::PerWorker {
+                steering_failed: false,
+                ..
+            }
+        )
+    }
+
     /// The listeners bound or inherited, for the start-up log and `LISTEN_FDNAMES`.
     pub fn listeners(&self) -> &[Listener] {
         match self {

@@ -449,8 +449,14 @@ fn where_steering_is_refused_per_worker_sockets_fall_back_to_the_kernels_hashing
         ),
     )
     .start();
-    let address = cluster.listening(1).remove(0);
     let warning = cluster.expect_log("cannot steer connections on");
+    let address = cluster.listening(1).remove(0);
+    assert!(
+        !cluster
+            .seen(|l| l.is_log(", one socket per worker, not steered)"))
+            .is_empty(),
+        "the listening line says so"
+    );
     assert!(
         warning.text.contains("(operation not permitted)"),
         "{}",
