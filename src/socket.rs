@@ -524,6 +524,40 @@ mod tests {
     }
 
     #[test]
+    fn slots_that_start_out_of_order_still_join_the_group_in_slot_order() {
+        let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
+        let address = sockets.listeners()[0].local.clone();
+        // Slot 3 starts first (slots 1 and 2 are held, or waiting for a reload).
+        let fds: Vec<RawFd> = [3, 1, 2, 0]
+            .into_iter()
+            .map(|id| sockets.for_slot(id).unwrap()[0])
+            .collect();
+        let by_slot = [fds[3], fds[1], fds[2], fds[0]];
+        for fd in by_slot {
+            // SAFETY: fcntl on a descriptor this test's `sockets` owns.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        for target in [2u32, 3, 1] {
+            sockets.steer(|_| vec![target]);
+            let _client = std::net::TcpStream::connect(&address).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let accepted = loop {
+                // SAFETY: accept on a listening descriptor; the new one is closed at once.
+                let found = by_slot.iter().position(|&fd| unsafe {
+                    let conn = libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut());
+                    conn >= 0 && libc::close(conn) == 0
+                });
+                if let Some(slot) = found {
+                    break slot;
+                }
+                assert!(std::time::Instant::now() < deadline, "no socket got it");
+                std::thread::yield_now();
+            };
+            assert_eq!(accepted, target as usize, "steered to slot {target}");
+        }
+    }
+
+    #[test]
     fn per_worker_sockets_share_the_port_and_are_distinct() {
         let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
         let port = sockets.listeners()[0].local.clone();
