@@ -330,12 +330,15 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
                 config.backlog,
             )
             .map_err(Error::Bind)?;
-            sockets.bind_slots(config.workers).map_err(Error::Bind)?;
-            // At once, before anything else: until workers are ready, every slot that takes a
-            // socket shares its connections, and (with groups) none lands in the socket of a slot
-            // of another group, never accepted from.
-            let slots: Vec<u32> = (0..config.workers).collect();
+            // Each slot binds the sockets it takes, in slot order; until workers are ready, every
+            // one of them shares the connections.
             let groups = config.groups.as_ref();
+            sockets
+                .bind_slots(config.workers, |listener, id| {
+                    spawn::socket_goes_to(groups, &listener.name, id)
+                })
+                .map_err(Error::Bind)?;
+            let slots: Vec<u32> = (0..config.workers).collect();
             sockets.steer(|listener| spawn::steering_targets(groups, &slots, &listener.name));
             sockets
         }

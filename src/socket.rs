@@ -64,22 +64,78 @@ pub enum Sockets {
     None,
     Shared(Vec<Listener>),
     PerWorker {
-        /// Slot 0's sockets, bound first and checked for foreign listeners.
+        /// One socket per address, bound at start and checked for foreign listeners. A unix one
+        /// is every slot's. A TCP one becomes the first member of its reuseport group: the
+        /// socket of the first slot that takes the address, listening only from then on.
         first: Vec<Listener>,
-        /// The sockets of slots 1.., bound in slot order to the same TCP addresses (those of
-        /// `first` that split, in their order; a unix socket is `first`'s). A scaled-down
-        /// slot's sockets stay (no connection steered to them), so no member of a group ever
-        /// closes while recluster runs, the group's order never changes, and a slot added back
-        /// gets its own socket again.
-        others: HashMap<u32, Vec<Socket>>,
+        /// Per listener, in `first`'s order (unused for unix ones): the members of its reuseport
+        /// group. A scaled-down slot's socket stays (no connection steered to it), so no member
+        /// ever closes while recluster runs, the kernel's order never changes, and a slot added
+        /// back gets its own socket again.
+        members: Vec<Members>,
         backlog: i32,
         /// The kernel refused a steering program (said once).
         steering_failed: bool,
     },
 }
 
+/// The sockets of one reuseport group, by the index the kernel gives each: the order they started
+/// listening in. Index 0, if any, is the listener's own socket (`first`).
+#[derive(Debug, Default)]
+pub struct Members {
+    /// The slot of each index.
+    slots: Vec<u32>,
+    /// The index of each slot.
+    index: HashMap<u32, usize>,
+    /// Each slot's socket, but for index 0's (the listener's).
+    sockets: HashMap<u32, Socket>,
+}
+
+impl Members {
+    /// Slot `id`'s socket in this group, joining it (binding and listening) if it has none yet.
+    fn join(&mut self, listener: &Listener, id: u32, backlog: i32) -> Result<RawFd, BindError> {
+        if let Some(fd) = self.fd(listener, id) {
+            return Ok(fd);
+        }
+        if self.slots.is_empty() {
+            listener.socket.listen(backlog).map_err(|e| BindError {
+                address: listener.local.clone(),
+                reason: describe_error(&e),
+            })?;
+        } else {
+            self.sockets.insert(id, bind_again(listener, backlog)?);
+        }
+        self.index.insert(id, self.slots.len());
+        self.slots.push(id);
+        Ok(self.fd(listener, id).expect("just joined"))
+    }
+
+    /// Slot `id`'s socket here, if it has one.
+    fn fd(&self, listener: &Listener, id: u32) -> Option<RawFd> {
+        match self.sockets.get(&id) {
+            Some(socket) => Some(socket.as_raw_fd()),
+            None => (self.slots.first() == Some(&id)).then(|| listener.fd()),
+        }
+    }
+
+    /// Closes slot `id`'s socket: the kernel moves its last member into the hole (the listener's
+    /// own socket, index 0, is never closed here).
+    fn close(&mut self, id: u32) -> bool {
+        let Some(socket) = self.sockets.remove(&id) else {
+            return false;
+        };
+        drop(socket);
+        let at = self.index.remove(&id).expect("a member has an index");
+        self.slots.swap_remove(at);
+        if let Some(&moved) = self.slots.get(at) {
+            self.index.insert(moved, at);
+        }
+        true
+    }
+}
+
 impl Sockets {
-    /// Binds every address, in order. Per worker, the other slots' sockets come with `for_slot`.
+    /// Binds every address, in order. Per worker, the slots' sockets come with `for_slot`.
     pub fn bind(
         specs: &[ListenSpec],
         per_worker: bool,
@@ -90,12 +146,14 @@ impl Sockets {
         }
         let mut first = Vec::with_capacity(specs.len());
         for spec in specs {
-            first.push(bind_first(spec, backlog)?);
+            // Per worker, a TCP socket listens once a slot takes it (see `Members::join`).
+            let split = per_worker && matches!(spec.address, ListenAddress::Tcp { .. });
+            first.push(bind_first(spec, backlog, !split)?);
         }
         Ok(if per_worker {
             Sockets::PerWorker {
+                members: first.iter().map(|_| Members::default()).collect(),
                 first,
-                others: HashMap::new(),
                 backlog,
                 steering_failed: false,
             }
@@ -199,53 +257,51 @@ impl Sockets {
         }
     }
 
-    /// The fds slot `id` gets, in order (binding its own sockets first, per worker).
-    pub fn for_slot(&mut self, id: u32) -> Result<Vec<RawFd>, BindError> {
+    /// The fds slot `id` gets, in order: those of the listeners it `takes` (with groups, a socket
+    /// named after a group goes to that group alone). Per worker, a slot's own socket is bound
+    /// the first time it asks.
+    pub fn for_slot(
+        &mut self,
+        id: u32,
+        takes: impl Fn(&Listener) -> bool,
+    ) -> Result<Vec<RawFd>, BindError> {
         match self {
             Sockets::None => Ok(Vec::new()),
-            Sockets::Shared(listeners) => Ok(listeners.iter().map(Listener::fd).collect()),
-            Sockets::PerWorker { first, .. } if id == 0 => {
-                Ok(first.iter().map(Listener::fd).collect())
-            }
+            Sockets::Shared(listeners) => Ok(listeners
+                .iter()
+                .filter(|l| takes(l))
+                .map(Listener::fd)
+                .collect()),
             Sockets::PerWorker {
                 first,
-                others,
+                members,
                 backlog,
-                steering_failed,
+                ..
             } => {
-                // Slots join the reuseport groups in slot order, whatever order they start in
-                // (slot `i` is index `i`, which steering relies on): any slot below this one
-                // without sockets binds first. Without steering the order does not matter, and a
-                // scaled-down slot's sockets, closed then, must stay closed.
-                let from = if *steering_failed { id } else { 1 };
-                for slot in from..=id {
-                    if let std::collections::hash_map::Entry::Vacant(vacant) = others.entry(slot) {
-                        let mut sockets = Vec::with_capacity(first.len());
-                        for listener in first.iter().filter(|l| l.splits) {
-                            sockets.push(bind_again(listener, *backlog)?);
-                        }
-                        vacant.insert(sockets);
+                let mut fds = Vec::with_capacity(first.len());
+                for (listener, group) in first.iter().zip(members.iter_mut()) {
+                    if !takes(listener) {
+                        continue;
                     }
-                }
-                let sockets = &others[&id];
-                let mut own = sockets.iter();
-                Ok(first
-                    .iter()
-                    .map(|listener| match listener.splits {
-                        true => own.next().expect("a socket per split listener").as_raw_fd(),
+                    fds.push(match listener.splits {
+                        true => group.join(listener, id, *backlog)?,
                         false => listener.fd(),
-                    })
-                    .collect())
+                    });
+                }
+                Ok(fds)
             }
         }
     }
 
-    /// Binds the sockets of slots 1..`workers` now, in slot order (per worker): a socket's index
-    /// in its reuseport group is the order it started listening in, and steering relies on slot
-    /// `i` being index `i`.
-    pub fn bind_slots(&mut self, workers: u32) -> Result<(), BindError> {
-        for id in 1..workers {
-            self.for_slot(id)?;
+    /// Binds the sockets of slots 0..`workers` now, in slot order (per worker), each for the
+    /// listeners it `takes`: what arrives before their workers are ready waits for them.
+    pub fn bind_slots(
+        &mut self,
+        workers: u32,
+        takes: impl Fn(&Listener, u32) -> bool,
+    ) -> Result<(), BindError> {
+        for id in 0..workers {
+            self.for_slot(id, |l| takes(l, id))?;
         }
         Ok(())
     }
@@ -257,6 +313,7 @@ impl Sockets {
     pub fn steer(&mut self, targets: impl Fn(&Listener) -> Vec<u32>) {
         let Sockets::PerWorker {
             first,
+            members,
             steering_failed,
             ..
         } = self
@@ -266,16 +323,23 @@ impl Sockets {
         if *steering_failed {
             return;
         }
-        for listener in first.iter().filter(|l| l.splits) {
+        for (listener, group) in first.iter().zip(members.iter()) {
+            if !listener.splits {
+                continue;
+            }
             let slots = targets(listener);
-            if slots.is_empty() {
+            let indices: Vec<u32> = slots
+                .iter()
+                .filter_map(|slot| group.index.get(slot).map(|&i| i as u32))
+                .collect();
+            if indices.is_empty() {
                 continue;
             }
             log::debug!(
                 "steering new connections on {} to workers {slots:?}",
                 listener.local
             );
-            if let Err(e) = steering::attach(listener.fd(), &steering::program(&slots)) {
+            if let Err(e) = steering::attach(listener.fd(), &steering::program(&indices)) {
                 *steering_failed = true;
                 log::warn!(
                     "cannot steer connections on {} ({}): the kernel's hashing spreads them over every worker, starting and dead ones included",
@@ -293,7 +357,7 @@ impl Sockets {
     /// waits there is reset, unless `net.ipv4.tcp_migrate_req` is 1.
     pub fn release_slot(&mut self, id: u32) {
         let Sockets::PerWorker {
-            others,
+            members,
             steering_failed: true,
             ..
         } = self
@@ -302,7 +366,11 @@ impl Sockets {
         };
         let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
             .is_ok_and(|v| v.trim() == "1");
-        if others.remove(&id).is_some() && !migrates {
+        let mut closed = false;
+        for group in members.iter_mut() {
+            closed |= group.close(id);
+        }
+        if closed && !migrates {
             log::warn!(
                 "closed worker {id}'s sockets (no steering here): connections still waiting in their queues are reset (set net.ipv4.tcp_migrate_req=1 to move them to the other workers)"
             );
@@ -311,19 +379,16 @@ impl Sockets {
 
     /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.
     pub fn queue_len(&self, id: u32) -> u32 {
-        let fds: Vec<RawFd> = match self {
-            Sockets::PerWorker { first, .. } if id == 0 => first
-                .iter()
-                .filter(|l| l.splits)
-                .map(Listener::fd)
-                .collect(),
-            Sockets::PerWorker { others, .. } => others
-                .get(&id)
-                .map(|sockets| sockets.iter().map(AsRawFd::as_raw_fd).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        let Sockets::PerWorker { first, members, .. } = self else {
+            return 0;
         };
-        fds.into_iter().map(accept_queue_len).sum()
+        first
+            .iter()
+            .zip(members)
+            .filter(|(listener, _)| listener.splits)
+            .filter_map(|(listener, group)| group.fd(listener, id))
+            .map(accept_queue_len)
+            .sum()
     }
 }
 
@@ -345,7 +410,7 @@ fn accept_queue_len(fd: RawFd) -> u32 {
     if rc == 0 { info.tcpi_unacked } else { 0 }
 }
 
-fn bind_first(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
+fn bind_first(spec: &ListenSpec, backlog: i32, listen: bool) -> Result<Listener, BindError> {
     let fail = |e: io::Error| BindError {
         address: spec.address.to_string(),
         reason: describe_error(&e),
@@ -374,7 +439,9 @@ fn bind_first(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
             reason,
         })?,
     };
-    socket.listen(backlog).map_err(fail)?;
+    if listen {
+        socket.listen(backlog).map_err(fail)?;
+    }
     let local = socket.local_addr().map(|a| describe(&a)).map_err(fail)?;
     Ok(Listener {
         name: spec.name.clone(),
@@ -524,13 +591,13 @@ mod tests {
     }
 
     #[test]
-    fn slots_that_start_out_of_order_still_join_the_group_in_slot_order() {
+    fn slots_that_start_out_of_order_are_steered_to_by_their_slot() {
         let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
         let address = sockets.listeners()[0].local.clone();
         // Slot 3 starts first (slots 1 and 2 are held, or waiting for a reload).
         let fds: Vec<RawFd> = [3, 1, 2, 0]
             .into_iter()
-            .map(|id| sockets.for_slot(id).unwrap()[0])
+            .map(|id| sockets.for_slot(id, |_| true).unwrap()[0])
             .collect();
         let by_slot = [fds[3], fds[1], fds[2], fds[0]];
         for fd in by_slot {
@@ -558,13 +625,37 @@ mod tests {
     }
 
     #[test]
+    fn closing_a_member_moves_the_last_into_its_index_as_the_kernel_does() {
+        let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
+        sockets.bind_slots(4, |_, _| true).unwrap();
+        if let Sockets::PerWorker {
+            steering_failed, ..
+        } = &mut sockets
+        {
+            *steering_failed = true;
+        }
+        sockets.release_slot(1);
+        sockets.release_slot(0); // the listener's own socket stays
+        let Sockets::PerWorker { members, .. } = &sockets else {
+            unreachable!()
+        };
+        assert_eq!(members[0].slots, [0, 3, 2]);
+        assert_eq!(members[0].index[&3], 1);
+        assert!(!members[0].index.contains_key(&1));
+    }
+
+    #[test]
     fn per_worker_sockets_share_the_port_and_are_distinct() {
         let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
         let port = sockets.listeners()[0].local.clone();
-        let slot0 = sockets.for_slot(0).unwrap();
-        let slot1 = sockets.for_slot(1).unwrap();
+        let slot0 = sockets.for_slot(0, |_| true).unwrap();
+        let slot1 = sockets.for_slot(1, |_| true).unwrap();
         assert_ne!(slot0, slot1);
-        assert_eq!(sockets.for_slot(1).unwrap(), slot1, "held across respawns");
+        assert_eq!(
+            sockets.for_slot(1, |_| true).unwrap(),
+            slot1,
+            "held across respawns"
+        );
         let local = |fd| {
             // SAFETY: borrowed only for the query; not closed here.
             let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });

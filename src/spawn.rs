@@ -189,20 +189,6 @@ impl Spawner {
         socket_goes_to(self.groups.as_ref(), name, id)
     }
 
-    /// Slot `id`'s share of the listening sockets (all of them without groups).
-    fn sockets_of_group(&self, id: u32, fds: Vec<i32>) -> Vec<i32> {
-        if self.groups.is_none() {
-            return fds;
-        }
-        self.sockets
-            .listeners()
-            .iter()
-            .zip(fds)
-            .filter(|(listener, _)| self.socket_goes_to(&listener.name, id))
-            .map(|(_, fd)| fd)
-            .collect()
-    }
-
     /// `LISTEN_FDNAMES` for slot `id`.
     fn socket_names_of(&self, id: u32) -> String {
         if self.groups.is_none() {
@@ -260,11 +246,11 @@ impl Spawner {
     ) -> Result<Spawned, SpawnError> {
         let program = command::resolve(&self.command_of(identity.id)[0], self.path_var.as_deref())
             .map_err(SpawnError::Command)?;
+        let (id, groups) = (identity.id, self.groups.as_ref());
         let listen_fds = self
             .sockets
-            .for_slot(identity.id)
+            .for_slot(id, |listener| socket_goes_to(groups, &listener.name, id))
             .map_err(SpawnError::Bind)?;
-        let listen_fds = self.sockets_of_group(identity.id, listen_fds);
         if !self.warned_sharing
             && let Some(warning) = self.placement.sharing(identity.id, identity.count)
         {
@@ -698,7 +684,7 @@ pub fn steering_targets(
 
 /// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named after
 /// a group goes to that group alone; any other to every group.
-fn socket_goes_to(groups: Option<&crate::groups::Groups>, name: &str, id: u32) -> bool {
+pub fn socket_goes_to(groups: Option<&crate::groups::Groups>, name: &str, id: u32) -> bool {
     match groups {
         Some(groups) => match groups.find(name) {
             Some(g) => groups.of_slot(id).0 == g,

@@ -4,12 +4,13 @@
 //! group. Replacing it is one `setsockopt`, atomic for the whole group.
 //!
 //! The index of a socket in the group is its position in the kernel's array: sockets join at the
-//! end when they listen, and a closed one is replaced by the last (a swap-remove). recluster binds
-//! the slots' sockets in slot order and never closes one while it runs, so slot `i` is index `i`.
+//! end when they listen, and a closed one is replaced by the last (a swap-remove). recluster keeps
+//! the index of each slot's socket (`socket::Members`) and never closes one while it runs, so the
+//! indices hold; without groups, slots listen in slot order and slot `i` is index `i`.
 //!
 //! The program: `A = hash` (or a random number where the packet has no hash), `A %= K` for K
-//! targets, then the K-th... target by arithmetic over runs of consecutive targets: `if A < end
-//! of this run { return A + (first target - first position) }`. The ready slots are one run when
+//! targets, then the target by arithmetic over runs of consecutive targets: `if A < end of this
+//! run { return A + (first target - first position) }`. The ready slots are one run when
 //! all are ready, and a few more per dead or starting worker, so the program is short and every
 //! target gets 1/K of the hashes exactly, however many there are. Should the runs not fit the
 //! kernel's 4096 instructions (more than 1364 gaps), a chain of `if A == b return target[b]`
