@@ -67,7 +67,8 @@ def main():
                     selector.unregister(listener)
                     listener.close()
             elif key.data == "accept":
-                while True:
+                # The listener may have been closed by a TERM handled earlier in this batch.
+                while listener.fileno() >= 0:
                     try:
                         conn, _ = listener.accept()
                     except BlockingIOError:
