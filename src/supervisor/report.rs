@@ -227,6 +227,16 @@ impl Report {
         )
     }
 
+    /// Whether it means a worker no longer takes new connections: a slot's worker ended, or its
+    /// slot was scaled down. Every new connection steered there until the program changes waits
+    /// for a replacement, so the steering follows at once.
+    pub fn withdraws_ready(&self) -> bool {
+        matches!(
+            self,
+            Report::Ended { .. } | Report::ScaledDown { .. } | Report::Draining { .. }
+        )
+    }
+
     pub fn level(&self) -> Level {
         match self {
             Report::MissedReadyTimeout { .. }

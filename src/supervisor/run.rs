@@ -27,7 +27,7 @@ use crate::status::ProcessStatus;
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 use super::formation::Formation;
-use super::report::{Origin, Report};
+use super::report::Origin;
 use super::requests::Control;
 use crate::control::protocol::ScaleBy;
 
@@ -220,9 +220,12 @@ fn take_held(
 /// tells the control socket's waits and subscribers.
 fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
     let reports = cluster.take_reports();
-    // Whoever hears that a worker is ready may send it a connection at once: steer first (the
-    // burst of events that may follow then steers again).
-    if reports.iter().any(Report::announces_ready)
+    // Whoever hears that a worker is ready may send it a connection at once, and a connection
+    // steered to a worker that has died waits for its replacement: steer first, before spawning
+    // a replacement or anything else (a burst of events that follows then steers again).
+    if reports
+        .iter()
+        .any(|r| r.announces_ready() || r.withdraws_ready())
         && let Some(slots) = cluster.take_steering()
     {
         plumbing.spawner.steer(&slots);
