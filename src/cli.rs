@@ -109,7 +109,8 @@ pub struct Cli {
     /// One SO_REUSEPORT socket per TCP address per worker slot (the default): new connections are
     /// steered to the slots whose worker is ready; each slot's socket outlives its workers, and a
     /// scaled-down slot's worker serves its queue before it is stopped. Given, it is an error
-    /// where it cannot run (Procfile groups, no TCP address) instead of one shared socket
+    /// where it cannot run (no TCP address, or a kernel that refuses the steering program with
+    /// Procfile groups) instead of one shared socket
     #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
     pub socket_per_worker: bool,
 
