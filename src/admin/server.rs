@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{debug, warn};
+use log::debug;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::EventFd;
 
@@ -44,8 +44,7 @@ pub const LIVEZ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the other endpoints wait for it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-const LISTENER: u64 = u64::MAX;
-const WAKE: u64 = u64::MAX - 1;
+use crate::reactor::{LISTENER, WAKE};
 
 enum Listener {
     Tcp(TcpListener),
@@ -185,7 +184,7 @@ impl Admin {
         let handle = std::thread::Builder::new()
             .name("admin".to_string())
             .stack_size(256 * 1024)
-            .spawn(move || thread.run())?;
+            .spawn(move || crate::reactor::serve(&mut { thread }))?;
         Ok(Admin {
             replies,
             thread: Some(handle),
@@ -218,37 +217,42 @@ struct Thread {
     next: u64,
 }
 
-impl Thread {
-    fn run(mut self) {
-        let mut ready = [EpollEvent::empty(); 64];
-        loop {
-            let deadline = self.connections.values().map(|c| c.deadline).min();
-            let n = match crate::reactor::wait(&self.epoll, &mut ready, deadline) {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!("the admin endpoint stops working: {e}");
-                    return;
-                }
-            };
-            for event in &ready[..n] {
-                match event.data() {
-                    LISTENER => self.accept(),
-                    WAKE => {
-                        let _ = self.wake.read();
-                        if !self.take_replies() {
-                            if let Listener::Unix(_, path) = &self.listener {
-                                let _ = std::fs::remove_file(path);
-                            }
-                            return;
-                        }
-                    }
-                    id => self.on_ready(id, event.events()),
-                }
-            }
-            self.expire(Instant::now());
-        }
+impl crate::reactor::Server for Thread {
+    const NAME: &'static str = "the admin endpoint";
+
+    fn epoll(&self) -> &Epoll {
+        &self.epoll
     }
 
+    fn deadline(&self) -> Option<Instant> {
+        self.connections.values().map(|c| c.deadline).min()
+    }
+
+    fn accept(&mut self) {
+        Thread::accept(self);
+    }
+
+    fn woken(&mut self) -> bool {
+        let _ = self.wake.read();
+        if self.take_replies() {
+            return true;
+        }
+        if let Listener::Unix(_, path) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
+        false
+    }
+
+    fn on_ready(&mut self, id: u64, flags: EpollFlags) {
+        Thread::on_ready(self, id, flags);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        Thread::expire(self, now);
+    }
+}
+
+impl Thread {
     fn accept(&mut self) {
         loop {
             let accepted = match &self.listener {

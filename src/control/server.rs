@@ -48,8 +48,7 @@ const PIPELINED_OUTPUT: usize = 64 * 1024;
 /// How long recluster, on its way out, tries to deliver the answers still unwritten.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
 
-const LISTENER: u64 = u64::MAX;
-const WAKE: u64 = u64::MAX - 1;
+use crate::reactor::{LISTENER, WAKE};
 
 /// The running control socket; dropping it shuts the thread down and removes the socket.
 pub struct Server {
@@ -79,7 +78,7 @@ impl Server {
             let handle = std::thread::Builder::new()
                 .name("control".to_string())
                 .stack_size(256 * 1024)
-                .spawn(move || thread.run())?;
+                .spawn(move || crate::reactor::serve(&mut { thread }))?;
             Ok((replies, handle))
         });
         match started {
@@ -147,6 +146,39 @@ struct Thread {
     hello: String,
 }
 
+impl crate::reactor::Server for Thread {
+    const NAME: &'static str = "the control socket";
+
+    fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.clients.values().filter_map(|c| c.deadline).min()
+    }
+
+    fn accept(&mut self) {
+        Thread::accept(self);
+    }
+
+    fn woken(&mut self) -> bool {
+        let _ = self.wake.read();
+        if self.take_replies() {
+            return true;
+        }
+        self.shut_down();
+        false
+    }
+
+    fn on_ready(&mut self, id: u64, flags: EpollFlags) {
+        Thread::on_ready(self, id, flags);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        Thread::expire(self, now);
+    }
+}
+
 impl Thread {
     fn new(
         listener: UnixListener,
@@ -170,34 +202,6 @@ impl Thread {
             euid: location::euid(),
             hello,
         })
-    }
-
-    fn run(mut self) {
-        let mut ready = [EpollEvent::empty(); 32];
-        loop {
-            let deadline = self.clients.values().filter_map(|c| c.deadline).min();
-            let n = match crate::reactor::wait(&self.epoll, &mut ready, deadline) {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!("the control socket stops working: {e}");
-                    return;
-                }
-            };
-            for event in &ready[..n] {
-                match event.data() {
-                    LISTENER => self.accept(),
-                    WAKE => {
-                        let _ = self.wake.read();
-                        if !self.take_replies() {
-                            self.shut_down();
-                            return;
-                        }
-                    }
-                    id => self.on_ready(id, event.events()),
-                }
-            }
-            self.expire(Instant::now());
-        }
     }
 
     fn accept(&mut self) {
