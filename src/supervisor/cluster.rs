@@ -679,6 +679,14 @@ impl Cluster {
         Some(Action::SignalGroup { pgid: pid, signal })
     }
 
+    /// Whether one more worker may start beside those alive, on their way, or due to respawn:
+    /// at most N + K (`--reload-batch`) at once. Slots waiting to respawn keep their room, so a
+    /// dead worker is replaced before a live one.
+    fn room_for_one_more(&self) -> bool {
+        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
+        self.places.len() + self.spawning + self.waiting < n + k
+    }
+
     /// A scaled-down slot's sockets may go, unless a `TTIN` has brought the slot back since.
     fn release_slot(&self, id: u32) -> Option<Action> {
         let gone = self

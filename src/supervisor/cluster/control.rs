@@ -146,7 +146,6 @@ impl Cluster {
             self.restart_queue.clear();
             return actions;
         }
-        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
         while let Some(&id) = self.restart_queue.front() {
             let index = id as usize;
             let Some(slot) = self
@@ -173,7 +172,7 @@ impl Cluster {
                     state: State::Starting { pid, .. } | State::Ready { pid, .. },
                     ..
                 }) => {
-                    if self.places.len() + self.spawning + self.waiting >= n + k {
+                    if !self.room_for_one_more() {
                         break; // the next one starts when one of those ends
                     }
                     self.restart_queue.pop_front();

@@ -74,8 +74,7 @@ impl Cluster {
         if self.slots[index].replacement.is_some() || self.reload.is_some() {
             return Vec::new(); // a new worker is on its way already
         }
-        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
-        let room = self.places.len() + self.spawning + self.waiting < n + k;
+        let room = self.room_for_one_more();
         self.slots[index].guard_actions.memory += 1;
         self.report(Report::OverMemory {
             id,

@@ -63,10 +63,9 @@ impl Cluster {
             return actions;
         };
         let (target, mut cursor, mut in_flight) = (reload.target, reload.cursor, reload.in_flight);
-        let (n, k) = (self.workers(), self.policy.reload_batch as usize);
+        let k = self.policy.reload_batch as usize;
         let slots = self.slots.len();
-        // Slots waiting to respawn keep their room: a dead worker is replaced before a live one.
-        while in_flight < k && self.places.len() + self.spawning + self.waiting < n + k {
+        while in_flight < k && self.room_for_one_more() {
             while cursor < slots && !self.needs_replacement(cursor, target) {
                 cursor += 1;
             }
@@ -93,6 +92,7 @@ impl Cluster {
             slot.generation = target; // a slot that ended for good would come back on it
         }
         self.reloads.0 += 1;
+        let n = self.workers();
         self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={n} workers of generation {target}"
