@@ -213,11 +213,6 @@ impl Cluster {
         self.on_timer(now)
     }
 
-    /// Whether `take_steering` has something new.
-    pub fn steering_changed(&self) -> bool {
-        self.policy.steered && self.steering_changed
-    }
-
     /// With per-worker sockets: the slots new connections should go to, if that changed since
     /// the last call — those whose worker is ready, or every slot while none is.
     pub fn take_steering(&mut self) -> Option<Vec<u32>> {

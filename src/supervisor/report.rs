@@ -215,28 +215,6 @@ impl Report {
         .to_string()
     }
 
-    /// Whether it tells the world that a worker takes new connections (the log, hooks, `ctl`
-    /// waits, `/readyz`): the steering must already send them there.
-    pub fn announces_ready(&self) -> bool {
-        matches!(
-            self,
-            Report::WorkerReady { .. }
-                | Report::AllReady { .. }
-                | Report::ReplacementReady { .. }
-                | Report::ReloadComplete { .. }
-        )
-    }
-
-    /// Whether it means a worker no longer takes new connections: a slot's worker ended, or its
-    /// slot was scaled down. Every new connection steered there until the program changes waits
-    /// for a replacement, so the steering follows at once.
-    pub fn withdraws_ready(&self) -> bool {
-        matches!(
-            self,
-            Report::Ended { .. } | Report::ScaledDown { .. } | Report::Draining { .. }
-        )
-    }
-
     pub fn level(&self) -> Level {
         match self {
             Report::MissedReadyTimeout { .. }

@@ -64,23 +64,9 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
     let mut held: Vec<(Exit, Instant)> = Vec::new();
     let mut children_left = true;
     let mut actions = cluster.start(Instant::now());
-    let mut steering_since: Option<Instant> = None;
     loop {
         if let Some(code) = executor.execute(&mut cluster, actions) {
             return code;
-        }
-        // New connections follow the ready workers: once the events at hand are handled (a
-        // burst of them changes the program once), and within STEERING_DELAY at the latest.
-        if !cluster.steering_changed() {
-            steering_since = None; // steered meanwhile (before a readiness was announced)
-        } else {
-            let since = *steering_since.get_or_insert_with(Instant::now);
-            if events.is_empty() || since.elapsed() >= STEERING_DELAY {
-                if let Some(slots) = cluster.take_steering() {
-                    executor.plumbing.spawner.steer(&slots);
-                }
-                steering_since = None;
-            }
         }
         let deadline = [
             cluster.next_deadline(),
@@ -219,17 +205,13 @@ fn take_held(
 /// Writes what the cluster reported, each at its level, starts the hooks of those events and
 /// tells the control socket's waits and subscribers.
 fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
-    let reports = cluster.take_reports();
-    // Whoever hears that a worker is ready may send it a connection at once, and a connection
-    // steered to a worker that has died waits for its replacement: steer first, before spawning
-    // a replacement or anything else (a burst of events that follows then steers again).
-    if reports
-        .iter()
-        .any(|r| r.announces_ready() || r.withdraws_ready())
-        && let Some(slots) = cluster.take_steering()
-    {
+    // New connections follow the ready workers before anything that changed them is reported
+    // or carried out: whoever hears that a worker is ready may connect at once, and a connection
+    // steered to a worker that has died waits for its replacement.
+    if let Some(slots) = cluster.take_steering() {
         plumbing.spawner.steer(&slots);
     }
+    let reports = cluster.take_reports();
     for report in reports {
         match &plumbing.formation {
             Some(formation) => log::log!(
@@ -245,10 +227,6 @@ fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
         }
     }
 }
-
-/// How long a change of the ready workers may wait for a burst of events to pass before the
-/// steering follows it.
-const STEERING_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn lost_signal_thread() -> i32 {
     error!("the signal thread has stopped; exiting");
