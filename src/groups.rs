@@ -270,6 +270,35 @@ impl Groups {
     }
 }
 
+/// The slots among `slots` that new connections on the socket named `name` go to: those that take
+/// it; with groups, where none of them does, every worker of the groups that take it.
+pub fn steering_targets(groups: Option<&Groups>, slots: &[u32], name: &str) -> Vec<u32> {
+    let taking: Vec<u32> = slots
+        .iter()
+        .copied()
+        .filter(|&id| socket_goes_to(groups, name, id))
+        .collect();
+    match (taking.is_empty(), groups) {
+        (true, Some(groups)) => (0..groups.groups.len())
+            .flat_map(|g| groups.slots(g))
+            .filter(|&id| socket_goes_to(Some(groups), name, id))
+            .collect(),
+        _ => taking,
+    }
+}
+
+/// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named after
+/// a group goes to that group alone; any other to every group.
+pub fn socket_goes_to(groups: Option<&Groups>, name: &str, id: u32) -> bool {
+    match groups {
+        Some(groups) => match groups.find(name) {
+            Some(g) => groups.of_slot(id).0 == g,
+            None => true,
+        },
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,11 +335,11 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             let groups = config.groups.as_ref();
             sockets
                 .bind_slots(config.workers, |listener, id| {
-                    spawn::socket_goes_to(groups, &listener.name, id)
+                    groups::socket_goes_to(groups, &listener.name, id)
                 })
                 .map_err(Error::Bind)?;
             let slots: Vec<u32> = (0..config.workers).collect();
-            sockets.steer(|listener| spawn::steering_targets(groups, &slots, &listener.name));
+            sockets.steer(|listener| groups::steering_targets(groups, &slots, &listener.name));
             sockets
         }
     };

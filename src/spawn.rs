@@ -37,6 +37,7 @@ use crate::command::{self, CommandError};
 use crate::config::Config;
 use crate::cpuset::CpuSet;
 use crate::exit_code;
+use crate::groups::{socket_goes_to, steering_targets};
 use crate::output::{Pipes, Relay};
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
@@ -184,7 +185,7 @@ impl Spawner {
         }
     }
 
-    /// Whether the listening socket named `name` goes to slot `id` (see `socket_goes_to`).
+    /// Whether the listening socket named `name` goes to slot `id` (see `groups::socket_goes_to`).
     fn socket_goes_to(&self, name: &str, id: u32) -> bool {
         socket_goes_to(self.groups.as_ref(), name, id)
     }
@@ -658,38 +659,5 @@ unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
     unsafe {
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
-    }
-}
-
-/// The slots among `slots` that new connections on the socket named `name` go to: those that take
-/// it; with groups, where none of them does, every worker of the groups that take it.
-pub fn steering_targets(
-    groups: Option<&crate::groups::Groups>,
-    slots: &[u32],
-    name: &str,
-) -> Vec<u32> {
-    let taking: Vec<u32> = slots
-        .iter()
-        .copied()
-        .filter(|&id| socket_goes_to(groups, name, id))
-        .collect();
-    match (taking.is_empty(), groups) {
-        (true, Some(groups)) => (0..groups.groups.len())
-            .flat_map(|g| groups.slots(g))
-            .filter(|&id| socket_goes_to(Some(groups), name, id))
-            .collect(),
-        _ => taking,
-    }
-}
-
-/// Whether the listening socket named `name` goes to slot `id`: with groups, a socket named after
-/// a group goes to that group alone; any other to every group.
-pub fn socket_goes_to(groups: Option<&crate::groups::Groups>, name: &str, id: u32) -> bool {
-    match groups {
-        Some(groups) => match groups.find(name) {
-            Some(g) => groups.of_slot(id).0 == g,
-            None => true,
-        },
-        None => true,
     }
 }
