@@ -312,6 +312,10 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                         w = name(*id)
                     ));
                 }
+                // Nothing more of this restart will be reported.
+                Report::ScaledDown { id, .. } if slots.contains_key(id) => {
+                    return Failed(format!("worker {w} was scaled away", w = name(*id)));
+                }
                 Report::ReloadBegun { target, .. }
                     if slots.values().any(|s| !matches!(s, Step::Retiring { .. })) =>
                 {
@@ -653,6 +657,39 @@ mod tests {
             lasts(&waits.observe(&gone, 0.0, &id_label)),
             vec![(5, true)]
         );
+    }
+
+    #[test]
+    fn a_restart_wait_fails_when_its_slot_is_scaled_away_at_any_step() {
+        // A TTOU (or another `ctl scale`) may take the slot while its restart is queued, while
+        // the new worker starts, or while the old one is being stopped: no report of the restart
+        // follows, and the wait must not hang.
+        for step in [
+            Step::Queued,
+            Step::Starting,
+            Step::Replacing { old: 10 },
+            Step::Retiring { old: 10 },
+        ] {
+            let mut waits = Waits::default();
+            waits.add(
+                5,
+                Goal::Restart {
+                    slots: [(3, step)].into(),
+                },
+            );
+            let scaled = Report::ScaledDown {
+                origin: crate::supervisor::report::Origin::Signal,
+                workers: 3,
+                id: 3,
+            };
+            let answers = waits.observe(&scaled, 0.0, &id_label);
+            assert_eq!(lasts(&answers), vec![(5, false)], "{step:?}");
+            assert!(
+                answers[0].line.contains("worker 3 was scaled away"),
+                "{}",
+                answers[0].line
+            );
+        }
     }
 
     #[test]
