@@ -168,8 +168,11 @@ impl Formation {
                 ScaleBy::Down(k) => size.checked_sub(k),
             };
             let name = &self.groups.groups[g].name;
-            let target =
-                target.ok_or_else(|| format!("cannot scale {name}'s {size} workers by {by}"))?;
+            let target = target.ok_or_else(|| {
+                format!(
+                    "cannot scale {name} by {by}: it runs {size} workers (scale it to 0 at the least)"
+                )
+            })?;
             if target == 0 && group.is_none() {
                 return Err(format!(
                     "cannot scale every group to 0 workers: name the group with --group ({})",
