@@ -17,8 +17,6 @@ pub struct Group {
     pub name: String,
     /// `/bin/sh -c LINE`, as foreman and honcho run a Procfile line.
     pub command: Vec<OsString>,
-    /// Its size in the formation (`-m`), at the start; `Groups::size` is the size now.
-    pub workers: u32,
     /// `--once`: it runs to its end, must exit 0, and is not restarted.
     pub once: bool,
     /// `--after`: the groups that must be ready (or, one-shot, finished with 0) before it starts.
@@ -130,7 +128,6 @@ impl Groups {
             groups.push(Group {
                 name,
                 command: vec!["/bin/sh".into(), "-c".into(), line.into()],
-                workers,
                 once: false,
                 after: Vec::new(),
             });
