@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::control::protocol::{self, Request, WorkerRef};
+use crate::control::protocol::{self, Request, ScaleBy, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
 use crate::messages::{Courier, Drops, Messages};
@@ -17,7 +17,7 @@ use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
 
 use super::action::Action;
-use super::cluster::{Clock, Cluster};
+use super::cluster::{Clock, Cluster, Scaled};
 use super::formation::Formation;
 use super::report::{Origin, Report};
 
@@ -115,48 +115,15 @@ impl Control {
                 });
                 return Vec::new();
             }
-            Request::Scale { by, group, wait } if formation.is_some() => {
-                let formation = formation.expect("checked");
-                formation
-                    .scale(cluster, group.as_deref(), by, Origin::Control, now)
-                    .map(|(scaled, actions)| {
-                        // In the Procfile's order.
-                        let groups: Vec<Value> = formation
-                            .groups
-                            .groups
-                            .iter()
-                            .enumerate()
-                            .map(|(g, group)| {
-                                json!({"name": group.name, "workers": formation.groups.size(g)})
-                            })
-                            .collect();
-                        let fields = json!({"workers": cluster.workers(), "groups": groups});
-                        let goal = Goal::Scale {
-                            answer: fields.clone(),
-                            pending_ready: scaled.added.into_iter().collect(),
-                            pending_gone: scaled.removed.into_iter().collect(),
-                        };
-                        (wait.then_some(goal), fields, actions)
-                    })
-            }
-            Request::Scale { group: Some(_), .. } => {
-                Err("--group: this cluster runs no Procfile groups".to_string())
-            }
-            Request::Scale { by, wait, .. } => {
-                let current = cluster.workers() as u32;
-                match by.target(current) {
-                    None => Err(format!(
-                        "cannot scale {current} workers by {by}: at least 1 worker must remain"
-                    )),
-                    Some(target) => cluster.scale_to(target, now).map(|(scaled, actions)| {
-                        let goal = Goal::Scale {
-                            answer: json!({"workers": target}),
-                            pending_ready: scaled.added.into_iter().collect(),
-                            pending_gone: scaled.removed.into_iter().collect(),
-                        };
-                        (wait.then_some(goal), json!({"workers": target}), actions)
-                    }),
-                }
+            Request::Scale { by, group, wait } => {
+                scale(cluster, formation, by, group, now).map(|(scaled, fields, actions)| {
+                    let goal = Goal::Scale {
+                        answer: fields.clone(),
+                        pending_ready: scaled.added.into_iter().collect(),
+                        pending_gone: scaled.removed.into_iter().collect(),
+                    };
+                    (wait.then_some(goal), fields, actions)
+                })
             }
             Request::Restart { ids, wait } => self.slots(&ids).and_then(|slots| {
                 cluster.request_restart(&slots, now).map(|actions| {
@@ -357,4 +324,39 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `ctl scale`: the whole cluster, or with groups one group (or each that can scale); what
+/// changed, and the answer's fields (the new count, and with groups each group's size in the
+/// Procfile's order).
+fn scale(
+    cluster: &mut Cluster,
+    formation: Option<&mut Formation>,
+    by: ScaleBy,
+    group: Option<String>,
+    now: Instant,
+) -> Result<(Scaled, Value, Vec<Action>), String> {
+    match (formation, group) {
+        (Some(formation), group) => {
+            let (scaled, actions) =
+                formation.scale(cluster, group.as_deref(), by, Origin::Control, now)?;
+            let groups: Vec<Value> = (0..formation.groups.groups.len())
+                .map(|g| {
+                    let name = &formation.groups.groups[g].name;
+                    json!({"name": name, "workers": formation.groups.size(g)})
+                })
+                .collect();
+            let fields = json!({"workers": cluster.workers(), "groups": groups});
+            Ok((scaled, fields, actions))
+        }
+        (None, Some(_)) => Err("--group: this cluster runs no Procfile groups".to_string()),
+        (None, None) => {
+            let current = cluster.workers() as u32;
+            let target = by.target(current).ok_or_else(|| {
+                format!("cannot scale {current} workers by {by}: at least 1 worker must remain")
+            })?;
+            let (scaled, actions) = cluster.scale_to(target, now)?;
+            Ok((scaled, json!({"workers": target}), actions))
+        }
+    }
 }
