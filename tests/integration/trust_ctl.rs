@@ -1,7 +1,8 @@
 //! What `recluster ctl` trusts, tried as an attacker would: a control directory planted by
 //! another user where ctl looks without `XDG_RUNTIME_DIR`, a server of another user, a server
 //! whose answer never ends or never finishes, an answer naming a key twice, a worker whose
-//! `STATUS=` holds terminal escapes, and a request naming `cmd` twice. The fake servers are
+//! `STATUS=` holds terminal escapes, and a request naming `cmd` twice; and recluster itself
+//! refusing a planted directory for its socket. The fake servers are
 //! `tests/programs/fake_control.py`, which records everything it receives. A ctl that misbehaves
 //! is killed once its memory passes 64 MiB or after `DEADLINE`, so a regression fails the test
 //! instead of taking the machine down.
@@ -395,6 +396,51 @@ fn a_request_naming_cmd_twice_is_refused_and_the_cluster_keeps_running() {
         cluster.seen(|l| l.is_log("stop")).is_empty(),
         "{:?}",
         cluster.history
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn recluster_itself_binds_no_socket_in_a_directory_planted_by_another_user() {
+    let tmp = Scratch::new("planted-server");
+    let planted = tmp.0.join("recluster-0");
+    let made = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["mkdir", "-m", "0777"])
+        .arg(&planted)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A read-only /run of its own, so the planted directory is where it would go.
+    let mut launch = Launch::wrapped(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o ro none /run || exit 9; exec \"$@\"",
+            "sh",
+        ],
+        crate::harness::cluster_args(&["-n", "1"], &[]),
+    )
+    .env("TMPDIR", &tmp.0);
+    launch.command().env_remove("XDG_RUNTIME_DIR");
+    let mut cluster = launch.start();
+    let warning = cluster.expect_log("no control socket");
+    assert!(
+        warning.text.contains(&planted.display().to_string())
+            && warning.text.contains("belongs to uid 65534"),
+        "{}",
+        warning.text
+    );
+    cluster.ready(1);
+    assert_eq!(
+        std::fs::read_dir(&planted).unwrap().count(),
+        0,
+        "nothing was made there"
     );
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
