@@ -44,9 +44,9 @@ fn dir_for(dir: &Path, me: u32) -> Result<bool, String> {
     }
     if owner != me && owner != 0 {
         return refuse(format!(
-            "it belongs to {}, not to this user ({}) or root",
+            "it belongs to {}, not to {}",
             who(owner),
-            who(me)
+            allowed(me)
         ));
     }
     if meta.mode() & 0o022 != 0 {
@@ -70,11 +70,19 @@ pub fn server(stream: &UnixStream, path: &Path) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "refusing {path}: it is served by {} (pid {}), not by this user ({}) or root; nothing was sent",
+        "refusing {path}: it is served by {} (pid {}), not by {}; nothing was sent",
         who(cred.uid()),
         cred.pid(),
-        who(me)
+        allowed(me)
     ))
+}
+
+/// Whom `ctl` trusts when it runs as `me`.
+fn allowed(me: u32) -> String {
+    match me {
+        0 => "root".to_string(),
+        me => format!("{} or root", who(me)),
+    }
 }
 
 /// `uid 65534 (nobody)`, or `uid 65534` when the user database has no name for it.
