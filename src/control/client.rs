@@ -277,6 +277,7 @@ fn find(cli: &CtlCli) -> Result<PathBuf, (i32, String)> {
     }
 }
 
+/// `find` within the directories that passed; servers refused on the way are added to `refused`.
 fn find_in(
     cli: &CtlCli,
     dirs: &[PathBuf],
