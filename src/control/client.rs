@@ -1,20 +1,22 @@
 //! `recluster ctl`: find a running cluster's control socket, send one request, print the answer.
 //! Exit status: 0 it took, 1 it failed (the reason on stderr), 2 usage, 3 no cluster reachable.
-//! With `--wait`, progress lines go to stderr while it is a terminal. It talks only to what
-//! `trust` accepts, reads answers through `answers` (bounded in size and time), and prints
+//! With `--wait`, progress lines go to stderr while it is a terminal. `discovery` finds the
+//! socket; ctl talks only to what `trust` accepts, reads answers through `answers` (bounded in
+//! size and time), and prints
 //! everything a server or a worker wrote with control characters escaped (`escape`).
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use super::answers::{self, ANSWER_TIMEOUT, Deadline, Lines, ReadError};
+use super::discovery::{self, NotFound};
 use super::protocol::{Request, ScaleBy, WorkerRef};
-use super::{location, trust};
+use super::trust;
 use crate::logging::print_error;
 use crate::signal::Sig;
 use crate::{escape, strict_json};
@@ -174,12 +176,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return exit::USAGE;
         }
     };
-    let path = match find(&cli) {
-        Ok(path) => path,
-        Err((code, message)) => {
-            print_error(&message);
-            return code;
-        }
+    let path = match &cli.control {
+        Some(path) => path.clone(),
+        None => match discovery::find(cli.name.as_deref(), cli.pid) {
+            Ok(path) => path,
+            Err(NotFound::Unreachable(message)) => {
+                print_error(&message);
+                return exit::UNREACHABLE;
+            }
+            Err(NotFound::Ambiguous(message)) => {
+                print_error(&message);
+                return exit::USAGE;
+            }
+        },
     };
     run(&cli.verb, &path)
 }
@@ -235,162 +244,6 @@ fn in_group(ids: &[WorkerRef], group: &Option<String>) -> Vec<WorkerRef> {
                 other => other.clone(),
             })
             .collect(),
-    }
-}
-
-/// The control socket the options point at: `Err` with the exit status and the message. Only
-/// directories `trust::dir` accepts are searched, and only servers `trust::server` accepts are
-/// asked who they are; what was refused is the error when nothing else is found, else a warning.
-fn find(cli: &CtlCli) -> Result<PathBuf, (i32, String)> {
-    if let Some(path) = &cli.control {
-        return Ok(path.clone());
-    }
-    let candidates = location::candidate_dirs();
-    let looked = candidates
-        .iter()
-        .map(|d| escape::controls(&d.display().to_string()).into_owned())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut refused = Vec::new();
-    let dirs: Vec<PathBuf> = candidates
-        .into_iter()
-        .filter(|dir| match trust::dir(dir) {
-            Ok(usable) => usable,
-            Err(refusal) => {
-                refused.push(refusal);
-                false
-            }
-        })
-        .collect();
-    let found = find_in(cli, &dirs, &looked, &mut refused);
-    match found {
-        Ok(path) => {
-            for refusal in &refused {
-                let _ = writeln!(std::io::stderr(), "recluster: warning: {refusal}");
-            }
-            Ok(path)
-        }
-        Err((exit::UNREACHABLE, _)) if !refused.is_empty() => {
-            Err((exit::UNREACHABLE, refused.join("; ")))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// `find` within the directories that passed; servers refused on the way are added to `refused`.
-fn find_in(
-    cli: &CtlCli,
-    dirs: &[PathBuf],
-    looked: &str,
-    refused: &mut Vec<String>,
-) -> Result<PathBuf, (i32, String)> {
-    if let Some(name) = &cli.name {
-        return location::sockets_in(dirs, Some(name))
-            .into_iter()
-            .find(|p| location::is_live(p))
-            .ok_or_else(|| {
-                (
-                    exit::UNREACHABLE,
-                    format!(
-                        "no cluster named {name} is running for this user (looked in {looked})"
-                    ),
-                )
-            });
-    }
-    if let Some(pid) = cli.pid {
-        if let Some(path) = location::sockets_in(dirs, Some(&pid.to_string()))
-            .into_iter()
-            .find(|p| location::is_live(p))
-        {
-            return Ok(path);
-        }
-        // A cluster with --name has a socket named after it: ask each which pid it is.
-        return running(dirs, refused)
-            .into_iter()
-            .find(|(p, _, _)| *p == pid)
-            .map(|(_, _, path)| path)
-            .ok_or_else(|| {
-                (
-                    exit::UNREACHABLE,
-                    format!("no recluster with pid {pid} has a control socket this user can reach (looked in {looked})"),
-                )
-            });
-    }
-    let mut found = running(dirs, refused);
-    match found.len() {
-        0 => Err((
-            exit::UNREACHABLE,
-            format!(
-                "no recluster is running for this user (looked in {looked}); give --control PATH if it was started with one"
-            ),
-        )),
-        1 => Ok(found.remove(0).2),
-        _ => Err((
-            exit::USAGE,
-            format!(
-                "{} clusters are running: {}; choose one with --pid or --name",
-                found.len(),
-                found
-                    .iter()
-                    .map(|(pid, name, _)| match name {
-                        Some(name) => format!("pid {pid} (--name {})", escape::controls(name)),
-                        None => format!("pid {pid}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
-}
-
-/// The clusters answering in `dirs`: pid, name, socket. Servers `trust` refuses are not asked,
-/// and added to `refused`.
-fn running(dirs: &[PathBuf], refused: &mut Vec<String>) -> Vec<(u32, Option<String>, PathBuf)> {
-    let mut found: Vec<(u32, Option<String>, PathBuf)> = Vec::new();
-    for path in location::sockets_in(dirs, None) {
-        let answer = match ask(&path, &Request::Hello) {
-            Asked::Answer(answer) => answer,
-            Asked::Refused(refusal) => {
-                refused.push(refusal);
-                continue;
-            }
-            Asked::Nothing => continue,
-        };
-        let Some(pid) = answer["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) else {
-            continue;
-        };
-        if found.iter().any(|(p, _, _)| *p == pid) {
-            continue;
-        }
-        let name = answer["name"].as_str().map(str::to_string);
-        found.push((pid, name, path));
-    }
-    found
-}
-
-enum Asked {
-    Answer(Value),
-    /// The server is not one `ctl` talks to: nothing was sent.
-    Refused(String),
-    /// Nothing sensible came back.
-    Nothing,
-}
-
-/// One request, one answer line, within a short deadline.
-fn ask(path: &Path, request: &Request) -> Asked {
-    let Ok(mut stream) = crate::socket::connect_unix_now(path) else {
-        return Asked::Nothing;
-    };
-    if let Err(refusal) = trust::server(&stream, path) {
-        return Asked::Refused(refusal);
-    }
-    if writeln!(stream, "{}", request.to_line()).is_err() {
-        return Asked::Nothing;
-    }
-    let deadline = Deadline::At(Instant::now() + Duration::from_secs(2));
-    match Lines::new(stream).next_line(deadline) {
-        Ok(Some(line)) => strict_json::from_slice(&line).map_or(Asked::Nothing, Asked::Answer),
-        _ => Asked::Nothing,
     }
 }
 
