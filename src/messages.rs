@@ -636,7 +636,7 @@ impl Thread {
 
 /// A worker's message: where to, and what.
 fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value: Value = crate::strict_json::from_slice(bytes).map_err(|e| {
         format!("a message is one JSON object, {{\"to\": TARGET, \"data\": ANY}} ({e})")
     })?;
     let Value::Object(mut object) = value else {
@@ -685,6 +685,11 @@ mod tests {
         assert_eq!(to, Target::Worker(1));
         assert_eq!(data, json!({"k": [1, 2]}));
         assert!(parse(b"[1]").is_err());
+        assert!(
+            parse(br#"{"to":"worker:1","to":"all","data":1}"#)
+                .unwrap_err()
+                .contains("\"to\" appears twice")
+        );
         assert!(
             parse(br#"{"data":1}"#)
                 .unwrap_err()

@@ -3,7 +3,7 @@
 //! its plumbing knows (sockets, CPUs, `STATUS=` lines), and `measure` adds what only /proc knows
 //! (resident memory and the CPU time of live processes) — read when asked, never sampled in the
 //! background. Serialized as the control protocol's status answer (schema in the README) and
-//! rendered as a table that fits 100 columns. Numbers are in base units: bytes, seconds.
+//! rendered as a table that fits 100 columns, where what workers wrote is escaped. Numbers are in base units: bytes, seconds.
 //! Nothing from a worker's environment or argv is here.
 
 use std::fmt::Write as _;
@@ -158,7 +158,7 @@ impl Snapshot {
         }
     }
 
-    /// The table `ctl status` prints for a person.
+    /// The table `ctl status` prints for a person, with control characters escaped.
     pub fn table(&self) -> String {
         let c = &self.cluster;
         let mut out = String::new();
@@ -219,7 +219,7 @@ impl Snapshot {
             let rss = w
                 .rss_bytes
                 .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
-            let status = w.status.as_deref().unwrap_or("");
+            let status = crate::escape::controls(w.status.as_deref().unwrap_or(""));
             let id = match &w.group {
                 Some(group) => truncate(&format!("{group}.{}", w.id), 10),
                 None => w.id.to_string(),
@@ -239,7 +239,14 @@ impl Snapshot {
             );
             let _ = writeln!(out, "{}", truncate(line.trim_end(), 100));
         }
-        out
+        // What a worker or a server wrote (STATUS= texts, names, addresses) must not act on the
+        // terminal: every line escaped, the STATUS already before it was cut to width.
+        let mut safe = String::with_capacity(out.len());
+        for line in out.lines() {
+            safe.push_str(&crate::escape::controls(line));
+            safe.push('\n');
+        }
+        safe
     }
 }
 
@@ -375,6 +382,23 @@ mod tests {
         assert!(table.contains("4243"), "{table}");
         assert!(table.contains("SIGKILL"), "{table}");
         assert!(table.contains("1h2m"), "{table}");
+    }
+
+    #[test]
+    fn a_status_text_cannot_act_on_the_terminal() {
+        let mut snapshot = sample();
+        snapshot.workers[0].status = Some("\u{1b}]0;owned\u{7}\u{1b}[1A\u{1b}[2K\rfine".into());
+        snapshot.cluster.name = Some("n\u{9b}2J".into());
+        let table = snapshot.table();
+        assert!(
+            !table
+                .chars()
+                .any(|c| c != '\n' && crate::escape::acts_on_terminal(c)),
+            "{table:?}"
+        );
+        assert!(table.contains("\\x1b]0;owned"), "{table}");
+        assert!(table.contains("(n\\x9b2J)"), "{table}");
+        assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
     }
 
     #[test]

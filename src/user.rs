@@ -62,6 +62,11 @@ pub fn may_switch() -> bool {
     effective & setgid != 0 && effective & setuid != 0
 }
 
+/// The name the user database gives `uid`, if any.
+pub fn name_of(uid: u32) -> Option<String> {
+    lookup_user(&uid.to_string()).map(|(name, _, _)| name)
+}
+
 /// (name, uid, primary gid) of a user name or number.
 fn lookup_user(user: &str) -> Option<(String, u32, u32)> {
     let mut entry: libc::passwd = unsafe_zeroed();

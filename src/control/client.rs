@@ -1,19 +1,25 @@
 //! `recluster ctl`: find a running cluster's control socket, send one request, print the answer.
 //! Exit status: 0 it took, 1 it failed (the reason on stderr), 2 usage, 3 no cluster reachable.
-//! With `--wait`, progress lines go to stderr while it is a terminal.
+//! With `--wait`, progress lines go to stderr while it is a terminal. `discovery` finds the
+//! socket; ctl talks only to what `trust` accepts, reads answers through `answers` (bounded in
+//! size and time), and prints
+//! everything a server or a worker wrote with control characters escaped (`escape`).
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use super::location;
+use super::answers::{self, ANSWER_TIMEOUT, Deadline, Lines, ReadError};
+use super::discovery::{self, NotFound};
 use super::protocol::{Request, ScaleBy, WorkerRef};
+use super::trust;
 use crate::logging::print_error;
 use crate::signal::Sig;
+use crate::{escape, strict_json};
 
 /// `ctl`'s own exit statuses (CONTRACT.md and the README).
 pub mod exit {
@@ -25,9 +31,6 @@ pub mod exit {
     /// No cluster could be reached (none running, permission denied, not answering).
     pub const UNREACHABLE: i32 = 3;
 }
-
-/// How long an answer that needs no waiting may take.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// See and steer a running recluster through its control socket
 #[derive(Parser, Debug)]
@@ -133,7 +136,7 @@ fn parse_target(text: &str) -> Result<crate::messages::Target, String> {
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(text)
+    strict_json::from_str(text)
         .map_err(|e| format!("not JSON ({e}); quote it for the shell, as in '{{\"flush\":true}}'"))
 }
 
@@ -173,12 +176,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return exit::USAGE;
         }
     };
-    let path = match find(&cli) {
-        Ok(path) => path,
-        Err((code, message)) => {
-            print_error(&message);
-            return code;
-        }
+    let path = match &cli.control {
+        Some(path) => path.clone(),
+        None => match discovery::find(cli.name.as_deref(), cli.pid) {
+            Ok(path) => path,
+            Err(NotFound::Unreachable(message)) => {
+                print_error(&message);
+                return exit::UNREACHABLE;
+            }
+            Err(NotFound::Ambiguous(message)) => {
+                print_error(&message);
+                return exit::USAGE;
+            }
+        },
     };
     run(&cli.verb, &path)
 }
@@ -237,105 +247,6 @@ fn in_group(ids: &[WorkerRef], group: &Option<String>) -> Vec<WorkerRef> {
     }
 }
 
-/// The control socket the options point at: `Err` with the exit status and the message.
-fn find(cli: &CtlCli) -> Result<PathBuf, (i32, String)> {
-    if let Some(path) = &cli.control {
-        return Ok(path.clone());
-    }
-    let dirs = location::candidate_dirs();
-    let looked = dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if let Some(name) = &cli.name {
-        return location::sockets_in(&dirs, Some(name))
-            .into_iter()
-            .find(|p| location::is_live(p))
-            .ok_or_else(|| {
-                (
-                    exit::UNREACHABLE,
-                    format!(
-                        "no cluster named {name} is running for this user (looked in {looked})"
-                    ),
-                )
-            });
-    }
-    if let Some(pid) = cli.pid {
-        if let Some(path) = location::sockets_in(&dirs, Some(&pid.to_string()))
-            .into_iter()
-            .find(|p| location::is_live(p))
-        {
-            return Ok(path);
-        }
-        // A cluster with --name has a socket named after it: ask each which pid it is.
-        return running(&dirs)
-            .into_iter()
-            .find(|(p, _, _)| *p == pid)
-            .map(|(_, _, path)| path)
-            .ok_or_else(|| {
-                (
-                    exit::UNREACHABLE,
-                    format!("no recluster with pid {pid} has a control socket this user can reach (looked in {looked})"),
-                )
-            });
-    }
-    let mut found = running(&dirs);
-    match found.len() {
-        0 => Err((
-            exit::UNREACHABLE,
-            format!(
-                "no recluster is running for this user (looked in {looked}); give --control PATH if it was started with one"
-            ),
-        )),
-        1 => Ok(found.remove(0).2),
-        _ => Err((
-            exit::USAGE,
-            format!(
-                "{} clusters are running: {}; choose one with --pid or --name",
-                found.len(),
-                found
-                    .iter()
-                    .map(|(pid, name, _)| match name {
-                        Some(name) => format!("pid {pid} (--name {name})"),
-                        None => format!("pid {pid}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
-}
-
-/// The clusters answering in `dirs`: pid, name, socket.
-fn running(dirs: &[PathBuf]) -> Vec<(u32, Option<String>, PathBuf)> {
-    let mut found: Vec<(u32, Option<String>, PathBuf)> = Vec::new();
-    for path in location::sockets_in(dirs, None) {
-        let Some(answer) = ask(&path, &Request::Hello) else {
-            continue;
-        };
-        let Some(pid) = answer["pid"].as_u64().map(|p| p as u32) else {
-            continue;
-        };
-        if found.iter().any(|(p, _, _)| *p == pid) {
-            continue;
-        }
-        let name = answer["name"].as_str().map(str::to_string);
-        found.push((pid, name, path));
-    }
-    found
-}
-
-/// One request, one answer line, with a short timeout; `None` if nothing sensible came back.
-fn ask(path: &Path, request: &Request) -> Option<Value> {
-    let mut stream = crate::socket::connect_unix_now(path).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    writeln!(stream, "{}", request.to_line()).ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
-}
-
 fn run(verb: &Verb, path: &Path) -> i32 {
     let mut stream = match crate::socket::connect_unix_now(path) {
         Ok(stream) => stream,
@@ -354,10 +265,17 @@ fn run(verb: &Verb, path: &Path) -> i32 {
                 }
                 _ => e.to_string(),
             };
-            print_error(&format!("{}: {why}", path.display()));
+            print_error(&format!(
+                "{}: {why}",
+                escape::controls(&path.display().to_string())
+            ));
             return exit::UNREACHABLE;
         }
     };
+    if let Err(refusal) = trust::server(&stream, path) {
+        print_error(&refusal);
+        return exit::UNREACHABLE;
+    }
     let request = request(verb);
     let streaming = matches!(
         request,
@@ -367,29 +285,50 @@ fn run(verb: &Verb, path: &Path) -> i32 {
             | Request::Scale { wait: true, .. }
             | Request::Restart { wait: true, .. }
     );
-    if !streaming {
-        let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
-    }
+    let deadline = if streaming {
+        Deadline::OnceBegun(ANSWER_TIMEOUT)
+    } else {
+        Deadline::At(Instant::now() + ANSWER_TIMEOUT)
+    };
     // A refused peer may find the connection closed before its request is written: what
     // recluster answered (why it refused) is read all the same.
     let sent = writeln!(stream, "{}", request.to_line());
     let unsent = |e: &std::io::Error| {
-        print_error(&format!("{}: cannot send the request: {e}", path.display()));
+        print_error(&format!(
+            "{}: cannot send the request: {e}",
+            escape::controls(&path.display().to_string())
+        ));
         exit::UNREACHABLE
     };
     let progress = std::io::stderr().is_terminal();
     let mut stdout = std::io::stdout().lock();
-    for line in BufReader::new(stream).lines() {
-        let line = match line {
-            Ok(line) => line,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+    let mut lines = Lines::new(stream);
+    loop {
+        let line = match lines.next_line(deadline) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(ReadError::TimedOut) if streaming => {
+                print_error(&format!(
+                    "recluster began a line and did not end it within {}s",
+                    ANSWER_TIMEOUT.as_secs()
+                ));
+                return exit::FAILED;
+            }
+            Err(ReadError::TimedOut) => {
                 print_error(&format!(
                     "recluster did not answer within {}s",
                     ANSWER_TIMEOUT.as_secs()
                 ));
                 return exit::FAILED;
             }
-            Err(e) => {
+            Err(ReadError::TooLong) => {
+                print_error(&format!(
+                    "recluster sent a line of more than {} MiB; stopped reading it",
+                    answers::MAX_LINE >> 20
+                ));
+                return exit::FAILED;
+            }
+            Err(ReadError::Io(e)) => {
                 if let Err(e) = &sent {
                     return unsent(e);
                 }
@@ -397,14 +336,18 @@ fn run(verb: &Verb, path: &Path) -> i32 {
                 return exit::FAILED;
             }
         };
-        let Ok(answer) = serde_json::from_str::<Value>(&line) else {
-            print_error(&format!(
-                "recluster sent something that is not JSON: {line}"
-            ));
-            return exit::FAILED;
+        let answer = match strict_json::from_slice(&line) {
+            Ok(answer) => answer,
+            Err(e) => {
+                print_error(&format!(
+                    "recluster sent something that is not a JSON answer ({e}): {}",
+                    shown(&line)
+                ));
+                return exit::FAILED;
+            }
         };
         if answer.get("event").is_some() {
-            if writeln!(stdout, "{line}")
+            if writeln!(stdout, "{}", escape::json(&answer))
                 .and_then(|()| stdout.flush())
                 .is_err()
             {
@@ -414,16 +357,16 @@ fn run(verb: &Verb, path: &Path) -> i32 {
         }
         if let Some(text) = answer.get("progress").and_then(Value::as_str) {
             if progress {
-                eprintln!("recluster ctl: {text}");
+                eprintln!("recluster ctl: {}", escape::controls(text));
             }
             continue;
         }
         if answer["ok"] == Value::Bool(true) {
-            let _ = write!(stdout, "{}", render(verb, &answer, &line));
+            let _ = write!(stdout, "{}", render(verb, &answer));
             return exit::OK;
         }
         let error = answer["error"].as_str().unwrap_or("failed");
-        print_error(error);
+        print_error(&escape::controls(error));
         return if error.starts_with("permission denied") || error.starts_with("too many clients") {
             exit::UNREACHABLE
         } else {
@@ -443,14 +386,36 @@ fn run(verb: &Verb, path: &Path) -> i32 {
     }
 }
 
-/// What a successful answer prints.
-fn render(verb: &Verb, answer: &Value, line: &str) -> String {
+/// Part of a line that was not understood, as an error shows it: at most 200 characters, escaped.
+fn shown(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut short: String = text.chars().take(200).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    escape::controls(&short).into_owned()
+}
+
+/// What a successful answer prints: every line escaped, since the server's strings (a worker's
+/// `STATUS=`, group names) reach the terminal.
+fn render(verb: &Verb, answer: &Value) -> String {
+    let text = render_plain(verb, answer);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.push_str(&escape::controls(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// What a successful answer says, before escaping.
+fn render_plain(verb: &Verb, answer: &Value) -> String {
     match verb {
-        Verb::Status { json: true } => format!("{line}\n"),
+        Verb::Status { json: true } => format!("{}\n", escape::json(answer)),
         Verb::Status { json: false } => {
             match serde_json::from_value::<crate::snapshot::Snapshot>(answer.clone()) {
                 Ok(snapshot) => snapshot.table(),
-                Err(_) => format!("{line}\n"),
+                Err(_) => format!("{}\n", escape::json(answer)),
             }
         }
         Verb::Scale { wait, .. } => {

@@ -4,11 +4,15 @@
 //! the thread that accepts clients and turns their requests into events for the supervisor;
 //! `replies` carries the supervisor's answers to it (and to the admin and message threads); `waits`
 //! follows a request with `--wait` (and `events`) through the cluster's reports; `client` is
-//! `recluster ctl`.
+//! `recluster ctl`, which finds a socket through `discovery`, talks only to directories and
+//! servers `trust` accepts and reads their answers through `answers` (bounded in size and time).
 
+pub mod answers;
 pub mod client;
+pub mod discovery;
 pub mod location;
 pub mod protocol;
 pub mod replies;
 pub mod server;
+pub mod trust;
 pub mod waits;

@@ -195,7 +195,7 @@ impl std::fmt::Display for ScaleBy {
 
 /// Parses one request line (without its newline).
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let value: Value = serde_json::from_slice(line)
+    let value: Value = crate::strict_json::from_slice(line)
         .map_err(|e| format!("not a JSON request ({e}); send one object per line, like {{\"v\":1,\"cmd\":\"status\"}}"))?;
     let Value::Object(object) = value else {
         return Err("a request is a JSON object, like {\"v\":1,\"cmd\":\"status\"}".to_string());
@@ -378,6 +378,10 @@ mod tests {
             ("{\"cmd\":\"status\"}", "has no \"v\""),
             ("{\"v\":2,\"cmd\":\"status\"}", "version 2 is not supported"),
             ("{\"v\":1}", "no \"cmd\""),
+            (
+                "{\"v\":1,\"cmd\":\"status\",\"cmd\":\"stop\"}",
+                "\"cmd\" appears twice",
+            ),
             ("{\"v\":1,\"cmd\":\"dance\"}", "unknown command \"dance\""),
             ("{\"v\":1,\"cmd\":\"scale\"}", "scale needs"),
             (
