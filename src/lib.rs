@@ -23,6 +23,7 @@ pub mod listening;
 pub mod logging;
 pub mod messages;
 pub mod notify;
+pub mod notify_dir;
 pub mod output;
 pub mod placement;
 pub mod plan;
