@@ -51,7 +51,9 @@ fn main() {
             flood(&socket, &notify, &args[2], Duration::from_secs(seconds));
             std::thread::sleep(Duration::from_secs(3600));
         }
-        _ => panic!("usage: notify_attacker race TARGET BAIT SECONDS | flood watchdog|status SECONDS"),
+        _ => panic!(
+            "usage: notify_attacker race TARGET BAIT SECONDS | flood watchdog|status SECONDS"
+        ),
     }
 }
 
