@@ -34,6 +34,7 @@ pub mod signal;
 pub mod signal_thread;
 pub mod snapshot;
 pub mod socket;
+pub mod socket_file;
 pub mod spawn;
 pub mod startup;
 pub mod status;

@@ -558,7 +558,7 @@ mod tests {
             // A full queue (the thread behind) drops the datagram: a flooder's own loss.
             let _ = client.send_to(text.as_bytes(), &path);
         }
-        client.send_to(b"STATUS=last", &path).unwrap();
+        client.send_to(b"WATCHDOG=1\nSTATUS=last", &path).unwrap();
         assert_eq!(
             events
                 .recv_timeout(std::time::Duration::from_secs(10))
