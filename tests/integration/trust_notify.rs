@@ -1,6 +1,8 @@
 //! The notify sockets as a hostile worker sees them (`examples/notify_attacker.rs`): a worker under
 //! `--user nobody` racing symlinks in and around its notify directory must never make root chown
-//! a file or bind and unlink in a directory of its choosing; a worker flooding `WATCHDOG_USEC=` or
+//! a file or bind and unlink in a directory of its choosing (nor, moving the application's
+//! directory away, make root remove the control and admin sockets elsewhere at exit); a worker
+//! flooding `WATCHDOG_USEC=` or
 //! `STATUS=` must not grow recluster nor keep `ctl status` from answering. Each run is bounded in
 //! time, and recluster is killed if its memory passes `RSS_KILL`, so a regression cannot take the
 //! machine down.
@@ -136,6 +138,61 @@ fn a_worker_swapping_symlinks_around_its_notify_socket_never_makes_root_chown_or
         broken.push("the worker moved its notify directory away".to_string());
     }
     assert!(broken.is_empty(), "{broken:?}, attacker said {lines:?}");
+}
+
+#[test]
+fn a_worker_moving_the_socket_directory_away_never_makes_root_unlink_in_the_one_it_chose() {
+    if !is_root() {
+        return; // --user needs root
+    }
+    let scratch = Scratch::new("trust-socket-paths");
+    // The application's directory, its user's: root binds the control and admin sockets there.
+    let shared = scratch.dir("shared", 0o755);
+    let app = shared.join("app");
+    std::fs::create_dir(&app).unwrap();
+    for dir in [&shared, &app] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let bait = scratch.dir("bait", 0o755);
+    for name in ["c.sock", "a.sock"] {
+        std::fs::write(bait.join(name), "root's file\n").unwrap();
+    }
+    let control = app.join("c.sock").display().to_string();
+    let admin = format!("unix:{}", app.join("a.sock").display());
+    let swap = format!(
+        "cd {} && mv app moved && ln -s {} app && echo swapped && exec sleep 1000",
+        shared.display(),
+        bait.display()
+    );
+    let args = [
+        "-n",
+        "1",
+        "--user",
+        "nobody",
+        "--control",
+        &control,
+        "--admin",
+        &admin,
+        "--",
+        "sh",
+        "-c",
+        &swap,
+    ];
+    let mut cluster = Launch::new(args).start();
+    cluster.expect("the worker's swap", |l| l.is_worker("swapped"));
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    for name in ["c.sock", "a.sock"] {
+        assert_eq!(
+            std::fs::read_to_string(bait.join(name)).ok().as_deref(),
+            Some("root's file\n"),
+            "root removed {name} in the directory the worker chose"
+        );
+        assert!(
+            !shared.join("moved").join(name).exists(),
+            "{name} is removed where it was bound"
+        );
+    }
 }
 
 /// recluster's resident memory, from /proc.
