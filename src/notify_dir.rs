@@ -106,6 +106,12 @@ impl NotifyDir {
     /// Binds the datagram socket `name` in the directory and gives it to the workers' user (mode
     /// 0600); returns it with the path a worker uses.
     pub fn bind(&self, name: &str) -> io::Result<(UnixDatagram, PathBuf)> {
+        if !self.prefix_holds_dir() {
+            return Err(io::Error::other(format!(
+                "{} no longer leads to the notify directory recluster made",
+                self.bind_prefix.display()
+            )));
+        }
         let socket = UnixDatagram::bind(self.bind_prefix.join(name))?;
         if let Err(e) = self.hand_over(name) {
             self.remove(name);
@@ -145,6 +151,13 @@ impl NotifyDir {
         Ok(())
     }
 
+    /// Whether `bind_prefix` leads to the directory held: always, for a thread that shares the
+    /// descriptor table of the one that made it (a thread with a table of its own would see
+    /// another descriptor under that number, and the check keeps it from binding there).
+    fn prefix_holds_dir(&self) -> bool {
+        same_file(&self.bind_prefix, &self.dir)
+    }
+
     /// Removes the socket `name` (its worker has ended).
     pub fn remove(&self, name: &str) {
         let _ = unlinkat(Some(self.dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir);
@@ -155,7 +168,11 @@ impl Drop for NotifyDir {
     /// Removes what is left in the directory (recluster's sockets only: no one else can write
     /// there), then the directory.
     fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.bind_prefix) {
+        let listed = match self.prefix_holds_dir() {
+            true => std::fs::read_dir(&self.bind_prefix).ok(),
+            false => None,
+        };
+        if let Some(entries) = listed {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let _ = unlinkat(
@@ -202,9 +219,15 @@ fn open_made(base: &Path, path: &Path, name: &OsStr) -> io::Result<(OwnedFd, Own
 /// `/proc/thread-self/fd/<fd>`, if that is the directory `fd` holds (`/proc` is mounted).
 fn proc_path(dir: &OwnedFd) -> Option<PathBuf> {
     let path = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
-    let through = nix::sys::stat::stat(&path).ok()?;
-    let held = fstat(dir.as_raw_fd()).ok()?;
-    (through.st_dev == held.st_dev && through.st_ino == held.st_ino).then_some(path)
+    same_file(&path, dir).then_some(path)
+}
+
+/// Whether `path` leads to the file `fd` holds.
+fn same_file(path: &Path, fd: &OwnedFd) -> bool {
+    match (nix::sys::stat::stat(path), fstat(fd.as_raw_fd())) {
+        (Ok(through), Ok(held)) => (through.st_dev, through.st_ino) == (held.st_dev, held.st_ino),
+        _ => false,
+    }
 }
 
 /// `BASE/recluster-PID-XXXXXX`, created by `mkdtemp`: mode 0700 and a name no other user can
