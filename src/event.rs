@@ -1,6 +1,5 @@
 //! What the world tells the supervisor. Threads produce events; only the supervisor consumes them.
 
-use crate::notify::Message;
 use crate::reaper::Exit;
 use crate::signal::Sig;
 
@@ -13,8 +12,9 @@ pub enum Event {
         exits: Vec<Exit>,
         children_left: bool,
     },
-    /// A message on the `NOTIFY_SOCKET` given to the worker spawned with this token.
-    Notified { token: u64, message: Message },
+    /// Messages wait on the workers' `NOTIFY_SOCKET`s: `WorkerSockets::take` has them (at most
+    /// one such event waits at a time, however much the workers send).
+    Notified,
     /// `--prefix`: every line of the worker `pid` has been written (its pipes are closed).
     OutputClosed { pid: i32 },
     /// A request on the control socket, from the client numbered `client`.

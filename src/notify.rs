@@ -1,26 +1,41 @@
 //! The sd_notify protocol, both ways.
 //!
-//! Down: with `--ready notify` every worker gets a `NOTIFY_SOCKET` of its own, a datagram socket in a
-//! directory only recluster's user can enter (made by `mkdtemp`, so no one can take its name first). A message on it counts for that worker whoever in its
-//! tree sends it (`systemd-notify --ready` from a wrapper script works). One thread receives them
-//! all and turns them into `Event::Notified`. That thread has a descriptor table of its own, and
-//! the sockets live there alone (handed over with `SCM_RIGHTS`): the main thread, which spawns
-//! every worker, then holds none of them, so a spawn costs the same with 10 workers or 10,000.
+//! Down: with `--ready notify` every worker gets a `NOTIFY_SOCKET` of its own, a datagram socket in
+//! a directory kept by `notify_dir` (no worker can make recluster act on a path it chose). A
+//! message on it counts for that worker whoever in its tree sends it (`systemd-notify --ready`
+//! from a wrapper script works). One thread receives them all. That thread has a descriptor table
+//! of its own, and the sockets live there alone (handed over with `SCM_RIGHTS`): the main thread,
+//! which spawns every worker, then holds none of them, so a spawn costs the same with 10 workers
+//! or 10,000.
+//!
+//! A worker may send as fast as it likes without growing recluster or starving its loop: the
+//! thread folds each datagram into the worker's one pending `Message` (the latest `STATUS`, cut
+//! to `STATUS_MAX` bytes; one watchdog word), reads at most `BURST` datagrams from a socket before
+//! it looks at the others, and sends `Event::Notified` only when the pending set was empty: at
+//! most one such event waits in the channel, and the loop takes every pending message at once.
 //!
 //! Up: when recluster itself runs with `NOTIFY_SOCKET` (a systemd `Type=notify` service), `Manager`
 //! sends it `READY=1`, `STOPPING=1` and `STATUS=` lines.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 use nix::sys::socket;
 
 use crate::event::Event;
+use crate::notify_dir::NotifyDir;
+
+/// The longest `STATUS=` text kept, in bytes (cut at a character boundary): a status is a line
+/// for `ctl status` and the log, not a document.
+pub const STATUS_MAX: usize = 256;
+
+/// At most this many datagrams are read from one socket before the others get their turn.
+const BURST: usize = 32;
 
 /// What a worker said on its socket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +67,7 @@ impl Message {
             match line.split_once('=') {
                 Some(("READY", "1")) => message.ready = true,
                 Some(("STOPPING", "1")) => message.stopping = true,
-                Some(("STATUS", status)) => message.status = Some(status.to_string()),
+                Some(("STATUS", status)) => message.status = Some(truncate(status).to_string()),
                 Some(("WATCHDOG", "1")) => message.watchdog = Some(Watchdog::Ping),
                 Some(("WATCHDOG", "trigger")) => message.watchdog = Some(Watchdog::Trigger),
                 Some(("WATCHDOG_USEC", usec)) => {
@@ -65,17 +80,53 @@ impl Message {
         }
         message
     }
+
+    /// Folds `later` into this message, as if the cluster had seen both in turn: readiness and
+    /// stopping stay, the later `STATUS` wins, `WATCHDOG=trigger` wins over the rest, and a ping
+    /// after `WATCHDOG_USEC=` keeps the new interval (which counts as a ping too).
+    pub fn merge(&mut self, later: Message) {
+        self.ready |= later.ready;
+        self.stopping |= later.stopping;
+        if later.status.is_some() {
+            self.status = later.status;
+        }
+        self.watchdog = match (self.watchdog, later.watchdog) {
+            (Some(Watchdog::Trigger), _) | (_, Some(Watchdog::Trigger)) => Some(Watchdog::Trigger),
+            (earlier, None) => earlier,
+            (Some(Watchdog::Interval(usec)), Some(Watchdog::Ping)) => {
+                Some(Watchdog::Interval(usec))
+            }
+            (_, later) => later,
+        };
+    }
 }
 
-/// The private directory of the workers' sockets, and the thread that reads them.
+/// `text` cut to `STATUS_MAX` bytes at a character boundary.
+fn truncate(text: &str) -> &str {
+    if text.len() <= STATUS_MAX {
+        return text;
+    }
+    let mut end = STATUS_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// What the workers said and the loop has not taken yet: one merged `Message` per socket token.
+type Pending = Arc<Mutex<HashMap<u64, Message>>>;
+
+/// The workers' sockets, their directory, and the thread that reads them.
 pub struct WorkerSockets {
-    dir: PathBuf,
+    dir: NotifyDir,
     next: u64,
-    /// With `--user`: who owns the directory and the sockets, so workers can reach them.
-    owner: Option<(u32, u32)>,
+    /// Tokens of the sockets open now.
+    open: HashSet<u64>,
     /// recluster's end of the thread's control socket: sockets to watch go over it as
     /// `SCM_RIGHTS`, then recluster closes its own copy.
     control: OwnedFd,
+    /// Messages received and not taken yet.
+    pending: Pending,
 }
 
 /// A control message to the thread: `OPEN` with the socket attached, or `CLOSE`, and a token.
@@ -83,45 +134,37 @@ const OPEN: u8 = b'o';
 const CLOSE: u8 = b'c';
 
 impl WorkerSockets {
-    /// Creates the directory (mode 0700, a fresh name nobody else can have taken) and starts the
-    /// thread; messages arrive on `events`.
-    /// With `owner` (`--user`), the directory and the sockets belong to that uid and gid, and
-    /// to no other user.
+    /// Creates the directory (see `notify_dir`) and starts the thread; `Event::Notified` on
+    /// `events` says that messages wait (`take`). With `owner` (`--user`), each socket belongs
+    /// to that uid and gid, and the directory lets that group pass.
     pub fn start(events: Sender<Event>, owner: Option<(u32, u32)>) -> io::Result<WorkerSockets> {
-        let mut sockets = WorkerSockets::start_in(&notify_base(), events, true)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&sockets.dir, Some(uid), Some(gid))?;
-            sockets.owner = owner;
-        }
-        Ok(sockets)
+        WorkerSockets::start_in(&notify_base(), events, owner, true)
     }
 
     /// `start`, with the directory made under `base`, the thread's descriptor table private if
     /// `private` (and allowed).
-    fn start_in(base: &Path, events: Sender<Event>, private: bool) -> io::Result<WorkerSockets> {
-        let dir = make_private_dir(base)?;
-        // `w` and a token of up to 20 digits must fit in a socket address.
-        let longest = dir.as_os_str().len() + "/w".len() + 20;
-        if longest >= SOCKET_PATH_MAX {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(io::Error::other(format!(
-                "{} is too long for a socket path ({SOCKET_PATH_MAX} bytes at most): set TMPDIR (or XDG_RUNTIME_DIR) to a shorter directory",
-                dir.display()
-            )));
-        }
+    fn start_in(
+        base: &Path,
+        events: Sender<Event>,
+        owner: Option<(u32, u32)>,
+        private: bool,
+    ) -> io::Result<WorkerSockets> {
+        let dir = NotifyDir::create(base, owner)?;
         let (control, thread_end) = socket::socketpair(
             socket::AddressFamily::Unix,
             socket::SockType::SeqPacket,
             None,
             socket::SockFlag::SOCK_CLOEXEC,
         )?;
+        let pending = Pending::default();
+        let mailbox = pending.clone();
         let (ready, started) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("notify".to_string())
             .spawn(move || match own_descriptor_table(&thread_end, private) {
                 Ok(epoll) => {
                     let _ = ready.send(Ok(()));
-                    receive(epoll, thread_end, &events);
+                    receive(epoll, thread_end, &mailbox, &events);
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -134,36 +177,48 @@ impl WorkerSockets {
         Ok(WorkerSockets {
             dir,
             next: 0,
-            owner: None,
+            open: HashSet::new(),
             control,
+            pending,
         })
     }
 
     /// A new socket for the next worker: its token and the path for `NOTIFY_SOCKET`.
     pub fn open(&mut self) -> io::Result<(u64, PathBuf)> {
         self.next += 1;
-        let path = self.dir.join(format!("w{}", self.next));
-        let socket = UnixDatagram::bind(&path)?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
-        }
+        let name = format!("w{}", self.next);
+        let (socket, path) = self.dir.bind(&name)?;
         // The thread reads each socket until it would block, after epoll says it is readable.
-        socket.set_nonblocking(true)?;
-        let sent = self.tell(OPEN, self.next, Some(socket.as_raw_fd()));
+        let sent = socket
+            .set_nonblocking(true)
+            .and_then(|()| self.tell(OPEN, self.next, Some(socket.as_raw_fd())));
         drop(socket); // the thread holds it now
         if let Err(e) = sent {
-            let _ = std::fs::remove_file(&path);
+            self.dir.remove(&name);
             return Err(e);
         }
+        self.open.insert(self.next);
         Ok((self.next, path))
     }
 
     /// Closes a worker's socket (it has ended).
     pub fn close(&mut self, token: u64) {
-        let _ = std::fs::remove_file(self.dir.join(format!("w{token}")));
+        if !self.open.remove(&token) {
+            return;
+        }
+        self.dir.remove(&format!("w{token}"));
         if let Err(e) = self.tell(CLOSE, token, None) {
             log::debug!("failed to close notify socket {token}: {e}");
         }
+    }
+
+    /// What the workers said since the last call: one merged message per socket token, in
+    /// token order.
+    pub fn take(&self) -> Vec<(u64, Message)> {
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        let mut messages: Vec<(u64, Message)> = taken.into_iter().collect();
+        messages.sort_unstable_by_key(|(token, _)| *token);
+        messages
     }
 
     fn tell(&self, what: u8, token: u64, fd: Option<RawFd>) -> io::Result<()> {
@@ -185,18 +240,15 @@ impl WorkerSockets {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 }
 
-impl Drop for WorkerSockets {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The pending messages, even if a thread panicked while holding them (they stay consistent:
+/// each update is one insert).
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Message>> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// The longest path a unix socket address holds (`sun_path`, with its NUL).
-const SOCKET_PATH_MAX: usize = 108;
 
 /// The epoll token of the control socket (worker sockets have theirs from 1 up).
 const WAKE: u64 = 0;
@@ -213,24 +265,6 @@ fn notify_base() -> PathBuf {
         .chain([PathBuf::from("/dev/shm")])
         .find(|d| d.is_dir())
         .unwrap_or_else(|| PathBuf::from("/tmp"))
-}
-
-/// `BASE/recluster-PID-XXXXXX`, created by `mkdtemp`: mode 0700 and a name no other user can
-/// have taken first.
-fn make_private_dir(base: &Path) -> io::Result<PathBuf> {
-    let template = base.join(format!("recluster-{}-XXXXXX", std::process::id()));
-    let mut bytes = template.into_os_string().into_vec();
-    bytes.push(0);
-    // SAFETY: a writable, NUL-terminated template ending in XXXXXX, as mkdtemp requires.
-    if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot create a directory in {}: {e}", base.display()),
-        ));
-    }
-    bytes.pop();
-    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
 /// Adds `fd` to the epoll set with `token`.
@@ -266,9 +300,10 @@ fn own_descriptor_table(keep: &OwnedFd, private: bool) -> io::Result<RawFd> {
 }
 
 /// The thread: wait on every worker socket and the control socket at once (epoll: the cost of a
-/// wake does not grow with the number of workers); turn datagrams into events. It ends when
-/// recluster's end of the control socket closes.
-fn receive(epoll: RawFd, control: OwnedFd, events: &Sender<Event>) {
+/// wake does not grow with the number of workers); fold datagrams into `pending`, and tell the
+/// loop when the pending set stops being empty. It ends when recluster's end of the control
+/// socket closes, or the loop is gone.
+fn receive(epoll: RawFd, control: OwnedFd, pending: &Pending, events: &Sender<Event>) {
     let mut sockets: HashMap<u64, UnixDatagram> = HashMap::new();
     let mut buffer = vec![0u8; 4096];
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
@@ -281,7 +316,7 @@ fn receive(epoll: RawFd, control: OwnedFd, events: &Sender<Event>) {
         for event in &ready[..n as usize] {
             let token = event.u64;
             if token == WAKE {
-                if !take_orders(epoll, &control, &mut sockets) {
+                if !take_orders(epoll, &control, &mut sockets, pending) {
                     return;
                 }
                 continue;
@@ -289,11 +324,29 @@ fn receive(epoll: RawFd, control: OwnedFd, events: &Sender<Event>) {
             let Some(socket) = sockets.get(&token) else {
                 continue; // closed since epoll_wait returned
             };
-            while let Ok(n) = socket.recv(&mut buffer) {
-                let message = Message::parse(&buffer[..n]);
-                if events.send(Event::Notified { token, message }).is_err() {
-                    return;
+            // At most BURST at a time: epoll reports a socket with more again next round.
+            let mut message: Option<Message> = None;
+            for _ in 0..BURST {
+                let Ok(n) = socket.recv(&mut buffer) else {
+                    break;
+                };
+                let parsed = Message::parse(&buffer[..n]);
+                match &mut message {
+                    Some(message) => message.merge(parsed),
+                    None => message = Some(parsed),
                 }
+            }
+            let Some(message) = message else {
+                continue;
+            };
+            let was_empty = {
+                let mut pending = lock(pending);
+                let was_empty = pending.is_empty();
+                pending.entry(token).or_default().merge(message);
+                was_empty
+            };
+            if was_empty && events.send(Event::Notified).is_err() {
+                return;
             }
         }
     }
@@ -301,7 +354,12 @@ fn receive(epoll: RawFd, control: OwnedFd, events: &Sender<Event>) {
 
 /// Carries out every `OPEN` and `CLOSE` waiting on the control socket; false once recluster's
 /// end is gone.
-fn take_orders(epoll: RawFd, control: &OwnedFd, sockets: &mut HashMap<u64, UnixDatagram>) -> bool {
+fn take_orders(
+    epoll: RawFd,
+    control: &OwnedFd,
+    sockets: &mut HashMap<u64, UnixDatagram>,
+    pending: &Pending,
+) -> bool {
     loop {
         let mut message = [0u8; 9];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -341,6 +399,7 @@ fn take_orders(epoll: RawFd, control: &OwnedFd, sockets: &mut HashMap<u64, UnixD
             (CLOSE, _) => {
                 // Closing the socket takes it out of the epoll set.
                 sockets.remove(&token);
+                lock(pending).remove(&token);
             }
             (_, fd) => {
                 if let Some(fd) = fd {
@@ -405,6 +464,27 @@ mod tests {
     }
 
     #[test]
+    fn a_status_is_cut_at_a_character_boundary_and_later_words_win_when_merged() {
+        let long = format!("STATUS={}", "é".repeat(STATUS_MAX));
+        let status = Message::parse(long.as_bytes()).status.unwrap();
+        assert_eq!(status.len(), STATUS_MAX);
+        let mut merged = Message::parse(b"READY=1\nSTATUS=one\nWATCHDOG_USEC=5000");
+        merged.merge(Message::parse(b"WATCHDOG=1\nSTATUS=two"));
+        assert_eq!(
+            merged,
+            Message {
+                ready: true,
+                status: Some("two".to_string()),
+                watchdog: Some(Watchdog::Interval(5000)),
+                ..Message::default()
+            }
+        );
+        merged.merge(Message::parse(b"WATCHDOG=trigger"));
+        merged.merge(Message::parse(b"WATCHDOG=1"));
+        assert_eq!(merged.watchdog, Some(Watchdog::Trigger));
+    }
+
+    #[test]
     fn the_directory_has_a_fresh_name_and_a_base_too_long_for_sockets_is_refused() {
         let (sender, _events) = crossbeam_channel::unbounded();
         let a = WorkerSockets::start(sender.clone(), None).unwrap();
@@ -412,7 +492,7 @@ mod tests {
         assert_ne!(a.dir(), b.dir(), "mkdtemp names");
         let long = std::env::temp_dir().join("d".repeat(90));
         std::fs::create_dir_all(&long).unwrap();
-        let err = WorkerSockets::start_in(&long, sender, true)
+        let err = WorkerSockets::start_in(&long, sender, None, true)
             .err()
             .expect("refused");
         assert!(
@@ -438,7 +518,7 @@ mod tests {
     /// unshare).
     fn delivers_messages(private: bool) {
         let (sender, events) = crossbeam_channel::unbounded();
-        let mut sockets = WorkerSockets::start_in(&notify_base(), sender, private).unwrap();
+        let mut sockets = WorkerSockets::start_in(&notify_base(), sender, None, private).unwrap();
         let mode = std::fs::metadata(sockets.dir()).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
@@ -452,17 +532,56 @@ mod tests {
         let event = events
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap();
+        assert_eq!(event, Event::Notified);
         assert_eq!(
-            event,
-            Event::Notified {
+            sockets.take(),
+            [(
                 token,
-                message: Message {
+                Message {
                     ready: true,
                     ..Message::default()
                 }
-            }
+            )]
         );
         sockets.close(token);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_flood_leaves_one_pending_message_and_one_event() {
+        let (sender, events) = crossbeam_channel::unbounded();
+        let mut sockets = WorkerSockets::start_in(&notify_base(), sender, None, true).unwrap();
+        let (token, path) = sockets.open().unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        for n in 0..2000 {
+            let text = format!("WATCHDOG=1\nSTATUS=n={n}");
+            // A full queue (the thread behind) drops the datagram: a flooder's own loss.
+            let _ = client.send_to(text.as_bytes(), &path);
+        }
+        client.send_to(b"WATCHDOG=1\nSTATUS=last", &path).unwrap();
+        assert_eq!(
+            events
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap(),
+            Event::Notified
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut last = None;
+        while last.as_deref() != Some("last") && std::time::Instant::now() < deadline {
+            for (from, message) in sockets.take() {
+                assert_eq!(from, token);
+                assert_eq!(message.watchdog, Some(Watchdog::Ping));
+                last = message.status;
+            }
+            if last.as_deref() != Some("last") {
+                let _ = events.recv_timeout(std::time::Duration::from_millis(100));
+            }
+        }
+        assert_eq!(last.as_deref(), Some("last"));
+        assert!(
+            events.len() <= 1,
+            "{} events wait for one worker",
+            events.len()
+        );
     }
 }

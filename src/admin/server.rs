@@ -16,7 +16,6 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +34,7 @@ use crate::control::server::{Frontend, Replies, Reply};
 use crate::event::Event;
 use crate::listen::ListenAddress;
 use crate::snapshot::Snapshot;
+use crate::socket_file::SocketFile;
 
 pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ use crate::reactor::{LISTENER, WAKE};
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, SocketFile),
 }
 
 enum Stream {
@@ -118,7 +118,8 @@ pub fn bind(address: &ListenAddress) -> io::Result<Bound> {
     let listener = match address {
         ListenAddress::Unix(path) => {
             crate::socket::clear_stale_socket(path).map_err(io::Error::other)?;
-            Listener::Unix(UnixListener::bind(path)?, path.clone())
+            let listener = UnixListener::bind(path)?;
+            Listener::Unix(listener, SocketFile::note(path)?)
         }
         ListenAddress::Tcp { host: None, port } => {
             match TcpListener::bind(("::", *port)) {
@@ -140,7 +141,7 @@ pub fn bind(address: &ListenAddress) -> io::Result<Bound> {
     };
     let local = match &listener {
         Listener::Tcp(l) => l.local_addr()?.to_string(),
-        Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        Listener::Unix(_, file) => format!("unix:{}", file.path().display()),
     };
     match &listener {
         Listener::Tcp(l) => l.set_nonblocking(true)?,
@@ -237,8 +238,8 @@ impl crate::reactor::Server for Thread {
         if self.take_replies() {
             return true;
         }
-        if let Listener::Unix(_, path) = &self.listener {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, file) = &self.listener {
+            file.remove();
         }
         false
     }

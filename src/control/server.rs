@@ -36,6 +36,7 @@ use super::location::{self, Placement};
 use super::protocol::{self, MAX_LINE, Request};
 pub use super::replies::{Frontend, Replies, Reply};
 use crate::event::Event;
+use crate::socket_file::SocketFile;
 
 /// How many clients may be connected at once.
 pub const MAX_CLIENTS: usize = 128;
@@ -53,6 +54,8 @@ use crate::reactor::{LISTENER, WAKE};
 /// The running control socket; dropping it shuts the thread down and removes the socket.
 pub struct Server {
     pub path: PathBuf,
+    /// What the socket is removed through at the end (see `socket_file`).
+    file: Option<SocketFile>,
     replies: Replies,
     thread: Option<JoinHandle<()>>,
 }
@@ -73,6 +76,10 @@ impl Server {
                 return None;
             }
         };
+        // Noted before any worker runs: the removal at the end goes through it.
+        let file = SocketFile::note(&path)
+            .map_err(|e| warn!("{}: {e}: it will not be removed at exit", path.display()))
+            .ok();
         let started = Replies::channel().and_then(|(replies, receiver, wake)| {
             let thread = Thread::new(listener, wake, receiver, events, name)?;
             let handle = std::thread::Builder::new()
@@ -86,12 +93,15 @@ impl Server {
                 info!("control socket at {}", path.display());
                 Some(Server {
                     path,
+                    file,
                     replies,
                     thread: Some(handle),
                 })
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                if let Some(file) = file {
+                    file.remove();
+                }
                 warn!("no control socket (cannot start its thread: {e}); running without it");
                 None
             }
@@ -109,7 +119,9 @@ impl Drop for Server {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(file) = &self.file {
+            file.remove();
+        }
     }
 }
 

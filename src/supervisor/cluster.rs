@@ -42,7 +42,7 @@ mod scale;
 mod snapshot;
 mod stop;
 mod timers;
-mod watchdog;
+pub(crate) mod watchdog;
 mod worker;
 
 #[cfg(test)]
@@ -371,7 +371,7 @@ impl Cluster {
         let mut actions = Vec::new();
         for exit in exits {
             self.note_exit(exit, now);
-            self.watchdogs.remove(&exit.pid);
+            self.disarm_watchdog(exit.pid);
             self.memory_strikes.remove(&exit.pid);
             match self.places.remove(&exit.pid) {
                 Some(Place::Slot(id)) => {

@@ -131,10 +131,17 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 let released = take_held(&mut held, |e, _| e.pid == pid);
                 cluster.on_reaped(&released, children_left, now)
             }
-            Some(Event::Notified { token, message }) => match executor.pid_of.get(&token) {
-                Some(&pid) => cluster.on_notified(pid, &message, now),
-                None => Vec::new(),
-            },
+            Some(Event::Notified) => {
+                let messages = executor.plumbing.notify.as_ref().map(WorkerSockets::take);
+                let mut actions = Vec::new();
+                for (token, message) in messages.unwrap_or_default() {
+                    // A socket whose worker has ended since is forgotten.
+                    if let Some(&pid) = executor.pid_of.get(&token) {
+                        actions.extend(cluster.on_notified(pid, &message, now));
+                    }
+                }
+                actions
+            }
             Some(Event::Control {
                 client,
                 request,

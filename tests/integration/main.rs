@@ -24,4 +24,5 @@ mod signals;
 mod sockets;
 mod stopping;
 mod trust_ctl;
+mod trust_notify;
 mod workers;

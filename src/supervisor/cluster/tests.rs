@@ -1354,6 +1354,77 @@ fn a_ready_worker_that_stops_pinging_its_watchdog_gets_sigabrt_and_is_restarted_
 }
 
 #[test]
+fn a_million_pings_leave_one_watchdog_deadline_and_watchdog_usec_is_clamped() {
+    let t0 = Instant::now();
+    let watched = Policy {
+        watchdog: Some(1000 * MS),
+        ..notify_policy()
+    };
+    let mut cluster = starting(watched, 2, t0);
+    for pid in [100, 101] {
+        cluster.on_notified(pid, &ready_message(), t0);
+    }
+    let baseline = cluster.timers.len();
+    let mut now = t0;
+    for n in 0..1_000_000u64 {
+        now += Duration::from_micros(1);
+        // Ever longer intervals (each deadline later than the last), then shorter ones (each
+        // earlier): neither may leave an entry behind.
+        let usec = if n < 500_000 {
+            1_000_000_000_000 + n
+        } else {
+            2_000_000 - n
+        };
+        let watchdog = if n % 2 == 0 {
+            Watchdog::Interval(usec)
+        } else {
+            Watchdog::Ping
+        };
+        let message = Message {
+            watchdog: Some(watchdog),
+            ..Message::default()
+        };
+        assert!(cluster.on_notified(100, &message, now).is_empty());
+    }
+    assert!(
+        cluster.timers.len() <= baseline,
+        "{} timers after the pings, {baseline} before",
+        cluster.timers.len()
+    );
+    // The last WATCHDOG_USEC= said 1000002 µs: the deadline is that far from the last ping.
+    let interval = Duration::from_micros(1_000_002);
+    assert_eq!(cluster.watchdogs[&100], (now + interval, interval));
+    let huge = Message {
+        watchdog: Some(Watchdog::Interval(u64::MAX)),
+        ..Message::default()
+    };
+    cluster.on_notified(100, &huge, now);
+    assert_eq!(cluster.watchdogs[&100].1, watchdog::INTERVAL_MAX);
+    let tiny = Message {
+        watchdog: Some(Watchdog::Interval(0)),
+        ..Message::default()
+    };
+    cluster.on_notified(101, &tiny, now);
+    assert_eq!(cluster.watchdogs[&101].1, watchdog::INTERVAL_MIN);
+    // Worker 1 misses its 1 ms at once; worker 0 is left alone for a day.
+    assert_eq!(
+        cluster.on_timer(now + 1000 * MS),
+        [Action::SignalGroup {
+            pgid: 101,
+            signal: Sig::ABRT
+        }]
+    );
+    assert_eq!(
+        cluster.next_deadline(),
+        Some(now + 1000 * MS + 5000 * MS),
+        "101's kill"
+    );
+    cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::KILL)), true, now);
+    assert!(!cluster.watchdogs.contains_key(&100));
+    check_invariants(&cluster);
+}
+
+#[test]
 fn without_a_watchdog_nothing_is_timed_once_ready() {
     let t0 = Instant::now();
     let mut cluster = starting(notify_policy(), 1, t0);

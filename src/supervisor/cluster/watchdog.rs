@@ -1,8 +1,9 @@
 //! `--watchdog`: systemd's watchdog, per worker. A ready worker must send `WATCHDOG=1` at least
 //! every interval (`WATCHDOG_USEC=` changes it, `WATCHDOG=trigger` fails it at once); one that
 //! misses it gets SIGABRT (systemd's WatchdogSignal, so it can dump core), SIGKILL after
-//! `--kill-timeout`, and is restarted as a failure. Deadlines live in the timer heap, only while
-//! a watchdog is on.
+//! `--kill-timeout`, and is restarted as a failure. Each watched worker has one deadline in the
+//! timers, `set` (replaced) by each ping, so a worker that pings without pause costs nothing
+//! more than one that pings once; `WATCHDOG_USEC=` is taken within `INTERVAL_MIN..=INTERVAL_MAX`.
 
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,18 @@ use crate::signal::Sig;
 use super::worker::{self, later};
 use super::{Action, Cluster, Key, Occupant, Place, Report};
 
+/// The shortest interval `WATCHDOG_USEC=` may set: finer than the loop can honour anyway.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(1);
+/// The longest: a day (a watchdog that need not hear from the worker for longer is not watching).
+pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
+
 impl Cluster {
     /// `--watchdog`: a ready worker starts its watchdog (`WATCHDOG_USEC` from the policy).
     pub(super) fn arm_watchdog(&mut self, pid: i32, now: Instant) {
         if let Some(interval) = self.policy.watchdog {
             let due = later(now, interval);
             self.watchdogs.insert(pid, (due, interval));
-            self.timers.push(due, Key::Watchdog(pid));
+            self.timers.set(due, Key::Watchdog(pid));
         }
     }
 
@@ -30,12 +36,21 @@ impl Cluster {
         let interval = match message {
             Watchdog::Trigger => return self.fail_watchdog(pid, true, now),
             Watchdog::Ping => interval,
-            Watchdog::Interval(usec) => Duration::from_micros(usec.max(1)),
+            Watchdog::Interval(usec) => {
+                Duration::from_micros(usec).clamp(INTERVAL_MIN, INTERVAL_MAX)
+            }
         };
         let due = later(now, interval);
         self.watchdogs.insert(pid, (due, interval));
-        self.timers.push(due, Key::Watchdog(pid));
+        self.timers.set(due, Key::Watchdog(pid));
         Vec::new()
+    }
+
+    /// A worker that ended: its watchdog goes.
+    pub(super) fn disarm_watchdog(&mut self, pid: i32) {
+        if self.watchdogs.remove(&pid).is_some() {
+            self.timers.cancel(Key::Watchdog(pid));
+        }
     }
 
     /// A watchdog deadline came up.
@@ -52,6 +67,7 @@ impl Cluster {
         let Some((_, interval)) = self.watchdogs.remove(&pid) else {
             return Vec::new();
         };
+        self.timers.cancel(Key::Watchdog(pid));
         // Only a slot's own ready worker has a watchdog that counts (a retired one is leaving).
         let Some(&Place::Slot(id)) = self.places.get(&pid) else {
             return Vec::new();
