@@ -256,25 +256,6 @@ impl Origin {
     }
 }
 
-/// A worker's own text (its `STATUS=`) as the log shows it: control characters (terminal escapes,
-/// line breaks) and the bidirectional overrides escaped as `\u{1b}`, `\n`, so it can neither
-/// forge log lines nor drive the operator's terminal.
-struct Escaped<'a>(&'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -329,7 +310,7 @@ impl Report {
             }
             Report::WorkerStatus { id, pid, status } => {
                 let id = label(*id);
-                write!(f, "worker {id} (pid {pid}): {}", Escaped(status))
+                write!(f, "worker {id} (pid {pid}): {}", crate::escape::controls(status))
             }
             Report::WorkerReady { id, pid } => {
                 let id = label(*id);
@@ -643,7 +624,7 @@ mod tests {
         };
         assert_eq!(
             report.to_string(),
-            "worker 1 (pid 42): ok\\u{1b}]0;owned\\u{7}\\nrecluster: worker 2 died\\u{202e}x\\u{9b}"
+            "worker 1 (pid 42): ok\\x1b]0;owned\\x07\\nrecluster: worker 2 died\\u{202e}x\\x9b"
         );
     }
 }
