@@ -1,6 +1,8 @@
 //! `--on EVENT=COMMAND`: lifecycle hooks. COMMAND runs with `/bin/sh -c` beside the cluster when
 //! the cluster reports EVENT, with `RECLUSTER_EVENT`, `WORKER_ID`, `WORKER_GROUP`, `WORKER_PID`,
-//! `WORKER_GENERATION` and, for `exit`, `WORKER_EXIT` (`exit 3` or `signal 9`). Hooks never block
+//! `WORKER_GENERATION` and, for `exit`, `WORKER_EXIT` (`exit 3` or `signal 9`), in the environment
+//! workers inherit (`spawn::inherited_environment`: nothing recluster's own service manager
+//! addressed to recluster — `LISTEN_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`, `EINHORN_*`). Hooks never block
 //! or break the cluster: each runs in a process group of its own, `--hook-timeout` ends it, its
 //! failure is logged, and at most `MAX_RUNNING` run at once (further events are dropped, and
 //! counted). When the cluster stops, running hooks get the stop signal; the `stop` hooks start
@@ -392,7 +394,9 @@ fn spawn_hook(command: &str, event: HookEvent, details: &Details) -> std::io::Re
         "WORKER_EXIT",
         "WORKER_GROUP",
     ];
-    for (key, value) in std::env::vars_os() {
+    // The environment workers inherit (nothing addressed to recluster by its own service
+    // manager), without the variables set here.
+    for (key, value) in crate::spawn::inherited_environment() {
         if set.iter().any(|s| key == *s) {
             continue;
         }
