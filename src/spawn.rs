@@ -21,8 +21,13 @@
 //!    recluster's descriptors may lie above it);
 //! 8. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
-//! An exec failure is written into the memory the child shares with recluster, so the log names
-//! the cause, and the child exits 127 (not found) or 126.
+//! Every step is checked: a failure of any of them is a failed start, as an exec failure is. The
+//! child writes the step and its errno into the memory it shares with recluster, so the log names
+//! the cause (`setpgid before exec: …`), and exits 127 (not found), 126 (exec refused, or the drop
+//! to `--user`) or 1 (a setup step). One exception: `close_range(CLOSE_RANGE_CLOEXEC)` missing from
+//! the kernel (before 5.11: `ENOSYS` or `EINVAL`) is not a failure, since recluster marked every
+//! descriptor it inherited close-on-exec at start (`startup::close_inherited_fds_on_exec`) and
+//! opens its own that way; any other error of it is.
 //!
 //! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
 //! recluster's single `waitpid(-1)` reaper.
@@ -307,8 +312,13 @@ impl Spawner {
         if pid < 0 {
             return Err(SpawnError::Fork(io::Error::last_os_error()));
         }
-        // SAFETY: the child has exec'd or exited: nothing writes the field any more.
-        let errno = unsafe { std::ptr::read_volatile(&raw const prepared.exec_errno) };
+        // SAFETY: the child has exec'd or exited: nothing writes the fields any more.
+        let (errno, step) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const prepared.exec_errno),
+                std::ptr::read_volatile(&raw const prepared.failed_step),
+            )
+        };
         let mut relayed = false;
         if let (Some(pipes), Some(relay)) = (pipes, self.relay.as_mut()) {
             // The child has its own copies of the write ends: ours go, so EOF comes with its end.
@@ -330,7 +340,7 @@ impl Spawner {
         }
         Ok(Spawned {
             pid,
-            exec_error: (errno != 0).then(|| io::Error::from_raw_os_error(errno)),
+            exec_error: (errno != 0).then(|| step.error(errno)),
             relayed,
         })
     }
@@ -450,6 +460,7 @@ impl Spawner {
             credentials: self.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone())),
             affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
             exec_errno: 0,
+            failed_step: Step::Exec,
         })
     }
 }
@@ -480,8 +491,44 @@ struct Prepared {
     credentials: Option<(u32, u32, Vec<libc::gid_t>)>,
     /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
     affinity: Option<libc::cpu_set_t>,
-    /// Written by the child when it cannot exec (it shares this memory): why.
+    /// Written by the child when it cannot exec (it shares this memory): why, and at which step.
     exec_errno: i32,
+    failed_step: Step,
+}
+
+/// The step of the child's setup that failed (see the module doc), reported with its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Exec,
+    ProcessGroup,
+    User,
+    DeathSignal,
+    Affinity,
+    Signals,
+    Stdio,
+    CloseOnExec,
+    Sockets,
+    FdLimit,
+}
+
+impl Step {
+    /// The error the parent reports: the errno alone for `execve`, else with the step named.
+    fn error(self, errno: i32) -> io::Error {
+        let os = io::Error::from_raw_os_error(errno);
+        let step = match self {
+            Step::Exec => return os,
+            Step::ProcessGroup => "setpgid",
+            Step::User => "the drop to --user",
+            Step::DeathSignal => "PR_SET_PDEATHSIG",
+            Step::Affinity => "sched_setaffinity",
+            Step::Signals => "resetting the signal dispositions and mask",
+            Step::Stdio => "dup2 of stdin, stdout or stderr",
+            Step::CloseOnExec => "close_range",
+            Step::Sockets => "placing the sockets at fd 3 and up",
+            Step::FdLimit => "setrlimit(RLIMIT_NOFILE)",
+        };
+        io::Error::new(os.kind(), format!("{step} before exec: {os}"))
+    }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -516,45 +563,62 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
     // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the child
     // shares while the parent waits; nothing allocates, locks or unwinds.
     unsafe {
-        libc::setpgid(0, 0);
+        let errno = || *libc::__errno_location();
+        if libc::setpgid(0, 0) != 0 {
+            report_and_exit(prepared, Step::ProcessGroup, errno(), exit_code::FAILURE);
+        }
         if let Some((uid, gid, groups)) = &prepared.credentials {
             let (uid, gid, groups) = (*uid, *gid, (groups.as_ptr(), groups.len()));
             drop_privileges(prepared, uid, gid, groups);
         }
         // After the drop: changing credentials clears the parent-death signal.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            report_and_exit(prepared, Step::DeathSignal, errno(), exit_code::FAILURE);
+        }
         if libc::getppid() != prepared.recluster_pid {
             libc::_exit(exit_code::FAILURE); // recluster died before the death signal was armed
         }
         if let Some(set) = &prepared.affinity
             && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
         {
-            report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+            report_and_exit(prepared, Step::Affinity, errno(), exit_code::FAILURE);
         }
-        for &number in &prepared.signals_to_reset {
-            libc::signal(number, libc::SIG_DFL);
+        for i in 0..prepared.signals_to_reset.len() {
+            if libc::signal(prepared.signals_to_reset[i], libc::SIG_DFL) == libc::SIG_ERR {
+                report_and_exit(prepared, Step::Signals, errno(), exit_code::FAILURE);
+            }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::dup2(prepared.devnull, 0);
-        if prepared.output[0] >= 0 {
-            libc::dup2(prepared.output[0], 1);
-            libc::dup2(prepared.output[1], 2);
+        let failed = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if failed != 0 {
+            report_and_exit(prepared, Step::Signals, failed, exit_code::FAILURE);
         }
-        libc::syscall(
+        if libc::dup2(prepared.devnull, 0) < 0
+            || (prepared.output[0] >= 0
+                && (libc::dup2(prepared.output[0], 1) < 0 || libc::dup2(prepared.output[1], 2) < 0))
+        {
+            report_and_exit(prepared, Step::Stdio, errno(), exit_code::FAILURE);
+        }
+        let marked = libc::syscall(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        // ENOSYS, EINVAL: a kernel before 5.11 (see the module doc).
+        if marked != 0 && errno() != libc::ENOSYS && errno() != libc::EINVAL {
+            report_and_exit(prepared, Step::CloseOnExec, errno(), exit_code::FAILURE);
+        }
         place_listen_fds(prepared);
         if !prepared.watchdog_pid.is_empty() {
             write_own_pid(&mut prepared.watchdog_pid, WATCHDOG_PID_PREFIX.len());
         }
-        if let Some(limit) = &prepared.fd_limit {
+        if let Some(limit) = &prepared.fd_limit
             // Last, once no descriptor is to be created: recluster's own fds may lie above it.
-            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+            && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
+        {
+            report_and_exit(prepared, Step::FdLimit, errno(), exit_code::FAILURE);
         }
         libc::execve(
             prepared.path.as_ptr(),
@@ -575,7 +639,7 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
         } else {
             exit_code::CANNOT_EXECUTE
         };
-        report_and_exit(prepared, errno, code)
+        report_and_exit(prepared, Step::Exec, errno, code)
     }
 }
 
@@ -600,6 +664,7 @@ unsafe fn drop_privileges(
         if failed {
             report_and_exit(
                 prepared,
+                Step::User,
                 *libc::__errno_location(),
                 exit_code::CANNOT_EXECUTE,
             );
@@ -611,7 +676,7 @@ unsafe fn drop_privileges(
         // A drop that holds: back to root is refused (unless the target is root).
         let regained = uid != 0 && libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == 0;
         if [r, e, s] != [uid; 3] || [gr, ge, gs] != [gid; 3] || regained {
-            report_and_exit(prepared, libc::EPERM, exit_code::CANNOT_EXECUTE);
+            report_and_exit(prepared, Step::User, libc::EPERM, exit_code::CANNOT_EXECUTE);
         }
     }
 }
@@ -633,13 +698,23 @@ unsafe fn place_listen_fds(prepared: &mut Prepared) {
         for i in 0..count {
             let moved = libc::fcntl(prepared.listen_fds[i], libc::F_DUPFD_CLOEXEC, floor);
             if moved < 0 {
-                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(
+                    prepared,
+                    Step::Sockets,
+                    *libc::__errno_location(),
+                    exit_code::FAILURE,
+                );
             }
             prepared.scratch_fds[i] = moved;
         }
         for i in 0..count {
             if libc::dup2(prepared.scratch_fds[i], 3 + i as i32) < 0 {
-                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(
+                    prepared,
+                    Step::Sockets,
+                    *libc::__errno_location(),
+                    exit_code::FAILURE,
+                );
             }
         }
         if !prepared.listen_pid.is_empty() {
@@ -673,10 +748,11 @@ fn write_own_pid(buffer: &mut [u8], start: usize) {
 ///
 /// # Safety
 /// Only in the child of `clone` (see `exec_child`).
-unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
-    // SAFETY: a write into the shared `Prepared`, read by the parent only once this child has
+unsafe fn report_and_exit(prepared: &mut Prepared, step: Step, errno: i32, code: i32) -> ! {
+    // SAFETY: writes into the shared `Prepared`, read by the parent only once this child has
     // exited; _exit is async-signal-safe.
     unsafe {
+        std::ptr::write_volatile(&raw mut prepared.failed_step, step);
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
     }

@@ -24,4 +24,5 @@ mod signals;
 mod sockets;
 mod stopping;
 mod trust_hook_env;
+mod trust_spawn;
 mod workers;
