@@ -24,6 +24,7 @@ pub mod logging;
 pub mod messages;
 pub mod notify;
 pub mod output;
+pub mod pidfd;
 pub mod placement;
 pub mod plan;
 pub mod procfs;

@@ -2,8 +2,10 @@
 //! envp, the /dev/null fd) is built before the child exists. The child is made as `posix_spawn`
 //! makes it: `clone(CLONE_VM | CLONE_VFORK)`, on a stack of its own, sharing recluster's memory
 //! while the spawning thread waits for its exec — so no page table is copied and no page faults
-//! after the clone, whatever recluster's size. Until exec it makes only async-signal-safe system
-//! calls, in this order:
+//! after the clone, whatever recluster's size. `CLONE_PIDFD` gives recluster a pidfd for it, made
+//! close-on-exec and after the child's copy of the fd table, so the child never holds it (see
+//! `pidfd` for what it guards; a kernel or seccomp profile without it leaves the worker without
+//! one). Until exec the child makes only async-signal-safe system calls, in this order:
 //!
 //! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
 //!    recluster can signal the worker's whole tree;
@@ -35,7 +37,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
@@ -44,6 +46,7 @@ use crate::cpuset::CpuSet;
 use crate::exit_code;
 use crate::groups::{socket_goes_to, steering_targets};
 use crate::output::{Pipes, Relay};
+use crate::pidfd::Pidfd;
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
@@ -99,11 +102,13 @@ pub struct WorkerIdentity {
     pub generation: u32,
 }
 
-/// A started worker: its pid (also its process group id), the exec error if exec failed, and
-/// whether its output is relayed (`--prefix`: an `Event::OutputClosed` will follow).
+/// A started worker: its pid (also its process group id), its pidfd (none where the kernel gives
+/// none: see `pidfd`), the exec error if exec failed, and whether its output is relayed
+/// (`--prefix`: an `Event::OutputClosed` will follow).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
+    pub pidfd: Option<Pidfd>,
     pub exec_error: Option<io::Error>,
     pub relayed: bool,
 }
@@ -298,20 +303,43 @@ impl Spawner {
             prepared.output = [pipes.stdout.1.as_raw_fd(), pipes.stderr.1.as_raw_fd()];
         }
         let stack_top = child_stack_top(&mut self.child_stack);
-        // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
-        // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
-        // it makes only async-signal-safe calls on `prepared`, built above, and never returns.
-        let pid = unsafe {
-            libc::clone(
-                child_entry,
-                stack_top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                (&raw mut prepared).cast(),
-            )
+        // The kernel writes the child's pidfd here (CLONE_PIDFD, Linux 5.2; older kernels ignore
+        // the flag and leave -1).
+        let mut pidfd: libc::c_int = -1;
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        let pid = loop {
+            // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
+            // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or
+            // exited; it makes only async-signal-safe calls on `prepared`, built above, and never
+            // returns. With CLONE_PIDFD the parent_tid argument is where the close-on-exec pidfd
+            // goes.
+            let pid = unsafe {
+                libc::clone(
+                    child_entry,
+                    stack_top,
+                    flags,
+                    (&raw mut prepared).cast(),
+                    &raw mut pidfd,
+                )
+            };
+            if pid >= 0 {
+                break pid;
+            }
+            let e = io::Error::last_os_error();
+            // A seccomp profile that refuses the flag: the worker goes without a pidfd.
+            if flags & libc::CLONE_PIDFD != 0
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS)
+                )
+            {
+                flags &= !libc::CLONE_PIDFD;
+                continue;
+            }
+            return Err(SpawnError::Fork(e));
         };
-        if pid < 0 {
-            return Err(SpawnError::Fork(io::Error::last_os_error()));
-        }
+        // SAFETY: a descriptor the kernel just created for this thread, owned by nothing else.
+        let pidfd = (pidfd >= 0).then(|| Pidfd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }));
         // SAFETY: the child has exec'd or exited: nothing writes the fields any more.
         let (errno, step) = unsafe {
             (
@@ -340,6 +368,7 @@ impl Spawner {
         }
         Ok(Spawned {
             pid,
+            pidfd,
             exec_error: (errno != 0).then(|| step.error(errno)),
             relayed,
         })

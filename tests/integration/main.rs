@@ -24,5 +24,6 @@ mod signals;
 mod sockets;
 mod stopping;
 mod trust_hook_env;
+mod trust_pids;
 mod trust_spawn;
 mod workers;
