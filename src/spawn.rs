@@ -158,6 +158,8 @@ pub struct Spawner {
     placement: Placement,
     /// Whether workers sharing a place have been warned about.
     warned_sharing: bool,
+    /// Whether a worker started without a pidfd has been warned about.
+    warned_no_pidfd: bool,
     /// With `--prefix`: the relays of the workers' output.
     relay: Option<Relay>,
     /// With `--user`: the identity workers run as.
@@ -200,6 +202,7 @@ impl Spawner {
             child_stack: vec![0; CHILD_STACK],
             placement: config.placement.clone(),
             warned_sharing: false,
+            warned_no_pidfd: false,
             relay,
             user: config.user.clone(),
             watchdog: config.policy.watchdog,
@@ -326,13 +329,21 @@ impl Spawner {
                 break pid;
             }
             let e = io::Error::last_os_error();
-            // A seccomp profile that refuses the flag: the worker goes without a pidfd.
+            // A seccomp profile that refuses the flag, or no descriptor left for the pidfd: the
+            // worker goes without one (its group is signalled with killpg, see `pidfd`).
             if flags & libc::CLONE_PIDFD != 0
                 && matches!(
                     e.raw_os_error(),
-                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS)
+                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS | libc::EMFILE | libc::ENFILE)
                 )
             {
+                if !self.warned_no_pidfd {
+                    self.warned_no_pidfd = true;
+                    log::warn!(
+                        "worker {}: no pidfd for it ({e}); a worker without one has its process group signalled with killpg",
+                        identity.id
+                    );
+                }
                 flags &= !libc::CLONE_PIDFD;
                 continue;
             }
