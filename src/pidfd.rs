@@ -29,7 +29,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::reaper;
 
@@ -57,11 +57,8 @@ enum GroupSignal {
     WhileUnreaped,
 }
 
-/// Whether the kernel takes `PIDFD_SIGNAL_PROCESS_GROUP`: unknown until first tried.
-static GROUP_FLAG: AtomicU8 = AtomicU8::new(UNKNOWN);
-const UNKNOWN: u8 = 0;
-const SUPPORTED: u8 = 1;
-const REFUSED: u8 = 2;
+/// Set once the kernel has refused `PIDFD_SIGNAL_PROCESS_GROUP` (before Linux 6.9).
+static GROUP_FLAG_REFUSED: AtomicBool = AtomicBool::new(false);
 
 impl Pidfd {
     /// A pidfd for `pid` (`pidfd_open`). The caller makes sure that `pid` still names the process
@@ -89,24 +86,18 @@ impl Pidfd {
     /// Signals the process group this process leads (`pgid`, its pid), as the kernel allows (see
     /// the module doc).
     pub fn signal_group(&self, pgid: i32, signal: i32) -> io::Result<Delivery> {
-        let how = match GROUP_FLAG.load(Ordering::Relaxed) {
-            REFUSED => GroupSignal::WhileUnreaped,
-            _ => GroupSignal::ByPidfd,
-        };
-        match self.signal_group_as(how, pgid, signal) {
-            Err(e) if how == GroupSignal::ByPidfd && e.raw_os_error() == Some(libc::EINVAL) => {
-                GROUP_FLAG.store(REFUSED, Ordering::Relaxed);
+        if GROUP_FLAG_REFUSED.load(Ordering::Relaxed) {
+            return self.signal_group_as(GroupSignal::WhileUnreaped, pgid, signal);
+        }
+        match self.signal_group_as(GroupSignal::ByPidfd, pgid, signal) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                GROUP_FLAG_REFUSED.store(true, Ordering::Relaxed);
                 log::debug!(
                     "this kernel has no PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9): groups are signalled while their leader is not reaped"
                 );
                 self.signal_group_as(GroupSignal::WhileUnreaped, pgid, signal)
             }
-            result => {
-                if how == GroupSignal::ByPidfd && result.is_ok() {
-                    GROUP_FLAG.store(SUPPORTED, Ordering::Relaxed);
-                }
-                result
-            }
+            result => result,
         }
     }
 
