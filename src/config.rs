@@ -427,7 +427,9 @@ impl Config {
         };
         // --prefix: the read ends of each live worker's stdout and stderr pipes.
         let relayed = if self.prefix.is_some() { 2 * alive } else { 0 };
-        crate::startup::RESERVED_FDS + notify + sockets + relayed
+        // A pidfd per live worker (see `pidfd`).
+        let pidfds = alive;
+        crate::startup::RESERVED_FDS + notify + sockets + relayed + pidfds
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+use crate::pidfd::{Delivery, Pidfd};
 use crate::signal::Sig;
 
 /// Sends `signal` to each child of recluster for which `wanted` holds; returns how many got it.
@@ -22,7 +22,7 @@ pub fn signal_children(signal: Sig, mut wanted: impl FnMut(i32) -> bool) -> usiz
         }
         match child_pidfd(pid, me) {
             Ok(Some(pidfd)) => {
-                if send_signal(&pidfd, signal).is_ok() {
+                if pidfd.signal(signal.number()).ok() == Some(Delivery::Sent) {
                     sent += 1;
                 }
             }
@@ -75,40 +75,12 @@ fn children_by_scanning(parent: i32) -> Vec<i32> {
 /// A pidfd for `pid` if it is still a child of `parent` (checked once the pidfd holds it, so a
 /// pid reaped and reused meanwhile is not taken for it); `None` if it is gone. An error where
 /// this kernel or a seccomp profile gives no pidfd.
-pub fn child_pidfd(pid: i32, parent: i32) -> io::Result<Option<OwnedFd>> {
-    match open_pidfd(pid) {
+fn child_pidfd(pid: i32, parent: i32) -> io::Result<Option<Pidfd>> {
+    match Pidfd::open(pid) {
         Ok(pidfd) => Ok((parent_of(pid) == Some(parent)).then_some(pidfd)),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just created and owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-fn send_signal(pidfd: &OwnedFd, signal: Sig) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal.number(),
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The parent pid from /proc/PID/stat (the field after the state, past the `(comm)` that may hold

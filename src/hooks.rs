@@ -1,6 +1,8 @@
 //! `--on EVENT=COMMAND`: lifecycle hooks. COMMAND runs with `/bin/sh -c` beside the cluster when
 //! the cluster reports EVENT, with `RECLUSTER_EVENT`, `WORKER_ID`, `WORKER_GROUP`, `WORKER_PID`,
-//! `WORKER_GENERATION` and, for `exit`, `WORKER_EXIT` (`exit 3` or `signal 9`). Hooks never block
+//! `WORKER_GENERATION` and, for `exit`, `WORKER_EXIT` (`exit 3` or `signal 9`), in the environment
+//! workers inherit (`spawn::inherited_environment`: nothing recluster's own service manager
+//! addressed to recluster — `LISTEN_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`, `EINHORN_*`). Hooks never block
 //! or break the cluster: each runs in a process group of its own, `--hook-timeout` ends it, its
 //! failure is logged, and at most `MAX_RUNNING` run at once (further events are dropped, and
 //! counted). When the cluster stops, running hooks get the stop signal; the `stop` hooks start
@@ -10,11 +12,12 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use crate::reaper::Exit;
+use crate::pidfd::{self, Pidfd};
+use crate::reaper::{self, Exit};
 use crate::signal::Sig;
 use crate::status::ProcessStatus;
 use crate::supervisor::report::Report;
@@ -171,31 +174,20 @@ fn event_of(report: &Report) -> Option<(HookEvent, Details)> {
     })
 }
 
-/// A hook that runs: what it is for, when `--hook-timeout` ends it, and a pidfd that says
-/// whether it has exited (so its process group is signalled only while it provably still owns
-/// that id, never after the pid could have been reused).
+/// A hook that runs: what it is for, when `--hook-timeout` ends it, and its pidfd (which also
+/// says when it has exited), through which its process group is signalled: never a group that
+/// took its id after it was reaped (see `pidfd`).
 struct Running {
     event: HookEvent,
     deadline: Instant,
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Pidfd>,
 }
 
 impl Running {
-    /// Whether the hook has not exited yet (without a pidfd: whether the pid exists).
-    fn alive(&self, pid: i32) -> bool {
-        match &self.pidfd {
-            Some(pidfd) => !exited(&[pidfd.as_raw_fd()], 0),
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            None => unsafe { libc::kill(pid, 0) == 0 },
-        }
-    }
-
-    /// Signals its process group, while it is alive.
+    /// Signals its process group (see `pidfd::signal_group`).
     fn signal_group(&self, pid: i32, signal: i32) {
-        if self.alive(pid) {
-            // SAFETY: killpg has no memory effects; the group's leader is alive, so the id is
-            // still this hook's.
-            unsafe { libc::killpg(pid, signal) };
+        if let Err(e) = pidfd::signal_group(self.pidfd.as_ref(), pid, signal) {
+            log::debug!("the {} hook (pid {pid}): cannot signal it: {e}", self.event);
         }
     }
 }
@@ -297,11 +289,14 @@ impl Hooks {
                 );
                 continue;
             }
-            match spawn_hook(&command, event, &details) {
-                Ok(pid) => {
+            // The reaper held off from the spawn to the pidfd: the pid is still the hook's.
+            let held = reaper::hold();
+            let spawned =
+                spawn_hook(&command, event, &details).map(|pid| (pid, Pidfd::open(pid).ok()));
+            drop(held);
+            match spawned {
+                Ok((pid, pidfd)) => {
                     log::debug!("{event} hook started (pid {pid}): {command}");
-                    let me = std::process::id() as i32;
-                    let pidfd = crate::descendants::child_pidfd(pid, me).ok().flatten();
                     let deadline = Instant::now() + self.timeout;
                     self.running.insert(
                         pid,
@@ -392,7 +387,9 @@ fn spawn_hook(command: &str, event: HookEvent, details: &Details) -> std::io::Re
         "WORKER_EXIT",
         "WORKER_GROUP",
     ];
-    for (key, value) in std::env::vars_os() {
+    // The environment workers inherit (nothing addressed to recluster by its own service
+    // manager), without the variables set here.
+    for (key, value) in crate::spawn::inherited_environment() {
         if set.iter().any(|s| key == *s) {
             continue;
         }

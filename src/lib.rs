@@ -26,6 +26,7 @@ pub mod messages;
 pub mod notify;
 pub mod notify_dir;
 pub mod output;
+pub mod pidfd;
 pub mod placement;
 pub mod plan;
 pub mod procfs;

@@ -2,6 +2,11 @@
 //! workers and adopted orphans alike — with `wait4(-1, WNOHANG)`, and says whether any child is
 //! left. Only the signal thread calls it, on SIGCHLD; nothing else in recluster waits. `wait4`
 //! also gives the CPU time the child (and the descendants it waited for) used, for `ctl status`.
+//!
+//! `hold` keeps it from reaping for a moment: a child found unreaped while held stays so, and its
+//! pid cannot go to another process, until the hold ends (see `pidfd`).
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use nix::errno::Errno;
 
@@ -16,8 +21,18 @@ pub struct Exit {
     pub cpu: std::time::Duration,
 }
 
+/// Taken for writing while reaping, for reading by `hold`.
+static REAPING: RwLock<()> = RwLock::new(());
+
+/// Keeps every child that is not reaped yet unreaped until the guard is dropped. Held only for a
+/// few system calls (a check and a signal, a spawn and its `pidfd_open`).
+pub fn hold() -> RwLockReadGuard<'static, ()> {
+    REAPING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Reaps every exited child; the flag says whether children remain (alive, or not yet exited).
 pub fn reap_children() -> (Vec<Exit>, bool) {
+    let _reaping = REAPING.write().unwrap_or_else(PoisonError::into_inner);
     let mut exits = Vec::new();
     loop {
         let mut raw = 0;

@@ -2,8 +2,10 @@
 //! envp, the /dev/null fd) is built before the child exists. The child is made as `posix_spawn`
 //! makes it: `clone(CLONE_VM | CLONE_VFORK)`, on a stack of its own, sharing recluster's memory
 //! while the spawning thread waits for its exec — so no page table is copied and no page faults
-//! after the clone, whatever recluster's size. Until exec it makes only async-signal-safe system
-//! calls, in this order:
+//! after the clone, whatever recluster's size. `CLONE_PIDFD` gives recluster a pidfd for it, made
+//! close-on-exec and after the child's copy of the fd table, so the child never holds it (see
+//! `pidfd` for what it guards; a kernel or seccomp profile without it leaves the worker without
+//! one). Until exec the child makes only async-signal-safe system calls, in this order:
 //!
 //! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
 //!    recluster can signal the worker's whole tree;
@@ -21,8 +23,13 @@
 //!    recluster's descriptors may lie above it);
 //! 8. `execve`, and `/bin/sh FILE ARGS…` for an executable without a `#!` line (as `execvp` does).
 //!
-//! An exec failure is written into the memory the child shares with recluster, so the log names
-//! the cause, and the child exits 127 (not found) or 126.
+//! Every step is checked: a failure of any of them is a failed start, as an exec failure is. The
+//! child writes the step and its errno into the memory it shares with recluster, so the log names
+//! the cause (`setpgid before exec: …`), and exits 127 (not found), 126 (exec refused, or the drop
+//! to `--user`) or 1 (a setup step). One exception: `close_range(CLOSE_RANGE_CLOEXEC)` missing from
+//! the kernel (before 5.11: `ENOSYS` or `EINVAL`) is not a failure, since recluster marked every
+//! descriptor it inherited close-on-exec at start (`startup::close_inherited_fds_on_exec`) and
+//! opens its own that way; any other error of it is.
 //!
 //! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
 //! recluster's single `waitpid(-1)` reaper.
@@ -30,7 +37,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::command::{self, CommandError};
@@ -39,27 +46,53 @@ use crate::cpuset::CpuSet;
 use crate::exit_code;
 use crate::groups::{socket_goes_to, steering_targets};
 use crate::output::{Pipes, Relay};
+use crate::pidfd::Pidfd;
 use crate::placement::Placement;
 use crate::socket::{BindError, Sockets};
 use crate::startup::Inherited;
 use crate::user::Identity;
 
-/// Variables a worker never inherits: those recluster sets for each worker, and those that describe
-/// recluster's own relation to a service manager (plus every `EINHORN_FD_*`).
-const NOT_INHERITED: [&str; 12] = [
+/// Variables recluster sets itself for each worker: one inherited from recluster's own
+/// environment (a recluster started by another one) would be a second, wrong value.
+const SET_FOR_WORKERS: [&str; 7] = [
     "WORKER_ID",
     "WORKER_COUNT",
     "WORKER_GENERATION",
+    "WORKER_GROUP",
     "RECLUSTER_PID",
     "WORKER_CPUS",
+    "RECLUSTER_MSG_FD",
+];
+
+/// Variables that describe recluster's own relation to a service manager (systemd's socket
+/// activation, sd_notify and watchdog), addressed to recluster alone — plus every `EINHORN_*`
+/// (`EINHORN_FD_*`, `EINHORN_SOCK_PATH`, `EINHORN_MASTER_PID`, …) by prefix.
+const ADDRESSED_TO_RECLUSTER: [&str; 6] = [
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
-    "RECLUSTER_MSG_FD",
 ];
+
+/// recluster's environment as its children inherit it — workers and hooks alike: without the
+/// variables addressed to recluster by its own service manager (`ADDRESSED_TO_RECLUSTER`,
+/// `EINHORN_*`) and those recluster sets for each worker. Values are passed byte for byte.
+pub fn inherited_environment() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(key, _)| passed_on(key))
+        .collect()
+}
+
+/// Whether the variable `key` of recluster's environment reaches its children.
+fn passed_on(key: &OsStr) -> bool {
+    !ADDRESSED_TO_RECLUSTER
+        .iter()
+        .chain(SET_FOR_WORKERS.iter())
+        .any(|name| key == *name)
+        && !key.as_bytes().starts_with(b"EINHORN_")
+}
 
 /// The identity a worker is started with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,11 +102,13 @@ pub struct WorkerIdentity {
     pub generation: u32,
 }
 
-/// A started worker: its pid (also its process group id), the exec error if exec failed, and
-/// whether its output is relayed (`--prefix`: an `Event::OutputClosed` will follow).
+/// A started worker: its pid (also its process group id), its pidfd (none where the kernel gives
+/// none: see `pidfd`), the exec error if exec failed, and whether its output is relayed
+/// (`--prefix`: an `Event::OutputClosed` will follow).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
+    pub pidfd: Option<Pidfd>,
     pub exec_error: Option<io::Error>,
     pub relayed: bool,
 }
@@ -123,6 +158,8 @@ pub struct Spawner {
     placement: Placement,
     /// Whether workers sharing a place have been warned about.
     warned_sharing: bool,
+    /// Whether a worker started without a pidfd has been warned about.
+    warned_no_pidfd: bool,
     /// With `--prefix`: the relays of the workers' output.
     relay: Option<Relay>,
     /// With `--user`: the identity workers run as.
@@ -146,12 +183,7 @@ impl Spawner {
         sockets: Sockets,
         relay: Option<Relay>,
     ) -> io::Result<Spawner> {
-        let environment: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(key, _)| {
-                !NOT_INHERITED.iter().any(|name| key == name)
-                    && !key.as_bytes().starts_with(b"EINHORN_FD_")
-            })
-            .collect();
+        let environment = inherited_environment();
         Ok(Spawner {
             command: config.command.clone(),
             path_var: std::env::var_os("PATH"),
@@ -170,6 +202,7 @@ impl Spawner {
             child_stack: vec![0; CHILD_STACK],
             placement: config.placement.clone(),
             warned_sharing: false,
+            warned_no_pidfd: false,
             relay,
             user: config.user.clone(),
             watchdog: config.policy.watchdog,
@@ -273,22 +306,58 @@ impl Spawner {
             prepared.output = [pipes.stdout.1.as_raw_fd(), pipes.stderr.1.as_raw_fd()];
         }
         let stack_top = child_stack_top(&mut self.child_stack);
-        // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
-        // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
-        // it makes only async-signal-safe calls on `prepared`, built above, and never returns.
-        let pid = unsafe {
-            libc::clone(
-                child_entry,
-                stack_top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                (&raw mut prepared).cast(),
+        // The kernel writes the child's pidfd here (CLONE_PIDFD, Linux 5.2; older kernels ignore
+        // the flag and leave -1).
+        let mut pidfd: libc::c_int = -1;
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        let pid = loop {
+            // SAFETY: the child runs `child_entry` on its own stack, sharing recluster's memory
+            // (CLONE_VM) while this thread is suspended (CLONE_VFORK) until it has exec'd or
+            // exited; it makes only async-signal-safe calls on `prepared`, built above, and never
+            // returns. With CLONE_PIDFD the parent_tid argument is where the close-on-exec pidfd
+            // goes.
+            let pid = unsafe {
+                libc::clone(
+                    child_entry,
+                    stack_top,
+                    flags,
+                    (&raw mut prepared).cast(),
+                    &raw mut pidfd,
+                )
+            };
+            if pid >= 0 {
+                break pid;
+            }
+            let e = io::Error::last_os_error();
+            // A seccomp profile that refuses the flag, or no descriptor left for the pidfd: the
+            // worker goes without one (its group is signalled with killpg, see `pidfd`).
+            if flags & libc::CLONE_PIDFD != 0
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS | libc::EMFILE | libc::ENFILE)
+                )
+            {
+                if !self.warned_no_pidfd {
+                    self.warned_no_pidfd = true;
+                    log::warn!(
+                        "worker {}: no pidfd for it ({e}); a worker without one has its process group signalled with killpg",
+                        identity.id
+                    );
+                }
+                flags &= !libc::CLONE_PIDFD;
+                continue;
+            }
+            return Err(SpawnError::Fork(e));
+        };
+        // SAFETY: a descriptor the kernel just created for this thread, owned by nothing else.
+        let pidfd = (pidfd >= 0).then(|| Pidfd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }));
+        // SAFETY: the child has exec'd or exited: nothing writes the fields any more.
+        let (errno, step) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const prepared.exec_errno),
+                std::ptr::read_volatile(&raw const prepared.failed_step),
             )
         };
-        if pid < 0 {
-            return Err(SpawnError::Fork(io::Error::last_os_error()));
-        }
-        // SAFETY: the child has exec'd or exited: nothing writes the field any more.
-        let errno = unsafe { std::ptr::read_volatile(&raw const prepared.exec_errno) };
         let mut relayed = false;
         if let (Some(pipes), Some(relay)) = (pipes, self.relay.as_mut()) {
             // The child has its own copies of the write ends: ours go, so EOF comes with its end.
@@ -310,7 +379,8 @@ impl Spawner {
         }
         Ok(Spawned {
             pid,
-            exec_error: (errno != 0).then(|| io::Error::from_raw_os_error(errno)),
+            pidfd,
+            exec_error: (errno != 0).then(|| step.error(errno)),
             relayed,
         })
     }
@@ -430,6 +500,7 @@ impl Spawner {
             credentials: self.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone())),
             affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
             exec_errno: 0,
+            failed_step: Step::Exec,
         })
     }
 }
@@ -460,8 +531,44 @@ struct Prepared {
     credentials: Option<(u32, u32, Vec<libc::gid_t>)>,
     /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
     affinity: Option<libc::cpu_set_t>,
-    /// Written by the child when it cannot exec (it shares this memory): why.
+    /// Written by the child when it cannot exec (it shares this memory): why, and at which step.
     exec_errno: i32,
+    failed_step: Step,
+}
+
+/// The step of the child's setup that failed (see the module doc), reported with its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Exec,
+    ProcessGroup,
+    User,
+    DeathSignal,
+    Affinity,
+    Signals,
+    Stdio,
+    CloseOnExec,
+    Sockets,
+    FdLimit,
+}
+
+impl Step {
+    /// The error the parent reports: the errno alone for `execve`, else with the step named.
+    fn error(self, errno: i32) -> io::Error {
+        let os = io::Error::from_raw_os_error(errno);
+        let step = match self {
+            Step::Exec => return os,
+            Step::ProcessGroup => "setpgid",
+            Step::User => "the drop to --user",
+            Step::DeathSignal => "PR_SET_PDEATHSIG",
+            Step::Affinity => "sched_setaffinity",
+            Step::Signals => "resetting the signal dispositions and mask",
+            Step::Stdio => "dup2 of stdin, stdout or stderr",
+            Step::CloseOnExec => "close_range",
+            Step::Sockets => "placing the sockets at fd 3 and up",
+            Step::FdLimit => "setrlimit(RLIMIT_NOFILE)",
+        };
+        io::Error::new(os.kind(), format!("{step} before exec: {os}"))
+    }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -496,45 +603,62 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
     // SAFETY: each call is async-signal-safe and takes pointers into `prepared`, which the child
     // shares while the parent waits; nothing allocates, locks or unwinds.
     unsafe {
-        libc::setpgid(0, 0);
+        let errno = || *libc::__errno_location();
+        if libc::setpgid(0, 0) != 0 {
+            report_and_exit(prepared, Step::ProcessGroup, errno(), exit_code::FAILURE);
+        }
         if let Some((uid, gid, groups)) = &prepared.credentials {
             let (uid, gid, groups) = (*uid, *gid, (groups.as_ptr(), groups.len()));
             drop_privileges(prepared, uid, gid, groups);
         }
         // After the drop: changing credentials clears the parent-death signal.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            report_and_exit(prepared, Step::DeathSignal, errno(), exit_code::FAILURE);
+        }
         if libc::getppid() != prepared.recluster_pid {
             libc::_exit(exit_code::FAILURE); // recluster died before the death signal was armed
         }
         if let Some(set) = &prepared.affinity
             && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
         {
-            report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+            report_and_exit(prepared, Step::Affinity, errno(), exit_code::FAILURE);
         }
-        for &number in &prepared.signals_to_reset {
-            libc::signal(number, libc::SIG_DFL);
+        for i in 0..prepared.signals_to_reset.len() {
+            if libc::signal(prepared.signals_to_reset[i], libc::SIG_DFL) == libc::SIG_ERR {
+                report_and_exit(prepared, Step::Signals, errno(), exit_code::FAILURE);
+            }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::dup2(prepared.devnull, 0);
-        if prepared.output[0] >= 0 {
-            libc::dup2(prepared.output[0], 1);
-            libc::dup2(prepared.output[1], 2);
+        let failed = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if failed != 0 {
+            report_and_exit(prepared, Step::Signals, failed, exit_code::FAILURE);
         }
-        libc::syscall(
+        if libc::dup2(prepared.devnull, 0) < 0
+            || (prepared.output[0] >= 0
+                && (libc::dup2(prepared.output[0], 1) < 0 || libc::dup2(prepared.output[1], 2) < 0))
+        {
+            report_and_exit(prepared, Step::Stdio, errno(), exit_code::FAILURE);
+        }
+        let marked = libc::syscall(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        // ENOSYS, EINVAL: a kernel before 5.11 (see the module doc).
+        if marked != 0 && errno() != libc::ENOSYS && errno() != libc::EINVAL {
+            report_and_exit(prepared, Step::CloseOnExec, errno(), exit_code::FAILURE);
+        }
         place_listen_fds(prepared);
         if !prepared.watchdog_pid.is_empty() {
             write_own_pid(&mut prepared.watchdog_pid, WATCHDOG_PID_PREFIX.len());
         }
-        if let Some(limit) = &prepared.fd_limit {
+        if let Some(limit) = &prepared.fd_limit
             // Last, once no descriptor is to be created: recluster's own fds may lie above it.
-            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+            && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
+        {
+            report_and_exit(prepared, Step::FdLimit, errno(), exit_code::FAILURE);
         }
         libc::execve(
             prepared.path.as_ptr(),
@@ -555,7 +679,7 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
         } else {
             exit_code::CANNOT_EXECUTE
         };
-        report_and_exit(prepared, errno, code)
+        report_and_exit(prepared, Step::Exec, errno, code)
     }
 }
 
@@ -580,6 +704,7 @@ unsafe fn drop_privileges(
         if failed {
             report_and_exit(
                 prepared,
+                Step::User,
                 *libc::__errno_location(),
                 exit_code::CANNOT_EXECUTE,
             );
@@ -591,7 +716,7 @@ unsafe fn drop_privileges(
         // A drop that holds: back to root is refused (unless the target is root).
         let regained = uid != 0 && libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) == 0;
         if [r, e, s] != [uid; 3] || [gr, ge, gs] != [gid; 3] || regained {
-            report_and_exit(prepared, libc::EPERM, exit_code::CANNOT_EXECUTE);
+            report_and_exit(prepared, Step::User, libc::EPERM, exit_code::CANNOT_EXECUTE);
         }
     }
 }
@@ -613,13 +738,23 @@ unsafe fn place_listen_fds(prepared: &mut Prepared) {
         for i in 0..count {
             let moved = libc::fcntl(prepared.listen_fds[i], libc::F_DUPFD_CLOEXEC, floor);
             if moved < 0 {
-                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(
+                    prepared,
+                    Step::Sockets,
+                    *libc::__errno_location(),
+                    exit_code::FAILURE,
+                );
             }
             prepared.scratch_fds[i] = moved;
         }
         for i in 0..count {
             if libc::dup2(prepared.scratch_fds[i], 3 + i as i32) < 0 {
-                report_and_exit(prepared, *libc::__errno_location(), exit_code::FAILURE);
+                report_and_exit(
+                    prepared,
+                    Step::Sockets,
+                    *libc::__errno_location(),
+                    exit_code::FAILURE,
+                );
             }
         }
         if !prepared.listen_pid.is_empty() {
@@ -653,11 +788,47 @@ fn write_own_pid(buffer: &mut [u8], start: usize) {
 ///
 /// # Safety
 /// Only in the child of `clone` (see `exec_child`).
-unsafe fn report_and_exit(prepared: &mut Prepared, errno: i32, code: i32) -> ! {
-    // SAFETY: a write into the shared `Prepared`, read by the parent only once this child has
+unsafe fn report_and_exit(prepared: &mut Prepared, step: Step, errno: i32, code: i32) -> ! {
+    // SAFETY: writes into the shared `Prepared`, read by the parent only once this child has
     // exited; _exit is async-signal-safe.
     unsafe {
+        std::ptr::write_volatile(&raw mut prepared.failed_step, step);
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_inherit_nothing_addressed_to_recluster_nor_what_it_sets_itself() {
+        for name in [
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "EINHORN_FD_COUNT",
+            "EINHORN_FD_0",
+            "EINHORN_SOCK_PATH",
+            "WORKER_ID",
+            "WORKER_GROUP",
+            "RECLUSTER_MSG_FD",
+        ] {
+            assert!(!passed_on(OsStr::new(name)), "{name} is passed on");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "LISTEN_ADDR",
+            "NOTIFY",
+            "WATCHDOG",
+            "EINHORN",
+        ] {
+            assert!(passed_on(OsStr::new(name)), "{name} is dropped");
+        }
     }
 }

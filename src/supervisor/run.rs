@@ -2,7 +2,8 @@
 //! event to the `Cluster`, carry out the actions it returns. This is the only place that spawns or
 //! signals processes, and it runs on the main thread (see `spawn` on the parent-death signal).
 //! It writes the cluster's reports to the log. It also owns the plumbing the cluster need not
-//! know: each worker's notify socket (by pid) and recluster's own service manager.
+//! know: each worker's notify socket and pidfd (by pid; its group is signalled through the pidfd,
+//! see `pidfd`) and recluster's own service manager.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
@@ -18,6 +19,7 @@ use crate::hooks::Hooks;
 use crate::listening;
 use crate::messages::Messages;
 use crate::notify::{Manager, WorkerSockets};
+use crate::pidfd::{self, Delivery, Pidfd};
 use crate::reaper::Exit;
 use crate::signal::Sig;
 use crate::spawn::{SpawnError, Spawner};
@@ -57,6 +59,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         orphans_signaled: HashSet::new(),
         token_of: HashMap::new(),
         pid_of: HashMap::new(),
+        pidfds: HashMap::new(),
         output_open: HashSet::new(),
         oom_kills: crate::usage::oom_kills(),
     };
@@ -124,11 +127,13 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                     .into_iter()
                     .partition(|e| executor.output_open.contains(&e.pid));
                 held.extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
+                executor.reported(&report);
                 cluster.on_reaped(&report, children_left, now)
             }
             Some(Event::OutputClosed { pid }) => {
                 executor.output_open.remove(&pid);
                 let released = take_held(&mut held, |e, _| e.pid == pid);
+                executor.reported(&released);
                 cluster.on_reaped(&released, children_left, now)
             }
             Some(Event::Notified) => {
@@ -173,6 +178,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
                 if released.is_empty() {
                     Vec::new()
                 } else {
+                    executor.reported(&released);
                     cluster.on_reaped(&released, children_left, now)
                 }
             }
@@ -247,6 +253,9 @@ struct Executor<'a> {
     /// Notify socket tokens by worker pid, and back.
     token_of: HashMap<i32, u64>,
     pid_of: HashMap<u64, i32>,
+    /// Each worker's pidfd, by pid, until the cluster is told of its exit (see `pidfd`): its
+    /// group is signalled through it.
+    pidfds: HashMap<i32, Pidfd>,
     /// `--prefix`: workers whose output is still being relayed.
     output_open: HashSet<i32>,
     /// The kernel's OOM-kill count when last looked at.
@@ -271,7 +280,7 @@ impl Executor<'_> {
                     }
                     queue.extend(self.spawn(cluster, ticket));
                 }
-                Action::SignalGroup { pgid, signal } => signal_group(pgid, signal),
+                Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::SampleMemory { pids } => {
                     let usage = crate::usage::group_memory(&pids);
@@ -294,7 +303,7 @@ impl Executor<'_> {
                 }
                 Action::KillAll { groups } => {
                     for pgid in groups {
-                        signal_group(pgid, Sig::KILL);
+                        self.signal_group(pgid, Sig::KILL);
                     }
                     descendants::signal_children(Sig::KILL, |_| true);
                 }
@@ -376,7 +385,10 @@ impl Executor<'_> {
             messages.spawned(pair, identity.id, spawned.pid);
         }
         match result {
-            Ok(spawned) => {
+            Ok(mut spawned) => {
+                if let Some(pidfd) = spawned.pidfd.take() {
+                    self.pidfds.insert(spawned.pid, pidfd);
+                }
                 if let Some(e) = &spawned.exec_error {
                     error!(
                         "worker {} (pid {}): failed to execute the command: {e}",
@@ -436,6 +448,23 @@ impl Executor<'_> {
         self.oom_kills = now;
     }
 
+    /// The cluster is told of these exits (and forgets those workers): their pidfds go.
+    fn reported(&mut self, exits: &[Exit]) {
+        for exit in exits {
+            self.pidfds.remove(&exit.pid);
+        }
+    }
+
+    /// Signals a worker's process group: through its pidfd, so never a group that took its id
+    /// after it was reaped (see `pidfd`); with `killpg` where the kernel gave no pidfd.
+    fn signal_group(&self, pgid: i32, signal: Sig) {
+        match pidfd::signal_group(self.pidfds.get(&pgid), pgid, signal.number()) {
+            Ok(Delivery::Sent) => {}
+            Ok(Delivery::Gone) => debug!("{signal} not sent: process group {pgid} is gone"),
+            Err(e) => warn!("failed to send {signal} to process group {pgid}: {e}"),
+        }
+    }
+
     /// A process ended: if it was a worker with a notify socket, close the socket.
     fn forget_worker(&mut self, pid: i32) {
         if let Some(messages) = &self.plumbing.messages {
@@ -459,16 +488,6 @@ fn monotonic_usec() -> u64 {
     // SAFETY: clock_gettime writes into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
-}
-
-fn signal_group(pgid: i32, signal: Sig) {
-    // SAFETY: killpg has no memory effects; a vanished group gives ESRCH.
-    if unsafe { libc::killpg(pgid, signal.number()) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ESRCH) {
-            warn!("failed to send {signal} to process group {pgid}: {e}");
-        }
-    }
 }
 
 fn signal_process(pid: i32, signal: Sig) {

@@ -68,10 +68,11 @@ fn a_cluster_the_hard_fd_limit_cannot_hold_is_a_usage_error_naming_it() {
 
 #[test]
 fn per_worker_sockets_give_way_to_one_shared_socket_under_a_tight_hard_limit_unless_asked_for() {
-    // 100 workers: a socket each does not fit under a hard limit of 100, one shared socket does.
+    // 50 workers (and a pidfd each): a socket each does not fit under a hard limit of 100, one
+    // shared socket does.
     let args = [
         "-n",
-        "100",
+        "50",
         "--listen",
         "127.0.0.1:0",
         "--min-uptime",
@@ -82,7 +83,7 @@ fn per_worker_sockets_give_way_to_one_shared_socket_under_a_tight_hard_limit_unl
     cluster.expect_log(
         "one socket per address, shared by every worker: the hard open-files limit leaves no room",
     );
-    cluster.expect_log("all 100 workers are ready");
+    cluster.expect_log("all 50 workers are ready");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 
@@ -92,7 +93,7 @@ fn per_worker_sockets_give_way_to_one_shared_socket_under_a_tight_hard_limit_unl
     let line = cluster.expect_log("recluster: error:");
     assert!(
         line.text
-            .contains("100 workers with --socket-per-worker need about"),
+            .contains("50 workers with --socket-per-worker need about"),
         "{}",
         line.text
     );

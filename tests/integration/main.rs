@@ -24,5 +24,8 @@ mod signals;
 mod sockets;
 mod stopping;
 mod trust_ctl;
+mod trust_hook_env;
 mod trust_notify;
+mod trust_pids;
+mod trust_spawn;
 mod workers;
