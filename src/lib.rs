@@ -29,6 +29,7 @@ pub mod plan;
 pub mod procfs;
 pub mod reactor;
 pub mod reaper;
+pub mod shell_line;
 pub mod signal;
 pub mod signal_thread;
 pub mod snapshot;
@@ -92,7 +93,7 @@ pub fn main() -> i32 {
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
     use clap::{CommandFactory, FromArgMatches};
     let parsed = Cli::command()
-        .try_get_matches_from(args)
+        .try_get_matches_from(cli::join_optional_values(args))
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
     let cli = match parsed {
         Ok((mut cli, matches)) => match cli::settle_socket_mode(&mut cli, &matches) {

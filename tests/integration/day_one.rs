@@ -1,0 +1,190 @@
+//! What a newcomer hit on day one (issue 25, "Broken"), each written as they hit it: the README's
+//! Procfile with a strict consumer of `LISTEN_PID`, `timeout` sending its signal twice, an
+//! optional value after a space, `--user` with a program the user cannot reach, `ctl send` to a
+//! worker that does not exist, a reload whose old worker needs the kill, and a debugger under
+//! `--exec`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{Launch, http_get, run_to_end};
+use crate::interop::{program, python};
+
+/// A file in the temporary directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("recluster-day-one-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// tests/programs/sd_listen_server.c built against libsystemd: it refuses sockets whose
+/// `LISTEN_PID` is not its own pid.
+fn sd_listen_server() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let binary = std::env::temp_dir().join(format!(
+                "recluster-day-one-sd-listen-{}",
+                std::process::id()
+            ));
+            let built = Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(&binary)
+                .arg(program("sd_listen_server.c"))
+                .arg("-lsystemd")
+                .status()
+                .expect("gcc is not installed: run scripts/install-test-deps");
+            assert!(
+                built.success(),
+                "gcc failed: is libsystemd-dev installed? (scripts/install-test-deps)"
+            );
+            binary.display().to_string()
+        })
+        .clone()
+}
+
+// 1. The README's Procfile example serves.
+
+#[test]
+fn gunicorn_from_a_procfile_line_takes_the_socket() {
+    let found = Command::new(python())
+        .args(["-c", "import gunicorn"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "gunicorn is not installed: run scripts/install-test-deps"
+    );
+    // As the README writes it: a variable, then the program; a port of its own (8000 may be
+    // taken) so that a gunicorn that ignores the socket does not serve our address.
+    let procfile = TempFile::new(
+        "gunicorn.Procfile",
+        &format!(
+            "web: PYTHONUNBUFFERED=1 {} -m gunicorn --workers 1 --bind 127.0.0.1:1 --chdir {} wsgi_app:app\n",
+            python(),
+            program("")
+        ),
+    );
+    let mut cluster = Launch::new([
+        "-f",
+        &procfile.arg(),
+        "-m",
+        "web=2",
+        "--listen",
+        "web=127.0.0.1:0",
+    ])
+    .start();
+    let address = cluster.listening(1).remove(0);
+    for _ in 0..2 {
+        cluster.expect_log("Booting worker with pid");
+    }
+    for _ in 0..4 {
+        if let Err(e) = http_get(&address) {
+            cluster.fail(&format!("gunicorn did not serve the passed socket: {e}"));
+        }
+    }
+    assert!(
+        cluster.seen(|l| l.is_log("Connection in use")).is_empty(),
+        "gunicorn bound its own port"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn a_libsystemd_program_from_a_procfile_line_serves_and_a_compound_line_is_warned_about() {
+    let server = sd_listen_server();
+    let procfile = TempFile::new(
+        "sd.Procfile",
+        &format!("web: {server} 2>&1\nother: cd / && {server}\n"),
+    );
+    let mut cluster = Launch::new([
+        "-f",
+        &procfile.arg(),
+        "--prefix",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--restart",
+        "never",
+    ])
+    .start();
+    cluster.expect_log("other's line is compound");
+    let address = cluster.listening(1).remove(0);
+    let ready = cluster.expect("the web worker ready", |l| {
+        l.text.starts_with("[web.0] ready pid=")
+    });
+    let body = http_get(&address).unwrap_or_else(|e| cluster.fail(&e));
+    assert_eq!(
+        body.trim(),
+        format!("pid={}", ready.field("pid").unwrap()),
+        "the program that sd_listen_fds() accepted the socket in answered"
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+}
+
+// 3. Optional values with a space.
+
+#[test]
+fn prefix_json_with_a_space_before_the_command() {
+    let (code, stdout, stderr) = run_to_end(&[
+        "-n",
+        "1",
+        "--restart",
+        "on-failure",
+        "--prefix",
+        "json",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON line ({e}): {stdout:?}"));
+    assert_eq!(line["line"], "hi");
+    assert_eq!(line["worker"], 0);
+}
+
+#[test]
+fn plan_json_with_a_space_prints_json() {
+    let (code, stdout, stderr) = run_to_end(&["-n", "2", "--plan", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("--plan json printed no JSON ({e}): {stdout}"));
+    assert!(plan.is_object(), "{plan}");
+}
+
+#[test]
+fn pin_core_with_a_space_before_the_command() {
+    let (code, _, stderr) = run_to_end(&[
+        "--restart",
+        "never",
+        "-n",
+        "1",
+        "--pin",
+        "core",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // A bare flag still leaves the next word to the command.
+    let (code, stdout, stderr) =
+        run_to_end(&["-n", "1", "--restart", "never", "--prefix", "echo", "hi"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "[0] hi");
+}
