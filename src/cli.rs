@@ -15,7 +15,8 @@ const ABOUT: &str = "Run any single-process program as a multi-core cluster: N w
 stable WORKER_ID, signals relayed, crashed workers respawned with backoff, and a correct PID 1.";
 
 const AFTER_HELP: &str = "\
-Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once); HUP replaces every \
+Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once; the same one again within 1s is \
+the same request); HUP replaces every \
 worker in a rolling reload; TTIN / TTOU add or remove a worker; TSTP is forwarded and recluster stops \
 itself; every other signal (USR1, USR2, WINCH, ...) is forwarded to every worker's process group.
 

@@ -99,6 +99,11 @@ pub enum Report {
     SecondStopSignal {
         signal: Sig,
     },
+    /// The stop signal again within `window` of the one that began the stop: the same request.
+    RepeatedStopSignal {
+        signal: Sig,
+        window: Duration,
+    },
     IgnoredWhileStopping {
         signal: Sig,
     },
@@ -446,6 +451,11 @@ impl Report {
             Report::SecondStopSignal { signal } => write!(
                 f,
                 "received {signal} again while stopping: killing every worker now"
+            ),
+            Report::RepeatedStopSignal { signal, window } => write!(
+                f,
+                "received {signal} again within {} of the first: the same stop request (another {signal} later kills every worker at once)",
+                format_duration(*window)
             ),
             Report::IgnoredWhileStopping { signal } => {
                 write!(f, "ignoring {signal} while stopping")

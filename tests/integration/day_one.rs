@@ -188,3 +188,62 @@ fn pin_core_with_a_space_before_the_command() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "[0] hi");
 }
+
+// 2. One stop signal, delivered twice, is one request.
+
+/// Workers that take a moment over their stop: on INT or TERM each prints `stop ID` and exits 0
+/// a second later (long enough for a second signal to find recluster still stopping).
+const SLOW_TO_STOP: &str =
+    "trap 'echo stop $WORKER_ID; sleep 1; exit 0' INT TERM; echo up $WORKER_ID; sleep 1000 & wait";
+
+fn started_slow_to_stop(launch: Launch) -> crate::harness::Cluster {
+    let mut cluster = launch.start();
+    for _ in 0..2 {
+        cluster.expect("a worker up", |l| l.text.starts_with("up "));
+    }
+    cluster
+}
+
+fn each_worker_was_stopped_once(cluster: &crate::harness::Cluster) {
+    for id in 0..2 {
+        let stops = cluster.seen(|l| l.text == format!("stop {id}")).len();
+        if stops != 1 {
+            cluster.fail(&format!("worker {id} got the stop signal {stops} times"));
+        }
+    }
+    if !cluster
+        .seen(|l| l.is_log("killing every worker now"))
+        .is_empty()
+    {
+        cluster.fail("the repeated signal was taken as a kill");
+    }
+}
+
+#[test]
+fn gnu_timeout_signalling_recluster_and_its_group_stops_the_workers_once_with_status_0() {
+    // `timeout 600 recluster …`, expiring: timeout sends TERM to recluster, then to its own
+    // process group, recluster included. SIGALRM is timeout's own timer: sending it is the
+    // expiry, without waiting for it.
+    let mut cluster = started_slow_to_stop(Launch::wrapped(
+        &["timeout", "--preserve-status", "600"],
+        ["-n", "2", "--", "sh", "-c", SLOW_TO_STOP],
+    ));
+    cluster.send(libc::SIGALRM);
+    assert_eq!(cluster.exit_code(), 0);
+    each_worker_was_stopped_once(&cluster);
+}
+
+#[test]
+fn the_same_stop_signal_twice_in_quick_succession_is_one_stop() {
+    // As an npm-style wrapper does to a Ctrl-C: the terminal's signal, then the wrapper's copy.
+    // The second is sent once recluster has taken the first, so the two cannot merge into one
+    // pending signal in the kernel.
+    let mut cluster =
+        started_slow_to_stop(Launch::new(["-n", "2", "--", "sh", "-c", SLOW_TO_STOP]));
+    cluster.send(libc::SIGINT);
+    cluster.expect_log("received SIGINT");
+    cluster.send(libc::SIGINT);
+    cluster.expect_log("the same stop request");
+    assert_eq!(cluster.exit_code(), 0);
+    each_worker_was_stopped_once(&cluster);
+}
