@@ -247,3 +247,28 @@ fn the_same_stop_signal_twice_in_quick_succession_is_one_stop() {
     assert_eq!(cluster.exit_code(), 0);
     each_worker_was_stopped_once(&cluster);
 }
+
+// 6. `ctl send` to a worker that does not exist.
+
+#[test]
+fn ctl_send_to_a_worker_that_does_not_exist_fails_naming_it() {
+    let mut cluster = crate::harness::Cluster::start(&["-n", "2"], &["--messages"]);
+    cluster.ready(2);
+    let (code, stdout, stderr) =
+        crate::harness::ctl(cluster.pid, &["send", "worker:42", r#"{"hello":1}"#]);
+    assert_eq!(code, 1, "stdout: {stdout} stderr: {stderr}");
+    assert!(
+        stderr.contains("worker:42") || stderr.contains("worker 42"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("sent"), "{stdout}");
+    // A worker that exists still gets its message.
+    let (code, _, stderr) =
+        crate::harness::ctl(cluster.pid, &["send", "worker:1", r#"{"hello":2}"#]);
+    assert_eq!(code, 0, "{stderr}");
+    cluster.expect("worker 1's message", |l| {
+        l.is_worker("message") && l.field("id") == Some("1")
+    });
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
