@@ -162,7 +162,11 @@ pub(crate) fn one_line(message: &str) -> String {
 }
 
 fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
-    command::resolve(&config.command[0], std::env::var_os("PATH").as_deref())?;
+    let path_var = std::env::var_os("PATH");
+    match &config.user {
+        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
+        None => command::resolve(&config.command[0], path_var.as_deref())?,
+    };
     let mut inherited = inherited.clone();
     let mut raised = startup::raise_fd_limit(config.fds_needed());
     if raised.is_err() && config.share_sockets_for_fd_limit() {

@@ -272,3 +272,48 @@ fn ctl_send_to_a_worker_that_does_not_exist_fails_naming_it() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+// 4. `--user` and a program the user cannot reach.
+
+#[test]
+fn user_nobody_and_a_program_in_a_0700_directory_is_refused_at_start_naming_both() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir =
+        std::env::temp_dir().join(format!("recluster-day-one-private-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let program = dir.join("server");
+    std::fs::write(&program, "#!/bin/sh\necho served as $(id -un)\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let program_arg = program.display().to_string();
+    let args = [
+        "--user",
+        "nobody",
+        "--restart",
+        "never",
+        "-n",
+        "1",
+        "--",
+        &program_arg,
+    ];
+    let (code, _, stderr) = run_to_end(&args);
+    let refused = (code, stderr.clone());
+    // Opened to others, the same command runs.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (opened_code, opened_out, opened_err) = run_to_end(&args);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(refused.0, 126, "{}", refused.1);
+    assert!(
+        refused.1.contains(&program_arg) && refused.1.contains("nobody"),
+        "the error names the file and the user: {}",
+        refused.1
+    );
+    assert!(
+        !refused.1.contains("started"),
+        "no worker started: {}",
+        refused.1
+    );
+    assert_eq!(opened_code, 0, "{opened_err}");
+    assert_eq!(opened_out.trim(), "served as nobody");
+}
