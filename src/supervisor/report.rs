@@ -428,7 +428,16 @@ impl Report {
             }
             Report::Stopped { id, pid, status } => {
                 let id = label(*id);
-                write!(f, "worker {id} (pid {pid}) {status} after being stopped")
+                write!(f, "worker {id} (pid {pid}) {status} after being stopped")?;
+                if *status == ProcessStatus::Killed(Sig::KILL) {
+                    // The exit status is that of each slot's last worker: this one was replaced
+                    // (reload, restart, --max-memory) or its slot removed.
+                    write!(
+                        f,
+                        " (it had been replaced or removed, so recluster's exit status does not count it)"
+                    )?;
+                }
+                Ok(())
             }
             Report::AdoptedReaped { pid, status } => {
                 write!(f, "reaped adopted process {pid} ({status})")

@@ -317,3 +317,40 @@ fn user_nobody_and_a_program_in_a_0700_directory_is_refused_at_start_naming_both
     assert_eq!(opened_code, 0, "{opened_err}");
     assert_eq!(opened_out.trim(), "served as nobody");
 }
+
+// 7. A reload's old worker killed at --kill-timeout.
+
+#[test]
+fn a_reload_whose_old_worker_needs_the_kill_still_ends_in_0_and_says_why() {
+    // Generation 0 ignores TERM, so the reload has to kill it at --kill-timeout; generation 1
+    // stops when asked. The exit status is that of each slot's last worker (README, Exit status).
+    let worker = crate::harness::worker_bin().display().to_string();
+    let script = format!(
+        "if [ \"$WORKER_GENERATION\" = 0 ]; then exec {worker} --ignore TERM; else exec {worker}; fi"
+    );
+    let mut cluster = Launch::new([
+        "-n",
+        "1",
+        "--kill-timeout",
+        "500ms",
+        "--min-uptime",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .start();
+    cluster.ready(1);
+    cluster.send(libc::SIGHUP);
+    cluster.expect_log("sending SIGKILL");
+    let killed = cluster.expect_log("killed by SIGKILL after being stopped");
+    assert!(
+        killed.text.contains("exit status does not count it"),
+        "the log says the kill of a replaced worker does not decide the exit status: {}",
+        killed.text
+    );
+    cluster.expect_log("reload to generation 1 complete");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
