@@ -354,3 +354,61 @@ fn a_reload_whose_old_worker_needs_the_kill_still_ends_in_0_and_says_why() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+// 5. The README's debugger example under `--exec`.
+
+/// Words of a shell line: blanks split, single quotes group (enough for the README's examples).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn the_readmes_exec_debugger_example_serves_a_strict_libsystemd_program() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("recluster --exec --listen :3000 -- gdb"))
+        .expect("the README's quick start shows --exec under gdb");
+    let line = line.split("   #").next().unwrap();
+    let server = sd_listen_server();
+    let mut words: Vec<String> = shell_words(line)
+        .into_iter()
+        .skip(1)
+        .map(|w| {
+            w.replace(":3000", "127.0.0.1:0")
+                .replace("./server", &server)
+        })
+        .collect();
+    // gdb reads its commands from stdin once `run` returns; without a terminal it then quits.
+    let gdb = words.iter().position(|w| w == "gdb").unwrap();
+    words.insert(gdb + 1, "-q".to_string());
+    let mut cluster = Launch::new(&words).start();
+    let address = cluster.listening(1).remove(0);
+    let ready = cluster.expect("the server took its sockets", |l| l.is_worker("ready"));
+    let body = http_get(&address).unwrap_or_else(|e| cluster.fail(&e));
+    assert_eq!(body.trim(), format!("pid={}", ready.field("pid").unwrap()));
+}
