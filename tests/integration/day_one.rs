@@ -412,3 +412,47 @@ fn the_readmes_exec_debugger_example_serves_a_strict_libsystemd_program() {
     let body = http_get(&address).unwrap_or_else(|e| cluster.fail(&e));
     assert_eq!(body.trim(), format!("pid={}", ready.field("pid").unwrap()));
 }
+
+// 8. What a SIGKILLed recluster leaves behind, and how to leave nothing.
+
+#[test]
+fn a_sigkilled_recluster_takes_its_workers_but_not_their_children_unless_it_is_pid_1() {
+    use crate::harness::{eventually, is_running};
+    // As nginx's master and its workers: the worker forks a child that stays in its group.
+    let mut cluster = crate::harness::Cluster::start(&["-n", "1"], &["--grandchild"]);
+    let grandchild = cluster
+        .expect("grandchild", |l| l.is_worker("grandchild"))
+        .num("pid");
+    let worker = cluster.ready(1)[0].num("pid");
+    cluster.send(libc::SIGKILL);
+    assert!(
+        eventually(|| !is_running(worker)),
+        "the worker outlived recluster"
+    );
+    let survived = is_running(grandchild);
+    // SAFETY: signalling the process this test's worker started.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    cluster.finish();
+    assert!(
+        survived,
+        "the README says the parent-death signal reaches the workers only: update it"
+    );
+
+    // The remedy the README gives: recluster as PID 1 of a pid namespace (a container).
+    let args = crate::harness::cluster_args(&["-n", "1"], &["--grandchild"]);
+    let mut cluster =
+        Launch::wrapped(&["unshare", "--pid", "--fork", "--mount-proc"], args).start();
+    let inner = cluster
+        .expect("grandchild", |l| l.is_worker("grandchild"))
+        .num("pid");
+    cluster.ready(1);
+    let recluster = crate::reaping::recluster_under(cluster.pid);
+    let grandchild = crate::reaping::outer_pid(recluster, inner).expect("the grandchild's pid");
+    // SAFETY: killing the recluster this test started.
+    unsafe { libc::kill(recluster, libc::SIGKILL) };
+    assert!(
+        eventually(|| !is_running(grandchild)),
+        "the grandchild outlived recluster as PID 1"
+    );
+    cluster.finish();
+}
