@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(groups.label(5), "migrate.0");
         assert_eq!(groups.slot_of("jobs", 1), Some(4));
         assert_eq!(groups.slot_of("jobs", 2), None);
-        assert_eq!(groups.groups[0].command[2], "exec node server.js --port $PORT");
+        assert_eq!(
+            groups.groups[0].command[2],
+            "exec node server.js --port $PORT"
+        );
         let zero = Groups::build(entries(), Some("jobs=0"), &[], &[]).unwrap();
         assert_eq!(zero.of_slot(1), (2, 0), "an empty group holds no slot");
     }

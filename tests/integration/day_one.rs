@@ -386,6 +386,13 @@ fn shell_words(line: &str) -> Vec<String> {
 
 #[test]
 fn the_readmes_exec_debugger_example_serves_a_strict_libsystemd_program() {
+    assert!(
+        Command::new("gdb")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "gdb is not installed: run scripts/install-test-deps"
+    );
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let line = readme
