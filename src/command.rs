@@ -83,14 +83,8 @@ pub fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, Com
     if program.is_empty() {
         return Err(error(CommandProblem::NotFound));
     }
-    if program.as_bytes().contains(&b'/') {
-        return check(Path::new(program)).map_err(error);
-    }
-    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
     let mut denied = None;
-    for dir in path_var.as_bytes().split(|&b| b == b':') {
-        let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+    for candidate in candidates(program, path_var) {
         match check(&candidate) {
             Ok(found) => return Ok(found),
             Err(CommandProblem::NotFound) => {}
@@ -132,14 +126,8 @@ pub fn resolve_as(
     path_var: Option<&OsStr>,
     user: &crate::user::Identity,
 ) -> Result<PathBuf, CommandError> {
-    let as_recluster = resolve(program, path_var);
-    if let Err(CommandError {
-        problem: CommandProblem::NotFound,
-        ..
-    }) = as_recluster
-    {
-        return as_recluster;
-    }
+    // What recluster itself cannot run, no user can: that error is the plainer one.
+    let found = resolve(program, path_var)?;
     let candidates: Vec<PathBuf> = candidates(program, path_var)
         .into_iter()
         .take(MAX_CANDIDATES)
@@ -149,29 +137,26 @@ pub fn resolve_as(
         .filter_map(|c| std::ffi::CString::new(c.as_os_str().as_bytes()).ok())
         .collect();
     if paths.len() != candidates.len() {
-        return as_recluster;
+        return Ok(found);
     }
     let code = match check_in_child(&paths, user) {
         Ok(code) => code,
         Err(e) => {
             log::debug!("could not check the command as user {}: {e}", user.name);
-            return as_recluster;
+            return Ok(found);
         }
     };
     let problem = match code {
-        found if (found as usize) < candidates.len() => {
-            return Ok(candidates[found as usize].clone());
+        index if (index as usize) < candidates.len() => {
+            return Ok(candidates[index as usize].clone());
         }
         CHILD_NOT_FOUND => CommandProblem::NotFound,
         CHILD_IS_A_DIRECTORY => CommandProblem::IsADirectory,
-        CHILD_CANNOT_SWITCH => return as_recluster,
+        CHILD_CANNOT_SWITCH => return Ok(found),
         _ => CommandProblem::PermissionDenied,
     };
-    // The file it was refused: the one recluster itself would run, else the first candidate.
-    let file = as_recluster
-        .as_ref()
-        .map_or_else(|_| candidates[0].clone(), Clone::clone);
-    let file = std::fs::canonicalize(&file).unwrap_or(file);
+    // The file it was refused: the one recluster itself would run.
+    let file = std::fs::canonicalize(&found).unwrap_or(found);
     Err(CommandError {
         program: program.to_os_string(),
         // Not found for the user, though recluster finds it: a directory it cannot search.

@@ -177,7 +177,6 @@ impl Spawner {
         })
     }
 
-    /// The command slot `id` runs: its group's line, or the command.
     /// How a failed exec names what failed: the program, and the user with `--user`.
     pub fn describe_program(&self, id: u32) -> String {
         let program = self.command_of(id)[0].to_string_lossy().into_owned();
@@ -187,6 +186,7 @@ impl Spawner {
         }
     }
 
+    /// The command slot `id` runs: its group's line, or the command.
     fn command_of(&self, id: u32) -> &[OsString] {
         match &self.groups {
             Some(groups) => &groups.groups[groups.of_slot(id).0].command,
