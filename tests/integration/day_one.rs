@@ -38,10 +38,9 @@ fn sd_listen_server() -> String {
     static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let binary = std::env::temp_dir().join(format!(
-                "recluster-day-one-sd-listen-{}",
-                std::process::id()
-            ));
+            // Under the build's own scratch directory, so nothing is left in /tmp.
+            let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("sd-listen-server-{}", std::process::id()));
             let built = Command::new("gcc")
                 .args(["-O1", "-o"])
                 .arg(&binary)
