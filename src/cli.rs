@@ -15,7 +15,8 @@ const ABOUT: &str = "Run any single-process program as a multi-core cluster: N w
 stable WORKER_ID, signals relayed, crashed workers respawned with backoff, and a correct PID 1.";
 
 const AFTER_HELP: &str = "\
-Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once); HUP replaces every \
+Signals: INT, TERM, QUIT stop the cluster gracefully (a second one kills at once; the same one again within 1s is \
+the same request); HUP replaces every \
 worker in a rolling reload; TTIN / TTOU add or remove a worker; TSTP is forwarded and recluster stops \
 itself; every other signal (USR1, USR2, WINCH, ...) is forwarded to every worker's process group.
 
@@ -276,6 +277,93 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
+/// `--prefix json`, `--pin core`, `--plan json`: a flag whose value is optional takes the next word
+/// too when that word is one of its values, as GNU tools do, by joining the two into
+/// `--prefix=json` before clap parses. Any other next word stays where it is (`--prefix ./server`
+/// runs ./server), and nothing after `--` or after the command's first word is touched. The
+/// flags that take a value (`-n 4`, `--name web`) are read from the definition, so their values
+/// are skipped, never mistaken for the command.
+pub fn join_optional_values(args: Vec<OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    // Building fills in what the derive left implicit (how many values each flag takes).
+    command.build();
+    let takes_value = |arg: &clap::Arg| {
+        arg.get_action().takes_values() && arg.get_num_args().is_some_and(|n| n.min_values() > 0)
+    };
+    let optional_values = |arg: &clap::Arg| -> Vec<String> {
+        let optional = arg.get_num_args().is_some_and(|n| n.min_values() == 0)
+            && arg.get_action().takes_values();
+        if !optional {
+            return Vec::new();
+        }
+        arg.get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .collect()
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = args.into_iter();
+    if let Some(program) = rest.next() {
+        out.push(program);
+    }
+    while let Some(word) = rest.next() {
+        let Some(text) = word.to_str().map(str::to_string) else {
+            out.push(word);
+            break;
+        };
+        if text == "--" || !text.starts_with('-') || text == "-" {
+            out.push(word);
+            break;
+        }
+        if let Some(long) = text.strip_prefix("--") {
+            out.push(word);
+            if long.contains('=') {
+                continue;
+            }
+            let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long)) else {
+                continue;
+            };
+            if takes_value(arg) {
+                out.extend(rest.next());
+                continue;
+            }
+            let values = optional_values(arg);
+            if values.is_empty() {
+                continue;
+            }
+            let mut ahead = rest.clone();
+            if let Some(next) = ahead
+                .next()
+                .filter(|n| values.iter().any(|v| n == v.as_str()))
+            {
+                let mut joined = out.pop().expect("the flag was just pushed");
+                joined.push("=");
+                joined.push(next);
+                out.push(joined);
+                rest = ahead;
+            }
+            continue;
+        }
+        // Short flags, possibly together (`-vn4`, `-vn 4`): a flag that takes a value takes the
+        // rest of the word, or the next word.
+        out.push(word);
+        for (i, short) in text.char_indices().skip(1) {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_short() == Some(short));
+            if arg.is_some_and(takes_value) {
+                if i + short.len_utf8() == text.len() {
+                    out.extend(rest.next());
+                }
+                break;
+            }
+        }
+    }
+    out.extend(rest);
+    out
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyMode {
     Started,
@@ -486,5 +574,51 @@ mod tests {
             Cli::try_parse_from(["recluster", "-n", "2", "./server", "-n", "--port", "3"]).unwrap();
         assert_eq!(cli.workers, Some(2));
         assert_eq!(cli.command, ["./server", "-n", "--port", "3"]);
+    }
+
+    fn joined(args: &[&str]) -> Vec<String> {
+        join_optional_values(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_optional_value_after_a_space_is_taken_when_it_is_one_of_the_values() {
+        assert_eq!(
+            joined(&["recluster", "--prefix", "json", "--", "echo", "hi"]),
+            ["recluster", "--prefix=json", "--", "echo", "hi"]
+        );
+        assert_eq!(
+            joined(&["recluster", "-n", "2", "--pin", "core", "--", "./server"]),
+            ["recluster", "-n", "2", "--pin=core", "--", "./server"]
+        );
+        assert_eq!(
+            joined(&["recluster", "--plan", "json"]),
+            ["recluster", "--plan=json"]
+        );
+        let cli =
+            Cli::try_parse_from(joined(&["recluster", "--prefix", "json", "--", "echo"])).unwrap();
+        assert_eq!(cli.prefix, Some(crate::output::PrefixFormat::Json));
+        assert_eq!(cli.command, ["echo"]);
+    }
+
+    #[test]
+    fn any_other_next_word_is_left_alone() {
+        for args in [
+            &["recluster", "--prefix", "--", "json"][..],
+            &["recluster", "--prefix", "./server", "json"],
+            &["recluster", "--pin", "-n", "2", "./server"],
+            &["recluster", "--name", "--prefix", "json"],
+            &["recluster", "-vn", "--prefix", "json"],
+            &["recluster", "./server", "--prefix", "json"],
+            &["recluster", "--", "./server", "--plan", "json"],
+            &["recluster", "--prefix=text", "json"],
+        ] {
+            assert_eq!(joined(args), args, "{args:?}");
+        }
+        let cli = Cli::try_parse_from(joined(&["recluster", "--prefix", "--", "json"])).unwrap();
+        assert_eq!(cli.prefix, Some(crate::output::PrefixFormat::Text));
+        assert_eq!(cli.command, ["json"]);
     }
 }

@@ -2,7 +2,10 @@
 //! name is searched in each `PATH` entry (an empty entry is the current directory; no `PATH` means
 //! `/bin:/usr/bin`, glibc's default). Done before the first worker starts, so a missing or
 //! non-executable command fails at once with 127 / 126, and again before every spawn, so a new binary
-//! at the same path is picked up.
+//! at the same path is picked up. With `--user`, the start-up check is made as that user
+//! (`resolve_as`): a child process drops to it and asks the kernel, so a program in a directory
+//! the user cannot enter is refused with 126 naming the file and the user, instead of every
+//! worker failing its exec and restarting for ever.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -26,6 +29,8 @@ pub enum CommandProblem {
 pub struct CommandError {
     pub program: OsString,
     pub problem: CommandProblem,
+    /// With `--user`: the user the check was made as, and the file it was refused.
+    pub denied_to: Option<(String, PathBuf)>,
 }
 
 impl CommandError {
@@ -41,6 +46,16 @@ impl CommandError {
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = self.program.to_string_lossy();
+        if let Some((user, file)) = &self.denied_to {
+            return match self.problem {
+                CommandProblem::IsADirectory => write!(f, "{}: is a directory", file.display()),
+                _ => write!(
+                    f,
+                    "{}: permission denied to user {user} (--user), who must be able to enter every directory on its path and execute the file",
+                    file.display()
+                ),
+            };
+        }
         match self.problem {
             CommandProblem::NotFound if self.program.as_bytes().contains(&b'/') => {
                 write!(f, "{program}: no such file")
@@ -63,18 +78,13 @@ pub fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, Com
     let error = |problem| CommandError {
         program: program.to_os_string(),
         problem,
+        denied_to: None,
     };
     if program.is_empty() {
         return Err(error(CommandProblem::NotFound));
     }
-    if program.as_bytes().contains(&b'/') {
-        return check(Path::new(program)).map_err(error);
-    }
-    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
     let mut denied = None;
-    for dir in path_var.as_bytes().split(|&b| b == b':') {
-        let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+    for candidate in candidates(program, path_var) {
         match check(&candidate) {
             Ok(found) => return Ok(found),
             Err(CommandProblem::NotFound) => {}
@@ -83,6 +93,145 @@ pub fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, Com
         }
     }
     Err(error(denied.unwrap_or(CommandProblem::NotFound)))
+}
+
+/// The files `execvp(program)` would try, in order.
+fn candidates(program: &OsStr, path_var: Option<&OsStr>) -> Vec<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return vec![PathBuf::from(program)];
+    }
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    path_var
+        .as_bytes()
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
+            Path::new(OsStr::from_bytes(dir)).join(program)
+        })
+        .collect()
+}
+
+/// The most candidates the child reports on (an exit status holds one of them, or a problem).
+const MAX_CANDIDATES: usize = 200;
+const CHILD_NOT_FOUND: i32 = 201;
+const CHILD_IS_A_DIRECTORY: i32 = 202;
+const CHILD_DENIED: i32 = 203;
+const CHILD_CANNOT_SWITCH: i32 = 204;
+
+/// `resolve` as `user` would see it: found as recluster, then checked by a child process that
+/// has dropped to the user's groups, group and uid, so the kernel answers for that user (modes,
+/// ACLs, `noexec` mounts, directories on the path it cannot enter).
+pub fn resolve_as(
+    program: &OsStr,
+    path_var: Option<&OsStr>,
+    user: &crate::user::Identity,
+) -> Result<PathBuf, CommandError> {
+    // What recluster itself cannot run, no user can: that error is the plainer one.
+    let found = resolve(program, path_var)?;
+    let candidates: Vec<PathBuf> = candidates(program, path_var)
+        .into_iter()
+        .take(MAX_CANDIDATES)
+        .collect();
+    let paths: Vec<std::ffi::CString> = candidates
+        .iter()
+        .filter_map(|c| std::ffi::CString::new(c.as_os_str().as_bytes()).ok())
+        .collect();
+    if paths.len() != candidates.len() {
+        return Ok(found);
+    }
+    let code = match check_in_child(&paths, user) {
+        Ok(code) => code,
+        Err(e) => {
+            log::debug!("could not check the command as user {}: {e}", user.name);
+            return Ok(found);
+        }
+    };
+    let problem = match code {
+        index if (index as usize) < candidates.len() => {
+            return Ok(candidates[index as usize].clone());
+        }
+        CHILD_NOT_FOUND => CommandProblem::NotFound,
+        CHILD_IS_A_DIRECTORY => CommandProblem::IsADirectory,
+        CHILD_CANNOT_SWITCH => return Ok(found),
+        _ => CommandProblem::PermissionDenied,
+    };
+    // The file it was refused: the one recluster itself would run.
+    let file = std::fs::canonicalize(&found).unwrap_or(found);
+    Err(CommandError {
+        program: program.to_os_string(),
+        // Not found for the user, though recluster finds it: a directory it cannot search.
+        problem: match problem {
+            CommandProblem::NotFound => CommandProblem::PermissionDenied,
+            other => other,
+        },
+        denied_to: Some((user.name.clone(), file)),
+    })
+}
+
+/// Forks a child that drops to `user` and reports, as its exit status, the index of the first
+/// of `paths` it may execute, or the first problem met (`CHILD_*`).
+fn check_in_child(
+    paths: &[std::ffi::CString],
+    user: &crate::user::Identity,
+) -> std::io::Result<i32> {
+    // SAFETY: the child calls only async-signal-safe functions (setgroups, setgid, setuid,
+    // stat, access, _exit) on memory prepared before the fork, then exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above; `user.groups` and `paths` were allocated before the fork.
+        unsafe {
+            if libc::setgroups(user.groups.len(), user.groups.as_ptr()) != 0
+                || libc::setgid(user.gid) != 0
+                || libc::setuid(user.uid) != 0
+            {
+                libc::_exit(CHILD_CANNOT_SWITCH);
+            }
+            let mut first_problem = CHILD_NOT_FOUND;
+            for (index, path) in paths.iter().enumerate() {
+                let mut stat: libc::stat = std::mem::zeroed();
+                let problem = if libc::stat(path.as_ptr(), &mut stat) != 0 {
+                    if *libc::__errno_location() == libc::EACCES {
+                        CHILD_DENIED
+                    } else {
+                        CHILD_NOT_FOUND
+                    }
+                } else if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    CHILD_IS_A_DIRECTORY
+                } else if stat.st_mode & libc::S_IFMT != libc::S_IFREG
+                    || stat.st_mode & 0o111 == 0
+                    || libc::access(path.as_ptr(), libc::X_OK) != 0
+                {
+                    CHILD_DENIED
+                } else {
+                    libc::_exit(index as i32);
+                };
+                if first_problem == CHILD_NOT_FOUND {
+                    first_problem = problem;
+                }
+            }
+            libc::_exit(first_problem);
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for the child just forked, into a valid int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(std::io::Error::other("the check ended by a signal"))
+    }
 }
 
 fn check(candidate: &Path) -> Result<PathBuf, CommandProblem> {

@@ -310,6 +310,16 @@ impl Config {
                 })?;
                 let entries = crate::groups::parse_procfile(&text)
                     .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+                if !cli.listen.is_empty() {
+                    for (name, line) in &entries {
+                        if !crate::shell_line::keeps_the_pid(line) {
+                            warnings.push(format!(
+                                "--procfile {}: {name}'s line is compound, so /bin/sh forks its program and LISTEN_PID names the shell (libsystemd, go-systemd and gunicorn then ignore the sockets): write exec before the program ('cd app && exec ./server')",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
                 Some(
                     crate::groups::Groups::build(
                         entries,

@@ -15,7 +15,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub name: String,
-    /// `/bin/sh -c LINE`, as foreman and honcho run a Procfile line.
+    /// `/bin/sh -c LINE`, as foreman and honcho run a Procfile line, with `exec` before a simple
+    /// command's program (see `shell_line`).
     pub command: Vec<OsString>,
     /// `--once`: it runs to its end, must exit 0, and is not restarted.
     pub once: bool,
@@ -127,7 +128,7 @@ impl Groups {
         for (g, ((name, line), workers)) in entries.into_iter().zip(counts).enumerate() {
             groups.push(Group {
                 name,
-                command: vec!["/bin/sh".into(), "-c".into(), line.into()],
+                command: crate::shell_line::command(&line),
                 once: false,
                 after: Vec::new(),
             });
@@ -341,7 +342,10 @@ mod tests {
         assert_eq!(groups.label(5), "migrate.0");
         assert_eq!(groups.slot_of("jobs", 1), Some(4));
         assert_eq!(groups.slot_of("jobs", 2), None);
-        assert_eq!(groups.groups[0].command[2], "node server.js --port $PORT");
+        assert_eq!(
+            groups.groups[0].command[2],
+            "exec node server.js --port $PORT"
+        );
         let zero = Groups::build(entries(), Some("jobs=0"), &[], &[]).unwrap();
         assert_eq!(zero.of_slot(1), (2, 0), "an empty group holds no slot");
     }

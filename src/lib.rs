@@ -32,6 +32,7 @@ pub mod plan;
 pub mod procfs;
 pub mod reactor;
 pub mod reaper;
+pub mod shell_line;
 pub mod signal;
 pub mod signal_thread;
 pub mod snapshot;
@@ -97,7 +98,7 @@ pub fn main() -> i32 {
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
     use clap::{CommandFactory, FromArgMatches};
     let parsed = Cli::command()
-        .try_get_matches_from(args)
+        .try_get_matches_from(cli::join_optional_values(args))
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
     let cli = match parsed {
         Ok((mut cli, matches)) => match cli::settle_socket_mode(&mut cli, &matches) {
@@ -166,7 +167,11 @@ pub(crate) fn one_line(message: &str) -> String {
 }
 
 fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
-    command::resolve(&config.command[0], std::env::var_os("PATH").as_deref())?;
+    let path_var = std::env::var_os("PATH");
+    match &config.user {
+        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
+        None => command::resolve(&config.command[0], path_var.as_deref())?,
+    };
     let mut inherited = inherited.clone();
     let mut raised = startup::raise_fd_limit(config.fds_needed());
     if raised.is_err() && config.share_sockets_for_fd_limit() {

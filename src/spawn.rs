@@ -210,6 +210,15 @@ impl Spawner {
         })
     }
 
+    /// How a failed exec names what failed: the program, and the user with `--user`.
+    pub fn describe_program(&self, id: u32) -> String {
+        let program = self.command_of(id)[0].to_string_lossy().into_owned();
+        match &self.user {
+            Some(user) => format!("{program} as user {}", user.name),
+            None => program,
+        }
+    }
+
     /// The command slot `id` runs: its group's line, or the command.
     fn command_of(&self, id: u32) -> &[OsString] {
         match &self.groups {

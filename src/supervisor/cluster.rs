@@ -344,11 +344,12 @@ impl Cluster {
                     workers: self.places.len(),
                     timeout: self.policy.kill_timeout,
                 });
-                self.begin_stop(sig, stop::Outcome::Requested, now)
+                let actions = self.begin_stop(sig, stop::Outcome::Requested, now);
+                self.stopped_by_signal(sig, now);
+                actions
             }
             (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Stopping(stop)) if !stop.killed => {
-                self.report(Report::SecondStopSignal { signal: sig });
-                self.kill_all()
+                self.stop_signal_again(sig, now)
             }
             (Sig::TTIN, Phase::Running) => self.scale_up(Origin::Signal, now),
             (Sig::TTOU, Phase::Running) => self.scale_down(now, Origin::Signal),

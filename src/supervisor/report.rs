@@ -99,6 +99,11 @@ pub enum Report {
     SecondStopSignal {
         signal: Sig,
     },
+    /// The stop signal again within `window` of the one that began the stop: the same request.
+    RepeatedStopSignal {
+        signal: Sig,
+        window: Duration,
+    },
     IgnoredWhileStopping {
         signal: Sig,
     },
@@ -423,7 +428,16 @@ impl Report {
             }
             Report::Stopped { id, pid, status } => {
                 let id = label(*id);
-                write!(f, "worker {id} (pid {pid}) {status} after being stopped")
+                write!(f, "worker {id} (pid {pid}) {status} after being stopped")?;
+                if *status == ProcessStatus::Killed(Sig::KILL) {
+                    // The exit status is that of each slot's last worker: this one was replaced
+                    // (reload, restart, --max-memory) or its slot removed.
+                    write!(
+                        f,
+                        " (it had been replaced or removed, so recluster's exit status does not count it)"
+                    )?;
+                }
+                Ok(())
             }
             Report::AdoptedReaped { pid, status } => {
                 write!(f, "reaped adopted process {pid} ({status})")
@@ -446,6 +460,11 @@ impl Report {
             Report::SecondStopSignal { signal } => write!(
                 f,
                 "received {signal} again while stopping: killing every worker now"
+            ),
+            Report::RepeatedStopSignal { signal, window } => write!(
+                f,
+                "received {signal} again within {} of the first: the same stop request (another {signal} later kills every worker at once)",
+                format_duration(*window)
             ),
             Report::IgnoredWhileStopping { signal } => {
                 write!(f, "ignoring {signal} while stopping")

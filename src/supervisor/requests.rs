@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::control::protocol::{self, Request, ScaleBy, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
-use crate::messages::{Courier, Drops, Messages};
+use crate::messages::{Courier, Drops, Messages, Target};
 use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
 
@@ -97,10 +97,10 @@ impl Control {
             // The admin endpoint and the message thread only read.
             _ if frontend != Frontend::Control => return Vec::new(),
             Request::Send { to, data } => match &self.messages {
-                Some((_, courier, _)) => {
+                Some((_, courier, _)) => self.check_addressee(&to, cluster).map(|()| {
                     courier.deliver(to, data);
-                    Ok((None, json!({}), Vec::new()))
-                }
+                    (None, json!({}), Vec::new())
+                }),
                 None => Err(
                     "messages between workers are off in this cluster (--no-messages)".to_string(),
                 ),
@@ -238,6 +238,48 @@ impl Control {
             return Err("that group runs no worker (-m NAME=0)".to_string());
         }
         Ok(slots)
+    }
+
+    /// `ctl send` to a worker or group that is not there fails, naming it, instead of answering
+    /// "sent" for a message nobody gets.
+    fn check_addressee(&self, to: &Target, cluster: &Cluster) -> Result<(), String> {
+        let slots: Vec<u32> = match (to, &self.groups) {
+            (Target::All | Target::Others | Target::Recluster, _) => return Ok(()),
+            (Target::Worker(id), None) => {
+                cluster.check_ids(&[*id])?;
+                vec![*id]
+            }
+            (Target::Worker(id), Some(groups)) => groups
+                .groups
+                .iter()
+                .filter_map(|g| groups.slot_of(&g.name, *id))
+                .collect(),
+            (Target::Group(name) | Target::GroupWorker(name, _), None) => {
+                return Err(format!(
+                    "there is no group {name}: this cluster has no groups"
+                ));
+            }
+            (Target::Group(name) | Target::GroupWorker(name, _), Some(groups))
+                if groups.find(name).is_none() =>
+            {
+                return Err(format!("there is no group {name}"));
+            }
+            (Target::Group(name), Some(groups)) => {
+                groups.slots(groups.find(name).expect("found above"))
+            }
+            (Target::GroupWorker(name, id), Some(groups)) => {
+                groups.slot_of(name, *id).into_iter().collect()
+            }
+        };
+        if slots.iter().any(|&slot| cluster.has_worker(slot)) {
+            return Ok(());
+        }
+        let name = protocol::target_name(to);
+        Err(match to {
+            Target::Group(group) => format!("group {group} runs no worker now: nothing was sent"),
+            _ if slots.is_empty() => format!("there is no {name}: nothing was sent"),
+            _ => format!("{name} is not running now (it waits to be restarted): nothing was sent"),
+        })
     }
 
     fn replies(&self, frontend: Frontend) -> Option<&Replies> {

@@ -391,8 +391,10 @@ impl Executor<'_> {
                 }
                 if let Some(e) = &spawned.exec_error {
                     error!(
-                        "worker {} (pid {}): failed to execute the command: {e}",
-                        identity.id, spawned.pid
+                        "worker {} (pid {}): failed to execute {}: {e}",
+                        identity.id,
+                        spawned.pid,
+                        self.plumbing.spawner.describe_program(identity.id)
                     );
                 }
                 if let Some((token, _)) = socket {

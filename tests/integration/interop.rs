@@ -11,7 +11,7 @@ fn prints_ready(line: &Line) -> bool {
     line.is_worker("ready")
 }
 
-fn program(name: &str) -> String {
+pub(crate) fn program(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/programs")
         .join(name)
@@ -21,7 +21,7 @@ fn program(name: &str) -> String {
 
 /// The Python interpreter itself, not a version manager's shim in front of it (pyenv's shims are
 /// bash scripts): the test is about Python taking fd 3, nothing else.
-fn python() -> &'static str {
+pub(crate) fn python() -> &'static str {
     static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PYTHON.get_or_init(|| {
         let out = Command::new("python3")

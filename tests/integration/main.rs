@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod control;
+mod day_one;
 mod docs;
 mod exit_status;
 mod groups;

@@ -46,7 +46,7 @@ fn when_recluster_is_killed_its_workers_die_too() {
 }
 
 /// The pid, seen from here, of the process that is `inner` in the pid namespace of `ns_member`.
-fn outer_pid(ns_member: i32, inner: i32) -> Option<i32> {
+pub(crate) fn outer_pid(ns_member: i32, inner: i32) -> Option<i32> {
     let namespace = std::fs::read_link(format!("/proc/{ns_member}/ns/pid")).ok()?;
     std::fs::read_dir("/proc").ok()?.find_map(|entry| {
         let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
@@ -99,7 +99,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_term() {
 }
 
 /// unshare --fork runs recluster as its only child.
-fn recluster_under(unshare: i32) -> i32 {
+pub(crate) fn recluster_under(unshare: i32) -> i32 {
     let mut found = None;
     assert!(eventually(|| {
         found = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))

@@ -207,7 +207,14 @@ impl Cluster {
         }
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<(), String> {
+    /// Whether slot `id` holds a worker now (started or starting), not a wait or an end.
+    pub(crate) fn has_worker(&self, id: u32) -> bool {
+        self.slots
+            .get(id as usize)
+            .is_some_and(|s| matches!(s.occupant, Occupant::Worker(_)))
+    }
+
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<(), String> {
         let n = self.slots.len() as u32;
         let gone = |id: u32| id >= n || self.slots[id as usize].occupant == Occupant::Retired;
         match ids.iter().find(|&&id| gone(id)) {

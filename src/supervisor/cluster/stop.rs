@@ -1,9 +1,11 @@
 //! The graceful stop: every worker gets the stop signal, nothing is spawned any more, SIGKILL for
 //! what remains after `--kill-timeout`, then the processes the workers left behind; and the exit
 //! status once nothing is left. Also when the cluster stops by itself: every worker ended and none
-//! is to be restarted, or a crash loop gave up.
+//! is to be restarted, or a crash loop gave up. A stop signal repeated within `REPEAT_WINDOW` of
+//! the one that began the stop is the same request (GNU `timeout` signals both recluster and its
+//! group; npm-style wrappers forward a Ctrl-C the terminal already sent); a later one kills.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::exit_code;
 use crate::signal::Sig;
@@ -11,6 +13,11 @@ use crate::status::ProcessStatus;
 
 use super::worker::{State, StopReason, Worker, later};
 use super::{Action, Cluster, Occupant, Report};
+
+/// How long after the stop signal that began a stop the same signal again is taken as the same
+/// request rather than as "kill now": long enough for a wrapper's copy of it, short enough that
+/// a person pressing Ctrl-C a second time gets the kill.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Phase {
@@ -26,6 +33,8 @@ pub(super) struct Stop {
     pub killed: bool,
     orphans_signaled: bool,
     outcome: Outcome,
+    /// The signal that began the stop, and until when a repeat of it is the same request.
+    repeats: Option<(Sig, Instant)>,
 }
 
 /// Why the cluster is stopping; decides the exit status.
@@ -95,6 +104,7 @@ impl Cluster {
             killed: false,
             orphans_signaled: false,
             outcome,
+            repeats: None,
         });
         actions.extend(self.settle(now));
         actions
@@ -123,6 +133,33 @@ impl Cluster {
             actions.push(Action::SignalGroup { pgid: pid, signal });
         }
         Occupant::Worker(worker)
+    }
+
+    /// A stop signal that began the stop: its repeats within `REPEAT_WINDOW` are the same request.
+    pub(super) fn stopped_by_signal(&mut self, signal: Sig, now: Instant) {
+        if let Phase::Stopping(stop) = &mut self.phase {
+            stop.repeats = Some((signal, later(now, REPEAT_WINDOW)));
+        }
+    }
+
+    /// A stop signal received while stopping: the same request again (the same signal within
+    /// `REPEAT_WINDOW` of the one that began the stop), or a second request, which kills.
+    pub(super) fn stop_signal_again(&mut self, signal: Sig, now: Instant) -> Vec<Action> {
+        let Phase::Stopping(stop) = self.phase else {
+            return Vec::new();
+        };
+        if stop
+            .repeats
+            .is_some_and(|(first, until)| first == signal && now < until)
+        {
+            self.report(Report::RepeatedStopSignal {
+                signal,
+                window: REPEAT_WINDOW,
+            });
+            return Vec::new();
+        }
+        self.report(Report::SecondStopSignal { signal });
+        self.kill_all()
     }
 
     pub(super) fn kill_all(&mut self) -> Vec<Action> {

@@ -1890,3 +1890,60 @@ fn a_worker_added_during_a_reload_is_started_by_it_within_n_plus_k_at_its_genera
     );
     check_invariants(&cluster);
 }
+
+#[test]
+fn the_same_stop_signal_again_within_a_second_is_the_same_request() {
+    // GNU timeout signals recluster and then its process group: two TERMs, microseconds apart.
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    let first = cluster.on_signal(Sig::TERM, t0);
+    assert!(first.contains(&Action::SignalGroup {
+        pgid: 100,
+        signal: Sig::TERM
+    }));
+    assert_eq!(cluster.on_signal(Sig::TERM, t0 + MS), []);
+    assert_eq!(cluster.on_signal(Sig::TERM, t0 + 999 * MS), []);
+    cluster.on_reaped(
+        &exit(100, ProcessStatus::Killed(Sig::TERM)),
+        true,
+        t0 + 5 * MS,
+    );
+    let actions = cluster.on_reaped(
+        &exit(101, ProcessStatus::Killed(Sig::TERM)),
+        false,
+        t0 + 6 * MS,
+    );
+    assert_eq!(
+        actions,
+        [Action::Exit(0)],
+        "both stopped by the one request"
+    );
+}
+
+#[test]
+fn the_same_stop_signal_a_second_later_kills() {
+    // A person pressing Ctrl-C again once the first did not end it quickly.
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    cluster.on_signal(Sig::INT, t0);
+    assert_eq!(cluster.on_signal(Sig::INT, t0 + 100 * MS), []);
+    assert_eq!(
+        cluster.on_signal(Sig::INT, t0 + 1000 * MS),
+        [Action::KillAll {
+            groups: vec![100, 101]
+        }]
+    );
+}
+
+#[test]
+fn a_stop_signal_during_a_stop_recluster_began_itself_kills() {
+    // Only a repeat of the signal that began the stop is coalesced: a ctl stop or the end of
+    // the cluster began this one.
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    cluster.begin_stop(Sig::TERM, stop::Outcome::Requested, t0);
+    assert_eq!(
+        cluster.on_signal(Sig::TERM, t0 + MS),
+        [Action::KillAll { groups: vec![100] }]
+    );
+}
