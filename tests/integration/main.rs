@@ -22,6 +22,7 @@ mod respawn;
 mod robustness;
 mod signals;
 mod sockets;
+mod static_binary;
 mod stopping;
 mod trust_ctl;
 mod workers;
