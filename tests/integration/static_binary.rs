@@ -1,6 +1,7 @@
 //! The static build (`scripts/build-static`) as a `FROM scratch` image runs it: recluster and a
 //! static server alone in an empty root directory (a chroot holding `/dev/null`, and `/run` for
-//! the control socket, as the README's Dockerfile makes), serving two workers over loopback.
+//! the control socket, as the README's Dockerfile makes), serving two workers over loopback. And
+//! `--user` in it, which must not reach glibc's name services beyond the files.
 //!
 //! The static build is slow, so `cargo test` does not make it: `scripts/test` (what CI runs)
 //! builds it with the example worker first and names it in `RECLUSTER_STATIC_BIN`. Without that
@@ -33,11 +34,6 @@ fn static_build() -> Option<(PathBuf, PathBuf)> {
         "{} is missing: build it with scripts/build-static --example worker",
         worker.display()
     );
-    // SAFETY: geteuid has no memory effects.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n*** static_binary: NOT RUN: chroot needs root ***\n");
-        return None;
-    }
     Some((recluster, worker))
 }
 
@@ -76,6 +72,11 @@ fn the_static_binary_serves_two_workers_alone_in_an_empty_root() {
     let Some((recluster, worker)) = static_build() else {
         return;
     };
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n*** static_binary: the empty root NOT RUN: chroot needs root ***\n");
+        return;
+    }
     let (code, version, _) = run_ctl(Command::new(&recluster).arg("--version"));
     assert_eq!(code, 0);
     assert!(version.contains(", static)"), "--version: {version}");
@@ -133,4 +134,45 @@ fn the_static_binary_serves_two_workers_alone_in_an_empty_root() {
         cluster.seen(|l| l.is_log("warning")).is_empty(),
         "a warning in the empty root"
     );
+}
+
+#[test]
+fn the_static_binary_looks_users_up_in_the_files_and_survives_an_unknown_one() {
+    let Some((recluster, _)) = static_build() else {
+        return;
+    };
+    // With glibc's other name services (Debian's default is `passwd: files systemd`), a static
+    // binary loaded libnss_systemd and a second, shared glibc, and died of SIGSEGV here.
+    let out = Command::new(&recluster)
+        .args(["--user", "recluster-no-such-user", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("no user \"recluster-no-such-user\""),
+        "{stderr}"
+    );
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // --user needs root to run workers
+    }
+    // A user from /etc/passwd still resolves, with its groups from /etc/group.
+    let out = Command::new(&recluster)
+        .args([
+            "-q",
+            "-n",
+            "1",
+            "--restart",
+            "never",
+            "--user",
+            "nobody",
+            "--",
+            "id",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{:?}: {stdout}", out.status);
+    assert!(stdout.starts_with("uid=65534(nobody)"), "{stdout}");
 }
