@@ -32,7 +32,7 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(
     name = "recluster",
-    version,
+    version = env!("RECLUSTER_VERSION"),
     about = ABOUT,
     after_help = AFTER_HELP,
     override_usage = "recluster [OPTIONS] [--] COMMAND [ARG]...",

@@ -66,6 +66,7 @@ pub fn main() -> i32 {
     startup::ensure_standard_fds();
     let inherited = startup::ignore_sigpipe();
     startup::reset_sigchld();
+    startup::builtin_name_services_only();
     std::panic::set_hook(Box::new(|info| {
         logging::print_error(&format!("internal error (please report it): {info}"));
     }));

@@ -23,6 +23,7 @@ mod respawn;
 mod robustness;
 mod signals;
 mod sockets;
+mod static_binary;
 mod stopping;
 mod trust_ctl;
 mod trust_hook_env;
