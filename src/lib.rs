@@ -80,7 +80,10 @@ pub fn main() -> i32 {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    match run(config, &inherited) {
+    let result = run(config, &inherited);
+    // What was logged is written (unless stderr is never read) before recluster exits.
+    logging::finish(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => {
             logging::print_error(&e.to_string());
@@ -178,6 +181,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
     if config.exec {
         let sockets = listening_sockets(&config)?;
+        logging::finish(std::time::Duration::from_secs(2));
         let e = exec_mode::exec_in_place(&config, &sockets, &inherited);
         return Err(Error::system("execute the command", e));
     }
