@@ -16,7 +16,8 @@
 //! that does not fit is dropped whole (never cut) and counted for that worker (shown in status and
 //! metrics), so a worker that does not read never blocks recluster or the senders. What a worker
 //! sends is bounded too, so that no worker can grow recluster or starve the others:
-//! - each wake-up reads at most `READ_TURN` bytes from one worker, so every worker gets its turn;
+//! - each wake-up reads at most `READ_TURN` bytes from one worker (and stops once what it read
+//!   went to `TURN_DELIVERIES` workers), so every worker gets its turn;
 //! - each worker has a budget (`MESSAGES_PER_SECOND`, `BYTES_PER_SECOND`, see `budget`); one
 //!   that spends it is not read again until it has earned it back: its writes wait in its
 //!   socket (the kernel's buffer), nothing is lost and nothing piles up here;
@@ -63,8 +64,10 @@ pub const BYTES_PER_SECOND: u64 = 8 * 1024 * 1024;
 const BYTES_BURST: u64 = 1024 * 1024;
 /// An `info` costs the supervisor a snapshot of the cluster: it counts as this many messages.
 const INFO_COST: u64 = 100;
-/// The most read from one worker before the others get their turn.
+/// The most read from one worker, and the most deliveries of what it sent (a message to `all`
+/// is one per worker), before the others get their turn.
 const READ_TURN: usize = 64 * 1024;
+const TURN_DELIVERIES: usize = 4096;
 /// `ctl send` orders that may wait for the thread; more are refused.
 const ORDERS: usize = 64;
 
@@ -512,30 +515,7 @@ impl Thread {
                     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
                     let token = u64::from_ne_bytes(message[1..9].try_into().expect("8 bytes"));
                     let (id, pid) = (number(9) as u32, number(13));
-                    let _ = self
-                        .epoll
-                        .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
-                    self.by_pid.insert(pid, token);
-                    self.peers.insert(
-                        token,
-                        Peer {
-                            socket,
-                            id,
-                            pid,
-                            input: Vec::new(),
-                            skipping: false,
-                            output: Vec::new(),
-                            watching_output: false,
-                            messages: Budget::new(
-                                MESSAGES_PER_SECOND,
-                                MESSAGES_BURST,
-                                Instant::now(),
-                            ),
-                            bytes: Budget::new(BYTES_PER_SECOND, BYTES_BURST, Instant::now()),
-                            paused_until: None,
-                            info_pending: false,
-                        },
-                    );
+                    self.register(token, socket, id, pid);
                 }
                 (FORGET, 5, _) => {
                     if let Some(token) = self.by_pid.remove(&number(1)) {
@@ -560,9 +540,7 @@ impl Thread {
         while let Ok(answer) = self.answers.try_recv() {
             match answer {
                 Reply::Status { client, snapshot } => {
-                    if let Some(peer) = self.peers.get_mut(&client) {
-                        peer.info_pending = false;
-                    }
+                    self.answered(client);
                     self.answer_info(client, &snapshot);
                 }
                 Reply::Shutdown => return false,
@@ -570,6 +548,38 @@ impl Thread {
             }
         }
         true
+    }
+
+    /// A worker's socket, from now on read and written as `token`.
+    fn register(&mut self, token: u64, socket: OwnedFd, id: u32, pid: i32) {
+        let _ = self
+            .epoll
+            .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
+        self.by_pid.insert(pid, token);
+        let now = Instant::now();
+        self.peers.insert(
+            token,
+            Peer {
+                socket,
+                id,
+                pid,
+                input: Vec::new(),
+                skipping: false,
+                output: Vec::new(),
+                watching_output: false,
+                messages: Budget::new(MESSAGES_PER_SECOND, MESSAGES_BURST, now),
+                bytes: Budget::new(BYTES_PER_SECOND, BYTES_BURST, now),
+                paused_until: None,
+                info_pending: false,
+            },
+        );
+    }
+
+    /// The supervisor answered the `info` of `token`'s worker: it may ask again.
+    fn answered(&mut self, token: u64) {
+        if let Some(peer) = self.peers.get_mut(&token) {
+            peer.info_pending = false;
+        }
     }
 
     fn remove(&mut self, token: u64) {
@@ -582,8 +592,8 @@ impl Thread {
     /// Reads what the worker of `token` sent, up to `READ_TURN` bytes (a worker that `hung_up`
     /// even in a pause), and handles each whole line.
     fn receive(&mut self, token: u64, buffer: &mut [u8], hung_up: bool) {
-        let mut turn = 0;
-        while turn < READ_TURN {
+        let (mut turn, mut delivered) = (0, 0);
+        while turn < READ_TURN && delivered < TURN_DELIVERIES {
             let Some(peer) = self.peers.get_mut(&token) else {
                 return;
             };
@@ -622,7 +632,9 @@ impl Thread {
             }
             let mut cost = lines.len() as u64;
             for line in lines {
-                cost += self.handle(token, &line[..line.len() - 1]);
+                let (extra, to) = self.handle(token, &line[..line.len() - 1]);
+                cost += extra;
+                delivered += to;
             }
             if too_long {
                 Counters::count(&self.counters.too_long);
@@ -635,10 +647,11 @@ impl Thread {
         }
     }
 
-    /// One line from the worker of `token`; what it costs beyond one message.
-    fn handle(&mut self, token: u64, line: &[u8]) -> u64 {
+    /// One line from the worker of `token`; what it costs beyond one message, and to how many
+    /// workers it went.
+    fn handle(&mut self, token: u64, line: &[u8]) -> (u64, usize) {
         let Some(peer) = self.peers.get(&token) else {
-            return 0;
+            return (0, 0);
         };
         let (id, pid) = (peer.id, peer.pid);
         if line.len() > MAX_MESSAGE {
@@ -647,16 +660,16 @@ impl Thread {
                 token,
                 &format!("a message is one line of at most {MAX_MESSAGE} bytes"),
             );
-            return 0;
+            return (0, 0);
         }
         if line.iter().all(u8::is_ascii_whitespace) {
-            return 0;
+            return (0, 0);
         }
         match parse(line) {
             Ok((Target::Recluster, data)) => {
                 if data.get("cmd").and_then(Value::as_str) == Some("info") {
                     self.ask_info(token);
-                    return INFO_COST - 1;
+                    return (INFO_COST - 1, 0);
                 } else {
                     Counters::count(&self.counters.invalid);
                     self.tell(
@@ -668,14 +681,14 @@ impl Thread {
             Ok((to, data)) => {
                 let (group, local) = self.name(id);
                 let from = json!({"id": local, "group": group, "pid": pid});
-                self.route(Some(token), &to, &from, data);
+                return (0, self.route(Some(token), &to, &from, data));
             }
             Err(e) => {
                 Counters::count(&self.counters.invalid);
                 self.tell(token, &e);
             }
         }
-        0
+        (0, 0)
     }
 
     /// `{"cmd": "info"}` from the worker of `token`: to the supervisor, unless one of its own is
@@ -704,8 +717,9 @@ impl Thread {
         }
     }
 
-    /// Delivers `data` from `from` to the peers `to` names (`sender`: the token it came from).
-    fn route(&mut self, sender: Option<u64>, to: &Target, from: &Value, data: Value) {
+    /// Delivers `data` from `from` to the peers `to` names (`sender`: the token it came from);
+    /// to how many.
+    fn route(&mut self, sender: Option<u64>, to: &Target, from: &Value, data: Value) -> usize {
         let targets: Vec<u64> = match to {
             Target::All => self.registered().collect(),
             Target::Others => self.registered().filter(|&t| Some(t) != sender).collect(),
@@ -719,7 +733,7 @@ impl Thread {
                 if let Some(sender) = sender {
                     self.tell(sender, &format!("there is no group {name}"));
                 }
-                return;
+                return 0;
             }
             Target::Group(name) => self
                 .registered()
@@ -729,15 +743,16 @@ impl Thread {
                 .registered()
                 .filter(|t| self.name(self.peers[t].id) == (Some(name.clone()), *id))
                 .collect(),
-            Target::Recluster => return,
+            Target::Recluster => return 0,
         };
         if targets.is_empty() {
-            return;
+            return 0;
         }
         let envelope = json!({"from": from, "data": data}).to_string();
-        for token in targets {
+        for &token in &targets {
             self.send(token, envelope.as_bytes());
         }
+        targets.len()
     }
 
     /// A slot's group (with groups) and its `WORKER_ID`.
@@ -854,6 +869,131 @@ fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// A message thread with no thread of its own, and one worker (token 1) registered; the
+    /// worker's end of its socket, and the supervisor's end of the event channel.
+    fn thread_with_a_worker(events: usize) -> (Thread, UnixStream, Receiver<Event>) {
+        let (control, _) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (_, orders) = crossbeam_channel::bounded(1);
+        let (_, answers) = crossbeam_channel::bounded(1);
+        let (sender, received) = crossbeam_channel::bounded(events);
+        let counted = (Drops::default(), Arc::<Counters>::default());
+        let mut thread = Thread::new(control, orders, answers, sender, counted, None).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        thread.register(1, ours.into(), 0, 100);
+        theirs.set_nonblocking(true).unwrap();
+        (thread, theirs, received)
+    }
+
+    /// What the worker got back, line by line.
+    fn read_back(worker: &mut UnixStream) -> Vec<Value> {
+        let mut text = Vec::new();
+        let _ = worker.read_to_end(&mut text);
+        text.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    const INFO: &[u8] = b"{\"to\":\"recluster\",\"data\":{\"cmd\":\"info\"}}\n";
+
+    #[test]
+    fn a_second_info_before_the_answer_is_busy_and_one_after_it_is_asked() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(8);
+        let mut buffer = vec![0u8; 16 * 1024];
+        worker.write_all(&INFO.repeat(3)).unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "one info with the supervisor");
+        let back = read_back(&mut worker);
+        assert_eq!(back.len(), 2, "{back:?}");
+        assert!(
+            back.iter()
+                .all(|l| l["error"].as_str().unwrap().starts_with("busy"))
+        );
+        assert_eq!(thread.counters.read().busy, 2);
+        thread.answered(1);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "asked again after the answer");
+    }
+
+    #[test]
+    fn an_info_that_finds_the_event_channel_full_is_busy_not_waited_for() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(1);
+        thread
+            .events
+            .try_send(Event::ControlGone { client: 9 })
+            .unwrap();
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 1, "nothing more was queued");
+        let back = read_back(&mut worker);
+        assert!(
+            back[0]["error"].as_str().unwrap().starts_with("busy"),
+            "{back:?}"
+        );
+        assert!(
+            !thread.peers[&1].info_pending,
+            "nothing pending: it may ask again"
+        );
+    }
+
+    #[test]
+    fn a_worker_past_its_budget_is_not_read_until_it_has_earned_it_back() {
+        let (mut thread, mut worker, _events) = thread_with_a_worker(8);
+        let now = Instant::now();
+        thread.peers.get_mut(&1).unwrap().messages = Budget::new(10, 2, now);
+        let mut buffer = vec![0u8; 16 * 1024];
+        // Five lines that are not messages (each counted `invalid` when read): 3 over budget.
+        worker.write_all(b"x\nx\nx\nx\nx\n").unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(thread.counters.read().invalid, 5);
+        assert_eq!(thread.counters.read().throttled, 1);
+        let until = thread.peers[&1].paused_until.expect("paused");
+        assert!(
+            until >= now + Duration::from_millis(250),
+            "{:?}",
+            until - now
+        );
+        worker.write_all(b"x\n").unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(thread.counters.read().invalid, 5, "not read in its pause");
+        thread.resume(until - Duration::from_millis(1));
+        assert!(
+            thread.peers[&1].paused_until.is_some(),
+            "not before its time"
+        );
+        thread.resume(until);
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(
+            thread.counters.read().invalid,
+            6,
+            "read again once paid back"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_hung_up_is_read_to_the_end_even_in_a_pause() {
+        let (mut thread, mut worker, _events) = thread_with_a_worker(8);
+        let now = Instant::now();
+        thread.peers.get_mut(&1).unwrap().messages = Budget::new(1, 1, now);
+        worker.write_all(b"x\nx\nx\n").unwrap();
+        let mut buffer = vec![0u8; 16 * 1024];
+        thread.receive(1, &mut buffer, false);
+        worker.write_all(b"x\n").unwrap();
+        drop(worker);
+        thread.receive(1, &mut buffer, true);
+        assert_eq!(thread.counters.read().invalid, 4);
+    }
 
     #[test]
     fn targets_parse_and_mistakes_are_named() {
