@@ -21,8 +21,8 @@
 //! - each worker has a budget (`MESSAGES_PER_SECOND`, `BYTES_PER_SECOND`, see `budget`); one
 //!   that spends it is not read again until it has earned it back: its writes wait in its
 //!   socket (the kernel's buffer), nothing is lost and nothing piles up here;
-//! - a worker has at most one `info` in flight: another one before the answer is answered with
-//!   the error "busy" (so each request gets exactly one line back);
+//! - a worker has at most one `info` in flight, and all workers together `INFO_IN_FLIGHT`:
+//!   another one is answered with the error "busy" (so each request gets exactly one line back);
 //! - the thread never waits for the supervisor: an `info` that finds the event channel full is
 //!   answered "busy" too.
 //!
@@ -30,7 +30,7 @@
 //! live in the thread's own descriptor table (`fd_table`), handed over with `SCM_RIGHTS`, so the
 //! spawning thread never holds one per worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
@@ -70,6 +70,9 @@ const INFO_COST: u64 = 1000;
 /// is one per worker), before the others get their turn.
 const READ_TURN: usize = 64 * 1024;
 const TURN_DELIVERIES: usize = 4096;
+/// `info` requests of every worker together that may be with the supervisor at once: most of its
+/// event channel stays free for the other threads.
+const INFO_IN_FLIGHT: usize = 256;
 /// `ctl send` orders that may wait for the thread; more are refused.
 const ORDERS: usize = 64;
 
@@ -333,8 +336,6 @@ struct Peer {
     bytes: Budget,
     /// Spent its budget: not read until then.
     paused_until: Option<Instant>,
-    /// An `info` of its is with the supervisor.
-    info_pending: bool,
 }
 
 impl Peer {
@@ -363,6 +364,8 @@ struct Thread {
     by_pid: HashMap<i32, u64>,
     /// The peers not read until their budget is back.
     paused: Vec<u64>,
+    /// The workers whose `info` is with the supervisor (answered even if they have ended).
+    asking: HashSet<u64>,
     drops: Drops,
     counters: Arc<Counters>,
     groups: Option<Groups>,
@@ -392,6 +395,7 @@ impl Thread {
             peers: HashMap::new(),
             by_pid: HashMap::new(),
             paused: Vec::new(),
+            asking: HashSet::new(),
             drops,
             counters,
             groups,
@@ -572,16 +576,13 @@ impl Thread {
                 messages: Budget::new(MESSAGES_PER_SECOND, MESSAGES_BURST, now),
                 bytes: Budget::new(BYTES_PER_SECOND, BYTES_BURST, now),
                 paused_until: None,
-                info_pending: false,
             },
         );
     }
 
     /// The supervisor answered the `info` of `token`'s worker: it may ask again.
     fn answered(&mut self, token: u64) {
-        if let Some(peer) = self.peers.get_mut(&token) {
-            peer.info_pending = false;
-        }
+        self.asking.remove(&token);
     }
 
     fn remove(&mut self, token: u64) {
@@ -694,12 +695,11 @@ impl Thread {
     }
 
     /// `{"cmd": "info"}` from the worker of `token`: to the supervisor, unless one of its own is
-    /// there already or the event channel is full (then "busy"); never waits.
+    /// there already, `INFO_IN_FLIGHT` of all workers are, or the event channel is full (then
+    /// "busy"); never waits.
     fn ask_info(&mut self, token: u64) {
-        let Some(peer) = self.peers.get_mut(&token) else {
-            return;
-        };
-        let asked = !peer.info_pending
+        let asked = !self.asking.contains(&token)
+            && self.asking.len() < INFO_IN_FLIGHT
             && match self.events.try_send(Event::Control {
                 client: token,
                 request: Request::Status,
@@ -709,7 +709,7 @@ impl Thread {
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             };
         if asked {
-            peer.info_pending = true;
+            self.asking.insert(token);
         } else {
             Counters::count(&self.counters.busy);
             self.tell(
@@ -944,9 +944,28 @@ mod tests {
             "{back:?}"
         );
         assert!(
-            !thread.peers[&1].info_pending,
+            !thread.asking.contains(&1),
             "nothing pending: it may ask again"
         );
+    }
+
+    #[test]
+    fn no_more_than_info_in_flight_requests_of_all_workers_go_to_the_supervisor() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(8);
+        thread.asking.extend(100..100 + INFO_IN_FLIGHT as u64);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 0);
+        assert!(
+            read_back(&mut worker)[0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("busy")
+        );
+        thread.answered(100);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 1, "one answered: room for another");
     }
 
     #[test]
