@@ -23,7 +23,14 @@ import time
 
 ROLE = sys.argv[1]
 ID = int(os.environ.get("WORKER_ID", "0"))
-print(f"ready pid={os.getpid()} id={ID}", flush=True)
+
+
+def say(line):
+    """One line on stdout in one write, so that two workers' lines never mix."""
+    os.write(1, (line + "\n").encode())
+
+
+say(f"ready pid={os.getpid()} id={ID}")
 
 if ROLE == "newlines":
     chunk = b"\n" * 65536
@@ -58,14 +65,14 @@ def read():
             go.set()
         elif isinstance(data, dict) and "ping" in data:
             age = time.monotonic() - data["t"]
-            print(f"ping n={data['ping']} age_ms={age * 1000:.0f}", flush=True)
+            say(f"ping n={data['ping']} age_ms={age * 1000:.0f}")
 
 
 def stats():
     while True:
         time.sleep(0.2)
         fields = " ".join(f"{k}={v}" for k, v in counts.items())
-        print(f"stats {fields} t_ms={time.monotonic() * 1000:.0f}", flush=True)
+        say(f"stats {fields} t_ms={time.monotonic() * 1000:.0f}")
 
 
 threading.Thread(target=read, daemon=True).start()
