@@ -26,6 +26,7 @@ mod sockets;
 mod static_binary;
 mod stopping;
 mod trust_ctl;
+mod trust_floods;
 mod trust_hook_env;
 mod trust_notify;
 mod trust_pids;
