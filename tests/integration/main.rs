@@ -23,4 +23,5 @@ mod robustness;
 mod signals;
 mod sockets;
 mod stopping;
+mod trust_admin;
 mod workers;
