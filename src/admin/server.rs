@@ -57,6 +57,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long accepting stops when recluster is out of file descriptors and no connection of its
 /// own can make room.
 const PAUSE_WHEN_OUT_OF_FDS: Duration = Duration::from_millis(100);
+/// The listening socket's queue of connections not yet accepted.
+const ACCEPT_QUEUE: i32 = 4096;
 /// How many connections are accepted before the others' reads and writes get a turn.
 const ACCEPTS_AT_ONCE: usize = 64;
 /// The mode of a `unix:` socket unless `--admin-mode` says otherwise.
@@ -220,6 +222,12 @@ pub fn bind(address: &ListenAddress, mode: u32) -> io::Result<Bound> {
             Listener::Tcp(TcpListener::bind(target)?)
         }
     };
+    if let Listener::Tcp(l) = &listener {
+        // A queue deeper than std's 128: under a flood of connections, a full queue drops the
+        // SYN of a probe, whose connect then waits a second for its retry (past a kubelet's
+        // default timeout). The kernel caps it at net.core.somaxconn.
+        socket2::SockRef::from(l).listen(ACCEPT_QUEUE)?;
+    }
     let local = match &listener {
         Listener::Tcp(l) => l.local_addr()?.to_string(),
         Listener::Unix(_, path) => format!("unix:{}", path.display()),
@@ -276,7 +284,7 @@ fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
         nix::sys::stat::Mode::from_bits_truncate(mode),
     )?;
     socket.bind(&SockAddr::unix(path)?)?;
-    let made = set_mode(path, mode, me).and_then(|()| socket.listen(128));
+    let made = set_mode(path, mode, me).and_then(|()| socket.listen(ACCEPT_QUEUE));
     if let Err(e) = made {
         let _ = std::fs::remove_file(path);
         return Err(e);

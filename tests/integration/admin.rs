@@ -468,3 +468,35 @@ fn every_interface_is_allowed_with_a_warning_and_a_unix_socket_works() {
     assert_eq!(cluster.exit_code(), 0);
     assert!(!path.exists(), "the socket is removed at exit");
 }
+
+#[test]
+fn status_and_metrics_come_from_a_copy_rebuilt_at_most_once_a_second() {
+    let (mut cluster, address) = with_admin(&["-n", "1"], &[]);
+    cluster.ready(1);
+    wait_ready(&cluster, &address);
+    // Ask for 2.5 s: every answer in the same copy has the same uptime.
+    let started = Instant::now();
+    let mut copies: Vec<f64> = Vec::new();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let status: Value = serde_json::from_str(&get(&address, "/status").body).unwrap();
+        let uptime = status["cluster"]["uptime_seconds"].as_f64().unwrap();
+        if copies.last() != Some(&uptime) {
+            copies.push(uptime);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        copies.len() >= 2 && copies.len() as f64 <= took.ceil() + 1.0,
+        "{} copies in {took:.1} s: {copies:?}",
+        copies.len()
+    );
+    for pair in copies.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 0.99,
+            "rebuilt within a second: {copies:?}"
+        );
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

@@ -498,6 +498,16 @@ fn the_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
     );
     cluster.ready(1);
     let threads = ["control", "admin"];
+    // A new thread names itself once it first runs, which a loaded machine may delay.
+    let named = |name: &str| {
+        std::fs::read_dir(format!("/proc/{}/task", cluster.pid))
+            .unwrap()
+            .flatten()
+            .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+    };
+    if !eventually(|| threads.iter().all(|t| named(t))) {
+        cluster.fail("the control and admin threads never had their names");
+    }
     let before: Vec<u64> = threads
         .iter()
         .map(|t| thread_switches(cluster.pid, t))

@@ -98,10 +98,11 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Kills recluster should it grow past `RSS_LIMIT_KIB`, until dropped.
+/// Kills recluster should it grow past `RSS_LIMIT_KIB`, until dropped; notes the most it used.
 struct MemoryGuard {
     stop: Arc<AtomicBool>,
     tripped: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -109,10 +110,13 @@ impl MemoryGuard {
     fn watch(pid: i32) -> MemoryGuard {
         let stop = Arc::new(AtomicBool::new(false));
         let tripped = Arc::new(AtomicU64::new(0));
-        let (s, t) = (stop.clone(), tripped.clone());
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, t, p) = (stop.clone(), tripped.clone(), peak.clone());
         let thread = thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid).filter(|&k| k > RSS_LIMIT_KIB) {
+                let rss = rss_kib(pid);
+                p.fetch_max(rss.unwrap_or(0), Ordering::Relaxed);
+                if let Some(kib) = rss.filter(|&k| k > RSS_LIMIT_KIB) {
                     t.store(kib, Ordering::Relaxed);
                     // SAFETY: kill has no memory effects; the pid is this test's recluster.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -124,8 +128,14 @@ impl MemoryGuard {
         MemoryGuard {
             stop,
             tripped,
+            peak,
             thread: Some(thread),
         }
+    }
+
+    /// The most recluster was seen to use, in KiB.
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// The RSS (KiB) at which recluster was killed, if it was.
@@ -270,10 +280,11 @@ fn livez_holds_under_connection_flood(sources: Vec<Ipv4Addr>) {
         let _ = attacker.join();
     }
     eprintln!(
-        "livez idle: {}; under {idle} idle + {slow} slowloris connections ({} opened): {}",
+        "livez idle: {}; under {idle} idle + {slow} slowloris connections ({} opened): {}; recluster's RSS at most {} KiB",
         summary(&idle_probes),
         opened.load(Ordering::Relaxed),
-        summary(&attacked)
+        summary(&attacked),
+        guard.peak()
     );
     if let Some(kib) = guard.tripped() {
         cluster.fail(&format!("recluster grew to {kib} KiB under the flood"));
@@ -354,10 +365,11 @@ fn metrics_scrapers_of_200_workers_do_not_slow_livez() {
         let _ = scraper.join();
     }
     eprintln!(
-        "livez idle: {}; under 128 /metrics scrapers ({} scrapes): {}",
+        "livez idle: {}; under 128 /metrics scrapers ({} scrapes): {}; recluster's RSS at most {} KiB",
         summary(&idle_probes),
         scraped.load(Ordering::Relaxed),
-        summary(&attacked)
+        summary(&attacked),
+        guard.peak()
     );
     if let Some(kib) = guard.tripped() {
         cluster.fail(&format!("recluster grew to {kib} KiB under the scrapers"));
