@@ -14,7 +14,8 @@
 //! Limits, so no client can hold the endpoint or recluster hostage: a request head of at most
 //! `http::MAX_HEAD` bytes, `HEAD_TIMEOUT` to send it (counted from the connection, so a client
 //! trickling bytes gains nothing), at most `peers::Limits` connections (per peer and in all; a
-//! newcomer over them takes the place of the oldest connection still sending its head),
+//! newcomer over them takes the place of the oldest connection still sending its head), at most
+//! `HEAD_BYTES` of unfinished heads in all (past it, that oldest connection goes too),
 //! `WRITE_TIMEOUT` to take the answer, and one request per connection (`Connection: close`).
 //! Texts are shared between the connections they are written to, not copied. Requests for a
 //! Host that is not the address listened on are refused (see `http::host_allowed`). No wake-up
@@ -57,6 +58,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long accepting stops when recluster is out of file descriptors and no connection of its
 /// own can make room.
 const PAUSE_WHEN_OUT_OF_FDS: Duration = Duration::from_millis(100);
+/// The most bytes of unfinished request heads held at once, every connection together (1024
+/// connections could otherwise hold 8 KiB each): past it, the oldest connection still sending
+/// its head goes.
+const HEAD_BYTES: usize = 1 << 20;
 /// The listening socket's queue of connections not yet accepted.
 const ACCEPT_QUEUE: i32 = 4096;
 /// How many connections are accepted before the others' reads and writes get a turn.
@@ -360,6 +365,7 @@ impl Admin {
             quorum,
             connections: HashMap::new(),
             admission: Admission::new(limits),
+            head_bytes: 0,
             next: 1,
             paused_until: None,
             hello: None,
@@ -403,6 +409,8 @@ struct Thread {
     quorum: Quorum,
     connections: HashMap<u64, Connection>,
     admission: Admission,
+    /// Bytes of unfinished request heads held, every connection together.
+    head_bytes: usize,
     next: u64,
     /// Accepting stopped, out of file descriptors, until then (or until a connection closes).
     paused_until: Option<Instant>,
@@ -567,7 +575,10 @@ impl Thread {
                             self.close(id);
                             return;
                         }
-                        Ok(n) => connection.input.extend_from_slice(&buffer[..n]),
+                        Ok(n) => {
+                            connection.input.extend_from_slice(&buffer[..n]);
+                            self.head_bytes += n;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(_) => {
@@ -580,6 +591,12 @@ impl Thread {
                     }
                 }
                 self.serve(id);
+                while self.head_bytes > HEAD_BYTES {
+                    let Some(victim) = self.admission.oldest_reading(None) else {
+                        break;
+                    };
+                    self.evict(victim);
+                }
             }
             Phase::Waiting { .. } => {
                 if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
@@ -615,6 +632,7 @@ impl Thread {
                 return;
             }
         };
+        self.head_bytes = self.head_bytes.saturating_sub(connection.input.len());
         connection.input = Vec::new();
         let head_only = request.method == "HEAD";
         if request.method != "GET" && !head_only {
@@ -964,6 +982,7 @@ impl Thread {
     fn close(&mut self, id: u64) {
         self.admission.remove(id);
         if let Some(connection) = self.connections.remove(&id) {
+            self.head_bytes = self.head_bytes.saturating_sub(connection.input.len());
             let _ = self.epoll.delete(connection.stream.fd());
         }
         self.resume();

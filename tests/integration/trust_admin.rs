@@ -163,8 +163,8 @@ fn closed(stream: &mut TcpStream) -> bool {
     }
 }
 
-/// The attacker: `idle` connections that never send a byte and `slow` ones that send one byte
-/// of a head a second, spread over `sources`, each reopened when the server closes it, until
+/// The attacker: `idle` connections that never send a byte and `slow` ones that send 7,000
+/// bytes of a head at once and then one byte a second, spread over `sources`, each reopened when the server closes it, until
 /// `stop`. Counts every connection it opened in `opened`.
 fn attack(
     target: SocketAddr,
@@ -210,18 +210,25 @@ fn attack(
         }
     });
     let slowloris = thread::spawn(move || {
-        let head = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        // Most of a head at once (what the server must hold), then a byte a second.
+        let head = format!(
+            "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}",
+            "a".repeat(8000)
+        );
+        let head = head.as_bytes();
         let mut held: Vec<(Option<TcpStream>, usize)> = (0..slow).map(|i| (open(i), 0)).collect();
         while !stop.load(Ordering::Relaxed) {
             for (i, (slot, sent)) in held.iter_mut().enumerate() {
+                let chunk = if *sent == 0 { 7000 } else { 1 };
                 let alive = match slot.as_mut() {
                     Some(stream) => {
                         !closed(stream)
-                            && stream.write_all(&head[*sent % head.len()..][..1]).is_ok()
+                            && *sent + chunk <= head.len()
+                            && stream.write_all(&head[*sent..*sent + chunk]).is_ok()
                     }
                     None => false,
                 };
-                *sent += 1;
+                *sent += chunk;
                 if !alive {
                     *slot = open(i);
                     *sent = 0;
