@@ -204,12 +204,14 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
     let admin = match &config.admin {
-        Some(address) => Some(admin::server::bind(address).map_err(|e| {
-            Error::Bind(socket::BindError {
-                address: address.to_string(),
-                reason: socket::describe_error(&e),
-            })
-        })?),
+        Some(address) => Some(
+            admin::server::bind(address, config.admin_mode).map_err(|e| {
+                Error::Bind(socket::BindError {
+                    address: address.to_string(),
+                    reason: socket::describe_error(&e),
+                })
+            })?,
+        ),
         None => None,
     };
     let (outlets, inbox) = event::channels();

@@ -25,6 +25,7 @@ mod signals;
 mod sockets;
 mod static_binary;
 mod stopping;
+mod trust_admin;
 mod trust_ctl;
 mod trust_floods;
 mod trust_hook_env;
