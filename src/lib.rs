@@ -144,11 +144,37 @@ fn report_clap_error(e: clap::Error) -> i32 {
         _ => {
             logging::print_error(&format!(
                 "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
-                one_line(&e.render().to_string())
+                clap_line(&e)
             ));
             exit_code::USAGE
         }
     }
+}
+
+/// A clap error as one line: its first paragraph, and clap's tip when it found a similar
+/// argument, verb or value (`unexpected argument '--workrs' (did you mean '--workers'?)`).
+pub(crate) fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let line = one_line(&e.render().to_string());
+    let suggested: Vec<String> = [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .filter_map(|kind| match e.get(kind) {
+        Some(ContextValue::String(name)) => Some(vec![name.clone()]),
+        Some(ContextValue::Strings(names)) => Some(names.clone()),
+        _ => None,
+    })
+    .flatten()
+    .collect();
+    if suggested.is_empty() {
+        return line;
+    }
+    let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
+    let line = line.strip_suffix(" found").unwrap_or(&line);
+    format!("{line} (did you mean {}?)", names.join(" or "))
 }
 
 /// The first paragraph of a clap message, on one line, without its `error: ` prefix.
@@ -385,6 +411,33 @@ mod tests {
         assert_eq!(
             one_line(text),
             "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+
+    #[test]
+    fn clap_tips_survive_the_one_line() {
+        use clap::CommandFactory;
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--workrs", "2", "./server"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unexpected argument '--workrs' (did you mean '--workers'?)"
+        );
+        let e = control::client::CtlCli::command()
+            .try_get_matches_from(["recluster ctl", "stauts"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unrecognized subcommand 'stauts' (did you mean 'restart' or 'status'?)"
+        );
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--restart", "alwys", "./server"])
+            .unwrap_err();
+        assert!(
+            clap_line(&e).ends_with("(did you mean 'always'?)"),
+            "{}",
+            clap_line(&e)
         );
     }
 }

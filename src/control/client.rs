@@ -171,7 +171,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             print_error(&format!(
                 "{} (see 'recluster ctl --help')",
-                crate::one_line(&e.render().to_string())
+                crate::clap_line(&e)
             ));
             return exit::USAGE;
         }

@@ -315,7 +315,11 @@ impl Report {
             }
             Report::WorkerStatus { id, pid, status } => {
                 let id = label(*id);
-                write!(f, "worker {id} (pid {pid}): {}", crate::escape::controls(status))
+                write!(
+                    f,
+                    "worker {id} (pid {pid}): {}",
+                    crate::escape::controls(status)
+                )
             }
             Report::WorkerReady { id, pid } => {
                 let id = label(*id);
