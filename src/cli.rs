@@ -41,7 +41,7 @@ Examples:
 pub struct Cli {
     /// Number of workers [default: the CPUs this process may use: its affinity mask, bounded by a
     /// cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us), rounded up]
-    #[arg(short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers)]
+    #[arg(short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers, allow_negative_numbers = true)]
     pub workers: Option<u32>,
 
     /// When a worker that exited is started again (systemd's Restart=): always; on-failure (not
@@ -60,7 +60,7 @@ pub struct Cli {
 
     /// Crash-loop limit: more than N restarts of one worker within --restart-window stops the
     /// cluster and exits with that worker's status [default: no limit]
-    #[arg(long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS")]
+    #[arg(long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS", value_parser = parse_max_restarts, allow_negative_numbers = true)]
     pub max_restarts: Option<u32>,
 
     /// The window in which --max-restarts counts restarts [default: 10s, as systemd's
@@ -87,7 +87,7 @@ pub struct Cli {
 
     /// How many worker slots a rolling reload (SIGHUP) replaces at a time: at most N + K workers
     /// are alive during a reload
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "RECLUSTER_RELOAD_BATCH")]
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = parse_reload_batch, allow_negative_numbers = true, env = "RECLUSTER_RELOAD_BATCH")]
     pub reload_batch: u32,
 
     /// The signal sent when recluster itself decides to stop a worker (the old one after a reload,
@@ -128,7 +128,7 @@ pub struct Cli {
 
     /// The listen backlog of every socket recluster binds (the kernel caps it at
     /// net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), env = "RECLUSTER_BACKLOG")]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_backlog, allow_negative_numbers = true, env = "RECLUSTER_BACKLOG")]
     pub backlog: i32,
 
     /// The CPUs workers may use, in taskset/cpuset list syntax (0-3,8-11; strides 0-15:2); within
@@ -154,7 +154,8 @@ pub struct Cli {
     pub watchdog: Option<Duration>,
 
     /// Replace a worker whose process group uses more than SIZE of memory (512M, 2G; K, M, G
-    /// are powers of 1024) in 3 samples in a row: a new worker first, then the old one stopped
+    /// are powers of 1024; a bare number is bytes, from 1048576 up) in 3 samples in a row: a new
+    /// worker first, then the old one stopped
     #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 
@@ -202,12 +203,14 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", env = "RECLUSTER_ADMIN", value_parser = crate::listen::parse_address)]
     pub admin: Option<ListenAddress>,
 
-    /// How many ready workers /readyz needs: a count, or a percentage of N (rounded up)
+    /// How many ready workers /readyz needs: a count (at most the workers recluster starts with),
+    /// or a percentage of N (rounded up; it follows scaling)
     #[arg(
         long,
         value_name = "K|P%",
         default_value = "1",
-        env = "RECLUSTER_READY_QUORUM"
+        env = "RECLUSTER_READY_QUORUM",
+        allow_negative_numbers = true
     )]
     pub ready_quorum: crate::admin::probes::Quorum,
 
@@ -467,11 +470,51 @@ fn parse_workers(text: &str) -> Result<u32, String> {
             crate::config::MAX_WORKERS
         )),
         Ok(n) => Ok(n),
+        Err(_) if is_negative(text) => {
+            Err("the number of workers must be positive (at least 1)".to_string())
+        }
         Err(_) => Err(format!("'{text}' is not a whole number")),
     }
 }
 
-/// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd).
+/// Whether `text` is a negative number (`-1`, `-2.5`): clap takes those as values only for the
+/// flags that allow them, so the parser can say what is wrong instead of "unexpected argument".
+fn is_negative(text: &str) -> bool {
+    text.strip_prefix('-')
+        .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok())
+}
+
+/// A whole number of at least `min` (`--max-restarts`, `--reload-batch`, `--backlog`).
+fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n < min => Err(format!("it must be at least {min}")),
+        Ok(n) if n > max => Err(format!("it must be at most {max}")),
+        Ok(n) => Ok(n),
+        Err(_) if is_negative(text) && min > 0 => {
+            Err(format!("it must be positive (at least {min})"))
+        }
+        Err(_) if is_negative(text) => Err("it cannot be negative".to_string()),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_max_restarts(text: &str) -> Result<u32, String> {
+    parse_count(text, 0, u32::MAX)
+}
+
+fn parse_reload_batch(text: &str) -> Result<u32, String> {
+    parse_count(text, 1, u32::MAX)
+}
+
+fn parse_backlog(text: &str) -> Result<i32, String> {
+    parse_count(text, 1, i32::MAX as u32).map(|n| n as i32)
+}
+
+/// Below this, a size needs a unit: `--max-memory 512` is a mistake for 512M, never 512 bytes.
+const MIN_BARE_SIZE: u64 = 1 << 20;
+
+/// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd). A bare
+/// number is bytes only from 1 MiB up (`512` is refused: "did you mean 512M?"); `512B` is bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(['K', 'M', 'G', 'T', 'B', 'I']);
@@ -492,6 +535,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{text}' is not a size (write 512M, 2G or a number of bytes)"))?;
+    if unit.is_empty() && number < MIN_BARE_SIZE {
+        let guess = if number < 1 << 16 { "M" } else { "K" };
+        return Err(format!(
+            "'{text}' has no unit, and {number} bytes is less than any program needs: did you mean {number}{guess}? (K, M, G, T; a bare number is bytes, from 1048576 up; 512B for bytes)"
+        ));
+    }
     match number.checked_mul(factor) {
         Some(0) => Err("the size must be more than 0".to_string()),
         Some(bytes) => Ok(bytes),
@@ -560,6 +609,36 @@ mod tests {
     #[test]
     fn the_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_size_without_a_unit_must_be_plainly_bytes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        let err = parse_size("512").unwrap_err();
+        assert!(err.contains("did you mean 512M?"), "{err}");
+        let err = parse_size("100000").unwrap_err();
+        assert!(err.contains("did you mean 100000K?"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_count_is_a_value_that_is_too_small() {
+        for (flag, text) in [
+            ("-n", "must be positive"),
+            ("--max-restarts", "cannot be negative"),
+            ("--reload-batch", "must be positive"),
+            ("--backlog", "must be positive"),
+            ("--ready-quorum", "not a quorum"),
+        ] {
+            let err = Cli::try_parse_from(["recluster", flag, "-1", "./server"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            assert!(err.to_string().contains(text), "{flag}: {err}");
+        }
     }
 
     #[test]

@@ -225,9 +225,13 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     let sockets = listening_sockets(&config)?;
     let admin = match &config.admin {
         Some(address) => Some(admin::server::bind(address).map_err(|e| {
+            let port = match address {
+                listen::ListenAddress::Tcp { port, .. } => Some(*port),
+                listen::ListenAddress::Unix(_) => None,
+            };
             Error::Bind(socket::BindError {
                 address: address.to_string(),
-                reason: socket::describe_error(&e),
+                reason: socket::describe_bind_error(&e, port),
             })
         })?),
         None => None,

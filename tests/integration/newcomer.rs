@@ -28,3 +28,94 @@ fn a_typo_keeps_the_similar_name_on_its_one_line() {
         "{line}"
     );
 }
+
+#[test]
+fn a_size_without_a_unit_is_refused_with_the_likely_meaning() {
+    let line = usage_error(&["--max-memory", "512", "--", "true"]);
+    assert!(line.contains("did you mean 512M?"), "{line}");
+    // Plainly bytes: a bare number from 1 MiB up, or a B.
+    let (code, _, stderr) = run_to_end(&["--max-memory", "1073741824", "--plan"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_to_end(&["--max-memory", "2G", "--plan"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_ready_quorum_above_the_workers_is_refused() {
+    let line = usage_error(&[
+        "--admin",
+        "127.0.0.1:0",
+        "--ready-quorum",
+        "5",
+        "-n",
+        "2",
+        "--",
+        "true",
+    ]);
+    assert!(
+        line.contains("--ready-quorum 5") && line.contains("starts with 2"),
+        "{line}"
+    );
+    for quorum in ["2", "100%"] {
+        let (code, _, stderr) = run_to_end(&[
+            "--admin",
+            "127.0.0.1:0",
+            "--ready-quorum",
+            quorum,
+            "-n",
+            "2",
+            "--plan",
+        ]);
+        assert_eq!(code, 0, "{quorum}: {stderr}");
+    }
+}
+
+#[test]
+fn a_negative_number_is_a_value_that_is_too_small() {
+    let line = usage_error(&["-n", "-1", "--", "true"]);
+    assert!(
+        line.contains("'-1' for '--workers <N>'") && line.contains("must be positive"),
+        "{line}"
+    );
+    assert!(!line.contains("unexpected argument"), "{line}");
+    let line = usage_error(&["--max-restarts", "-2", "--", "true"]);
+    assert!(line.contains("cannot be negative"), "{line}");
+}
+
+#[test]
+fn a_url_given_to_listen_gets_the_address_in_it() {
+    let line = usage_error(&["--listen", "http://127.0.0.1:8080/", "--", "true"]);
+    assert!(
+        line.contains("is a URL, not an address: write 127.0.0.1:8080"),
+        "{line}"
+    );
+    assert!(!line.contains("IPv6"), "{line}");
+}
+
+#[test]
+fn a_privileged_port_as_a_user_names_the_capability_and_the_sysctl() {
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1 {
+        eprintln!("every port is unprivileged here (ip_unprivileged_port_start {start}): skipped");
+        return;
+    }
+    let address = format!("127.0.0.1:{}", start - 1);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(crate::harness::recluster_bin())
+        .args(["--control", "none", "--listen", &address, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_BIND_SERVICE")
+            && stderr.contains("net.ipv4.ip_unprivileged_port_start"),
+        "{stderr}"
+    );
+}
