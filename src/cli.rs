@@ -367,6 +367,32 @@ pub fn join_optional_values(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
+/// Whether the command line (recluster's own options: before `--` or the command) gives `arg`:
+/// `--long`, `--long=V` or its short letter, alone or among others (`-vn4`).
+pub fn given_on_command_line(arg: &clap::Arg, args: &[OsString]) -> bool {
+    let long = arg.get_long().map(|l| format!("--{l}"));
+    for word in args.iter().skip(1) {
+        let Some(text) = word.to_str() else {
+            return false;
+        };
+        if text == "--" || !text.starts_with('-') {
+            return false;
+        }
+        if let Some(long) = &long
+            && (text == long || text.starts_with(&format!("{long}=")))
+        {
+            return true;
+        }
+        if !text.starts_with("--")
+            && let Some(short) = arg.get_short()
+            && text[1..].contains(short)
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyMode {
     Started,

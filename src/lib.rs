@@ -97,6 +97,7 @@ pub fn main() -> i32 {
 /// The command line, validated; on `Err`, what to exit with (the message is printed).
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
     use clap::{CommandFactory, FromArgMatches};
+    let given = args.clone();
     let parsed = Cli::command()
         .try_get_matches_from(cli::join_optional_values(args))
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
@@ -108,7 +109,7 @@ fn parse(args: Vec<OsString>) -> Result<Config, i32> {
                 return Err(exit_code::USAGE);
             }
         },
-        Err(e) => return Err(report_clap_error(e)),
+        Err(e) => return Err(report_clap_error(e, &given)),
     };
     if let Some(shell) = cli.completions {
         print_completions(shell);
@@ -135,7 +136,8 @@ fn print_completions(shell: cli::CompletionShell) {
 }
 
 /// Help and version go to stdout with status 0; a usage error becomes one line and status 2.
-fn report_clap_error(e: clap::Error) -> i32 {
+/// `args`: the command line, to tell a value given there from one in an environment twin.
+fn report_clap_error(e: clap::Error, args: &[OsString]) -> i32 {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
@@ -144,7 +146,7 @@ fn report_clap_error(e: clap::Error) -> i32 {
         _ => {
             logging::print_error(&format!(
                 "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
-                clap_line(&e)
+                name_the_env_twin(&e, clap_line(&e), args)
             ));
             exit_code::USAGE
         }
@@ -175,6 +177,43 @@ pub(crate) fn clap_line(e: &clap::Error) -> String {
     let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
     let line = line.strip_suffix(" found").unwrap_or(&line);
     format!("{line} (did you mean {}?)", names.join(" or "))
+}
+
+/// A refused value that came from an environment twin, not the command line, is named by its
+/// variable (`RECLUSTER_WORKERS=abc: invalid value (the environment twin of --workers): …`): the
+/// user never typed `--workers`.
+fn name_the_env_twin(e: &clap::Error, line: String, args: &[OsString]) -> String {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(shown)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return line;
+    };
+    let command = Cli::command();
+    let Some(arg) = command.get_arguments().find(|a| {
+        a.get_long().is_some_and(|long| {
+            shown == &format!("--{long}") || shown.starts_with(&format!("--{long} "))
+        })
+    }) else {
+        return line;
+    };
+    let (Some(long), Some(var)) = (arg.get_long(), arg.get_env()) else {
+        return line;
+    };
+    if std::env::var_os(var).as_deref() != Some(std::ffi::OsStr::new(value))
+        || cli::given_on_command_line(arg, args)
+    {
+        return line;
+    }
+    let Some((_, rest)) = line.split_once(&format!("for '{shown}'")) else {
+        return line;
+    };
+    format!(
+        "{}={value}: invalid value (the environment twin of --{long}){rest}",
+        var.to_string_lossy()
+    )
 }
 
 /// The first paragraph of a clap message, on one line, without its `error: ` prefix.

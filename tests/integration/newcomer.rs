@@ -119,3 +119,35 @@ fn a_privileged_port_as_a_user_names_the_capability_and_the_sysctl() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_bad_environment_twin_is_named_by_its_variable() {
+    let out = std::process::Command::new(crate::harness::recluster_bin())
+        .args(["--", "true"])
+        .env("RECLUSTER_WORKERS", "abc")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "RECLUSTER_WORKERS=abc: invalid value (the environment twin of --workers): 'abc' is not a whole number"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("'--workers <N>'"), "{stderr}");
+    // Given on the command line, the flag is the culprit (the twin is not even read).
+    let out = std::process::Command::new(crate::harness::recluster_bin())
+        .args(["-n", "xyz", "--", "true"])
+        .env("RECLUSTER_WORKERS", "abc")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'xyz' for '--workers <N>'"),
+        "{stderr}"
+    );
+}
