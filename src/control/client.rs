@@ -38,19 +38,19 @@ pub mod exit {
     name = "recluster ctl",
     version,
     max_term_width = 100,
-    after_help = "Exit status: 0 it took; 1 it failed (the reason on stderr); 2 usage error; 3 no cluster reachable.\n\nWithout --pid, --name or --control, ctl finds the only cluster this user runs."
+    after_help = "Exit status: 0 it took; 1 it failed (the reason on stderr); 2 usage error; 3 no cluster reachable.\n\nWithout --pid, --name or --control (before or after the verb), ctl finds the only cluster this user runs."
 )]
 pub struct CtlCli {
     /// The cluster whose recluster has this pid
-    #[arg(long, value_name = "PID", conflicts_with_all = ["name", "control"])]
+    #[arg(long, value_name = "PID", global = true, conflicts_with_all = ["name", "control"])]
     pub pid: Option<u32>,
 
     /// The cluster started with --name NAME
-    #[arg(long, value_name = "NAME", value_parser = crate::cli::parse_name, conflicts_with = "control")]
+    #[arg(long, value_name = "NAME", global = true, value_parser = crate::cli::parse_name, conflicts_with = "control")]
     pub name: Option<String>,
 
     /// The control socket at PATH (as given to recluster --control)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub control: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -176,6 +176,22 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return exit::USAGE;
         }
     };
+    // clap checks conflicts level by level: `--pid 1 status --name web` gets past it.
+    let chosen: Vec<&str> = [
+        ("--pid", cli.pid.is_some()),
+        ("--name", cli.name.is_some()),
+        ("--control", cli.control.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if chosen.len() > 1 {
+        print_error(&format!(
+            "{} each choose the cluster: give one (see 'recluster ctl --help')",
+            chosen.join(" and ")
+        ));
+        return exit::USAGE;
+    }
     let path = match &cli.control {
         Some(path) => path.clone(),
         None => match discovery::find(cli.name.as_deref(), cli.pid) {

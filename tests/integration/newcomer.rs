@@ -151,3 +151,38 @@ fn a_bad_environment_twin_is_named_by_its_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ctl_finds_the_cluster_with_pid_name_or_control_after_the_verb_too() {
+    use crate::harness::{Cluster, recluster_bin, run_ctl};
+    use std::process::Command;
+    let name = format!("newcomer-{}", std::process::id());
+    let mut cluster = Cluster::start(&["-n", "1", "--name", &name], &[]);
+    let line = cluster.expect_log("control socket at ");
+    let socket = line.text.split("control socket at ").nth(1).unwrap().trim();
+    cluster.ready(1);
+    let pid = cluster.pid.to_string();
+    for args in [
+        &["ctl", "status", "--pid", &pid][..],
+        &["ctl", "status", "--json", "--name", &name],
+        &["ctl", "status", "--control", socket],
+        &["ctl", "signal", "USR2", "--control", socket],
+    ] {
+        let (code, stdout, stderr) = run_ctl(Command::new(recluster_bin()).args(args));
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(!stdout.is_empty() || args[1] == "signal", "{args:?}");
+    }
+    // Two ways of choosing, one on each side of the verb, still contradict each other.
+    let (code, _, stderr) = run_ctl(Command::new(recluster_bin()).args([
+        "ctl",
+        "--pid",
+        &pid,
+        "status",
+        "--control",
+        socket,
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--pid and --control"), "{stderr}");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
