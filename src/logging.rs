@@ -7,6 +7,12 @@ use std::io::Write;
 use env_logger::Builder;
 use log::{Level, LevelFilter};
 
+/// `1 worker`, `2 workers`: a count and its noun, agreeing.
+pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn init(level: LevelFilter, level_from_flags: bool) {
     let mut builder = Builder::new();
     builder.format(|out, record| {

@@ -446,10 +446,14 @@ fn render_plain(verb: &Verb, answer: &Value) -> String {
                 }
                 None => String::new(),
             };
+            let n = match n.as_u64() {
+                Some(n) => crate::logging::plural(n, "worker", "workers"),
+                None => format!("{n} workers"),
+            };
             if *wait {
-                format!("{n} workers{groups}\n")
+                format!("{n}{groups}\n")
             } else {
-                format!("scaling to {n} workers{groups}\n")
+                format!("scaling to {n}{groups}\n")
             }
         }
         Verb::Restart { ids, wait, .. } => {

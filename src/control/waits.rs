@@ -254,9 +254,10 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                 // A later scale-down took a slot this one added.
                 Report::ScaledDown {
                     workers: now, id, ..
-                } if pending_ready.contains(id) => {
-                    Failed(format!("the cluster was scaled to {now} workers meanwhile"))
-                }
+                } if pending_ready.contains(id) => Failed(format!(
+                    "the cluster was scaled to {} meanwhile",
+                    crate::logging::plural(*now as u64, "worker", "workers")
+                )),
                 _ => Pending(None),
             }
         }
@@ -330,7 +331,10 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
         Goal::Stop => match report {
             Report::StopRequested {
                 workers, signal, ..
-            } => Pending(Some(format!("stopping {workers} workers with {signal}"))),
+            } => Pending(Some(format!(
+                "stopping {} with {signal}",
+                crate::logging::plural(*workers as u64, "worker", "workers")
+            ))),
             _ => Pending(None),
         },
     }

@@ -186,3 +186,49 @@ fn ctl_finds_the_cluster_with_pid_name_or_control_after_the_verb_too() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn last_exit_says_replaced_after_a_reload_and_outside_after_a_kill_9() {
+    use crate::harness::{Cluster, ctl, ctl_status, eventually};
+    let mut cluster = Cluster::start(&["-n", "2", "--min-uptime", "200ms"], &[]);
+    cluster.ready(2);
+    let (code, _, stderr) = ctl(cluster.pid, &["reload", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = ctl_status(cluster.pid);
+    for worker in status["workers"].as_array().unwrap() {
+        assert_eq!(worker["last_exit"]["what"], "replaced: reload", "{worker}");
+        assert_eq!(worker["restarts"], 0, "{worker}");
+    }
+    let (_, table, _) = ctl(cluster.pid, &["status"]);
+    assert!(table.contains("replaced: reload"), "{table}");
+    assert!(!table.contains("exit 0"), "{table}");
+    // A kill -9 from another process is not "ended on its own".
+    let victim = status["workers"][1]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) on a pid this test's cluster started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    let mut last = serde_json::Value::Null;
+    assert!(
+        eventually(|| {
+            last = ctl_status(cluster.pid)["workers"][1]["last_exit"].clone();
+            last["pid"] == victim
+        }),
+        "{last}"
+    );
+    assert_eq!(last["what"], "SIGKILL, outside", "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("did not send"),
+        "{last}"
+    );
+    // The wording a person reads: one restart is "1 restart"; CPUS says "any" as the page does.
+    let (_, table, _) = ctl(cluster.pid, &["status"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains(", 1 restart,"), "{header}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(row.contains("SIGKILL, outside"), "{row}");
+    assert!(row.split_whitespace().any(|w| w == "any"), "{row}");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
