@@ -1,12 +1,12 @@
 //! `recluster ctl`: find a running cluster's control socket, send one request, print the answer.
 //! Exit status: 0 it took, 1 it failed (the reason on stderr), 2 usage, 3 no cluster reachable.
-//! With `--wait`, progress lines go to stderr while it is a terminal. `discovery` finds the
+//! With `--wait`, progress lines go to stderr (a terminal's or a CI log's alike). `discovery` finds the
 //! socket; ctl talks only to what `trust` accepts, reads answers through `answers` (bounded in
 //! size and time), and prints
 //! everything a server or a worker wrote with control characters escaped (`escape`).
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -316,7 +316,6 @@ fn run(verb: &Verb, path: &Path) -> i32 {
         ));
         exit::UNREACHABLE
     };
-    let progress = std::io::stderr().is_terminal();
     let mut stdout = std::io::stdout().lock();
     let mut lines = Lines::new(stream);
     loop {
@@ -372,9 +371,12 @@ fn run(verb: &Verb, path: &Path) -> i32 {
             continue;
         }
         if let Some(text) = answer.get("progress").and_then(Value::as_str) {
-            if progress {
-                eprintln!("recluster ctl: {}", escape::controls(text));
-            }
+            // A terminal's or a CI log's alike; a closed stderr is no reason to stop waiting.
+            let _ = writeln!(
+                std::io::stderr(),
+                "recluster ctl: {}",
+                escape::controls(text)
+            );
             continue;
         }
         if answer["ok"] == Value::Bool(true) {
