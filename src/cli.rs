@@ -259,7 +259,14 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
     pub completions: Option<CompletionShell>,
 
-    /// More log detail (-v: debug, -vv: trace)
+    /// How recluster writes its own lines: text (recluster: …), time (the same after an RFC 3339
+    /// UTC timestamp), json (one object per line, the keys of --prefix=json's, worker null, and
+    /// level) [default: json with --prefix=json, else text]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "RECLUSTER_LOG_FORMAT")]
+    pub log_format: Option<crate::logging::LogFormat>,
+
+    /// More log detail (-v: debug, the details of each decision; -vv: trace, also every event the
+    /// supervisor takes and every action it carries out)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Whether -v/-q were given (they take precedence over RUST_LOG).
     pub log_level_from_flags: bool,
+    /// `--log-format`, or json under `--prefix=json`.
+    pub log_format: crate::logging::LogFormat,
     pub command: Vec<OsString>,
     pub listen: Vec<ListenSpec>,
     pub socket_mode: SocketMode,
@@ -391,6 +393,10 @@ impl Config {
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
+            log_format: cli.log_format.unwrap_or(match cli.prefix {
+                Some(crate::output::PrefixFormat::Json) => crate::logging::LogFormat::Json,
+                _ => crate::logging::LogFormat::Text,
+            }),
             command,
             listen: cli.listen,
             socket_mode,

@@ -77,7 +77,11 @@ pub fn main() -> i32 {
         Ok(config) => config,
         Err(code) => return code,
     };
-    logging::init(config.log_level, config.log_level_from_flags);
+    logging::init(
+        config.log_level,
+        config.log_level_from_flags,
+        config.log_format,
+    );
     if let Some(format) = config.plan {
         print!("{}", plan::render(&config, format));
         return exit_code::SUCCESS;

@@ -232,3 +232,44 @@ fn last_exit_says_replaced_after_a_reload_and_outside_after_a_kill_9() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn recluster_s_own_lines_can_carry_the_time_and_are_json_beside_json_output() {
+    use crate::harness::{Cluster, Launch, Stream, cluster_args};
+    // --prefix=json: every line on both streams is one JSON object, recluster's own included.
+    let mut cluster = Launch::new(cluster_args(&["-n", "1", "--prefix=json"], &[])).start();
+    cluster.expect("the worker's line, as JSON", |l| {
+        l.stream == Stream::Stdout && l.text.contains("\"worker\":0")
+    });
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let own: Vec<&String> = cluster
+        .history
+        .iter()
+        .filter(|l| l.stream == Stream::Stderr)
+        .map(|l| &l.text)
+        .collect();
+    assert!(own.len() >= 3, "{own:?}");
+    for text in own {
+        let value: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(value["worker"], serde_json::Value::Null, "{text}");
+        assert!(
+            value["ts"].is_string() && value["level"].is_string(),
+            "{text}"
+        );
+    }
+    // --log-format time: an RFC 3339 time first.
+    let mut cluster = Cluster::start(&["-n", "1", "--log-format", "time"], &[]);
+    let line = cluster.expect_log("starting 1 worker");
+    let (time, rest) = line.text.split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "{}", line.text);
+    assert_eq!(rest, "recluster: starting 1 worker");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    // -vv adds what -v does not: every event and action of the loop.
+    let mut cluster = Cluster::start(&["-n", "1", "-vv"], &[]);
+    cluster.expect_log("recluster: trace: action: Spawn");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
