@@ -718,7 +718,10 @@ mod tests {
         for help in [&short, &long] {
             let at: Vec<usize> = headings
                 .iter()
-                .map(|h| help.find(&format!("\n{h}\n")).unwrap_or_else(|| panic!("{h}")))
+                .map(|h| {
+                    help.find(&format!("\n{h}\n"))
+                        .unwrap_or_else(|| panic!("{h}"))
+                })
                 .collect();
             assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
             assert!(help.contains("recluster ctl VERB"), "{help}");

@@ -214,7 +214,7 @@ impl Snapshot {
         let now = c.started_at + c.uptime_seconds;
         let _ = writeln!(
             out,
-            "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<21} {:>7} {:>7} {:<7} STATUS",
+            "\n{:>4} {:>7} {:>4} {:<9} {:>6} {:>5} {:<21} {:>7} {:>7} {:<7} STATUS",
             "ID", "PID", "GEN", "STATE", "UPTIME", "RSTRT", "LAST EXIT", "CPU s", "RSS MiB", "CPUS"
         );
         for w in &self.workers {
@@ -239,7 +239,7 @@ impl Snapshot {
                 None => w.id.to_string(),
             };
             let line = format!(
-                "{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<21} {:>7.2} {:>7} {:<7} {status}",
+                "{:>4} {:>7} {:>4} {:<9} {:>6} {:>5} {:<21} {:>7.2} {:>7} {:<7} {status}",
                 id,
                 pid,
                 w.generation,
@@ -422,7 +422,7 @@ mod tests {
                 .any(|c| c != '\n' && crate::escape::acts_on_terminal(c)),
             "{table:?}"
         );
-        assert!(table.contains("\\x1b]0;"), "{table}");
+        assert!(table.contains("\\x1b]0;owned"), "{table}");
         assert!(table.contains("(n\\x9b2J)"), "{table}");
         assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
     }
