@@ -41,7 +41,7 @@ lists the verbs; 'man recluster' has it all.";
 #[derive(Parser, Debug)]
 #[command(
     name = "recluster",
-    version,
+    version = env!("RECLUSTER_VERSION"),
     about = ABOUT,
     after_help = AFTER_SHORT_HELP,
     after_long_help = AFTER_HELP,
@@ -219,6 +219,12 @@ pub struct Cli {
     /// off]
     #[arg(help_heading = "Operation", help = "Serve /livez, /readyz, /status, /metrics and a status page on ADDR", long_help, long, value_name = "ADDR", env = "RECLUSTER_ADMIN", value_parser = crate::listen::parse_address)]
     pub admin: Option<ListenAddress>,
+
+    /// The mode of an --admin unix:PATH socket, in octal, whatever the umask: 0600 (recluster's
+    /// user only) unless told; 0660 lets the socket's group in too (the group of its directory
+    /// when that directory is set-group-ID) [default: 0600]
+    #[arg(help_heading = "Operation", help = "The mode of an --admin unix:PATH socket [default: 0600]", long_help, long, value_name = "MODE", env = "RECLUSTER_ADMIN_MODE", value_parser = parse_socket_mode)]
+    pub admin_mode: Option<u32>,
 
     /// How many ready workers /readyz needs: a count (at most the workers recluster starts with),
     /// or a percentage of N (rounded up; it follows scaling)
@@ -671,6 +677,16 @@ pub fn settle_socket_mode(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<(
 /// A flag's environment twin: 1, true, yes, on set it; 0, false, no, off or empty leave it off.
 fn env_flag() -> clap::builder::FalseyValueParser {
     clap::builder::FalseyValueParser::new()
+}
+
+/// An octal file mode of at most 0777 (`0660`, `660`).
+fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "'{text}' is not a socket mode: write permission bits in octal, such as 0600 or 0660"
+        )),
+    }
 }
 
 fn parse_listen(text: &str) -> Result<ListenSpec, String> {

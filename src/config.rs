@@ -54,6 +54,8 @@ pub struct Config {
     pub name: Option<String>,
     /// `--admin`, `--ready-quorum`.
     pub admin: Option<ListenAddress>,
+    /// `--admin-mode`: the mode of a `unix:` admin socket.
+    pub admin_mode: u32,
     pub ready_quorum: crate::admin::probes::Quorum,
     /// Whether workers get a message socket (not `--no-messages`).
     pub messages: bool,
@@ -203,6 +205,12 @@ impl Config {
                     "{flag} needs recluster to supervise the workers; --exec leaves none: drop one of them"
                 )));
             }
+        }
+        if cli.admin_mode.is_some() && !matches!(cli.admin, Some(ListenAddress::Unix(_))) {
+            return Err(Error::Usage(
+                "--admin-mode is the mode of an --admin unix:PATH socket: add one, or drop --admin-mode"
+                    .to_string(),
+            ));
         }
         if let Some(interval) = cli.watchdog {
             if cli.ready != ReadyMode::Notify {
@@ -415,6 +423,7 @@ impl Config {
                 .unwrap_or(crate::control::location::Placement::Default),
             name: cli.name,
             admin: cli.admin,
+            admin_mode: cli.admin_mode.unwrap_or(crate::admin::server::DEFAULT_MODE),
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
             groups,

@@ -4,6 +4,7 @@
 //! run the supervisor, exit with its status.
 
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -66,6 +67,7 @@ pub fn main() -> i32 {
     startup::ensure_standard_fds();
     let inherited = startup::ignore_sigpipe();
     startup::reset_sigchld();
+    startup::builtin_name_services_only();
     std::panic::set_hook(Box::new(|info| {
         logging::print_error(&format!("internal error (please report it): {info}"));
     }));
@@ -89,7 +91,10 @@ pub fn main() -> i32 {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    match run(config, &inherited) {
+    let result = run(config, &inherited);
+    // What was logged is written (unless stderr is never read) before recluster exits.
+    logging::finish(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => {
             logging::print_error(&e.to_string());
@@ -256,6 +261,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
     if config.exec {
         let sockets = listening_sockets(&config)?;
+        logging::finish(std::time::Duration::from_secs(2));
         let e = exec_mode::exec_in_place(&config, &sockets, &inherited);
         return Err(Error::system("execute the command", e));
     }
@@ -267,19 +273,22 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
     let admin = match &config.admin {
-        Some(address) => Some(admin::server::bind(address).map_err(|e| {
-            let port = match address {
-                listen::ListenAddress::Tcp { port, .. } => Some(*port),
-                listen::ListenAddress::Unix(_) => None,
-            };
-            Error::Bind(socket::BindError {
-                address: address.to_string(),
-                reason: socket::describe_bind_error(&e, port),
-            })
-        })?),
+        Some(address) => Some(
+            admin::server::bind(address, config.admin_mode).map_err(|e| {
+                let port = match address {
+                    listen::ListenAddress::Tcp { port, .. } => Some(*port),
+                    listen::ListenAddress::Unix(_) => None,
+                };
+                Error::Bind(socket::BindError {
+                    address: address.to_string(),
+                    reason: socket::describe_bind_error(&e, port),
+                })
+            })?,
+        ),
         None => None,
     };
-    let (sender, events) = crossbeam_channel::unbounded();
+    let (outlets, inbox) = event::channels();
+    let sender = outlets.events;
     // Before any other thread starts: binding it sets the umask for a moment.
     let control =
         control::server::Server::start(&config.control, config.name.as_deref(), sender.clone());
@@ -317,7 +326,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("open /dev/null", e))?;
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
-            WorkerSockets::start(sender.clone(), config.user.as_ref().map(|u| (u.uid, u.gid)))
+            WorkerSockets::start(outlets.notify, config.user.as_ref().map(|u| (u.uid, u.gid)))
                 .map_err(|e| Error::system("create the workers' notify sockets", e))?,
         ),
         ReadyMode::Started | ReadyMode::Listening(_) => None,
@@ -330,7 +339,9 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     } else {
         None
     };
-    signal_thread::spawn(sender).map_err(|e| Error::system("start the signal thread", e))?;
+    drop(sender);
+    signal_thread::spawn(outlets.signals)
+        .map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let mut cluster = Cluster::new(config.policy, config.workers);
     let formation = config
@@ -364,7 +375,9 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         messages,
         formation,
     };
-    let code = supervisor::run(cluster, plumbing, &events);
+    let code = supervisor::run(cluster, plumbing, &inbox);
+    // Threads waiting for room in a channel are let go before they are waited for.
+    drop(inbox);
     // The last answers (a `stop --wait`) are written and the sockets are removed.
     drop(control);
     drop(admin);

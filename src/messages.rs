@@ -14,26 +14,41 @@
 //!
 //! Bounded: what waits for a worker beyond its socket's buffer is at most `QUEUE_BYTES`; a message
 //! that does not fit is dropped whole (never cut) and counted for that worker (shown in status and
-//! metrics), so a worker that does not read never blocks recluster or the senders. The sockets
+//! metrics), so a worker that does not read never blocks recluster or the senders. What a worker
+//! sends is bounded too, so that no worker can grow recluster or starve the others:
+//! - each wake-up reads at most `READ_TURN` bytes from one worker (and stops once what it read
+//!   went to `TURN_DELIVERIES` workers), so every worker gets its turn;
+//! - each worker has a budget (`MESSAGES_PER_SECOND`, `BYTES_PER_SECOND`, see `budget`); one
+//!   that spends it is not read again until it has earned it back: its writes wait in its
+//!   socket (the kernel's buffer), nothing is lost and nothing piles up here;
+//! - a worker has at most one `info` in flight, and all workers together `INFO_IN_FLIGHT`:
+//!   another one is answered with the error "busy" (so each request gets exactly one line back);
+//! - the thread never waits for the supervisor: an `info` that finds the event channel full is
+//!   answered "busy" too.
+//!
+//! What is refused is counted by reason (`Counters`, in status and metrics). The sockets
 //! live in the thread's own descriptor table (`fd_table`), handed over with `SCM_RIGHTS`, so the
 //! spawning thread never holds one per worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
 use serde_json::{Value, json};
 
+use crate::budget::Budget;
 use crate::control::protocol::Request;
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::event::Event;
 use crate::groups::Groups;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{MessageCounts, Snapshot};
 
 /// The longest message, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -41,6 +56,25 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// the rest of one message the socket took only in part. Most workers never read their socket,
 /// and a broadcast then costs recluster at most this much per worker.
 const QUEUE_BYTES: usize = MAX_MESSAGE + 1;
+/// What one worker may send, on average and at once: messages (an `info` counts as
+/// `INFO_COST`), and bytes. Above what one worker's messages through the thread reach
+/// (`scripts/bench-messages`: 84,000 a second one way), so only a flood is slowed.
+pub const MESSAGES_PER_SECOND: u64 = 100_000;
+const MESSAGES_BURST: u64 = 10_000;
+pub const BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
+const BYTES_BURST: u64 = 4 * 1024 * 1024;
+/// An `info` costs the supervisor a snapshot of the cluster: it counts as this many messages
+/// (100 `info` a second).
+const INFO_COST: u64 = 1000;
+/// The most read from one worker, and the most deliveries of what it sent (a message to `all`
+/// is one per worker), before the others get their turn.
+const READ_TURN: usize = 64 * 1024;
+const TURN_DELIVERIES: usize = 4096;
+/// `info` requests of every worker together that may be with the supervisor at once: most of its
+/// event channel stays free for the other threads.
+const INFO_IN_FLIGHT: usize = 256;
+/// `ctl send` orders that may wait for the thread; more are refused.
+const ORDERS: usize = 64;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +122,33 @@ impl FromStr for Target {
 /// Messages dropped for each slot whose queue was full, by `WORKER_ID`.
 pub type Drops = Arc<Mutex<HashMap<u32, u64>>>;
 
+/// What the thread refused, by reason, since the start (every worker together).
+#[derive(Debug, Default)]
+pub struct Counters {
+    too_long: AtomicU64,
+    invalid: AtomicU64,
+    busy: AtomicU64,
+    queue_full: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl Counters {
+    pub fn read(&self) -> MessageCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MessageCounts {
+            too_long: get(&self.too_long),
+            invalid: get(&self.invalid),
+            busy: get(&self.busy),
+            queue_full: get(&self.queue_full),
+            throttled: get(&self.throttled),
+        }
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 enum Command {
     /// `recluster ctl send`.
     Deliver { to: Target, data: Value },
@@ -116,6 +177,7 @@ pub struct Messages {
     replies: Replies,
     next: u64,
     drops: Drops,
+    counters: Arc<Counters>,
 }
 
 /// What the supervisor keeps to deliver from `ctl send`.
@@ -126,9 +188,20 @@ pub struct Courier {
 }
 
 impl Courier {
-    pub fn deliver(&self, to: Target, data: Value) {
-        if self.commands.send(Command::Deliver { to, data }).is_ok() {
-            crate::control::replies::wake_socket(&self.control);
+    /// Hands a `ctl send` to the thread; never waits for it: with `ORDERS` already waiting, the
+    /// message is refused.
+    pub fn deliver(&self, to: Target, data: Value) -> Result<(), String> {
+        match self.commands.try_send(Command::Deliver { to, data }) {
+            Ok(()) => {
+                crate::control::replies::wake_socket(&self.control);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(format!(
+                "the message thread is busy ({ORDERS} messages from ctl wait already): try again"
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Err("messages between workers have stopped".to_string())
+            }
         }
     }
 }
@@ -144,17 +217,20 @@ impl Messages {
             SockFlag::SOCK_CLOEXEC,
         )?;
         let control = Arc::new(ours);
-        let (commands, orders) = crossbeam_channel::unbounded();
+        let (commands, orders) = crossbeam_channel::bounded(ORDERS);
         let (replies, answers) = Replies::through_socket(control.clone());
         let drops: Drops = Arc::default();
         let thread_drops = drops.clone();
+        let counters: Arc<Counters> = Arc::default();
+        let thread_counters = counters.clone();
         let (ready, started) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("messages".to_string())
             .stack_size(256 * 1024)
             .spawn(move || {
                 crate::fd_table::make_private(&[theirs.as_raw_fd()], true, "message");
-                match Thread::new(theirs, orders, answers, events, thread_drops, groups) {
+                let counted = (thread_drops, thread_counters);
+                match Thread::new(theirs, orders, answers, events, counted, groups) {
                     Ok(thread) => {
                         let _ = ready.send(Ok(()));
                         thread.run();
@@ -174,6 +250,7 @@ impl Messages {
             replies,
             next: 0,
             drops,
+            counters,
         })
     }
 
@@ -235,6 +312,10 @@ impl Messages {
     pub fn drops(&self) -> Drops {
         self.drops.clone()
     }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
 }
 
 /// One worker's socket, as the thread knows it.
@@ -250,6 +331,25 @@ struct Peer {
     output: Vec<u8>,
     /// Whether epoll watches it for room to write.
     watching_output: bool,
+    /// What it may still send now (messages, bytes).
+    messages: Budget,
+    bytes: Budget,
+    /// Spent its budget: not read until then.
+    paused_until: Option<Instant>,
+}
+
+impl Peer {
+    /// What epoll is to watch its socket for.
+    fn interest(&self) -> EpollFlags {
+        let mut flags = EpollFlags::empty();
+        if self.paused_until.is_none() {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if self.watching_output {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        flags
+    }
 }
 
 const CONTROL: u64 = 0;
@@ -262,7 +362,12 @@ struct Thread {
     events: Sender<Event>,
     peers: HashMap<u64, Peer>,
     by_pid: HashMap<i32, u64>,
+    /// The peers not read until their budget is back.
+    paused: Vec<u64>,
+    /// The workers whose `info` is with the supervisor (answered even if they have ended).
+    asking: HashSet<u64>,
     drops: Drops,
+    counters: Arc<Counters>,
     groups: Option<Groups>,
 }
 
@@ -272,7 +377,7 @@ impl Thread {
         orders: Receiver<Command>,
         answers: Receiver<Reply>,
         events: Sender<Event>,
-        drops: Drops,
+        (drops, counters): (Drops, Arc<Counters>),
         groups: Option<Groups>,
     ) -> io::Result<Thread> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -289,7 +394,10 @@ impl Thread {
             events,
             peers: HashMap::new(),
             by_pid: HashMap::new(),
+            paused: Vec::new(),
+            asking: HashSet::new(),
             drops,
+            counters,
             groups,
         })
     }
@@ -299,7 +407,12 @@ impl Thread {
         // Lines longer than a read are put together in the peer's input.
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
-            let n = match crate::reactor::wait(&self.epoll, &mut ready, None) {
+            let resume_at = self
+                .paused
+                .iter()
+                .filter_map(|t| self.peers.get(t)?.paused_until)
+                .min();
+            let n = match crate::reactor::wait(&self.epoll, &mut ready, resume_at) {
                 Ok(n) => n,
                 Err(e) => {
                     log::warn!("messages between workers stop working: {e}");
@@ -318,13 +431,60 @@ impl Thread {
                 if event.events().contains(EpollFlags::EPOLLOUT) {
                     self.flush(token);
                 }
-                if event
+                // A worker that hung up sent all it will: what is left is read even in a
+                // pause (epoll reports the hang-up whatever it watches).
+                let hung_up = event
                     .events()
-                    .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP)
-                {
-                    self.receive(token, &mut buffer);
+                    .intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+                if event.events().contains(EpollFlags::EPOLLIN) || hung_up {
+                    self.receive(token, &mut buffer, hung_up);
                 }
             }
+            self.resume(Instant::now());
+        }
+    }
+
+    /// Reads again the peers whose budget is back.
+    fn resume(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.paused.len() {
+            let token = self.paused[i];
+            let Some(peer) = self.peers.get_mut(&token) else {
+                self.paused.swap_remove(i);
+                continue;
+            };
+            if peer.paused_until.is_some_and(|at| at > now) {
+                i += 1;
+                continue;
+            }
+            peer.paused_until = None;
+            self.paused.swap_remove(i);
+            let mut event = EpollEvent::new(peer.interest(), token);
+            let _ = self.epoll.modify(&peer.socket, &mut event);
+        }
+    }
+
+    /// Charges the worker of `token` for what it sent; past its budget, it is not read until
+    /// it has earned it back.
+    fn charge(&mut self, token: u64, messages: u64, bytes: u64, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return;
+        };
+        let until = [
+            peer.messages.take(messages, now),
+            peer.bytes.take(bytes, now),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(until) = until
+            && peer.paused_until.is_none()
+        {
+            peer.paused_until = Some(until);
+            self.paused.push(token);
+            Counters::count(&self.counters.throttled);
+            let mut event = EpollEvent::new(peer.interest(), token);
+            let _ = self.epoll.modify(&peer.socket, &mut event);
         }
     }
 
@@ -361,22 +521,7 @@ impl Thread {
                     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
                     let token = u64::from_ne_bytes(message[1..9].try_into().expect("8 bytes"));
                     let (id, pid) = (number(9) as u32, number(13));
-                    let _ = self
-                        .epoll
-                        .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
-                    self.by_pid.insert(pid, token);
-                    self.peers.insert(
-                        token,
-                        Peer {
-                            socket,
-                            id,
-                            pid,
-                            input: Vec::new(),
-                            skipping: false,
-                            output: Vec::new(),
-                            watching_output: false,
-                        },
-                    );
+                    self.register(token, socket, id, pid);
                 }
                 (FORGET, 5, _) => {
                     if let Some(token) = self.by_pid.remove(&number(1)) {
@@ -400,12 +545,44 @@ impl Thread {
         }
         while let Ok(answer) = self.answers.try_recv() {
             match answer {
-                Reply::Status { client, snapshot } => self.answer_info(client, &snapshot),
+                Reply::Status { client, snapshot } => {
+                    self.answered(client);
+                    self.answer_info(client, &snapshot);
+                }
                 Reply::Shutdown => return false,
                 _ => {}
             }
         }
         true
+    }
+
+    /// A worker's socket, from now on read and written as `token`.
+    fn register(&mut self, token: u64, socket: OwnedFd, id: u32, pid: i32) {
+        let _ = self
+            .epoll
+            .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, token));
+        self.by_pid.insert(pid, token);
+        let now = Instant::now();
+        self.peers.insert(
+            token,
+            Peer {
+                socket,
+                id,
+                pid,
+                input: Vec::new(),
+                skipping: false,
+                output: Vec::new(),
+                watching_output: false,
+                messages: Budget::new(MESSAGES_PER_SECOND, MESSAGES_BURST, now),
+                bytes: Budget::new(BYTES_PER_SECOND, BYTES_BURST, now),
+                paused_until: None,
+            },
+        );
+    }
+
+    /// The supervisor answered the `info` of `token`'s worker: it may ask again.
+    fn answered(&mut self, token: u64) {
+        self.asking.remove(&token);
     }
 
     fn remove(&mut self, token: u64) {
@@ -415,13 +592,17 @@ impl Thread {
         }
     }
 
-    /// Reads what the worker of `token` sent, until its socket would block, and handles each
-    /// whole line.
-    fn receive(&mut self, token: u64, buffer: &mut [u8]) {
-        loop {
+    /// Reads what the worker of `token` sent, up to `READ_TURN` bytes (a worker that `hung_up`
+    /// even in a pause), and handles each whole line.
+    fn receive(&mut self, token: u64, buffer: &mut [u8], hung_up: bool) {
+        let (mut turn, mut delivered) = (0, 0);
+        while turn < READ_TURN && delivered < TURN_DELIVERIES {
             let Some(peer) = self.peers.get_mut(&token) else {
                 return;
             };
+            if peer.paused_until.is_some() && !hung_up {
+                return;
+            }
             let n = match socket::recv(peer.socket.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
                     // The worker closed its end: nothing more comes from it.
@@ -430,8 +611,14 @@ impl Thread {
                 }
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return, // EAGAIN: all read
+                Err(nix::errno::Errno::EAGAIN) => return, // all read
+                Err(_) => {
+                    // A broken socket: reported again at every wait until it is let go.
+                    let _ = self.epoll.delete(&peer.socket);
+                    return;
+                }
             };
+            turn += n;
             peer.input.extend_from_slice(&buffer[..n]);
             let mut lines = Vec::new();
             while let Some(end) = peer.input.iter().position(|&b| b == b'\n') {
@@ -446,43 +633,48 @@ impl Thread {
                 peer.input.clear();
                 peer.skipping = true;
             }
+            let mut cost = lines.len() as u64;
             for line in lines {
-                self.handle(token, &line[..line.len() - 1]);
+                let (extra, to) = self.handle(token, &line[..line.len() - 1]);
+                cost += extra;
+                delivered += to;
             }
             if too_long {
+                Counters::count(&self.counters.too_long);
                 self.tell(
                     token,
                     &format!("a message is one line of at most {MAX_MESSAGE} bytes"),
                 );
             }
+            self.charge(token, cost, n as u64, Instant::now());
         }
     }
 
-    /// One line from the worker of `token`.
-    fn handle(&mut self, token: u64, line: &[u8]) {
+    /// One line from the worker of `token`; what it costs beyond one message, and to how many
+    /// workers it went.
+    fn handle(&mut self, token: u64, line: &[u8]) -> (u64, usize) {
         let Some(peer) = self.peers.get(&token) else {
-            return;
+            return (0, 0);
         };
         let (id, pid) = (peer.id, peer.pid);
         if line.len() > MAX_MESSAGE {
+            Counters::count(&self.counters.too_long);
             self.tell(
                 token,
                 &format!("a message is one line of at most {MAX_MESSAGE} bytes"),
             );
-            return;
+            return (0, 0);
         }
         if line.iter().all(u8::is_ascii_whitespace) {
-            return;
+            return (0, 0);
         }
         match parse(line) {
             Ok((Target::Recluster, data)) => {
                 if data.get("cmd").and_then(Value::as_str) == Some("info") {
-                    let _ = self.events.send(Event::Control {
-                        client: token,
-                        request: Request::Status,
-                        frontend: Frontend::Messages,
-                    });
+                    self.ask_info(token);
+                    return (INFO_COST - 1, 0);
                 } else {
+                    Counters::count(&self.counters.invalid);
                     self.tell(
                         token,
                         "recluster answers {\"cmd\":\"info\"} only; workers cannot change the cluster",
@@ -492,14 +684,44 @@ impl Thread {
             Ok((to, data)) => {
                 let (group, local) = self.name(id);
                 let from = json!({"id": local, "group": group, "pid": pid});
-                self.route(Some(token), &to, &from, data);
+                return (0, self.route(Some(token), &to, &from, data));
             }
-            Err(e) => self.tell(token, &e),
+            Err(e) => {
+                Counters::count(&self.counters.invalid);
+                self.tell(token, &e);
+            }
+        }
+        (0, 0)
+    }
+
+    /// `{"cmd": "info"}` from the worker of `token`: to the supervisor, unless one of its own is
+    /// there already, `INFO_IN_FLIGHT` of all workers are, or the event channel is full (then
+    /// "busy"); never waits.
+    fn ask_info(&mut self, token: u64) {
+        let asked = !self.asking.contains(&token)
+            && self.asking.len() < INFO_IN_FLIGHT
+            && match self.events.try_send(Event::Control {
+                client: token,
+                request: Request::Status,
+                frontend: Frontend::Messages,
+            }) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            };
+        if asked {
+            self.asking.insert(token);
+        } else {
+            Counters::count(&self.counters.busy);
+            self.tell(
+                token,
+                "busy: recluster answers one info request of a worker at a time; ask again after the answer",
+            );
         }
     }
 
-    /// Delivers `data` from `from` to the peers `to` names (`sender`: the token it came from).
-    fn route(&mut self, sender: Option<u64>, to: &Target, from: &Value, data: Value) {
+    /// Delivers `data` from `from` to the peers `to` names (`sender`: the token it came from);
+    /// to how many.
+    fn route(&mut self, sender: Option<u64>, to: &Target, from: &Value, data: Value) -> usize {
         let targets: Vec<u64> = match to {
             Target::All => self.registered().collect(),
             Target::Others => self.registered().filter(|&t| Some(t) != sender).collect(),
@@ -513,7 +735,7 @@ impl Thread {
                 if let Some(sender) = sender {
                     self.tell(sender, &format!("there is no group {name}"));
                 }
-                return;
+                return 0;
             }
             Target::Group(name) => self
                 .registered()
@@ -523,15 +745,16 @@ impl Thread {
                 .registered()
                 .filter(|t| self.name(self.peers[t].id) == (Some(name.clone()), *id))
                 .collect(),
-            Target::Recluster => return,
+            Target::Recluster => return 0,
         };
         if targets.is_empty() {
-            return;
+            return 0;
         }
         let envelope = json!({"from": from, "data": data}).to_string();
-        for token in targets {
+        for &token in &targets {
             self.send(token, envelope.as_bytes());
         }
+        targets.len()
     }
 
     /// A slot's group (with groups) and its `WORKER_ID`.
@@ -560,6 +783,7 @@ impl Thread {
             if let Ok(mut drops) = self.drops.lock() {
                 *drops.entry(peer.id).or_insert(0) += 1;
             }
+            Counters::count(&self.counters.queue_full);
             return;
         }
         peer.output.extend_from_slice(message);
@@ -594,14 +818,8 @@ impl Thread {
         let want = !peer.output.is_empty();
         if want != peer.watching_output {
             peer.watching_output = want;
-            let flags = if want {
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
-            } else {
-                EpollFlags::EPOLLIN
-            };
-            let _ = self
-                .epoll
-                .modify(&peer.socket, &mut EpollEvent::new(flags, token));
+            let mut event = EpollEvent::new(peer.interest(), token);
+            let _ = self.epoll.modify(&peer.socket, &mut event);
         }
     }
 
@@ -653,6 +871,150 @@ fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// A message thread with no thread of its own, and one worker (token 1) registered; the
+    /// worker's end of its socket, and the supervisor's end of the event channel.
+    fn thread_with_a_worker(events: usize) -> (Thread, UnixStream, Receiver<Event>) {
+        let (control, _) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (_, orders) = crossbeam_channel::bounded(1);
+        let (_, answers) = crossbeam_channel::bounded(1);
+        let (sender, received) = crossbeam_channel::bounded(events);
+        let counted = (Drops::default(), Arc::<Counters>::default());
+        let mut thread = Thread::new(control, orders, answers, sender, counted, None).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        thread.register(1, ours.into(), 0, 100);
+        theirs.set_nonblocking(true).unwrap();
+        (thread, theirs, received)
+    }
+
+    /// What the worker got back, line by line.
+    fn read_back(worker: &mut UnixStream) -> Vec<Value> {
+        let mut text = Vec::new();
+        let _ = worker.read_to_end(&mut text);
+        text.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    const INFO: &[u8] = b"{\"to\":\"recluster\",\"data\":{\"cmd\":\"info\"}}\n";
+
+    #[test]
+    fn a_second_info_before_the_answer_is_busy_and_one_after_it_is_asked() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(8);
+        let mut buffer = vec![0u8; 16 * 1024];
+        worker.write_all(&INFO.repeat(3)).unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "one info with the supervisor");
+        let back = read_back(&mut worker);
+        assert_eq!(back.len(), 2, "{back:?}");
+        assert!(
+            back.iter()
+                .all(|l| l["error"].as_str().unwrap().starts_with("busy"))
+        );
+        assert_eq!(thread.counters.read().busy, 2);
+        thread.answered(1);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "asked again after the answer");
+    }
+
+    #[test]
+    fn an_info_that_finds_the_event_channel_full_is_busy_not_waited_for() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(1);
+        thread
+            .events
+            .try_send(Event::ControlGone { client: 9 })
+            .unwrap();
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 1, "nothing more was queued");
+        let back = read_back(&mut worker);
+        assert!(
+            back[0]["error"].as_str().unwrap().starts_with("busy"),
+            "{back:?}"
+        );
+        assert!(
+            !thread.asking.contains(&1),
+            "nothing pending: it may ask again"
+        );
+    }
+
+    #[test]
+    fn no_more_than_info_in_flight_requests_of_all_workers_go_to_the_supervisor() {
+        let (mut thread, mut worker, events) = thread_with_a_worker(8);
+        thread.asking.extend(100..100 + INFO_IN_FLIGHT as u64);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 0);
+        assert!(
+            read_back(&mut worker)[0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("busy")
+        );
+        thread.answered(100);
+        worker.write_all(INFO).unwrap();
+        thread.receive(1, &mut vec![0u8; 1024], false);
+        assert_eq!(events.len(), 1, "one answered: room for another");
+    }
+
+    #[test]
+    fn a_worker_past_its_budget_is_not_read_until_it_has_earned_it_back() {
+        let (mut thread, mut worker, _events) = thread_with_a_worker(8);
+        let now = Instant::now();
+        thread.peers.get_mut(&1).unwrap().messages = Budget::new(10, 2, now);
+        let mut buffer = vec![0u8; 16 * 1024];
+        // Five lines that are not messages (each counted `invalid` when read): 3 over budget.
+        worker.write_all(b"x\nx\nx\nx\nx\n").unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(thread.counters.read().invalid, 5);
+        assert_eq!(thread.counters.read().throttled, 1);
+        let until = thread.peers[&1].paused_until.expect("paused");
+        assert!(
+            until >= now + Duration::from_millis(250),
+            "{:?}",
+            until - now
+        );
+        worker.write_all(b"x\n").unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(thread.counters.read().invalid, 5, "not read in its pause");
+        thread.resume(until - Duration::from_millis(1));
+        assert!(
+            thread.peers[&1].paused_until.is_some(),
+            "not before its time"
+        );
+        thread.resume(until);
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(
+            thread.counters.read().invalid,
+            6,
+            "read again once paid back"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_hung_up_is_read_to_the_end_even_in_a_pause() {
+        let (mut thread, mut worker, _events) = thread_with_a_worker(8);
+        let now = Instant::now();
+        thread.peers.get_mut(&1).unwrap().messages = Budget::new(1, 1, now);
+        worker.write_all(b"x\nx\nx\n").unwrap();
+        let mut buffer = vec![0u8; 16 * 1024];
+        thread.receive(1, &mut buffer, false);
+        worker.write_all(b"x\n").unwrap();
+        drop(worker);
+        thread.receive(1, &mut buffer, true);
+        assert_eq!(thread.counters.read().invalid, 4);
+    }
 
     #[test]
     fn targets_parse_and_mistakes_are_named() {

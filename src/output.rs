@@ -3,7 +3,10 @@
 //! line with its prefix (`[3] …`, or a JSON object with `--prefix json`) to recluster's own stdout
 //! or stderr, under a lock per stream, so two workers' lines never mix. A slow reader of
 //! recluster's output slows the workers (the pipes fill), never grows recluster's memory: a line
-//! longer than `MAX_LINE` is cut into pieces marked `…`. A worker's last partial line is written
+//! longer than `MAX_LINE` is cut into pieces marked `…`, and lines are written in batches of about
+//! `MAX_LINE`. The lock is held across a write that a slow reader can block, so only threads that
+//! may wait take it: the relays (their worker waits with them) and the log writer (`logging`),
+//! never the supervisor loop or a thread that serves others. A worker's last partial line is written
 //! when its pipes close; then its relay sends `Event::OutputClosed`, which the loop waits for
 //! (briefly) before it reports the worker's exit; recluster waits for every relay before it exits.
 
@@ -184,6 +187,12 @@ fn relay(who: &Who, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]
                 let line = &buffer[start..start + end];
                 format_line(&mut out, who, format, colour, stream, line, false);
                 start += end + 1;
+                // Many short lines grow with their prefixes (an empty line becomes an object
+                // of 80 bytes in JSON): written in batches of about MAX_LINE.
+                if out.len() >= MAX_LINE {
+                    write_whole(stream, &out);
+                    out.clear();
+                }
             }
             buffer.drain(..start);
             while buffer.len() > MAX_LINE {

@@ -41,6 +41,24 @@ pub struct ClusterView {
     pub sockets: Vec<SocketView>,
     /// The control socket's path.
     pub control: Option<String>,
+    /// What the message thread refused, by reason, since the start.
+    #[serde(default)]
+    pub messages: MessageCounts,
+}
+
+/// What the message thread refused since the start, every worker together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    /// Lines longer than a message may be.
+    pub too_long: u64,
+    /// Lines that were not a message (answered with the error).
+    pub invalid: u64,
+    /// `info` requests made while one of the same worker's was being answered.
+    pub busy: u64,
+    /// Messages for a worker whose queue was full (the sum of every slot's `messages_dropped`).
+    pub queue_full: u64,
+    /// Times a worker spent its budget and was not read for a while.
+    pub throttled: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,6 +390,7 @@ mod tests {
                     mode: "per_worker".to_string(),
                 }],
                 control: Some("/run/recluster/4242.sock".to_string()),
+                messages: MessageCounts::default(),
             },
             workers: vec![WorkerView {
                 id: 0,

@@ -1,8 +1,9 @@
 //! What recluster does to its own process before anything else runs: make fds 0–2 valid, note which
 //! signal dispositions its caller left ignored (and undo an ignored SIGCHLD), ignore SIGPIPE
 //! itself (a closed log pipe must give EPIPE, not death), mark every inherited fd close-on-exec so
-//! none leaks into a worker, become a child subreaper, raise its own open-files limit (workers get the one it was started with), and
-//! block the signals that the signal thread will receive.
+//! none leaks into a worker, become a child subreaper, raise its own open-files limit (workers get the one it was started with),
+//! block the signals that the signal thread will receive, and in a static build keep glibc's name
+//! service to the sources linked in.
 //!
 //! The binary is `#![no_main]` so that this runs before Rust's runtime could have changed SIGPIPE:
 //! that is the only way to know whether the caller ignored it (tini keeps such signals ignored).
@@ -205,3 +206,31 @@ pub fn block_handled_signals() -> io::Result<()> {
 pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
+
+/// In a static build (`scripts/build-static`), limits glibc's name service to the sources linked
+/// into the binary: users and groups from /etc/passwd and /etc/group, host names from /etc/hosts
+/// and DNS. Any other source in /etc/nsswitch.conf (systemd, sss, ldap, mdns) would be a shared
+/// library that a static program can only `dlopen` together with a second, shared glibc: that
+/// crashed `--user` with an unknown name on Debian's default `passwd: files systemd`.
+#[cfg(target_feature = "crt-static")]
+pub fn builtin_name_services_only() {
+    unsafe extern "C" {
+        // glibc's own override of a database's nsswitch.conf line (used by its tests and nscd).
+        fn __nss_configure_lookup(
+            database: *const libc::c_char,
+            sources: *const libc::c_char,
+        ) -> libc::c_int;
+    }
+    for (database, sources) in [
+        (c"passwd", c"files"),
+        (c"group", c"files"),
+        (c"hosts", c"files dns"),
+    ] {
+        // SAFETY: two NUL-terminated strings; glibc copies what it keeps. No other thread runs yet.
+        unsafe { __nss_configure_lookup(database.as_ptr(), sources.as_ptr()) };
+    }
+}
+
+/// A dynamic build loads every source nsswitch.conf names, as any program does.
+#[cfg(not(target_feature = "crt-static"))]
+pub fn builtin_name_services_only() {}

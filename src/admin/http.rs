@@ -148,16 +148,21 @@ impl Response {
         Response::new(status, "text/plain; charset=utf-8", body)
     }
 
-    /// The whole response; `head_only` for HEAD.
-    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
+    /// The status line and headers, up to the blank line.
+    pub fn head(&self) -> Vec<u8> {
+        format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
             self.status,
             reason(self.status),
             self.content_type,
             self.body.len()
         )
-        .into_bytes();
+        .into_bytes()
+    }
+
+    /// The whole response; `head_only` for HEAD.
+    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut out = self.head();
         if !head_only {
             out.extend_from_slice(&self.body);
         }

@@ -262,6 +262,34 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
             x.messages_dropped as f64,
         );
     }
+    let m = &c.messages;
+    w.family(
+        "recluster_messages_dropped_total",
+        Kind::Counter,
+        "Lines from workers' message sockets not delivered, by reason: too_long, invalid, busy (an info while one is answered), queue_full (the target's queue).",
+    );
+    for (reason, count) in [
+        ("too_long", m.too_long),
+        ("invalid", m.invalid),
+        ("busy", m.busy),
+        ("queue_full", m.queue_full),
+    ] {
+        w.sample(
+            "recluster_messages_dropped_total",
+            &[("reason", reason)],
+            count as f64,
+        );
+    }
+    w.family(
+        "recluster_messages_throttled_total",
+        Kind::Counter,
+        "Times a worker sent faster than its message budget and was not read until it earned it back.",
+    );
+    w.sample(
+        "recluster_messages_throttled_total",
+        &[],
+        m.throttled as f64,
+    );
     w.family(
         "recluster_generation",
         Kind::Gauge,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::control::protocol::{self, Request, ScaleBy, WorkerRef};
 use crate::control::server::{Frontend, Replies, Reply};
 use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
-use crate::messages::{Courier, Drops, Messages, Target};
+use crate::messages::{Counters, Courier, Drops, Messages, Target};
 use crate::snapshot::SocketView;
 use crate::spawn::Spawner;
 
@@ -35,6 +35,8 @@ pub struct Control {
     control: Option<Replies>,
     admin: Option<Replies>,
     messages: Option<(Replies, Courier, Drops)>,
+    /// What the message thread refused, by reason.
+    message_counters: Option<std::sync::Arc<Counters>>,
     /// `-f`: the groups, to name workers by group and id within it.
     groups: Option<crate::groups::Groups>,
     waits: Waits,
@@ -49,6 +51,7 @@ impl Control {
             control,
             admin,
             messages: None,
+            message_counters: None,
             groups: None,
             waits: Waits::default(),
             identity,
@@ -60,6 +63,7 @@ impl Control {
     /// through it, and their drops shown in status.
     pub fn with_messages(mut self, messages: &Messages) -> Control {
         self.messages = Some((messages.replies(), messages.courier(), messages.drops()));
+        self.message_counters = Some(messages.counters());
         self
     }
 
@@ -97,10 +101,10 @@ impl Control {
             // The admin endpoint and the message thread only read.
             _ if frontend != Frontend::Control => return Vec::new(),
             Request::Send { to, data } => match &self.messages {
-                Some((_, courier, _)) => self.check_addressee(&to, cluster).map(|()| {
-                    courier.deliver(to, data);
-                    (None, json!({}), Vec::new())
-                }),
+                Some((_, courier, _)) => self
+                    .check_addressee(&to, cluster)
+                    .and_then(|()| courier.deliver(to, data))
+                    .map(|()| (None, json!({}), Vec::new())),
                 None => Err(
                     "messages between workers are off in this cluster (--no-messages)".to_string(),
                 ),
@@ -316,6 +320,9 @@ impl Control {
         snapshot.cluster.name = self.identity.name.clone();
         snapshot.cluster.sockets = self.identity.sockets.clone();
         snapshot.cluster.control = self.identity.control.clone();
+        if let Some(counters) = &self.message_counters {
+            snapshot.cluster.messages = counters.read();
+        }
         let drops = self
             .messages
             .as_ref()

@@ -1,4 +1,4 @@
-//! The supervisor loop: block on the event channel until the cluster's next deadline, hand each
+//! The supervisor loop: block on the event channels until the cluster's next deadline, hand each
 //! event to the `Cluster`, carry out the actions it returns. This is the only place that spawns or
 //! signals processes, and it runs on the main thread (see `spawn` on the parent-death signal).
 //! It writes the cluster's reports to the log. It also owns the plumbing the cluster need not
@@ -9,11 +9,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, error, warn};
 
 use crate::descendants;
-use crate::event::Event;
+use crate::event::{Event, Inbox};
 use crate::exit_code;
 use crate::hooks::Hooks;
 use crate::listening;
@@ -53,7 +52,7 @@ pub struct Plumbing<'a> {
 }
 
 /// Runs the cluster until it ends; returns recluster's exit status.
-pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -> i32 {
+pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
     let mut executor = Executor {
         plumbing,
         orphans_signaled: HashSet::new(),
@@ -79,16 +78,8 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, events: &Receiver<Event>) -
         .into_iter()
         .flatten()
         .min();
-        let event = match deadline {
-            Some(deadline) => match events.recv_deadline(deadline) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return lost_signal_thread(),
-            },
-            None => match events.recv() {
-                Ok(event) => Some(event),
-                Err(_) => return lost_signal_thread(),
-            },
+        let Ok(event) = inbox.recv(deadline) else {
+            return lost_signal_thread();
         };
         let now = Instant::now();
         // -vv: every event the loop takes and every action it carries out.

@@ -470,21 +470,29 @@ fn hostile_clients_delay_neither_status_nor_the_workers() {
     assert_eq!(cluster.exit_code(), 0);
 }
 
+/// The /proc directory of recluster's thread `name`, if it has one yet.
+fn thread_named(pid: i32, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        .find(|task| {
+            std::fs::read_to_string(task.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                == name
+        })
+}
+
 /// The context switches of recluster's thread `name`, from /proc.
 fn thread_switches(pid: i32, name: &str) -> u64 {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let status = std::fs::read_to_string(task.join("status")).unwrap();
-            return status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
-                .sum();
-        }
-    }
-    panic!("recluster {pid} has no {name} thread");
+    let task =
+        thread_named(pid, name).unwrap_or_else(|| panic!("recluster {pid} has no {name} thread"));
+    let status = std::fs::read_to_string(task.join("status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .sum()
 }
 
 #[test]
@@ -498,6 +506,15 @@ fn the_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
     );
     cluster.ready(1);
     let threads = ["control", "admin"];
+    // A thread takes its name once it runs: on a loaded machine that can be after the worker's
+    // ready line.
+    assert!(
+        eventually(|| threads
+            .iter()
+            .all(|t| thread_named(cluster.pid, t).is_some())),
+        "recluster {} never named its {threads:?} threads",
+        cluster.pid
+    );
     let before: Vec<u64> = threads
         .iter()
         .map(|t| thread_switches(cluster.pid, t))

@@ -114,6 +114,18 @@ impl Launch {
         Launch { command }
     }
 
+    /// Runs `program args` as the recluster under test: another build of it, or a wrapper that
+    /// names its own recluster (`chroot ROOT /recluster …`).
+    pub fn program<I, S>(program: impl AsRef<OsStr>, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(program);
+        command.args(args);
+        Launch { command }
+    }
+
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Launch {
         self.command.env(key, value);
         self

@@ -95,6 +95,7 @@ impl Cluster {
                 reloads_abandoned: self.reloads.1,
                 sockets: Vec::new(),
                 control: None,
+                messages: Default::default(),
             },
             workers,
         }
