@@ -29,96 +29,106 @@ Examples:
   recluster --restart on-failure --max-restarts 5 --restart-window 1m -- python3 consumer.py
   ENTRYPOINT [\"recluster\", \"--\", \"node\", \"server.js\"]";
 
+/// After `-h`: the examples, and where the rest is.
+const AFTER_SHORT_HELP: &str = "\
+Examples:
+  recluster -n 4 --listen :3000 -- ./server
+  recluster ctl status
+
+'--help' says more about each option, the signals and the exit status; 'recluster ctl --help' \
+lists the verbs; 'man recluster' has it all.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "recluster",
     version = env!("RECLUSTER_VERSION"),
     about = ABOUT,
-    after_help = AFTER_HELP,
-    override_usage = "recluster [OPTIONS] [--] COMMAND [ARG]...",
+    after_help = AFTER_SHORT_HELP,
+    after_long_help = AFTER_HELP,
+    override_usage = "recluster [OPTIONS] [--] COMMAND [ARG]...\n       recluster ctl VERB [ARGS]...  (see 'recluster ctl --help')",
     max_term_width = 100
 )]
 pub struct Cli {
     /// Number of workers [default: the CPUs this process may use: its affinity mask, bounded by a
     /// cgroup CPU quota (v2 cpu.max, or v1 cpu.cfs_quota_us), rounded up]
-    #[arg(short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers)]
+    #[arg(help_heading = "Workers", help = "Number of workers [default: the CPUs recluster may use]", long_help, short = 'n', long, value_name = "N", env = "RECLUSTER_WORKERS", value_parser = parse_workers, allow_negative_numbers = true)]
     pub workers: Option<u32>,
+
+    /// Bind ADDR before starting workers and pass the socket to each (fds 3, 4, ... in the order
+    /// given; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and EINHORN_FD_*). ADDR: HOST:PORT,
+    /// [V6]:PORT, :PORT (all interfaces) or unix:PATH; NAME goes to LISTEN_FDNAMES [default name:
+    /// listen]. Repeatable
+    #[arg(help_heading = "Sockets", help = "Bind ADDR and pass the socket to every worker (repeatable)", long_help, short = 'l', long, value_name = "[NAME=]ADDR", env = "RECLUSTER_LISTEN", value_parser = parse_listen)]
+    pub listen: Vec<ListenSpec>,
 
     /// When a worker that exited is started again (systemd's Restart=): always; on-failure (not
     /// after exit status 0 or death by HUP, INT, TERM or PIPE); never
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = RestartMode::Always, env = "RECLUSTER_RESTART")]
+    #[arg(help_heading = "Workers", help = "When an exited worker is started again", long_help, long, value_enum, value_name = "WHEN", default_value_t = RestartMode::Always, env = "RECLUSTER_RESTART")]
     pub restart: RestartMode,
 
     /// Wait before restarting a worker that died before --min-uptime; doubles with each
     /// consecutive early death
-    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration, env = "RECLUSTER_RESTART_DELAY")]
+    #[arg(help_heading = "Workers", help = "First wait before restarting a worker that died early (doubles)", long_help, long, value_name = "DUR", default_value = "100ms", value_parser = parse_duration, env = "RECLUSTER_RESTART_DELAY")]
     pub restart_delay: Duration,
 
     /// The longest wait between restarts of one worker
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_RESTART_MAX_DELAY")]
+    #[arg(help_heading = "Workers", help = "Longest wait between restarts of one worker", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_RESTART_MAX_DELAY")]
     pub restart_max_delay: Duration,
 
     /// Crash-loop limit: more than N restarts of one worker within --restart-window stops the
     /// cluster and exits with that worker's status [default: no limit]
-    #[arg(long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS")]
+    #[arg(help_heading = "Workers", help = "Give up after more than N restarts of one worker in --restart-window", long_help, long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS", value_parser = parse_max_restarts, allow_negative_numbers = true)]
     pub max_restarts: Option<u32>,
 
     /// The window in which --max-restarts counts restarts [default: 10s, as systemd's
     /// StartLimitIntervalSec]
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_RESTART_WINDOW")]
+    #[arg(help_heading = "Workers", help = "The window --max-restarts counts in [default: 10s]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_RESTART_WINDOW")]
     pub restart_window: Option<Duration>,
 
     /// How long a worker must stay up to count as healthy (resets the restart backoff)
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, env = "RECLUSTER_MIN_UPTIME")]
+    #[arg(help_heading = "Workers", help = "How long a worker must stay up to count as healthy", long_help, long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, env = "RECLUSTER_MIN_UPTIME")]
     pub min_uptime: Duration,
 
     /// When a new worker counts as ready: started (it stayed up for --min-uptime); notify (it, or
     /// any process of its tree, sent READY=1 on the NOTIFY_SOCKET recluster gives it); listening
     /// or listening:PORT (a process of its process group listens on a TCP port, or on PORT: for
     /// workers that bind their own sockets)
-    #[arg(long, value_name = "WHEN", default_value = "started", value_parser = parse_ready, env = "RECLUSTER_READY")]
+    #[arg(help_heading = "Readiness and reload", help = "When a new worker counts as ready: started, notify, listening[:PORT]", long_help, long, value_name = "WHEN", default_value = "started", value_parser = parse_ready, env = "RECLUSTER_READY")]
     pub ready: ReadyMode,
 
     /// How long a new worker may take to become ready (--ready notify or listening) before it is
     /// stopped and restarted as a failed start, or its reload is abandoned [default: 90s,
     /// systemd's TimeoutStartSec]
-    #[arg(long, value_name = "DUR", default_value = "90s", value_parser = parse_duration, env = "RECLUSTER_READY_TIMEOUT")]
+    #[arg(help_heading = "Readiness and reload", help = "How long a new worker may take to become ready", long_help, long, value_name = "DUR", default_value = "90s", value_parser = parse_duration, env = "RECLUSTER_READY_TIMEOUT")]
     pub ready_timeout: Duration,
 
     /// How many worker slots a rolling reload (SIGHUP) replaces at a time: at most N + K workers
     /// are alive during a reload
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "RECLUSTER_RELOAD_BATCH")]
+    #[arg(help_heading = "Readiness and reload", help = "Worker slots a rolling reload (SIGHUP) replaces at a time", long_help, long, value_name = "K", default_value_t = 1, value_parser = parse_reload_batch, allow_negative_numbers = true, env = "RECLUSTER_RELOAD_BATCH")]
     pub reload_batch: u32,
 
     /// The signal sent when recluster itself decides to stop a worker (the old one after a reload,
     /// scale-down, a failed start, crash-loop give-up, end of the cluster): a name (TERM, SIGUSR1)
     /// or a number
-    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
+    #[arg(help_heading = "Workers", help = "The signal recluster stops a worker with", long_help, long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
     pub stop_signal: Sig,
 
     /// How long a stopping worker may take before its whole process group gets SIGKILL
-    #[arg(long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
+    #[arg(help_heading = "Workers", help = "How long a stopping worker may take before SIGKILL", long_help, long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
     pub kill_timeout: Duration,
-
-    /// Bind ADDR before starting workers and pass the socket to each (fds 3, 4, ... in the order
-    /// given; LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and EINHORN_FD_*). ADDR: HOST:PORT,
-    /// [V6]:PORT, :PORT (all interfaces) or unix:PATH; NAME goes to LISTEN_FDNAMES [default name:
-    /// listen]. Repeatable
-    #[arg(short = 'l', long, value_name = "[NAME=]ADDR", env = "RECLUSTER_LISTEN", value_parser = parse_listen)]
-    pub listen: Vec<ListenSpec>,
 
     /// One SO_REUSEPORT socket per TCP address per worker slot (the default): new connections are
     /// steered to the slots whose worker is ready; each slot's socket outlives its workers, and a
     /// scaled-down slot's worker serves its queue before it is stopped. Given, it is an error
     /// where it cannot run (no TCP address, or a kernel that refuses the steering program with
     /// Procfile groups) instead of one shared socket
-    #[arg(long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
+    #[arg(help_heading = "Sockets", help = "One steered SO_REUSEPORT socket per worker slot (the default)", long_help, long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
     pub socket_per_worker: bool,
 
     /// One socket per address shared by every worker, one accept queue: whichever worker is free
     /// takes the next connection (better for short connections on workers that block; see the
     /// README's "which mode")
-    #[arg(
+    #[arg(help_heading = "Sockets", help = "One socket per address shared by every worker", long_help, 
         long,
         requires = "listen",
         env = "RECLUSTER_SHARED_SOCKET",
@@ -128,98 +138,114 @@ pub struct Cli {
 
     /// The listen backlog of every socket recluster binds (the kernel caps it at
     /// net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), env = "RECLUSTER_BACKLOG")]
+    #[arg(help_heading = "Sockets", help = "The listen backlog of every socket recluster binds", long_help, long, value_name = "N", default_value_t = 1024, value_parser = parse_backlog, allow_negative_numbers = true, env = "RECLUSTER_BACKLOG")]
     pub backlog: i32,
 
     /// The CPUs workers may use, in taskset/cpuset list syntax (0-3,8-11; strides 0-15:2); within
     /// the CPUs recluster may use itself [default: all of those]
-    #[arg(long, value_name = "LIST", value_parser = parse_cpus, env = "RECLUSTER_CPUS")]
+    #[arg(help_heading = "CPUs", help = "The CPUs workers may use (0-3,8-11)", long_help, long, value_name = "LIST", value_parser = parse_cpus, env = "RECLUSTER_CPUS")]
     pub cpus: Option<CpuSet>,
 
     /// Bind every worker to one place of the allowed CPUs: a logical cpu, a physical core (its
     /// hyperthread siblings) or a NUMA node; worker i gets place i mod P, spread across nodes,
     /// then cores, siblings last [bare --pin: cpu]
-    #[arg(long, value_enum, value_name = "PLACE", num_args = 0..=1, require_equals = true, default_missing_value = "cpu", env = "RECLUSTER_PIN")]
+    #[arg(help_heading = "CPUs", help = "Bind each worker to one CPU, core or NUMA node", long_help, long, value_enum, value_name = "PLACE", num_args = 0..=1, require_equals = true, default_missing_value = "cpu", env = "RECLUSTER_PIN")]
     pub pin: Option<Granularity>,
 
     /// Print how the worker count and CPU places are derived (each file read and its value, the
     /// topology, WORKER_ID → CPUs), then exit without starting anything; --plan=json for scripts
-    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    #[arg(help_heading = "CPUs", help = "Print how workers and CPU places are derived, then exit", long_help, long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub plan: Option<PlanFormat>,
 
     /// With --ready notify: every worker must send WATCHDOG=1 on its NOTIFY_SOCKET at least every
     /// DUR once it is ready (WATCHDOG_USEC and WATCHDOG_PID tell it); one that misses it gets
     /// SIGABRT, SIGKILL after --kill-timeout, and is restarted as a failure
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_WATCHDOG")]
+    #[arg(help_heading = "Guards", help = "With --ready notify: a worker must send WATCHDOG=1 every DUR", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_WATCHDOG")]
     pub watchdog: Option<Duration>,
 
     /// Replace a worker whose process group uses more than SIZE of memory (512M, 2G; K, M, G
-    /// are powers of 1024) in 3 samples in a row: a new worker first, then the old one stopped
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
+    /// are powers of 1024; a bare number is bytes, from 1048576 up) in 3 samples in a row: a new
+    /// worker first, then the old one stopped
+    #[arg(help_heading = "Guards", help = "Replace a worker whose process group uses more than SIZE", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 
     /// How often --max-memory samples the workers' memory
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
+    #[arg(help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,
 
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID
-    #[arg(long, value_name = "USER[:GROUP]", env = "RECLUSTER_USER")]
+    #[arg(
+        help_heading = "Workers",
+        help = "Run the workers as USER (and GROUP)",
+        long_help,
+        long,
+        value_name = "USER[:GROUP]",
+        env = "RECLUSTER_USER"
+    )]
     pub user: Option<String>,
 
     /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
     /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
     /// WORKER_GENERATION and, for exit, WORKER_EXIT). Repeatable
-    #[arg(long = "on", value_name = "EVENT=COMMAND", value_parser = parse_hook)]
+    #[arg(help_heading = "Operation", help = "Run COMMAND with /bin/sh -c on EVENT (repeatable)", long_help, long = "on", value_name = "EVENT=COMMAND", value_parser = parse_hook)]
     pub hooks: Vec<crate::hooks::HookSpec>,
 
     /// How long a hook may run before its process group gets SIGKILL
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_HOOK_TIMEOUT")]
+    #[arg(help_heading = "Operation", help = "How long a hook may run", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_HOOK_TIMEOUT")]
     pub hook_timeout: Duration,
 
     /// Tag every line a worker prints with its slot ([3] ...), written whole on the stream it was
     /// printed on, so two workers' lines never mix; --prefix=json writes one JSON object per
     /// line (ts, worker, group, stream, line) [default: off, output passes straight through]
-    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text", env = "RECLUSTER_PREFIX")]
+    #[arg(help_heading = "Output", help = "Tag every worker line with its slot; =json for one object per line", long_help, long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text", env = "RECLUSTER_PREFIX")]
     pub prefix: Option<crate::output::PrefixFormat>,
 
     /// Debug mode: bind the sockets, then execute the command in recluster's place as worker 0 of 1
     /// (WORKER_ID=0, LISTEN_PID its own pid), with no supervisor, so debuggers, strace and
     /// profilers see the program itself
-    #[arg(long, env = "RECLUSTER_EXEC", value_parser = env_flag())]
+    #[arg(help_heading = "Operation", help = "Debug mode: execute the command in recluster's place, no supervisor", long_help, long, env = "RECLUSTER_EXEC", value_parser = env_flag())]
     pub exec: bool,
 
     /// Where the control socket for 'recluster ctl' goes: PATH, or none for no control socket
     /// [default: $XDG_RUNTIME_DIR/recluster/, else /run/recluster/ for root, else
     /// $TMPDIR/recluster-UID/, in a directory only this user may enter; named PID.sock]
-    #[arg(long, value_name = "PATH|none", env = "RECLUSTER_CONTROL", value_parser = parse_control)]
+    #[arg(help_heading = "Operation", help = "Where the control socket for 'recluster ctl' goes, or none", long_help, long, value_name = "PATH|none", env = "RECLUSTER_CONTROL", value_parser = parse_control)]
     pub control: Option<crate::control::location::Placement>,
 
     /// Serve read-only HTTP on ADDR: /livez, /readyz, /status, /metrics (Prometheus) and a status
     /// page at / (127.0.0.1:PORT, [::1]:PORT, :PORT for every interface, or unix:PATH) [default:
     /// off]
-    #[arg(long, value_name = "ADDR", env = "RECLUSTER_ADMIN", value_parser = crate::listen::parse_address)]
+    #[arg(help_heading = "Operation", help = "Serve /livez, /readyz, /status, /metrics and a status page on ADDR", long_help, long, value_name = "ADDR", env = "RECLUSTER_ADMIN", value_parser = crate::listen::parse_address)]
     pub admin: Option<ListenAddress>,
 
     /// The mode of an --admin unix:PATH socket, in octal, whatever the umask: 0600 (recluster's
     /// user only) unless told; 0660 lets the socket's group in too (the group of its directory
     /// when that directory is set-group-ID) [default: 0600]
-    #[arg(long, value_name = "MODE", env = "RECLUSTER_ADMIN_MODE", value_parser = parse_socket_mode)]
+    #[arg(help_heading = "Operation", help = "The mode of an --admin unix:PATH socket [default: 0600]", long_help, long, value_name = "MODE", env = "RECLUSTER_ADMIN_MODE", value_parser = parse_socket_mode)]
     pub admin_mode: Option<u32>,
 
-    /// How many ready workers /readyz needs: a count, or a percentage of N (rounded up)
+    /// How many ready workers /readyz needs: a count (at most the workers recluster starts with),
+    /// or a percentage of N (rounded up; it follows scaling)
     #[arg(
+        help_heading = "Readiness and reload",
+        help = "How many ready workers /readyz needs (K or P%)",
+        long_help,
         long,
         value_name = "K|P%",
         default_value = "1",
-        env = "RECLUSTER_READY_QUORUM"
+        env = "RECLUSTER_READY_QUORUM",
+        allow_negative_numbers = true
     )]
     pub ready_quorum: crate::admin::probes::Quorum,
 
     /// Run the programs of a Procfile (`name: command` lines, each run with /bin/sh -c) as groups
     /// of workers, instead of COMMAND; each worker gets WORKER_GROUP and a WORKER_ID within it
     #[arg(
+        help_heading = "Groups",
+        help = "Run the programs of a Procfile as groups of workers",
+        long_help,
         short = 'f',
         long,
         value_name = "PATH",
@@ -231,6 +257,9 @@ pub struct Cli {
     /// With -f: how many workers each group runs, as web=4,jobs=2 (all=N for every group)
     /// [default: 1 each]
     #[arg(
+        help_heading = "Groups",
+        help = "With -f: workers per group, as web=4,jobs=2",
+        long_help,
         short = 'm',
         long,
         value_name = "NAME=N,...",
@@ -241,33 +270,70 @@ pub struct Cli {
 
     /// With -f: start group GROUP once every worker of DEPENDENCY is ready (or, for a --once
     /// group, has exited 0). Repeatable
-    #[arg(long, value_name = "GROUP=DEPENDENCY", requires = "procfile")]
+    #[arg(
+        help_heading = "Groups",
+        help = "With -f: start GROUP once DEPENDENCY is ready (repeatable)",
+        long_help,
+        long,
+        value_name = "GROUP=DEPENDENCY",
+        requires = "procfile"
+    )]
     pub after: Vec<String>,
 
     /// With -f: GROUP runs once to its end (not restarted); it must exit 0, or the cluster stops
     /// with its status. Repeatable
-    #[arg(long, value_name = "GROUP", requires = "procfile")]
+    #[arg(
+        help_heading = "Groups",
+        help = "With -f: GROUP runs once to its end (repeatable)",
+        long_help,
+        long,
+        value_name = "GROUP",
+        requires = "procfile"
+    )]
     pub once: Vec<String>,
 
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
-    #[arg(long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]
+    #[arg(help_heading = "Operation", help = "Give workers no message socket (RECLUSTER_MSG_FD)", long_help, long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]
     pub no_messages: bool,
 
     /// A name for this cluster: its control socket is NAME.sock instead of PID.sock, and
     /// 'recluster ctl --name NAME' finds it
-    #[arg(long, value_name = "NAME", env = "RECLUSTER_NAME", value_parser = parse_name)]
+    #[arg(help_heading = "Operation", help = "Name this cluster (its control socket is NAME.sock)", long_help, long, value_name = "NAME", env = "RECLUSTER_NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
     /// Print a completion script for SHELL (bash, zsh, fish) and exit
-    #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
+    #[arg(
+        help_heading = "Operation",
+        help = "Print a completion script for SHELL and exit",
+        long_help,
+        long,
+        value_enum,
+        value_name = "SHELL",
+        exclusive = true
+    )]
     pub completions: Option<CompletionShell>,
 
-    /// More log detail (-v: debug, -vv: trace)
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    /// How recluster writes its own lines: text (recluster: …), time (the same after an RFC 3339
+    /// UTC timestamp), json (one object per line, the keys of --prefix=json's, worker null, and
+    /// level) [default: json with --prefix=json, else text]
+    #[arg(
+        help_heading = "Output",
+        help = "recluster's own lines: text, time (timestamped) or json",
+        long_help,
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "RECLUSTER_LOG_FORMAT"
+    )]
+    pub log_format: Option<crate::logging::LogFormat>,
+
+    /// More log detail (-v: debug, the details of each decision; -vv: trace, also every event the
+    /// supervisor takes and every action it carries out)
+    #[arg(help_heading = "Output", help = "More log detail (-v debug, -vv trace)", long_help, short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 
     /// Less log detail (-q: warnings and errors, -qq: errors only, -qqq: nothing)
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(help_heading = "Output", help = "Less log detail (-q, -qq, -qqq)", long_help, short, long, action = ArgAction::Count)]
     pub quiet: u8,
 
     /// The program every worker runs, found through PATH and executed directly (no shell), with its
@@ -368,6 +434,32 @@ pub fn join_optional_values(args: Vec<OsString>) -> Vec<OsString> {
     }
     out.extend(rest);
     out
+}
+
+/// Whether the command line (recluster's own options: before `--` or the command) gives `arg`:
+/// `--long`, `--long=V` or its short letter, alone or among others (`-vn4`).
+pub fn given_on_command_line(arg: &clap::Arg, args: &[OsString]) -> bool {
+    let long = arg.get_long().map(|l| format!("--{l}"));
+    for word in args.iter().skip(1) {
+        let Some(text) = word.to_str() else {
+            return false;
+        };
+        if text == "--" || !text.starts_with('-') {
+            return false;
+        }
+        if let Some(long) = &long
+            && (text == long || text.starts_with(&format!("{long}=")))
+        {
+            return true;
+        }
+        if !text.starts_with("--")
+            && let Some(short) = arg.get_short()
+            && text[1..].contains(short)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -473,11 +565,51 @@ fn parse_workers(text: &str) -> Result<u32, String> {
             crate::config::MAX_WORKERS
         )),
         Ok(n) => Ok(n),
+        Err(_) if is_negative(text) => {
+            Err("the number of workers must be positive (at least 1)".to_string())
+        }
         Err(_) => Err(format!("'{text}' is not a whole number")),
     }
 }
 
-/// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd).
+/// Whether `text` is a negative number (`-1`, `-2.5`): clap takes those as values only for the
+/// flags that allow them, so the parser can say what is wrong instead of "unexpected argument".
+fn is_negative(text: &str) -> bool {
+    text.strip_prefix('-')
+        .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok())
+}
+
+/// A whole number of at least `min` (`--max-restarts`, `--reload-batch`, `--backlog`).
+fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n < min => Err(format!("it must be at least {min}")),
+        Ok(n) if n > max => Err(format!("it must be at most {max}")),
+        Ok(n) => Ok(n),
+        Err(_) if is_negative(text) && min > 0 => {
+            Err(format!("it must be positive (at least {min})"))
+        }
+        Err(_) if is_negative(text) => Err("it cannot be negative".to_string()),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_max_restarts(text: &str) -> Result<u32, String> {
+    parse_count(text, 0, u32::MAX)
+}
+
+fn parse_reload_batch(text: &str) -> Result<u32, String> {
+    parse_count(text, 1, u32::MAX)
+}
+
+fn parse_backlog(text: &str) -> Result<i32, String> {
+    parse_count(text, 1, i32::MAX as u32).map(|n| n as i32)
+}
+
+/// Below this, a size needs a unit: `--max-memory 512` is a mistake for 512M, never 512 bytes.
+const MIN_BARE_SIZE: u64 = 1 << 20;
+
+/// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd). A bare
+/// number is bytes only from 1 MiB up (`512` is refused: "did you mean 512M?"); `512B` is bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(['K', 'M', 'G', 'T', 'B', 'I']);
@@ -498,6 +630,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{text}' is not a size (write 512M, 2G or a number of bytes)"))?;
+    if unit.is_empty() && number < MIN_BARE_SIZE {
+        let guess = if number < 1 << 16 { "M" } else { "K" };
+        return Err(format!(
+            "'{text}' has no unit, and {number} bytes is less than any program needs: did you mean {number}{guess}? (K, M, G, T; a bare number is bytes, from 1048576 up; 512B for bytes)"
+        ));
+    }
     match number.checked_mul(factor) {
         Some(0) => Err("the size must be more than 0".to_string()),
         Some(bytes) => Ok(bytes),
@@ -576,6 +714,74 @@ mod tests {
     #[test]
     fn the_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_is_grouped_common_first_and_h_is_short() {
+        let mut command = Cli::command();
+        let short = command.render_help().to_string();
+        let long = command.render_long_help().to_string();
+        let headings = [
+            "Workers:",
+            "Sockets:",
+            "Readiness and reload:",
+            "CPUs:",
+            "Guards:",
+            "Operation:",
+            "Output:",
+            "Groups:",
+        ];
+        for help in [&short, &long] {
+            let at: Vec<usize> = headings
+                .iter()
+                .map(|h| {
+                    help.find(&format!("\n{h}\n"))
+                        .unwrap_or_else(|| panic!("{h}"))
+                })
+                .collect();
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+            assert!(help.contains("recluster ctl VERB"), "{help}");
+        }
+        assert!(short.lines().count() <= 120, "{}", short.lines().count());
+        assert!(short.lines().count() * 2 < long.lines().count());
+        // Every option is under a heading but help and version.
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                arg.get_help_heading().is_some() || ["help", "version", "command"].contains(&id),
+                "{id} has no heading"
+            );
+        }
+    }
+
+    #[test]
+    fn a_size_without_a_unit_must_be_plainly_bytes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        let err = parse_size("512").unwrap_err();
+        assert!(err.contains("did you mean 512M?"), "{err}");
+        let err = parse_size("100000").unwrap_err();
+        assert!(err.contains("did you mean 100000K?"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_count_is_a_value_that_is_too_small() {
+        for (flag, text) in [
+            ("-n", "must be positive"),
+            ("--max-restarts", "cannot be negative"),
+            ("--reload-batch", "must be positive"),
+            ("--backlog", "must be positive"),
+            ("--ready-quorum", "not a quorum"),
+        ] {
+            let err = Cli::try_parse_from(["recluster", flag, "-1", "./server"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            assert!(err.to_string().contains(text), "{flag}: {err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Whether -v/-q were given (they take precedence over RUST_LOG).
     pub log_level_from_flags: bool,
+    /// `--log-format`, or json under `--prefix=json`.
+    pub log_format: crate::logging::LogFormat,
     pub command: Vec<OsString>,
     pub listen: Vec<ListenSpec>,
     pub socket_mode: SocketMode,
@@ -359,19 +361,29 @@ impl Config {
                 asked: cli.socket_per_worker,
             }
         };
+        let workers = if cli.exec {
+            1
+        } else if let Some(groups) = &groups {
+            groups.total()
+        } else {
+            cli.workers.unwrap_or(default_workers)
+        };
+        if let (Some(_), crate::admin::probes::Quorum::Count(k)) = (&cli.admin, cli.ready_quorum)
+            && k > workers
+        {
+            // A count above N is reached only by a scale-up nothing promises: until then /readyz
+            // answers 503 and no traffic comes. A percentage follows scaling.
+            return Err(Error::Usage(format!(
+                "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
+            )));
+        }
         let command = match &groups {
             // What is checked before any worker starts: the shell every line runs with.
             Some(groups) => groups.groups[0].command.clone(),
             None => cli.command,
         };
         Ok(Config {
-            workers: if cli.exec {
-                1
-            } else if let Some(groups) = &groups {
-                groups.total()
-            } else {
-                cli.workers.unwrap_or(default_workers)
-            },
+            workers,
             policy: Policy {
                 restart: cli.restart,
                 restart_delay: cli.restart_delay,
@@ -389,6 +401,10 @@ impl Config {
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
+            log_format: cli.log_format.unwrap_or(match cli.prefix {
+                Some(crate::output::PrefixFormat::Json) => crate::logging::LogFormat::Json,
+                _ => crate::logging::LogFormat::Text,
+            }),
             command,
             listen: cli.listen,
             socket_mode,

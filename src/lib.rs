@@ -79,7 +79,11 @@ pub fn main() -> i32 {
         Ok(config) => config,
         Err(code) => return code,
     };
-    logging::init(config.log_level, config.log_level_from_flags);
+    logging::init(
+        config.log_level,
+        config.log_level_from_flags,
+        config.log_format,
+    );
     if let Some(format) = config.plan {
         print!("{}", plan::render(&config, format));
         return exit_code::SUCCESS;
@@ -102,6 +106,7 @@ pub fn main() -> i32 {
 /// The command line, validated; on `Err`, what to exit with (the message is printed).
 fn parse(args: Vec<OsString>) -> Result<Config, i32> {
     use clap::{CommandFactory, FromArgMatches};
+    let given = args.clone();
     let parsed = Cli::command()
         .try_get_matches_from(cli::join_optional_values(args))
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
@@ -113,7 +118,7 @@ fn parse(args: Vec<OsString>) -> Result<Config, i32> {
                 return Err(exit_code::USAGE);
             }
         },
-        Err(e) => return Err(report_clap_error(e)),
+        Err(e) => return Err(report_clap_error(e, &given)),
     };
     if let Some(shell) = cli.completions {
         print_completions(shell);
@@ -140,7 +145,8 @@ fn print_completions(shell: cli::CompletionShell) {
 }
 
 /// Help and version go to stdout with status 0; a usage error becomes one line and status 2.
-fn report_clap_error(e: clap::Error) -> i32 {
+/// `args`: the command line, to tell a value given there from one in an environment twin.
+fn report_clap_error(e: clap::Error, args: &[OsString]) -> i32 {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
@@ -149,11 +155,74 @@ fn report_clap_error(e: clap::Error) -> i32 {
         _ => {
             logging::print_error(&format!(
                 "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
-                one_line(&e.render().to_string())
+                name_the_env_twin(&e, clap_line(&e), args)
             ));
             exit_code::USAGE
         }
     }
+}
+
+/// A clap error as one line: its first paragraph, and clap's tip when it found a similar
+/// argument, verb or value (`unexpected argument '--workrs' (did you mean '--workers'?)`).
+pub(crate) fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let line = one_line(&e.render().to_string());
+    let suggested: Vec<String> = [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .filter_map(|kind| match e.get(kind) {
+        Some(ContextValue::String(name)) => Some(vec![name.clone()]),
+        Some(ContextValue::Strings(names)) => Some(names.clone()),
+        _ => None,
+    })
+    .flatten()
+    .collect();
+    if suggested.is_empty() {
+        return line;
+    }
+    let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
+    let line = line.strip_suffix(" found").unwrap_or(&line);
+    format!("{line} (did you mean {}?)", names.join(" or "))
+}
+
+/// A refused value that came from an environment twin, not the command line, is named by its
+/// variable (`RECLUSTER_WORKERS=abc: invalid value (the environment twin of --workers): …`): the
+/// user never typed `--workers`.
+fn name_the_env_twin(e: &clap::Error, line: String, args: &[OsString]) -> String {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(shown)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return line;
+    };
+    let command = Cli::command();
+    let Some(arg) = command.get_arguments().find(|a| {
+        a.get_long().is_some_and(|long| {
+            shown == &format!("--{long}") || shown.starts_with(&format!("--{long} "))
+        })
+    }) else {
+        return line;
+    };
+    let (Some(long), Some(var)) = (arg.get_long(), arg.get_env()) else {
+        return line;
+    };
+    if std::env::var_os(var).as_deref() != Some(std::ffi::OsStr::new(value))
+        || cli::given_on_command_line(arg, args)
+    {
+        return line;
+    }
+    let Some((_, rest)) = line.split_once(&format!("for '{shown}'")) else {
+        return line;
+    };
+    format!(
+        "{}={value}: invalid value (the environment twin of --{long}){rest}",
+        var.to_string_lossy()
+    )
 }
 
 /// The first paragraph of a clap message, on one line, without its `error: ` prefix.
@@ -206,9 +275,13 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     let admin = match &config.admin {
         Some(address) => Some(
             admin::server::bind(address, config.admin_mode).map_err(|e| {
+                let port = match address {
+                    listen::ListenAddress::Tcp { port, .. } => Some(*port),
+                    listen::ListenAddress::Unix(_) => None,
+                };
                 Error::Bind(socket::BindError {
                     address: address.to_string(),
-                    reason: socket::describe_error(&e),
+                    reason: socket::describe_bind_error(&e, port),
                 })
             })?,
         ),
@@ -398,6 +471,33 @@ mod tests {
         assert_eq!(
             one_line(text),
             "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+
+    #[test]
+    fn clap_tips_survive_the_one_line() {
+        use clap::CommandFactory;
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--workrs", "2", "./server"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unexpected argument '--workrs' (did you mean '--workers'?)"
+        );
+        let e = control::client::CtlCli::command()
+            .try_get_matches_from(["recluster ctl", "stauts"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unrecognized subcommand 'stauts' (did you mean 'restart' or 'status'?)"
+        );
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--restart", "alwys", "./server"])
+            .unwrap_err();
+        assert!(
+            clap_line(&e).ends_with("(did you mean 'always'?)"),
+            "{}",
+            clap_line(&e)
         );
     }
 }

@@ -93,6 +93,9 @@ pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
         return Ok(ListenAddress::Unix(PathBuf::from(path)));
     }
     let hint = "write HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH";
+    if let Some((scheme, rest)) = text.split_once("://") {
+        return Err(url_is_not_an_address(text, scheme, rest));
+    }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, port) = rest
             .split_once("]:")
@@ -121,6 +124,31 @@ pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
     })
 }
 
+/// `http://127.0.0.1:8080/` given where an address goes: the address in it, in the form that
+/// works (a scheme's usual port where the URL has none).
+fn url_is_not_an_address(text: &str, scheme: &str, rest: &str) -> String {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    };
+    let suggestion = match (authority.is_empty(), has_port, default_port) {
+        (true, _, _) => "HOST:PORT".to_string(),
+        (false, true, _) => authority.to_string(),
+        (false, false, Some(port)) => format!("{authority}:{port}"),
+        (false, false, None) => format!("{authority}:PORT"),
+    };
+    format!(
+        "'{text}' is a URL, not an address: write {suggestion} (HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +157,21 @@ mod tests {
         ListenAddress::Tcp {
             host: host.map(str::to_string),
             port,
+        }
+    }
+
+    #[test]
+    fn a_url_is_refused_with_the_address_in_it() {
+        for (url, form) in [
+            ("http://127.0.0.1:8080", "write 127.0.0.1:8080 "),
+            ("http://localhost/", "write localhost:80 "),
+            ("https://[::1]/x", "write [::1]:443 "),
+            ("tcp://0.0.0.0:9000", "write 0.0.0.0:9000 "),
+        ] {
+            let err = url.parse::<ListenSpec>().unwrap_err();
+            assert!(err.contains("is a URL, not an address"), "{err}");
+            assert!(err.contains(form), "{url}: {err}");
+            assert!(!err.contains("brackets"), "{err}");
         }
     }
 

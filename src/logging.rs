@@ -1,6 +1,9 @@
 //! recluster's own messages: to stderr, one line each, prefixed `recluster:` (and the level for
-//! warnings, errors and details). `-v`/`-q` set the level; without them, `RUST_LOG` does; else
-//! info. A closed stderr never stops recluster: write errors are dropped. A stderr nobody reads
+//! warnings, errors and details); `--log-format time` puts the time first, `--log-format json`
+//! (the default under `--prefix=json`) writes each as a JSON object with the keys of `--prefix
+//! json`'s lines. `-v`/`-q` set the level (`-v` debug, `-vv` trace: every event and action of
+//! the supervisor loop); without them, `RUST_LOG` does; else info. A closed stderr never stops
+//! recluster: write errors are dropped. A stderr nobody reads
 //! never stops it either: lines go through a queue of `QUEUE` lines to a writer thread, which
 //! alone waits on the pipe; when the queue is full a line is dropped, and the writer says how
 //! many were once it writes again. `finish` lets the queue drain before recluster exits.
@@ -8,11 +11,55 @@
 use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Sender, TrySendError};
 use env_logger::Builder;
 use log::{Level, LevelFilter};
+
+/// `1 worker`, `2 workers`: a count and its noun, agreeing.
+pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How recluster writes its own lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `recluster: warning: …`
+    Text,
+    /// `2026-12-04T14:45:36.123Z recluster: warning: …` (UTC, RFC 3339)
+    Time,
+    /// `{"ts":…,"worker":null,"group":null,"stream":"stderr","level":"warn","line":"…"}`
+    Json,
+}
+
+/// The format `init` chose, for the errors printed after it.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// One of recluster's own lines, as `format` writes it (with its newline).
+fn line(format: LogFormat, level: Level, message: &str) -> String {
+    let tag = match level {
+        Level::Error => "error: ",
+        Level::Warn => "warning: ",
+        Level::Info => "",
+        Level::Debug => "debug: ",
+        Level::Trace => "trace: ",
+    };
+    match format {
+        LogFormat::Text => format!("recluster: {tag}{message}\n"),
+        LogFormat::Time => format!(
+            "{} recluster: {tag}{message}\n",
+            humantime::format_rfc3339_millis(SystemTime::now())
+        ),
+        LogFormat::Json => format!(
+            "{{\"ts\":\"{}\",\"worker\":null,\"group\":null,\"stream\":\"stderr\",\"level\":\"{}\",\"line\":{}}}\n",
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            level.as_str().to_ascii_lowercase(),
+            crate::plan::quote(message)
+        ),
+    }
+}
 
 /// Log lines that may wait for a slow stderr.
 const QUEUE: usize = 512;
@@ -28,17 +75,11 @@ static WRITER: OnceLock<Sender<Queued>> = OnceLock::new();
 /// Lines dropped since the writer last said so.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-pub fn init(level: LevelFilter, level_from_flags: bool) {
+pub fn init(level: LevelFilter, level_from_flags: bool, format: LogFormat) {
+    let _ = FORMAT.set(format);
     let mut builder = Builder::new();
-    builder.format(|out, record| {
-        let tag = match record.level() {
-            Level::Error => "error: ",
-            Level::Warn => "warning: ",
-            Level::Info => "",
-            Level::Debug => "debug: ",
-            Level::Trace => "trace: ",
-        };
-        writeln!(out, "recluster: {tag}{}", record.args())
+    builder.format(move |out, record| {
+        out.write_all(line(format, record.level(), &record.args().to_string()).as_bytes())
     });
     // Under the lock the `--prefix` relays take, so a log line never lands inside their writes.
     builder.target(env_logger::Target::Pipe(Box::new(QueuedStderr)));
@@ -74,16 +115,20 @@ fn start_writer() {
         .spawn(move || {
             for queued in queue {
                 match queued {
-                    Queued::Line(line) => {
+                    Queued::Line(text) => {
                         let dropped = DROPPED.swap(0, Ordering::Relaxed);
                         if dropped > 0 {
-                            let note = format!(
-                                "recluster: warning: {dropped} log line{} dropped: stderr was not read\n",
-                                if dropped == 1 { "" } else { "s" }
+                            let note = line(
+                                FORMAT.get().copied().unwrap_or(LogFormat::Text),
+                                Level::Warn,
+                                &format!(
+                                    "{} dropped: stderr was not read",
+                                    plural(dropped, "log line", "log lines")
+                                ),
                             );
                             crate::output::write_own_stderr(note.as_bytes());
                         }
-                        crate::output::write_own_stderr(&line);
+                        crate::output::write_own_stderr(&text);
                     }
                     Queued::Flush(done) => {
                         let _ = done.send(());
@@ -134,7 +179,34 @@ impl Write for QueuedStderr {
     }
 }
 
-/// For errors that happen before logging is set up (and usage errors): one line on stderr.
+/// For errors that happen before logging is set up (and usage errors): one line on stderr, in
+/// `--log-format` once that is known.
 pub fn print_error(message: &str) {
-    let _ = writeln!(std::io::stderr(), "recluster: error: {message}");
+    let format = FORMAT.get().copied().unwrap_or(LogFormat::Text);
+    let _ = std::io::stderr().write_all(line(format, Level::Error, message).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_format_writes_one_line_naming_recluster() {
+        assert_eq!(
+            line(LogFormat::Text, Level::Warn, "careful"),
+            "recluster: warning: careful\n"
+        );
+        let timed = line(LogFormat::Time, Level::Info, "up");
+        let (time, rest) = timed.split_once(' ').unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{timed}");
+        assert_eq!(rest, "recluster: up\n");
+        let json = line(LogFormat::Json, Level::Error, "a \"quoted\"\nthing");
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["level"], "error");
+        assert_eq!(value["worker"], serde_json::Value::Null);
+        assert_eq!(value["stream"], "stderr");
+        assert_eq!(value["line"], "a \"quoted\"\nthing");
+        assert!(humantime::parse_rfc3339(value["ts"].as_str().unwrap()).is_ok());
+    }
 }

@@ -158,8 +158,27 @@ pub struct LastExit {
     pub signal: Option<String>,
     /// Why it ended, as recluster knows it.
     pub reason: String,
+    /// The short form `ctl status` and the page show: `exit 0`, `SIGSEGV`, `replaced: reload`,
+    /// `replaced: restart`, `replaced: memory`, `scaled down`, `SIGKILL, outside` (a signal
+    /// recluster did not send).
+    #[serde(default)]
+    pub what: String,
     /// Unix time, in seconds.
     pub at: f64,
+}
+
+impl LastExit {
+    /// The short form: `what`, or from the status where an older server sent none.
+    pub fn short(&self) -> String {
+        if !self.what.is_empty() {
+            return self.what.clone();
+        }
+        match (&self.code, &self.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => signal.clone(),
+            (None, None) => "?".to_string(),
+        }
+    }
 }
 
 impl Snapshot {
@@ -190,12 +209,12 @@ impl Snapshot {
         };
         let _ = writeln!(
             out,
-            "recluster pid {}{name}: {}, {generation}, {}/{} ready, {} restarts, up {}",
+            "recluster pid {}{name}: {}, {generation}, {}/{} ready, {}, up {}",
             c.pid,
             c.state.name(),
             c.ready,
             c.workers,
-            c.restarts,
+            crate::logging::plural(c.restarts, "restart", "restarts"),
             short_duration(c.uptime_seconds)
         );
         for socket in &c.sockets {
@@ -213,7 +232,7 @@ impl Snapshot {
         let now = c.started_at + c.uptime_seconds;
         let _ = writeln!(
             out,
-            "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<17} {:>8} {:>8} {:<7} STATUS",
+            "\n{:>4} {:>7} {:>4} {:<9} {:>6} {:>5} {:<21} {:>7} {:>7} {:<7} STATUS",
             "ID", "PID", "GEN", "STATE", "UPTIME", "RSTRT", "LAST EXIT", "CPU s", "RSS MiB", "CPUS"
         );
         for w in &self.workers {
@@ -226,14 +245,9 @@ impl Snapshot {
             let uptime = w
                 .started_at
                 .map_or("-".to_string(), |s| short_duration(now - s));
-            let last =
-                w.last_exit
-                    .as_ref()
-                    .map_or("-".to_string(), |e| match (&e.code, &e.signal) {
-                        (Some(code), _) => format!("exit {code}"),
-                        (None, Some(signal)) => signal.clone(),
-                        (None, None) => "?".to_string(),
-                    });
+            let last = w.last_exit.as_ref().map_or("-".to_string(), |e| {
+                format!("{} {}", e.short(), coarse_age(now - e.at))
+            });
             let rss = w
                 .rss_bytes
                 .map_or("-".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
@@ -243,17 +257,17 @@ impl Snapshot {
                 None => w.id.to_string(),
             };
             let line = format!(
-                "{:>4} {:>8} {:>4} {:<9} {:>7} {:>5} {:<17} {:>8.2} {:>8} {:<7} {status}",
+                "{:>4} {:>7} {:>4} {:<9} {:>6} {:>5} {:<21} {:>7.2} {:>7} {:<7} {status}",
                 id,
                 pid,
                 w.generation,
                 state,
                 uptime,
                 w.restarts,
-                truncate(&last, 17),
+                truncate(&last, 21),
                 w.cpu_seconds,
                 rss,
-                truncate(w.cpus.as_deref().unwrap_or("-"), 7),
+                truncate(w.cpus.as_deref().unwrap_or("any"), 7),
             );
             let _ = writeln!(out, "{}", truncate(line.trim_end(), 100));
         }
@@ -330,6 +344,17 @@ pub fn short_duration(seconds: f64) -> String {
     }
 }
 
+/// How long ago, in its largest unit only (`12s`, `5m`, `3h`, `2d`): the LAST EXIT column.
+fn coarse_age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
 /// At most `width` characters, with `…` where it was cut.
 fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -381,7 +406,8 @@ mod tests {
                     pid: 4200,
                     code: None,
                     signal: Some("SIGKILL".to_string()),
-                    reason: "ended on its own".to_string(),
+                    reason: "killed by a signal recluster did not send".to_string(),
+                    what: "SIGKILL, outside".to_string(),
                     at: 3_999.0,
                 }),
                 cpu_seconds: 1.5,
@@ -399,7 +425,7 @@ mod tests {
         let table = sample().table();
         assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
         assert!(table.contains("4243"), "{table}");
-        assert!(table.contains("SIGKILL"), "{table}");
+        assert!(table.contains("SIGKILL, outside 12m"), "{table}");
         assert!(table.contains("1h2m"), "{table}");
     }
 

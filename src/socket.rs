@@ -411,9 +411,13 @@ fn accept_queue_len(fd: RawFd) -> u32 {
 }
 
 fn bind_first(spec: &ListenSpec, backlog: i32, listen: bool) -> Result<Listener, BindError> {
+    let port = match &spec.address {
+        ListenAddress::Tcp { port, .. } => Some(*port),
+        ListenAddress::Unix(_) => None,
+    };
     let fail = |e: io::Error| BindError {
         address: spec.address.to_string(),
-        reason: describe_error(&e),
+        reason: describe_bind_error(&e, port),
     };
     let socket = match &spec.address {
         ListenAddress::Tcp { host, port } => {
@@ -553,6 +557,25 @@ fn describe(address: &SockAddr) -> String {
         Some(path) => format!("unix:{}", path.display()),
         None => "unix:(unnamed)".to_string(),
     }
+}
+
+/// Why binding `port` failed: the OS's reason, and for a port below
+/// `net.ipv4.ip_unprivileged_port_start` refused with permission denied, what would allow it.
+pub fn describe_bind_error(e: &io::Error, port: Option<u16>) -> String {
+    let reason = describe_error(e);
+    let Some(port) = port.filter(|_| e.raw_os_error() == Some(libc::EACCES)) else {
+        return reason;
+    };
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(1024);
+    if u32::from(port) >= start {
+        return reason;
+    }
+    format!(
+        "{reason}: ports below {start} need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on recluster, or AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit), or a lower sysctl net.ipv4.ip_unprivileged_port_start; or use a port from {start} up"
+    )
 }
 
 /// The OS's reason in lower case, without Rust's " (os error N)".

@@ -33,17 +33,15 @@ fn bytes(b: u64) -> String {
     }
 }
 
-fn last_exit(exit: Option<&LastExit>) -> (String, String) {
+/// The LAST EXIT cell as `ctl status` shows it (`replaced: reload, 5m ago`) and its tooltip (the
+/// reason in words).
+fn last_exit(exit: Option<&LastExit>, now: f64) -> (String, String) {
     match exit {
         None => ("–".to_string(), String::new()),
-        Some(e) => {
-            let what = match (&e.code, &e.signal) {
-                (Some(code), _) => format!("exit {code}"),
-                (None, Some(signal)) => signal.clone(),
-                _ => "?".to_string(),
-            };
-            (what, e.reason.clone())
-        }
+        Some(e) => (
+            format!("{}, {} ago", e.short(), short_duration(now - e.at)),
+            e.reason.clone(),
+        ),
     }
 }
 
@@ -54,7 +52,7 @@ fn row(out: &mut String, w: &WorkerView, now: f64) {
         WorkerRole::Leaving => " old",
     };
     let state = w.state.name();
-    let (exit, reason) = last_exit(w.last_exit.as_ref());
+    let (exit, reason) = last_exit(w.last_exit.as_ref(), now);
     let _ = write!(
         out,
         "<tr class=\"{role}\"><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"pill {state}\">{state}{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td title=\"{}\">{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{}</td><td>{}</td><td class=\"status\">{}</td></tr>",
@@ -235,7 +233,8 @@ function render(s) {
     cell(tr, w.started_at === null ? "–" : dur(now - w.started_at), "num");
     cell(tr, w.restarts, "num");
     const e = w.last_exit;
-    cell(tr, e === null ? "–" : (e.code !== null ? "exit " + e.code : e.signal), "", e === null ? "" : e.reason);
+    const what = e === null ? "" : (e.what ? e.what : (e.code !== null ? "exit " + e.code : e.signal));
+    cell(tr, e === null ? "–" : what + ", " + dur(now - e.at) + " ago", "", e === null ? "" : e.reason);
     cell(tr, w.cpu_seconds.toFixed(2) + " s", "num");
     cell(tr, w.rss_bytes === null ? "–" : size(w.rss_bytes), "num");
     cell(tr, w.cpus === null ? "any" : w.cpus, "");

@@ -69,10 +69,10 @@ pub fn readiness(snapshot: &Snapshot, quorum: Quorum) -> (bool, String) {
     );
     let _ = writeln!(
         text,
-        "{} quorum: {} of {} workers ready, {needed} needed (--ready-quorum {quorum})",
+        "{} quorum: {} of {} ready, {needed} needed (--ready-quorum {quorum})",
         mark(enough),
         cluster.ready,
-        cluster.workers
+        crate::logging::plural(cluster.workers, "worker", "workers")
     );
     let ready = not_stopping && enough;
     let _ = writeln!(

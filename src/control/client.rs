@@ -1,12 +1,12 @@
 //! `recluster ctl`: find a running cluster's control socket, send one request, print the answer.
 //! Exit status: 0 it took, 1 it failed (the reason on stderr), 2 usage, 3 no cluster reachable.
-//! With `--wait`, progress lines go to stderr while it is a terminal. `discovery` finds the
+//! With `--wait`, progress lines go to stderr (a terminal's or a CI log's alike). `discovery` finds the
 //! socket; ctl talks only to what `trust` accepts, reads answers through `answers` (bounded in
 //! size and time), and prints
 //! everything a server or a worker wrote with control characters escaped (`escape`).
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,19 +38,19 @@ pub mod exit {
     name = "recluster ctl",
     version,
     max_term_width = 100,
-    after_help = "Exit status: 0 it took; 1 it failed (the reason on stderr); 2 usage error; 3 no cluster reachable.\n\nWithout --pid, --name or --control, ctl finds the only cluster this user runs."
+    after_help = "Exit status: 0 it took; 1 it failed (the reason on stderr); 2 usage error; 3 no cluster reachable.\n\nWithout --pid, --name or --control (before or after the verb), ctl finds the only cluster this user runs."
 )]
 pub struct CtlCli {
     /// The cluster whose recluster has this pid
-    #[arg(long, value_name = "PID", conflicts_with_all = ["name", "control"])]
+    #[arg(long, value_name = "PID", global = true, conflicts_with_all = ["name", "control"])]
     pub pid: Option<u32>,
 
     /// The cluster started with --name NAME
-    #[arg(long, value_name = "NAME", value_parser = crate::cli::parse_name, conflicts_with = "control")]
+    #[arg(long, value_name = "NAME", global = true, value_parser = crate::cli::parse_name, conflicts_with = "control")]
     pub name: Option<String>,
 
     /// The control socket at PATH (as given to recluster --control)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub control: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -171,11 +171,27 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             print_error(&format!(
                 "{} (see 'recluster ctl --help')",
-                crate::one_line(&e.render().to_string())
+                crate::clap_line(&e)
             ));
             return exit::USAGE;
         }
     };
+    // clap checks conflicts level by level: `--pid 1 status --name web` gets past it.
+    let chosen: Vec<&str> = [
+        ("--pid", cli.pid.is_some()),
+        ("--name", cli.name.is_some()),
+        ("--control", cli.control.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if chosen.len() > 1 {
+        print_error(&format!(
+            "{} each choose the cluster: give one (see 'recluster ctl --help')",
+            chosen.join(" and ")
+        ));
+        return exit::USAGE;
+    }
     let path = match &cli.control {
         Some(path) => path.clone(),
         None => match discovery::find(cli.name.as_deref(), cli.pid) {
@@ -300,7 +316,6 @@ fn run(verb: &Verb, path: &Path) -> i32 {
         ));
         exit::UNREACHABLE
     };
-    let progress = std::io::stderr().is_terminal();
     let mut stdout = std::io::stdout().lock();
     let mut lines = Lines::new(stream);
     loop {
@@ -356,9 +371,12 @@ fn run(verb: &Verb, path: &Path) -> i32 {
             continue;
         }
         if let Some(text) = answer.get("progress").and_then(Value::as_str) {
-            if progress {
-                eprintln!("recluster ctl: {}", escape::controls(text));
-            }
+            // A terminal's or a CI log's alike; a closed stderr is no reason to stop waiting.
+            let _ = writeln!(
+                std::io::stderr(),
+                "recluster ctl: {}",
+                escape::controls(text)
+            );
             continue;
         }
         if answer["ok"] == Value::Bool(true) {
@@ -430,10 +448,14 @@ fn render_plain(verb: &Verb, answer: &Value) -> String {
                 }
                 None => String::new(),
             };
+            let n = match n.as_u64() {
+                Some(n) => crate::logging::plural(n, "worker", "workers"),
+                None => format!("{n} workers"),
+            };
             if *wait {
-                format!("{n} workers{groups}\n")
+                format!("{n}{groups}\n")
             } else {
-                format!("scaling to {n} workers{groups}\n")
+                format!("scaling to {n}{groups}\n")
             }
         }
         Verb::Restart { ids, wait, .. } => {

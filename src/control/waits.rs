@@ -26,8 +26,11 @@ use super::protocol;
 /// What a wait is waiting for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Goal {
+    /// `replaced` of `of` slots have their new worker ready (for the "3 of 8" progress lines).
     Reload {
         target: u32,
+        replaced: u32,
+        of: u32,
     },
     /// `answer`: what the request is answered with once it is done (the new sizes).
     Scale {
@@ -201,22 +204,33 @@ enum Outcome {
 fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -> Outcome {
     use Outcome::{Done, Failed, Pending};
     match goal {
-        Goal::Reload { target } => match report {
+        Goal::Reload {
+            target,
+            replaced,
+            of,
+        } => match report {
             Report::ReplacementReady {
                 id,
                 generation,
                 pid,
                 ..
-            } if generation >= target => Pending(Some(format!(
-                "worker {w} of generation {generation} is ready (pid {pid})",
-                w = name(*id)
-            ))),
+            } if generation >= target => {
+                *replaced += 1;
+                Pending(Some(format!(
+                    "worker {w} of generation {generation} is ready (pid {pid}): {replaced} of {of}",
+                    w = name(*id),
+                    of = (*of).max(*replaced)
+                )))
+            }
             Report::ReloadBegun {
                 target: newer,
                 superseding: Some(_),
+                workers,
                 ..
             } if newer > target => {
                 *target = *newer;
+                *replaced = 0;
+                *of = *workers as u32;
                 Pending(Some(format!(
                     "superseded by a reload to generation {newer}: waiting for that one"
                 )))
@@ -254,9 +268,10 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                 // A later scale-down took a slot this one added.
                 Report::ScaledDown {
                     workers: now, id, ..
-                } if pending_ready.contains(id) => {
-                    Failed(format!("the cluster was scaled to {now} workers meanwhile"))
-                }
+                } if pending_ready.contains(id) => Failed(format!(
+                    "the cluster was scaled to {} meanwhile",
+                    crate::logging::plural(*now as u64, "worker", "workers")
+                )),
                 _ => Pending(None),
             }
         }
@@ -330,7 +345,10 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
         Goal::Stop => match report {
             Report::StopRequested {
                 workers, signal, ..
-            } => Pending(Some(format!("stopping {workers} workers with {signal}"))),
+            } => Pending(Some(format!(
+                "stopping {} with {signal}",
+                crate::logging::plural(*workers as u64, "worker", "workers")
+            ))),
             _ => Pending(None),
         },
     }
@@ -490,7 +508,18 @@ mod tests {
     #[test]
     fn a_reload_wait_ends_with_the_reload_it_asked_for_or_a_newer_one() {
         let mut waits = Waits::default();
-        assert!(waits.add(1, Goal::Reload { target: 3 }).is_empty());
+        assert!(
+            waits
+                .add(
+                    1,
+                    Goal::Reload {
+                        target: 3,
+                        replaced: 0,
+                        of: 2
+                    }
+                )
+                .is_empty()
+        );
         let older = Report::ReloadComplete {
             target: 2,
             workers: 2,
@@ -518,7 +547,14 @@ mod tests {
     #[test]
     fn an_abandoned_reload_fails_its_wait_with_the_reason() {
         let mut waits = Waits::default();
-        waits.add(7, Goal::Reload { target: 1 });
+        waits.add(
+            7,
+            Goal::Reload {
+                target: 1,
+                replaced: 0,
+                of: 2,
+            },
+        );
         let answers = waits.observe(
             &Report::ReloadAbandoned {
                 target: 1,
@@ -714,7 +750,14 @@ mod tests {
     #[test]
     fn a_stop_fails_every_wait_but_the_stop_wait_which_ends_at_exit() {
         let mut waits = Waits::default();
-        waits.add(1, Goal::Reload { target: 1 });
+        waits.add(
+            1,
+            Goal::Reload {
+                target: 1,
+                replaced: 0,
+                of: 2,
+            },
+        );
         waits.add(2, Goal::Stop);
         waits.subscribe(3);
         let stop = Report::StopRequested {

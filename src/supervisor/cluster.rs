@@ -130,6 +130,11 @@ struct Slot {
     restart_count: u64,
     cpu: Duration,
     last_exit: Option<ExitRecord>,
+    /// Why the slot's worker is being replaced, while it has a replacement on its way.
+    replacing: worker::Retire,
+    /// The last signal recluster relayed to the slot's workers (forwarded, or `ctl signal`), so
+    /// that a death by it is not taken for a kill from outside.
+    relayed: Option<crate::signal::Sig>,
     /// How often a guard acted on the slot's worker (`--max-memory`, `--watchdog`).
     guard_actions: crate::snapshot::GuardActions,
     /// Groups (`-f`): not started until the loop releases it (`--after`).
@@ -143,7 +148,7 @@ struct Slot {
 struct ExitRecord {
     pid: i32,
     status: ProcessStatus,
-    reason: &'static str,
+    cause: snapshot::Cause,
     at: Instant,
 }
 
@@ -260,7 +265,10 @@ impl Cluster {
             });
             let mut worker = Worker::spawning(ticket);
             worker.start(pid, now, &policy);
-            return self.discard(worker, now).into_iter().collect();
+            return self
+                .discard(worker, worker::Retire::NotNeeded, now)
+                .into_iter()
+                .collect();
         };
         worker.start(pid, now, &policy);
         let worker = *worker;
@@ -650,7 +658,7 @@ impl Cluster {
     /// A worker that is no longer wanted where it was: one not forked yet is forgotten (its ticket
     /// goes stale); one already stopping keeps its deadline; any other gets `--stop-signal` now
     /// and SIGKILL after `--kill-timeout`. Until reaped it is `leaving`, and counts as alive.
-    fn discard(&mut self, mut worker: Worker, now: Instant) -> Option<Action> {
+    fn discard(&mut self, mut worker: Worker, why: worker::Retire, now: Instant) -> Option<Action> {
         let pid = match worker.state {
             State::Spawning => {
                 self.spawning -= 1;
@@ -668,7 +676,7 @@ impl Cluster {
             Phase::Running => Some(later(now, self.policy.kill_timeout)),
             _ => None, // the stop's own deadline applies
         };
-        worker.stop(signal, worker::StopReason::Retired, kill_at);
+        worker.stop(signal, worker::StopReason::Retired(why), kill_at);
         self.places.insert(pid, Place::Leaving);
         self.leaving.insert(pid, worker);
         self.arm(&worker);
@@ -693,6 +701,9 @@ impl Cluster {
     }
 
     fn forward(&mut self, sig: Sig) -> Vec<Action> {
+        for slot in &mut self.slots {
+            slot.relayed = Some(sig);
+        }
         let pids = self.worker_pids();
         self.report(Report::Forwarding {
             signal: sig,
@@ -717,6 +728,8 @@ impl Slot {
             restart_count: 0,
             cpu: Duration::ZERO,
             last_exit: None,
+            replacing: worker::Retire::Reload,
+            relayed: None,
             guard_actions: crate::snapshot::GuardActions::default(),
             held: false,
             once: false,

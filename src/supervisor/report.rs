@@ -262,7 +262,11 @@ impl Origin {
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+    crate::logging::plural(n as u64, one, many)
+}
+
+fn workers(n: usize) -> String {
+    plural(n, "worker", "workers")
 }
 
 impl fmt::Display for Report {
@@ -325,6 +329,7 @@ impl Report {
                 let id = label(*id);
                 write!(f, "worker {id} (pid {pid}) is ready")
             }
+            Report::AllReady { workers: 1 } => write!(f, "the only worker is ready"),
             Report::AllReady { workers } => write!(f, "all {workers} workers are ready"),
             Report::MissedReadyTimeout { id, pid, timeout } => {
                 let id = label(*id);
@@ -425,7 +430,8 @@ impl Report {
                         window,
                     } => write!(
                         f,
-                        "; it needed more than {max_restarts} restarts within {}: giving up (--max-restarts, --restart-window)",
+                        "; it needed more than {} within {}: giving up (--max-restarts, --restart-window)",
+                        plural(*max_restarts as usize, "restart", "restarts"),
                         format_duration(*window)
                     ),
                 }
@@ -509,8 +515,9 @@ impl Report {
                 id,
             } => write!(
                 f,
-                "{}: scaling up to {workers} workers (worker {} added)",
+                "{}: scaling up to {} (worker {} added)",
                 origin.describe("SIGTTIN", "scale requested"),
+                self::workers(*workers),
                 label(*id)
             ),
             Report::LastWorkerKept => write!(
@@ -523,8 +530,9 @@ impl Report {
                 id,
             } => write!(
                 f,
-                "{}: scaling down to {workers} workers (worker {} removed)",
+                "{}: scaling down to {} (worker {} removed)",
                 origin.describe("SIGTTOU", "scale requested"),
+                self::workers(*workers),
                 label(*id)
             ),
             Report::Draining { id, pid } => {
@@ -559,8 +567,9 @@ impl Report {
                 superseding: None,
             } => write!(
                 f,
-                "{}: reloading {workers} workers to generation {target}",
-                origin.describe("SIGHUP", "reload requested")
+                "{}: reloading {} to generation {target}",
+                origin.describe("SIGHUP", "reload requested"),
+                self::workers(*workers)
             ),
             Report::ReloadBegun {
                 origin,
@@ -599,7 +608,8 @@ impl Report {
             Report::ReloadComplete { target, workers } => {
                 write!(
                     f,
-                    "reload to generation {target} complete: {workers} workers"
+                    "reload to generation {target} complete: {}",
+                    self::workers(*workers)
                 )
             }
             Report::ReloadAbandoned { target, reason } => write!(

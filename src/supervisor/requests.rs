@@ -144,7 +144,11 @@ impl Control {
                     .map(|actions| (None, json!({"groups": actions.len()}), actions))
             }),
             Request::Reload { wait } => cluster.request_reload(now).map(|(target, actions)| {
-                let goal = Goal::Reload { target };
+                let goal = Goal::Reload {
+                    target,
+                    replaced: 0,
+                    of: cluster.workers() as u32,
+                };
                 (wait.then_some(goal), json!({"generation": target}), actions)
             }),
             Request::Stop { wait } => {

@@ -82,6 +82,11 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             return lost_signal_thread();
         };
         let now = Instant::now();
+        // -vv: every event the loop takes and every action it carries out.
+        match &event {
+            Some(event) => log::trace!("event: {event:?}"),
+            None => log::trace!("event: a deadline passed"),
+        }
         actions = match event {
             Some(Event::Signal(sig))
                 if executor.plumbing.formation.is_some()
@@ -260,6 +265,7 @@ impl Executor<'_> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             log_reports(cluster, &mut self.plumbing);
+            log::trace!("action: {action:?}");
             match action {
                 Action::Spawn(ticket) => {
                     if !cluster.is_current(&ticket) {

@@ -324,11 +324,20 @@ fn readyz_stays_up_through_a_reload_and_follows_the_quorum() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 
-    let (mut cluster, address) = with_admin(&["-n", "2", "--ready-quorum", "3"], &[]);
-    cluster.ready(2);
-    cluster.expect_log("all 2 workers are ready");
-    let answer = get(&address, "/readyz");
-    assert_eq!(answer.status, 503);
+    // A count above N is refused at start; scaled below it, the cluster is not ready.
+    let (mut cluster, address) = with_admin(&["-n", "3", "--ready-quorum", "3"], &[]);
+    cluster.ready(3);
+    cluster.expect_log("all 3 workers are ready");
+    cluster.send(libc::SIGTTOU);
+    let mut answer = get(&address, "/readyz");
+    assert!(
+        crate::harness::eventually(|| {
+            answer = get(&address, "/readyz");
+            answer.status == 503
+        }),
+        "{}",
+        answer.body
+    );
     assert!(
         answer
             .body

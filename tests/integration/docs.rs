@@ -116,3 +116,83 @@ fn completions_cover_the_ctl_verbs_and_load_in_bash() {
         String::from_utf8_lossy(&loaded.stderr)
     );
 }
+
+/// Every `RECLUSTER_…` name in `text`.
+fn env_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("RECLUSTER_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// The environment twins and the options without one, from the CLI definition.
+fn twins_and_the_rest() -> (std::collections::BTreeSet<String>, Vec<String>) {
+    let command = recluster::cli::Cli::command();
+    let mut twins = std::collections::BTreeSet::new();
+    let mut without = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        match arg.get_env() {
+            Some(env) => {
+                twins.insert(env.to_str().unwrap().to_string());
+            }
+            None if ["help", "version"].contains(&long) => {}
+            None => without.push(long.to_string()),
+        }
+    }
+    (twins, without)
+}
+
+#[test]
+fn the_man_pages_environment_list_is_the_clis_twins() {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
+    let section = man.split(".SH ENVIRONMENT").nth(1).unwrap();
+    let list = section
+        .split("recluster reads these:")
+        .nth(1)
+        .unwrap()
+        .split("Defaults for the options")
+        .next()
+        .unwrap();
+    let (twins, without) = twins_and_the_rest();
+    assert_eq!(env_names(list), twins, "man/recluster.1 ENVIRONMENT");
+    let after = section.split("Defaults for the options").nth(1).unwrap();
+    let none = after.split(".TP").next().unwrap();
+    for long in without {
+        let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+        let short = long.chars().next().unwrap();
+        assert!(
+            none.contains(&escaped) || none.contains(&format!("\\-{short}\\fR")),
+            "the man page does not say --{long} has no environment twin"
+        );
+    }
+}
+
+#[test]
+fn the_readmes_environment_twins_are_the_clis() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let paragraph = readme
+        .split("\n\n")
+        .find(|p| p.contains("The twins:"))
+        .expect("the README lists the environment twins");
+    let (exceptions, list) = paragraph.split_once("The twins:").unwrap();
+    let (twins, without) = twins_and_the_rest();
+    assert_eq!(env_names(list), twins, "README.md's list of twins");
+    for long in without {
+        let short = long.chars().next().unwrap();
+        assert!(
+            exceptions.contains(&format!("`--{long}`"))
+                || exceptions.contains(&format!("`-{short}")),
+            "the README does not say --{long} has no environment twin"
+        );
+    }
+}

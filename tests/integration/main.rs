@@ -14,6 +14,7 @@ mod interop;
 mod limits;
 mod logging;
 mod messages;
+mod newcomer;
 mod output;
 mod pinning;
 mod readiness;

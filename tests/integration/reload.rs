@@ -259,7 +259,7 @@ fn a_crash_during_a_failing_reload_leaves_the_slot_respawned_and_the_cluster_run
         &["--notify", "0", "--version-file", &file],
     );
     let old = cluster.ready(1)[0].num("pid");
-    cluster.expect_log("all 1 workers are ready");
+    cluster.expect_log("the only worker is ready");
     release.deploy("silent");
     cluster.send(libc::SIGHUP);
     let new = cluster

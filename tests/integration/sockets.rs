@@ -280,7 +280,8 @@ fn scaling_down_per_worker_drains_the_slots_queue_and_fails_no_request() {
     load.wait_for(100);
     for left in [3, 2, 1] {
         cluster.send(libc::SIGTTOU);
-        cluster.expect_log(&format!("scaling down to {left} workers"));
+        let workers = if left == 1 { "worker" } else { "workers" };
+        cluster.expect_log(&format!("scaling down to {left} {workers}"));
         cluster.expect_log("has served its queue: stopping it");
         load.wait_for(50);
     }

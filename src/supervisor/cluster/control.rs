@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::signal::Sig;
 
-use super::worker::{State, Worker};
+use super::worker::{Retire, State, Worker};
 use super::{Action, Cluster, Occupant, Origin, Report, Role, stop};
 
 /// What a scale request changed: the slots it added, and the pids of the workers it stopped.
@@ -99,7 +99,8 @@ impl Cluster {
         self.check_ids(ids)?;
         let mut pgids = Vec::new();
         for &id in ids {
-            let slot = &self.slots[id as usize];
+            let slot = &mut self.slots[id as usize];
+            slot.relayed = Some(signal);
             if let Occupant::Worker(w) = &slot.occupant {
                 pgids.extend(w.pid());
             }
@@ -180,6 +181,7 @@ impl Cluster {
                     let generation = self.slots[index].generation;
                     let ticket = self.issue(id, Role::Replacement, generation);
                     self.slots[index].replacement = Some(Worker::spawning(ticket));
+                    self.slots[index].replacing = Retire::Restart;
                     actions.push(Action::Spawn(ticket));
                 }
                 Occupant::Waiting { .. } | Occupant::Done => {

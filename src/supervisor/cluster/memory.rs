@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::worker::{State, Worker, later};
+use super::worker::{Retire, State, Worker, later};
 use super::{Action, Cluster, Key, Occupant, Place, Report, Role};
 
 /// How many samples in a row over the limit make a worker be replaced.
@@ -87,13 +87,14 @@ impl Cluster {
             let generation = self.slots[index].generation;
             let ticket = self.issue(id, Role::Replacement, generation);
             self.slots[index].replacement = Some(Worker::spawning(ticket));
+            self.slots[index].replacing = Retire::Memory;
             return vec![Action::Spawn(ticket)];
         }
         let Occupant::Worker(old) = self.take_occupant(index) else {
             return Vec::new();
         };
         // Its respawn is due at once; the loop carries it out on its next pass.
-        let actions = self.discard(old, now).into_iter().collect();
+        let actions = self.discard(old, Retire::Memory, now).into_iter().collect();
         self.schedule_spawn(index, now);
         actions
     }

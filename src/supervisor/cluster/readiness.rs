@@ -66,7 +66,8 @@ impl Cluster {
         self.announced_ready = true;
         self.report(Report::AllReady { workers: n });
         vec![Action::NotifyManager(format!(
-            "READY=1\nSTATUS={n} workers ready"
+            "READY=1\nSTATUS={} ready",
+            crate::logging::plural(n as u64, "worker", "workers")
         ))]
     }
 

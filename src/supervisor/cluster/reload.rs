@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::status::ProcessStatus;
 
-use super::worker::{State, StopReason, Worker};
+use super::worker::{Retire, State, StopReason, Worker};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Role};
 
 pub(super) struct Reload {
@@ -74,6 +74,7 @@ impl Cluster {
             }
             let id = self.slots[cursor].id;
             let ticket = self.issue(id, Role::Replacement, target);
+            self.slots[cursor].replacing = Retire::Reload;
             self.slots[cursor].replacement = Some(Worker::spawning(ticket));
             actions.push(Action::Spawn(ticket));
             in_flight += 1;
@@ -95,7 +96,8 @@ impl Cluster {
         let n = self.workers();
         self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
-            "READY=1\nSTATUS={n} workers of generation {target}"
+            "READY=1\nSTATUS={} of generation {target}",
+            crate::logging::plural(n as u64, "worker", "workers")
         )));
         actions
     }
@@ -137,7 +139,8 @@ impl Cluster {
             old: old.and_then(|w| w.pid()),
         });
         if let Some(old) = old {
-            actions.extend(self.discard(old, now));
+            let why = self.slots[index].replacing;
+            actions.extend(self.discard(old, why, now));
         }
         actions.extend(self.announce_if_all_ready());
         actions.extend(self.advance_reload(now));
@@ -235,7 +238,7 @@ impl Cluster {
         let action = self.slots[index]
             .replacement
             .take()
-            .and_then(|worker| self.discard(worker, now));
+            .and_then(|worker| self.discard(worker, Retire::NotNeeded, now));
         if let Occupant::Waiting { at } = self.slots[index].occupant
             && superseded_by.is_none_or(|target| !self.needs_replacement(index, target))
         {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::worker::{State, StopReason, Worker, later};
+use super::worker::{Retire, State, StopReason, Worker, later};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Slot};
 
 impl Cluster {
@@ -96,14 +96,14 @@ impl Cluster {
         if let Occupant::Worker(worker) = occupant {
             match self.drain(worker, now) {
                 Ok(()) => draining = true,
-                Err(worker) => actions.extend(self.discard(worker, now)),
+                Err(worker) => actions.extend(self.discard(worker, Retire::ScaledDown, now)),
             }
         }
         if let Some(worker) = slot.replacement {
             if let Some(reload) = self.reload.as_mut() {
                 reload.in_flight -= 1;
             }
-            actions.extend(self.discard(worker, now));
+            actions.extend(self.discard(worker, Retire::NotNeeded, now));
         }
         if !draining {
             actions.push(Action::ReleaseSlot(slot.id));
@@ -169,7 +169,11 @@ impl Cluster {
         }
         let id = worker.id();
         let (signal, kill_at) = (self.policy.stop_signal, later(now, kill_timeout));
-        worker.stop(signal, StopReason::Retired, Some(kill_at));
+        worker.stop(
+            signal,
+            StopReason::Retired(Retire::ScaledDown),
+            Some(kill_at),
+        );
         self.timers.push(kill_at, Key::Worker(pid));
         self.report(Report::Drained { id, pid, waiting });
         let mut actions = vec![Action::SignalGroup { pgid: pid, signal }];

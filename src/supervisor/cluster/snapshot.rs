@@ -1,6 +1,7 @@
 //! The cluster as `ctl status` shows it: every slot's worker (or its scheduled respawn), every
 //! new worker of a reload or restart, every stopped worker not reaped yet — with the counts the
-//! cluster keeps for them (restarts, CPU time of reaped workers, the last exit and why).
+//! cluster keeps for them (restarts, CPU time of reaped workers, the last exit and why: ended on
+//! its own, crashed, killed by a signal recluster did not send, or replaced and by what).
 
 use std::time::{Instant, SystemTime};
 
@@ -11,7 +12,7 @@ use crate::snapshot::{
 use crate::status::ProcessStatus;
 
 use super::stop::Phase;
-use super::worker::{State, StopReason, Worker};
+use super::worker::{Retire, State, StopReason, Worker};
 use super::{Cluster, ExitRecord, Occupant, Slot};
 
 /// Converts the cluster's instants to Unix time, given one instant at which both are known.
@@ -42,10 +43,11 @@ impl Cluster {
             return; // a slot scaled away
         };
         slot.cpu += exit.cpu;
+        let relayed = slot.relayed.take();
         slot.last_exit = Some(ExitRecord {
             pid: exit.pid,
             status: exit.status,
-            reason: end_reason(&worker, exit.status),
+            cause: cause(&worker, exit.status, relayed),
             at: now,
         });
     }
@@ -129,7 +131,8 @@ fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
             pid: e.pid,
             code,
             signal,
-            reason: e.reason.to_string(),
+            reason: e.cause.reason().to_string(),
+            what: e.cause.what(e.status),
             at: clock.unix(e.at),
         }
     });
@@ -152,34 +155,122 @@ fn worker_view(worker: &Worker, role: WorkerRole, clock: &Clock) -> WorkerView {
     }
 }
 
-/// Why a worker ended, from what recluster was doing with it.
-fn end_reason(worker: &Worker, status: ProcessStatus) -> &'static str {
+/// Why a worker ended, from what recluster was doing with it and what it died of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    CouldNotStart,
+    /// It ended before it was ready (exit, or a crash).
+    EndedStarting,
+    /// It exited, or died of a signal it raised or that its own code caused (SIGSEGV, SIGABRT…).
+    OnItsOwn,
+    /// A signal recluster relayed to it (forwarded, or `ctl signal`).
+    Relayed,
+    /// A signal recluster did not send and the program did not bring on itself: `kill` from
+    /// another process, or the kernel's OOM killer.
+    Outside,
+    MissedReadyTimeout,
+    Watchdog,
+    KilledAfterTimeout,
+    ClusterStop,
+    Retired(Retire),
+}
+
+/// The signals a program's own fault brings (a crash), as opposed to one another process sends.
+fn is_crash(sig: crate::signal::Sig) -> bool {
+    [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGABRT,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+    ]
+    .contains(&sig.number())
+}
+
+impl Cause {
+    /// Why, in words (`ctl status --json`'s `reason`, the page's tooltip).
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Cause::CouldNotStart => "could not be started",
+            Cause::EndedStarting => "ended before it was ready",
+            Cause::OnItsOwn => "ended on its own",
+            Cause::Relayed => "killed by a signal recluster relayed (forwarded, or ctl signal)",
+            Cause::Outside => {
+                "killed by a signal recluster did not send (kill from another process, or the kernel's OOM killer)"
+            }
+            Cause::MissedReadyTimeout => "stopped: missed --ready-timeout",
+            Cause::Watchdog => "stopped: missed --watchdog",
+            Cause::KilledAfterTimeout => "killed after --kill-timeout",
+            Cause::ClusterStop => "stopped with the cluster",
+            Cause::Retired(Retire::Reload) => "replaced by recluster: a rolling reload",
+            Cause::Retired(Retire::Restart) => "replaced by recluster: ctl restart",
+            Cause::Retired(Retire::Memory) => "replaced by recluster: above --max-memory",
+            Cause::Retired(Retire::ScaledDown) => "stopped by recluster: its slot was scaled down",
+            Cause::Retired(Retire::NotNeeded) => {
+                "stopped by recluster: its reload was abandoned or superseded"
+            }
+        }
+    }
+
+    /// The short form for the LAST EXIT column ("exit 1", "SIGSEGV", "replaced: reload",
+    /// "SIGKILL, outside").
+    pub(super) fn what(self, status: ProcessStatus) -> String {
+        let status_text = match status {
+            ProcessStatus::Exited(code) => format!("exit {code}"),
+            ProcessStatus::Killed(sig) => sig.to_string(),
+        };
+        match self {
+            Cause::Retired(Retire::Reload) => "replaced: reload".to_string(),
+            Cause::Retired(Retire::Restart) => "replaced: restart".to_string(),
+            Cause::Retired(Retire::Memory) => "replaced: memory".to_string(),
+            Cause::Retired(Retire::ScaledDown) => "scaled down".to_string(),
+            Cause::Retired(Retire::NotNeeded) => "not needed".to_string(),
+            Cause::Outside => format!("{status_text}, outside"),
+            _ => status_text,
+        }
+    }
+}
+
+fn cause(worker: &Worker, status: ProcessStatus, relayed: Option<crate::signal::Sig>) -> Cause {
+    let by_signal = match status {
+        ProcessStatus::Killed(sig) => Some(sig),
+        ProcessStatus::Exited(_) => None,
+    };
+    let own_end = |otherwise: Cause| match by_signal {
+        Some(sig) if relayed == Some(sig) => Cause::Relayed,
+        Some(sig) if !is_crash(sig) => Cause::Outside,
+        _ => otherwise,
+    };
     match worker.state {
-        State::Spawning => "could not be started",
-        State::Starting { .. } => "ended before it was ready",
-        State::Ready { .. } => "ended on its own",
+        State::Spawning => Cause::CouldNotStart,
+        State::Starting { .. } => own_end(Cause::EndedStarting),
+        State::Ready { .. } => own_end(Cause::OnItsOwn),
         State::Stopping {
             reason: StopReason::MissedReadyTimeout,
             ..
-        } => "stopped: missed --ready-timeout",
+        } => Cause::MissedReadyTimeout,
         State::Stopping {
             reason: StopReason::Watchdog,
             ..
-        } => "stopped: missed --watchdog",
+        } => Cause::Watchdog,
         State::Stopping { signal, .. }
             if status == ProcessStatus::Killed(crate::signal::Sig::KILL)
                 && signal != crate::signal::Sig::KILL =>
         {
-            "killed after --kill-timeout"
+            Cause::KilledAfterTimeout
         }
         State::Stopping {
             reason: StopReason::ClusterStop,
             ..
-        } => "stopped with the cluster",
+        } => Cause::ClusterStop,
         State::Stopping {
-            reason: StopReason::Retired,
+            reason: StopReason::Retired(why),
             ..
-        }
-        | State::Draining { .. } => "stopped by recluster (replaced or scaled down)",
+        } => Cause::Retired(why),
+        State::Draining { .. } => Cause::Retired(Retire::ScaledDown),
     }
 }

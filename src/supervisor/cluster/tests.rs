@@ -619,7 +619,7 @@ fn notify_workers_are_ready_on_ready_1_only() {
     assert_eq!(
         cluster.on_notified(100, &ready_message(), t0),
         [Action::NotifyManager(
-            "READY=1\nSTATUS=1 workers ready".to_string()
+            "READY=1\nSTATUS=1 worker ready".to_string()
         )]
     );
     assert!(
@@ -1166,7 +1166,7 @@ fn the_cluster_reports_what_it_decided_as_values() {
     assert_eq!(reports.last(), Some(&Report::Exiting { code: 3 }));
     assert_eq!(
         reports[0].to_string(),
-        "worker 0 (pid 101) exited with status 3; it needed more than 1 restarts within 1m: giving up (--max-restarts, --restart-window)"
+        "worker 0 (pid 101) exited with status 3; it needed more than 1 restart within 1m: giving up (--max-restarts, --restart-window)"
     );
     assert_eq!(reports[0].level(), log::Level::Error);
 }
@@ -1615,10 +1615,71 @@ fn a_restart_of_two_slots_replaces_them_one_at_a_time_within_n_plus_k() {
         snapshot.workers[0].restarts, 0,
         "a requested restart is not a crash"
     );
-    assert_eq!(
-        snapshot.workers[0].last_exit.as_ref().unwrap().reason,
-        "stopped by recluster (replaced or scaled down)"
-    );
+    let last = snapshot.workers[0].last_exit.as_ref().unwrap();
+    assert_eq!(last.reason, "replaced by recluster: ctl restart");
+    assert_eq!(last.what, "replaced: restart", "not 'SIGTERM'");
+}
+
+fn last_exit_of(cluster: &Cluster, id: usize, now: Instant) -> crate::snapshot::LastExit {
+    let clock = Clock {
+        now,
+        wall: std::time::SystemTime::now(),
+    };
+    let snapshot = cluster.snapshot(1, clock);
+    snapshot.workers[id].last_exit.clone().expect("a last exit")
+}
+
+#[test]
+fn a_reloaded_slot_says_replaced_and_when_not_exit_0() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 1, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    let t1 = t0 + 1000 * MS;
+    assert_eq!(cluster.on_timer(t1), [stop_signal(100)]);
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t1);
+    let last = last_exit_of(&cluster, 0, t1 + 5000 * MS);
+    assert_eq!(last.what, "replaced: reload");
+    assert_eq!(last.reason, "replaced by recluster: a rolling reload");
+    assert_eq!(last.code, Some(0), "the status itself is still there");
+    let table = cluster
+        .snapshot(
+            1,
+            Clock {
+                now: t1 + 5000 * MS,
+                wall: std::time::SystemTime::now(),
+            },
+        )
+        .table();
+    assert!(table.contains("replaced: reload 5s"), "{table}");
+}
+
+#[test]
+fn a_kill_from_outside_is_told_apart_from_an_end_of_its_own_a_crash_and_a_relayed_signal() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 4, t0);
+    let t1 = t0 + 2000 * MS;
+    // kill -9 from another process: recluster sent no signal.
+    cluster.on_reaped(&exit(100, ProcessStatus::Killed(Sig::KILL)), true, t1);
+    let last = last_exit_of(&cluster, 0, t1);
+    assert_eq!(last.what, "SIGKILL, outside");
+    assert!(last.reason.contains("did not send"), "{}", last.reason);
+    // A crash is the program's own.
+    let segv = Sig::from_number(libc::SIGSEGV).unwrap();
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(segv)), true, t1);
+    let last = last_exit_of(&cluster, 1, t1);
+    assert_eq!(last.what, "SIGSEGV");
+    assert_eq!(last.reason, "ended on its own");
+    // An exit.
+    cluster.on_reaped(&exit(102, ProcessStatus::Exited(3)), true, t1);
+    assert_eq!(last_exit_of(&cluster, 2, t1).what, "exit 3");
+    // A signal recluster relayed (ctl signal) is not from outside.
+    let usr1 = Sig::from_number(libc::SIGUSR1).unwrap();
+    cluster.signal_workers(usr1, &[3]).unwrap();
+    cluster.on_reaped(&exit(103, ProcessStatus::Killed(usr1)), true, t1);
+    let last = last_exit_of(&cluster, 3, t1);
+    assert_eq!(last.what, "SIGUSR1");
+    assert!(last.reason.contains("relayed"), "{}", last.reason);
 }
 
 #[test]

@@ -77,11 +77,26 @@ pub(super) enum StopReason {
     ClusterStop,
     /// No longer needed: an old worker after its replacement became ready, a scaled-down slot, a
     /// new worker of an abandoned or superseded reload.
-    Retired,
+    Retired(Retire),
     /// It did not become ready within `--ready-timeout`: a failed start.
     MissedReadyTimeout,
     /// It missed its `--watchdog` (or triggered it): a failure.
     Watchdog,
+}
+
+/// Why a worker was no longer needed, for `ctl status` and the page ("replaced: reload").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retire {
+    /// A rolling reload's new worker took over its slot.
+    Reload,
+    /// `ctl restart`'s new worker took over its slot.
+    Restart,
+    /// It used more than `--max-memory`.
+    Memory,
+    /// Its slot was scaled down.
+    ScaledDown,
+    /// A new worker whose reload was abandoned or superseded, or whose decision went stale.
+    NotNeeded,
 }
 
 /// How long `--ready listening` waits between two looks at a starting worker.
