@@ -384,7 +384,7 @@ fn parse_workers(text: &str) -> Result<u32, String> {
 }
 
 /// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(['K', 'M', 'G', 'T', 'B', 'I']);
     let unit = &upper[digits.len()..];
@@ -451,7 +451,7 @@ fn parse_listen(text: &str) -> Result<ListenSpec, String> {
     text.parse()
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{e} (write a duration such as 500ms, 10s or 2m)"))
 }
