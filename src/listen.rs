@@ -115,6 +115,10 @@ pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
     if host == Some("") {
         return Err(format!("'{text}' has an empty host: {hint}"));
     }
+    // No host has one; shown again, `[[x]:80` would read as another address.
+    if host.is_some_and(|h| h.contains(['[', ']'])) {
+        return Err(format!("'{text}' has a bracket in its host: {hint}"));
+    }
     Ok(ListenAddress::Tcp {
         host: host.map(str::to_string),
         port,
@@ -168,6 +172,9 @@ mod tests {
             "unix:",
             "a:b=:80",
             "=:80",
+            // Found by fuzz/fuzz_targets/listen_address.rs: shown as "[x(xx:80", not an address.
+            "[[x(xx]:80",
+            "a]b:80",
         ] {
             let err = bad.parse::<ListenSpec>().unwrap_err();
             assert!(!err.is_empty(), "{bad}");
