@@ -35,7 +35,8 @@ impl fmt::Display for ListenAddress {
             ListenAddress::Tcp {
                 host: Some(host),
                 port,
-            } if host.contains(':') => write!(f, "[{host}]:{port}"),
+                // A host named unix, bare, would read as `unix:PATH`.
+            } if host.contains(':') || host == "unix" => write!(f, "[{host}]:{port}"),
             ListenAddress::Tcp {
                 host: Some(host),
                 port,
@@ -189,7 +190,14 @@ mod tests {
 
     #[test]
     fn displays_addresses_as_written() {
-        for text in ["127.0.0.1:3000", "[::1]:80", ":8080", "unix:/tmp/s"] {
+        // [unix]:8 was shown as unix:8, the unix socket 8 (found by fuzzing).
+        for text in [
+            "127.0.0.1:3000",
+            "[::1]:80",
+            ":8080",
+            "unix:/tmp/s",
+            "[unix]:8",
+        ] {
             assert_eq!(
                 text.parse::<ListenSpec>().unwrap().address.to_string(),
                 text

@@ -342,6 +342,7 @@ proptest! {
         host in prop::option::of(prop_oneof![
             any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
             any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            Just("unix".to_string()),
             "[^\\[\\]]{1,20}",
         ]),
         port in any::<u16>(),
