@@ -610,7 +610,7 @@ const MIN_BARE_SIZE: u64 = 1 << 20;
 
 /// `150M`, `2G`, `512K`, `1048576`: bytes, with K, M, G, T as powers of 1024 (as systemd). A bare
 /// number is bytes only from 1 MiB up (`512` is refused: "did you mean 512M?"); `512B` is bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(['K', 'M', 'G', 'T', 'B', 'I']);
     let unit = &upper[digits.len()..];
@@ -693,9 +693,17 @@ fn parse_listen(text: &str) -> Result<ListenSpec, String> {
     text.parse()
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (write a duration such as 500ms, 10s or 2m)"))
+/// The longest duration a flag takes: every timer adds its duration to the clock, and
+/// humantime parses up to 2^64 seconds, more than `Instant` holds (which panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write a duration such as 500ms, 10s or 2m)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("'{text}' is longer than 100 years"));
+    }
+    Ok(duration)
 }
 
 fn parse_stop_signal(text: &str) -> Result<Sig, String> {
@@ -788,6 +796,20 @@ mod tests {
     fn a_mistyped_flag_is_not_taken_for_the_command() {
         let err = Cli::try_parse_from(["recluster", "--workrs", "2", "./server"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn a_duration_too_long_for_the_clock_is_refused() {
+        // Found by fuzz/fuzz_targets/duration.rs: a --hook-timeout this long aborted recluster at
+        // its first hook (overflow when adding duration to instant).
+        let err = parse_duration(" 5555555555551month4d").unwrap_err();
+        assert!(err.contains("longer than 100 years"), "{err}");
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ struct Layout {
 /// `name: command` lines; `#` comments and blank lines are skipped.
 pub fn parse_procfile(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut entries: Vec<(String, String)> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -72,7 +73,7 @@ pub fn parse_procfile(text: &str) -> Result<Vec<(String, String)>, String> {
         if command.is_empty() {
             return Err(format!("line {}: {name} has no command", number + 1));
         }
-        if entries.iter().any(|(n, _)| n == name) {
+        if !names.insert(name) {
             return Err(format!("line {}: {name} is named twice", number + 1));
         }
         entries.push((name.to_string(), command.to_string()));
@@ -303,6 +304,22 @@ mod tests {
 
     fn entries() -> Vec<(String, String)> {
         parse_procfile("# services\nweb: node server.js --port $PORT\n\njobs: python3 worker.py\nmigrate: ./migrate\n").unwrap()
+    }
+
+    #[test]
+    fn a_long_procfile_is_parsed_in_linear_time() {
+        // Each name was compared with every one before it: 100,000 entries took minutes. The
+        // bound only catches that; the parse takes milliseconds.
+        let text: String = (0..100_000).map(|i| format!("p{i}: x\n")).collect();
+        let started = std::time::Instant::now();
+        assert_eq!(parse_procfile(&text).unwrap().len(), 100_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let twice = format!("{text}p7: y\n");
+        assert!(
+            parse_procfile(&twice)
+                .unwrap_err()
+                .contains("p7 is named twice")
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ impl fmt::Display for ListenAddress {
             ListenAddress::Tcp {
                 host: Some(host),
                 port,
-            } if host.contains(':') => write!(f, "[{host}]:{port}"),
+                // A host named unix, bare, would read as `unix:PATH`.
+            } if host.contains(':') || host == "unix" => write!(f, "[{host}]:{port}"),
             ListenAddress::Tcp {
                 host: Some(host),
                 port,
@@ -117,6 +118,10 @@ pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
         .map_err(|_| format!("'{port}' in '{text}' is not a port (0 to 65535)"))?;
     if host == Some("") {
         return Err(format!("'{text}' has an empty host: {hint}"));
+    }
+    // No host has one; shown again, `[[x]:80` would read as another address.
+    if host.is_some_and(|h| h.contains(['[', ']'])) {
+        return Err(format!("'{text}' has a bracket in its host: {hint}"));
     }
     Ok(ListenAddress::Tcp {
         host: host.map(str::to_string),
@@ -211,6 +216,9 @@ mod tests {
             "unix:",
             "a:b=:80",
             "=:80",
+            // Found by fuzz/fuzz_targets/listen_address.rs: shown as "[x(xx:80", not an address.
+            "[[x(xx]:80",
+            "a]b:80",
         ] {
             let err = bad.parse::<ListenSpec>().unwrap_err();
             assert!(!err.is_empty(), "{bad}");
@@ -225,7 +233,14 @@ mod tests {
 
     #[test]
     fn displays_addresses_as_written() {
-        for text in ["127.0.0.1:3000", "[::1]:80", ":8080", "unix:/tmp/s"] {
+        // [unix]:8 was shown as unix:8, the unix socket 8 (found by fuzzing).
+        for text in [
+            "127.0.0.1:3000",
+            "[::1]:80",
+            ":8080",
+            "unix:/tmp/s",
+            "[unix]:8",
+        ] {
             assert_eq!(
                 text.parse::<ListenSpec>().unwrap().address.to_string(),
                 text

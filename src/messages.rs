@@ -853,7 +853,7 @@ impl Thread {
 }
 
 /// A worker's message: where to, and what.
-fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
+pub fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
     let value: Value = crate::strict_json::from_slice(bytes).map_err(|e| {
         format!("a message is one JSON object, {{\"to\": TARGET, \"data\": ANY}} ({e})")
     })?;

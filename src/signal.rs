@@ -103,9 +103,9 @@ fn parse_realtime(bare: &str) -> Option<i32> {
         }
     };
     let number = if let Some(rest) = bare.strip_prefix("RTMIN") {
-        min + offset(rest, '+')?
+        min.checked_add(offset(rest, '+')?)?
     } else if let Some(rest) = bare.strip_prefix("RTMAX") {
-        max - offset(rest, '-')?
+        max.checked_sub(offset(rest, '-')?)?
     } else {
         return None;
     };
@@ -131,7 +131,20 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_out_of_range() {
-        for bad in ["", "0", "-1", "999", "FOO", "SIG", "RTMIN+99", "RTMIN-1"] {
+        // The last two overflowed i32 (a panic where overflow is checked; found by
+        // tests/parsers.rs).
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "999",
+            "FOO",
+            "SIG",
+            "RTMIN+99",
+            "RTMIN-1",
+            "RTMIN+2147483647",
+            "RTMAX--2147483648",
+        ] {
             assert!(bad.parse::<Sig>().is_err(), "{bad:?} parsed");
         }
     }
