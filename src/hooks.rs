@@ -5,7 +5,7 @@
 //! addressed to recluster — `LISTEN_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`, `EINHORN_*`). Hooks never block
 //! or break the cluster: each runs in a process group of its own, `--hook-timeout` ends it, its
 //! failure is logged, and at most `MAX_RUNNING` run at once (further events are dropped, and
-//! counted). When the cluster stops, running hooks get the stop signal; the `stop` hooks start
+//! counted; the `stop` hooks always run). When the cluster stops, running hooks get the stop signal; the `stop` hooks start
 //! after that, and no other hook starts (the workers' exits during the stop start none).
 //! recluster waits for the `stop` hooks (within `--kill-timeout`) before it exits.
 
@@ -281,7 +281,10 @@ impl Hooks {
             .map(|s| s.command.clone())
             .collect();
         for command in commands {
-            if self.running.len() >= MAX_RUNNING {
+            // The stop hooks are exempt: their number is the operator's (`--on stop=`), they run
+            // once, and the hooks still counted here were just told to stop. A worker that kept
+            // 8 exit hooks busy must not be able to skip the cluster's clean-up.
+            if event != HookEvent::Stop && self.running.len() >= MAX_RUNNING {
                 self.dropped += 1;
                 log::warn!(
                     "too many hooks running ({MAX_RUNNING}): the {event} hook was not run ({} dropped so far)",

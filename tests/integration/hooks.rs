@@ -107,3 +107,45 @@ fn a_stop_hook_runs_to_its_end_before_recluster_exits() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn the_stop_hook_runs_even_while_eight_exit_hooks_are_busy() {
+    // A crash loop keeps the 8 hook places busy with slow exit hooks; the stop hook (a load
+    // balancer's deregistration, a clean-up) must run all the same.
+    let stopped = log_file("stop-while-busy");
+    let exits = log_file("exits-while-busy");
+    let exit_hook = format!("exit=echo x >> {}; sleep 30", exits.display());
+    let stop_hook = format!("stop=touch {}", stopped.display());
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "8",
+            "--restart-delay",
+            "10ms",
+            "--on",
+            &exit_hook,
+            "--on",
+            &stop_hook,
+        ],
+        &["--exit", "1", "--after", "200"],
+    );
+    let count = || {
+        std::fs::read_to_string(&exits)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        eventually(|| count() >= 8),
+        "exit hooks started: {}",
+        count()
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    assert!(
+        stopped.exists(),
+        "the stop hook did not run while 8 exit hooks were busy"
+    );
+    let _ = std::fs::remove_file(&stopped);
+    let _ = std::fs::remove_file(&exits);
+}
