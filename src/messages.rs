@@ -21,8 +21,10 @@
 //! - each worker has a budget (`MESSAGES_PER_SECOND`, `BYTES_PER_SECOND`, see `budget`); one
 //!   that spends it is not read again until it has earned it back: its writes wait in its
 //!   socket (the kernel's buffer), nothing is lost and nothing piles up here;
-//! - a worker has at most one `info` in flight, and all workers together `INFO_IN_FLIGHT`:
-//!   another one is answered with the error "busy" (so each request gets exactly one line back);
+//! - a worker has at most one `info` waiting: another one is answered with the error "busy" (so
+//!   each request gets exactly one line back); and at most one question is with the supervisor
+//!   at a time, whose answer (one snapshot, written once) serves every worker that asked
+//!   meanwhile, so a flood from every worker costs what one costs;
 //! - the thread never waits for the supervisor: an `info` that finds the event channel full is
 //!   answered "busy" too.
 //!
@@ -70,9 +72,6 @@ const INFO_COST: u64 = 1000;
 /// is one per worker), before the others get their turn.
 const READ_TURN: usize = 64 * 1024;
 const TURN_DELIVERIES: usize = 4096;
-/// `info` requests of every worker together that may be with the supervisor at once: most of its
-/// event channel stays free for the other threads.
-const INFO_IN_FLIGHT: usize = 256;
 /// `ctl send` orders that may wait for the thread; more are refused.
 const ORDERS: usize = 64;
 
@@ -364,8 +363,10 @@ struct Thread {
     by_pid: HashMap<i32, u64>,
     /// The peers not read until their budget is back.
     paused: Vec<u64>,
-    /// The workers whose `info` is with the supervisor (answered even if they have ended).
+    /// The workers whose `info` waits for the supervisor's answer (one each).
     asking: HashSet<u64>,
+    /// Whether a question (`Request::Status`) is with the supervisor: one at a time.
+    question_out: bool,
     drops: Drops,
     counters: Arc<Counters>,
     groups: Option<Groups>,
@@ -396,6 +397,7 @@ impl Thread {
             by_pid: HashMap::new(),
             paused: Vec::new(),
             asking: HashSet::new(),
+            question_out: false,
             drops,
             counters,
             groups,
@@ -545,10 +547,7 @@ impl Thread {
         }
         while let Ok(answer) = self.answers.try_recv() {
             match answer {
-                Reply::Status { client, snapshot } => {
-                    self.answered(client);
-                    self.answer_info(client, &snapshot);
-                }
+                Reply::Status { snapshot, .. } => self.answer_info(&snapshot),
                 Reply::Shutdown => return false,
                 _ => {}
             }
@@ -578,11 +577,6 @@ impl Thread {
                 paused_until: None,
             },
         );
-    }
-
-    /// The supervisor answered the `info` of `token`'s worker: it may ask again.
-    fn answered(&mut self, token: u64) {
-        self.asking.remove(&token);
     }
 
     fn remove(&mut self, token: u64) {
@@ -621,17 +615,24 @@ impl Thread {
             turn += n;
             peer.input.extend_from_slice(&buffer[..n]);
             let mut lines = Vec::new();
-            while let Some(end) = peer.input.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = peer.input.drain(..=end).collect();
+            let mut start = 0;
+            while let Some(end) = peer.input[start..].iter().position(|&b| b == b'\n') {
+                let line = peer.input[start..=start + end].to_vec();
+                start += end + 1;
                 if std::mem::take(&mut peer.skipping) {
                     continue; // the end of a line too long
                 }
                 lines.push(line);
             }
+            peer.input.drain(..start);
             let too_long = peer.input.len() > MAX_MESSAGE;
             if too_long {
                 peer.input.clear();
                 peer.skipping = true;
+            }
+            // Only a partial line stays between reads: what a burst held goes back.
+            if peer.input.capacity() > 2 * peer.input.len() + 4096 {
+                peer.input.shrink_to_fit();
             }
             let mut cost = lines.len() as u64;
             for line in lines {
@@ -694,28 +695,37 @@ impl Thread {
         (0, 0)
     }
 
-    /// `{"cmd": "info"}` from the worker of `token`: to the supervisor, unless one of its own is
-    /// there already, `INFO_IN_FLIGHT` of all workers are, or the event channel is full (then
-    /// "busy"); never waits.
+    /// `{"cmd": "info"}` from the worker of `token`: it waits for the answer to the question
+    /// with the supervisor, or asks one; "busy" when its own is waiting already or the event
+    /// channel is full. Never waits.
     fn ask_info(&mut self, token: u64) {
-        let asked = !self.asking.contains(&token)
-            && self.asking.len() < INFO_IN_FLIGHT
-            && match self.events.try_send(Event::Control {
+        let busy = if self.asking.contains(&token) {
+            Some("busy: recluster answers one info request of a worker at a time; ask again after the answer")
+        } else if self.question_out {
+            None
+        } else {
+            match self.events.try_send(Event::Control {
                 client: token,
                 request: Request::Status,
                 frontend: Frontend::Messages,
             }) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            };
-        if asked {
-            self.asking.insert(token);
-        } else {
-            Counters::count(&self.counters.busy);
-            self.tell(
-                token,
-                "busy: recluster answers one info request of a worker at a time; ask again after the answer",
-            );
+                Ok(()) => {
+                    self.question_out = true;
+                    None
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    Some("busy: recluster has too much to do right now; ask again later")
+                }
+            }
+        };
+        match busy {
+            None => {
+                self.asking.insert(token);
+            }
+            Some(error) => {
+                Counters::count(&self.counters.busy);
+                self.tell(token, error);
+            }
         }
     }
 
@@ -773,13 +783,15 @@ impl Thread {
         self.peers.keys().copied()
     }
 
-    /// Queues one message (a line) for a worker and writes what its socket takes; a message
-    /// that does not fit in its queue is dropped whole and counted.
+    /// Queues one message (a line) for a worker and writes what its socket takes. Only into an
+    /// empty queue: a worker whose socket is full (it does not read) has the rest of one message
+    /// waiting here at most, and a message that finds something waiting is dropped whole and
+    /// counted.
     fn send(&mut self, token: u64, message: &[u8]) {
         let Some(peer) = self.peers.get_mut(&token) else {
             return;
         };
-        if peer.output.len() + message.len() + 1 > QUEUE_BYTES {
+        if !peer.output.is_empty() || message.len() + 1 > QUEUE_BYTES {
             if let Ok(mut drops) = self.drops.lock() {
                 *drops.entry(peer.id).or_insert(0) += 1;
             }
@@ -816,6 +828,9 @@ impl Thread {
             }
         }
         let want = !peer.output.is_empty();
+        if !want && peer.output.capacity() > 0 {
+            peer.output = Vec::new(); // what a burst held goes back
+        }
         if want != peer.watching_output {
             peer.watching_output = want;
             let mut event = EpollEvent::new(peer.interest(), token);
@@ -829,8 +844,10 @@ impl Thread {
         self.send(token, line.as_bytes());
     }
 
-    /// The answer to `{"cmd": "info"}`: ids, pids, groups, states, generations.
-    fn answer_info(&mut self, token: u64, snapshot: &Snapshot) {
+    /// The answer to `{"cmd": "info"}` (ids, pids, groups, states, generations), written once
+    /// and sent to every worker that waits for it; the next `info` asks again.
+    fn answer_info(&mut self, snapshot: &Snapshot) {
+        self.question_out = false;
         let workers: Vec<Value> = snapshot
             .workers
             .iter()
@@ -848,7 +865,10 @@ impl Thread {
                 "workers": workers,
             }
         });
-        self.send(token, info.to_string().as_bytes());
+        let text = info.to_string();
+        for token in std::mem::take(&mut self.asking) {
+            self.send(token, text.as_bytes());
+        }
     }
 }
 
@@ -922,7 +942,9 @@ mod tests {
                 .all(|l| l["error"].as_str().unwrap().starts_with("busy"))
         );
         assert_eq!(thread.counters.read().busy, 2);
-        thread.answered(1);
+        thread.answer_info(&crate::snapshot::tests::sample());
+        let back = read_back(&mut worker);
+        assert_eq!(back[0]["data"]["pid"], 4242, "{back:?}");
         worker.write_all(INFO).unwrap();
         thread.receive(1, &mut buffer, false);
         assert_eq!(events.try_iter().count(), 1, "asked again after the answer");
@@ -950,22 +972,27 @@ mod tests {
     }
 
     #[test]
-    fn no_more_than_info_in_flight_requests_of_all_workers_go_to_the_supervisor() {
-        let (mut thread, mut worker, events) = thread_with_a_worker(8);
-        thread.asking.extend(100..100 + INFO_IN_FLIGHT as u64);
-        worker.write_all(INFO).unwrap();
-        thread.receive(1, &mut vec![0u8; 1024], false);
-        assert_eq!(events.len(), 0);
-        assert!(
-            read_back(&mut worker)[0]["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("busy")
-        );
-        thread.answered(100);
-        worker.write_all(INFO).unwrap();
-        thread.receive(1, &mut vec![0u8; 1024], false);
-        assert_eq!(events.len(), 1, "one answered: room for another");
+    fn the_infos_of_every_worker_wait_for_one_question_and_share_its_answer() {
+        let (mut thread, mut first, events) = thread_with_a_worker(8);
+        let (ours, mut second) = UnixStream::pair().unwrap();
+        second.set_nonblocking(true).unwrap();
+        thread.register(2, ours.into(), 1, 101);
+        let mut buffer = vec![0u8; 1024];
+        first.write_all(INFO).unwrap();
+        thread.receive(1, &mut buffer, false);
+        second.write_all(INFO).unwrap();
+        thread.receive(2, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "one question for both");
+        thread.answer_info(&crate::snapshot::tests::sample());
+        for worker in [&mut first, &mut second] {
+            let back = read_back(worker);
+            assert_eq!(back.len(), 1, "{back:?}");
+            assert_eq!(back[0]["data"]["pid"], 4242, "{back:?}");
+        }
+        assert_eq!(thread.counters.read().busy, 0);
+        first.write_all(INFO).unwrap();
+        thread.receive(1, &mut buffer, false);
+        assert_eq!(events.try_iter().count(), 1, "the next info asks again");
     }
 
     #[test]

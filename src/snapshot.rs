@@ -366,10 +366,11 @@ fn truncate(text: &str, width: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Snapshot {
+    /// A cluster of one worker, for the tests of those who read snapshots.
+    pub(crate) fn sample() -> Snapshot {
         Snapshot {
             cluster: ClusterView {
                 pid: 4242,

@@ -210,6 +210,50 @@ fn an_info_flood_from_a_worker_neither_grows_recluster_nor_slows_ctl() {
 }
 
 #[test]
+fn an_info_flood_from_every_worker_costs_one_snapshot_not_one_per_worker() {
+    // 200 workers, each a shell writing `info` requests without end and reading nothing: with a
+    // snapshot of all 200 per waiting request, recluster grew by tens of MiB.
+    let flood = r#"
+        read go <&"$RECLUSTER_MSG_FD"
+        while :; do printf '{"to":"recluster","data":{"cmd":"info"}}\n'; done >&"$RECLUSTER_MSG_FD"
+    "#;
+    let mut cluster = Launch::new(["-n", "200", "--", "sh", "-c", flood]).start();
+    cluster.expect_log("all 200 workers are ready");
+    let idle = rss(cluster.pid).expect("recluster's VmRSS");
+    let guard = MemoryGuard::watch(cluster.pid);
+    let (code, _, _) = timed_ctl(
+        cluster.pid,
+        &["send", "all", r#"{"go":1}"#],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(0), "ctl send go");
+    let slowest = status_latency_during_flood(cluster.pid);
+    let peak = guard.peak();
+    assert!(
+        !guard.killed(),
+        "recluster passed {KILL_AT} bytes and was killed (idle {idle})"
+    );
+    let status = crate::harness::ctl_status(cluster.pid);
+    eprintln!(
+        "info flood from 200 workers: idle {idle} B, peak {peak} B, slowest ctl status {slowest:?}, {}",
+        status["cluster"]["messages"]
+    );
+    assert!(
+        status["cluster"]["messages"]["busy"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "the flood was under way: {}",
+        status["cluster"]
+    );
+    assert!(
+        peak <= idle + MAY_GROW,
+        "recluster grew from {idle} to {peak} bytes under the flood"
+    );
+    assert!(slowest < CTL_LIMIT, "ctl status took {slowest:?}");
+    cluster.send(libc::SIGKILL);
+}
+
+#[test]
 fn a_worker_flooding_the_others_leaves_room_for_everyone_elses_messages() {
     let mut cluster = start(&["-n", "3"], "others", 3);
     let idle = rss(cluster.pid).expect("recluster's VmRSS");
