@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-/// The longest answer line read, newline included: a status of 1,000 workers, each with a
-/// `STATUS=` text as long as a notify datagram holds (4 KiB), fits.
+/// The longest answer line read, newline included: a status of 28,000 workers fits, or of
+/// 4,600 whose `STATUS=` texts (cut to 256 bytes) are all control characters, escaped.
 pub const MAX_LINE: usize = 8 << 20;
 
 /// How long an answer that needs no waiting may take, and a line of a stream once begun.
