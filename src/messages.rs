@@ -700,7 +700,9 @@ impl Thread {
     /// channel is full. Never waits.
     fn ask_info(&mut self, token: u64) {
         let busy = if self.asking.contains(&token) {
-            Some("busy: recluster answers one info request of a worker at a time; ask again after the answer")
+            Some(
+                "busy: recluster answers one info request of a worker at a time; ask again after the answer",
+            )
         } else if self.question_out {
             None
         } else {

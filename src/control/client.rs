@@ -206,7 +206,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
         },
     };
-    run(&cli.verb, &path)
+    run(&cli.verb, &path, cli.pid)
 }
 
 /// The request a verb sends.
@@ -263,7 +263,9 @@ fn in_group(ids: &[WorkerRef], group: &Option<String>) -> Vec<WorkerRef> {
     }
 }
 
-fn run(verb: &Verb, path: &Path) -> i32 {
+/// Sends `verb` to the cluster at `path` (`named`: the pid `--pid` gave, which root may reach
+/// whoever runs it).
+fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
     let mut stream = match crate::socket::connect_unix_now(path) {
         Ok(stream) => stream,
         Err(e) => {
@@ -288,7 +290,7 @@ fn run(verb: &Verb, path: &Path) -> i32 {
             return exit::UNREACHABLE;
         }
     };
-    if let Err(refusal) = trust::server(&stream, path) {
+    if let Err(refusal) = trust::server(&stream, path, named) {
         print_error(&refusal);
         return exit::UNREACHABLE;
     }

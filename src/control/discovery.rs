@@ -2,7 +2,9 @@
 //! directories `location::candidate_dirs` names, by `--name` (`NAME.sock`), by `--pid` (`PID.sock`,
 //! else by asking each socket's `hello`), or the only cluster there. Only directories
 //! `trust::dir` accepts are searched and only servers `trust::server` accepts are asked who they
-//! are; what was refused becomes the error when nothing else is found, else a warning.
+//! are; what was refused becomes the error when nothing else is found, else a warning. Root
+//! asking for `--pid` of another user's cluster also searches the directories that process
+//! chose (its user's, by its environment) and trusts the server that is that process.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,12 @@ pub fn find(name: Option<&str>, pid: Option<u32>) -> Result<PathBuf, NotFound> {
             }
         })
         .collect();
-    let found = find_in(name, pid, &dirs, &looked, &mut refused);
+    let mut found = find_in(name, pid, &dirs, &looked, &mut refused);
+    if let (Err(NotFound::Unreachable(_)), Some(pid), 0) = (&found, pid, location::euid())
+        && let Some(path) = find_for_root(pid, &mut refused)
+    {
+        found = Ok(path);
+    }
     match found {
         Ok(path) => {
             for refusal in &refused {
@@ -85,7 +92,7 @@ fn find_in(
             return Ok(path);
         }
         // A cluster with --name has a socket named after it: ask each which pid it is.
-        return running(dirs, refused)
+        return running(dirs, Some(pid), refused)
             .into_iter()
             .find(|(p, _, _)| *p == pid)
             .map(|(_, _, path)| path)
@@ -93,7 +100,7 @@ fn find_in(
                 NotFound::Unreachable(format!("no recluster with pid {pid} has a control socket this user can reach (looked in {looked})"))
             });
     }
-    let mut found = running(dirs, refused);
+    let mut found = running(dirs, None, refused);
     match found.len() {
         0 => Err(NotFound::Unreachable(format!(
             "no recluster is running for this user (looked in {looked}); give --control PATH if it was started with one"
@@ -114,12 +121,36 @@ fn find_in(
     }
 }
 
+/// Root looking for the cluster of pid `pid` that another user runs: in the directories that
+/// process would have chosen (by its uid and environment), owned by its user, served by it.
+fn find_for_root(pid: u32, refused: &mut Vec<String>) -> Option<PathBuf> {
+    let (owner, candidates) = location::candidate_dirs_of(pid)?;
+    let dirs: Vec<PathBuf> = candidates
+        .into_iter()
+        .filter(|dir| match trust::dir_of(dir, owner) {
+            Ok(usable) => usable,
+            Err(refusal) => {
+                refused.push(refusal);
+                false
+            }
+        })
+        .collect();
+    running(&dirs, Some(pid), refused)
+        .into_iter()
+        .find(|(p, _, _)| *p == pid)
+        .map(|(_, _, path)| path)
+}
+
 /// The clusters answering in `dirs`: pid, name, socket. Servers `trust` refuses are not asked,
-/// and added to `refused`.
-fn running(dirs: &[PathBuf], refused: &mut Vec<String>) -> Vec<(u32, Option<String>, PathBuf)> {
+/// and added to `refused` (`named`: the pid `--pid` gave, see `trust::server`).
+fn running(
+    dirs: &[PathBuf],
+    named: Option<u32>,
+    refused: &mut Vec<String>,
+) -> Vec<(u32, Option<String>, PathBuf)> {
     let mut found: Vec<(u32, Option<String>, PathBuf)> = Vec::new();
     for path in location::sockets_in(dirs, None) {
-        let answer = match ask(&path, &Request::Hello) {
+        let answer = match ask(&path, &Request::Hello, named) {
             Asked::Answer(answer) => answer,
             Asked::Refused(refusal) => {
                 refused.push(refusal);
@@ -148,11 +179,11 @@ enum Asked {
 }
 
 /// One request, one answer line, within a short deadline.
-fn ask(path: &Path, request: &Request) -> Asked {
+fn ask(path: &Path, request: &Request, named: Option<u32>) -> Asked {
     let Ok(mut stream) = crate::socket::connect_unix_now(path) else {
         return Asked::Nothing;
     };
-    if let Err(refusal) = trust::server(&stream, path) {
+    if let Err(refusal) = trust::server(&stream, path, named) {
         return Asked::Refused(refusal);
     }
     if writeln!(stream, "{}", request.to_line()).is_err() {

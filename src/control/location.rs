@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixListener;
@@ -20,6 +21,30 @@ pub fn candidate_dirs() -> Vec<PathBuf> {
         std::env::var_os("TMPDIR"),
         euid(),
     )
+}
+
+/// The directories another user's recluster of pid `pid` would have chosen, from what its
+/// environment says (`/proc/PID/environ`, which root may read), with that user's uid.
+pub fn candidate_dirs_of(pid: u32) -> Option<(u32, Vec<PathBuf>)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let var = |name: &str| {
+        environ
+            .split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(format!("{name}=").as_bytes()))
+            .map(|value| OsString::from_vec(value.to_vec()))
+    };
+    Some((
+        uid,
+        candidate_dirs_for(var("XDG_RUNTIME_DIR"), var("TMPDIR"), uid),
+    ))
 }
 
 fn candidate_dirs_for(xdg: Option<OsString>, tmp: Option<OsString>, uid: u32) -> Vec<PathBuf> {

@@ -6,7 +6,9 @@
 //! - a directory it searches must be a real directory (not a symlink) owned by this user or
 //!   root, that neither group nor others may write (`dir`);
 //! - the process serving a socket must run as this user or as root, by the socket's
-//!   `SO_PEERCRED` (`server`), whatever the directory or `--control PATH` said.
+//!   `SO_PEERCRED` (`server`), whatever the directory or `--control PATH` said; root may also
+//!   talk to the process it named with `--pid`, whoever runs it (`SO_PEERCRED` names it), and
+//!   search that process's own directories (`of_process`), owned by its user.
 //!
 //! Anything else is refused with one line naming the path and the owner found, and nothing is
 //! sent there.
@@ -23,6 +25,12 @@ use super::location;
 /// (or cannot be looked at), `Err` the refusal when someone else could have put sockets there.
 pub fn dir(dir: &Path) -> Result<bool, String> {
     dir_for(dir, location::euid())
+}
+
+/// `dir` for a directory that `owner` (or root) may own: where root looks for the control socket
+/// of another user's cluster named by `--pid`.
+pub fn dir_of(dir: &Path, owner: u32) -> Result<bool, String> {
+    dir_for(dir, owner)
 }
 
 fn dir_for(dir: &Path, me: u32) -> Result<bool, String> {
@@ -60,13 +68,17 @@ fn dir_for(dir: &Path, me: u32) -> Result<bool, String> {
 }
 
 /// Whether the process at the other end of `stream` (connected to `path`) may be told this
-/// user's requests: it runs as this user or as root.
-pub fn server(stream: &UnixStream, path: &Path) -> Result<(), String> {
+/// user's requests: it runs as this user or as root, or it is the process `named` by `--pid`
+/// and this user is root.
+pub fn server(stream: &UnixStream, path: &Path, named: Option<u32>) -> Result<(), String> {
     let path = crate::escape::controls(&path.display().to_string()).into_owned();
     let cred = getsockopt(stream, PeerCredentials)
         .map_err(|e| format!("refusing {path}: cannot tell who serves it ({e})"))?;
     let me = location::euid();
     if cred.uid() == me || cred.uid() == 0 {
+        return Ok(());
+    }
+    if me == 0 && named.is_some_and(|pid| i64::from(pid) == i64::from(cred.pid())) {
         return Ok(());
     }
     Err(format!(
@@ -140,6 +152,6 @@ mod tests {
     #[test]
     fn a_server_of_this_user_is_trusted() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        assert_eq!(server(&ours, Path::new("/x.sock")), Ok(()));
+        assert_eq!(server(&ours, Path::new("/x.sock"), None), Ok(()));
     }
 }

@@ -273,3 +273,42 @@ fn recluster_s_own_lines_can_carry_the_time_and_are_json_beside_json_output() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn root_finds_another_users_cluster_by_its_pid() {
+    use crate::harness::{Launch, cluster_args, recluster_bin};
+    use std::os::unix::fs::PermissionsExt;
+    // A cluster run by nobody, its control socket in nobody's $TMPDIR/recluster-65534.
+    let tmp = std::env::temp_dir().join(format!("recluster-other-user-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let wrapper = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+    ];
+    let mut launch = Launch::wrapped(&wrapper, cluster_args(&["-n", "1"], &[]));
+    launch
+        .command()
+        .env("TMPDIR", &tmp)
+        .env_remove("XDG_RUNTIME_DIR");
+    let mut cluster = launch.start();
+    cluster.ready(1);
+    cluster.expect_log("control socket");
+    let status = std::process::Command::new(recluster_bin())
+        .args(["ctl", "status", "--json", "--pid", &cluster.pid.to_string()])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(0), "{stderr}");
+    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(answer["cluster"]["pid"], cluster.pid, "{answer}");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
