@@ -3,63 +3,35 @@
 //! the process, parse and validate the command line, check the command, start the signal thread,
 //! run the supervisor, exit with its status.
 
-pub mod admin;
-pub mod budget;
-pub mod cli;
-pub mod command;
 pub mod config;
-pub mod control;
-pub mod cpus;
-pub mod cpuset;
-pub mod descendants;
+pub mod cpu;
 pub mod error;
-pub mod escape;
-pub mod event;
-pub mod exec_mode;
 pub mod exit_code;
-pub mod fd_table;
-pub mod groups;
-pub mod hooks;
-pub mod listen;
-pub mod listening;
+pub mod frontend;
 pub mod logging;
-pub mod messages;
-pub mod notify;
-pub mod notify_dir;
-pub mod output;
-pub mod pidfd;
-pub mod placement;
-pub mod plan;
-pub mod procfs;
-pub mod reactor;
-pub mod reaper;
-pub mod shell_line;
-pub mod signal;
-pub mod signal_thread;
-pub mod snapshot;
-pub mod socket;
-pub mod socket_file;
-pub mod spawn;
-pub mod startup;
-pub mod status;
-pub mod steering;
-pub mod strict_json;
+pub mod net;
+pub mod process;
 pub mod supervisor;
-pub mod topology;
-pub mod usage;
-pub mod user;
+pub mod text;
+pub mod worker_io;
 
 use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 
-use crate::cli::{Cli, ReadyMode};
-use crate::config::{Config, SharedBecause, SocketMode};
+use crate::config::cli::{Cli, ReadyMode};
+use crate::config::validated::{Config, SharedBecause, SocketMode};
+use crate::config::{cli, groups, plan};
 use crate::error::Error;
-use crate::notify::{Manager, WorkerSockets};
-use crate::socket::Sockets;
-use crate::spawn::Spawner;
+use crate::frontend::{admin, control};
+use crate::net::socket::Sockets;
+use crate::net::{listen, socket};
+use crate::process::spawn::Spawner;
+use crate::process::{command, exec_mode, signal_thread, startup};
 use crate::supervisor::cluster::Cluster;
+use crate::supervisor::{event, hooks, snapshot};
+use crate::worker_io::notify::{Manager, WorkerSockets};
+use crate::worker_io::{messages, output};
 
 /// The program; returns the exit status.
 pub fn main() -> i32 {

@@ -56,7 +56,7 @@ fn line(format: LogFormat, level: Level, message: &str) -> String {
             "{{\"ts\":\"{}\",\"worker\":null,\"group\":null,\"stream\":\"stderr\",\"level\":\"{}\",\"line\":{}}}\n",
             humantime::format_rfc3339_micros(SystemTime::now()),
             level.as_str().to_ascii_lowercase(),
-            crate::plan::quote(message)
+            crate::config::plan::quote(message)
         ),
     }
 }
@@ -126,9 +126,9 @@ fn start_writer() {
                                     plural(dropped, "log line", "log lines")
                                 ),
                             );
-                            crate::output::write_own_stderr(note.as_bytes());
+                            crate::worker_io::output::write_own_stderr(note.as_bytes());
                         }
-                        crate::output::write_own_stderr(&text);
+                        crate::worker_io::output::write_own_stderr(&text);
                     }
                     Queued::Flush(done) => {
                         let _ = done.send(());
@@ -167,9 +167,11 @@ impl Write for QueuedStderr {
                 Err(TrySendError::Full(_)) => {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(TrySendError::Disconnected(_)) => crate::output::write_own_stderr(buf),
+                Err(TrySendError::Disconnected(_)) => {
+                    crate::worker_io::output::write_own_stderr(buf)
+                }
             },
-            None => crate::output::write_own_stderr(buf),
+            None => crate::worker_io::output::write_own_stderr(buf),
         }
         Ok(buf.len())
     }

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::control::protocol::target_name;
-use recluster::messages::{Target, parse};
+use recluster::frontend::control::protocol::target_name;
+use recluster::worker_io::messages::{Target, parse};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((to, _)) = parse(data) {

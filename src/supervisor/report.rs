@@ -7,8 +7,8 @@ use std::time::Duration;
 use humantime::format_duration;
 use log::Level;
 
-use crate::signal::Sig;
-use crate::status::ProcessStatus;
+use crate::process::signal::Sig;
+use crate::process::status::ProcessStatus;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
@@ -322,7 +322,7 @@ impl Report {
                 write!(
                     f,
                     "worker {id} (pid {pid}): {}",
-                    crate::escape::controls(status)
+                    crate::text::escape::controls(status)
                 )
             }
             Report::WorkerReady { id, pid } => {

@@ -9,12 +9,12 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::control::protocol::{self, Request, ScaleBy, WorkerRef};
-use crate::control::server::{Frontend, Replies, Reply};
-use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
-use crate::messages::{Counters, Courier, Drops, Messages, Target};
-use crate::snapshot::SocketView;
-use crate::spawn::Spawner;
+use crate::frontend::control::protocol::{self, Request, ScaleBy, WorkerRef};
+use crate::frontend::control::server::{Frontend, Replies, Reply};
+use crate::frontend::control::waits::{Answer, Goal, Step, Waits, WorkerName};
+use crate::process::spawn::Spawner;
+use crate::supervisor::snapshot::SocketView;
+use crate::worker_io::messages::{Counters, Courier, Drops, Messages, Target};
 
 use super::action::Action;
 use super::cluster::{Clock, Cluster, Scaled};
@@ -38,7 +38,7 @@ pub struct Control {
     /// What the message thread refused, by reason.
     message_counters: Option<std::sync::Arc<Counters>>,
     /// `-f`: the groups, to name workers by group and id within it.
-    groups: Option<crate::groups::Groups>,
+    groups: Option<crate::config::groups::Groups>,
     waits: Waits,
     identity: Identity,
     /// The last `STATUS=` line of each live worker, by pid.
@@ -67,7 +67,7 @@ impl Control {
         self
     }
 
-    pub fn with_groups(mut self, groups: Option<crate::groups::Groups>) -> Control {
+    pub fn with_groups(mut self, groups: Option<crate::config::groups::Groups>) -> Control {
         self.groups = groups;
         self
     }
@@ -331,7 +331,7 @@ impl Control {
         for worker in &mut snapshot.workers {
             worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
-            if worker.role == crate::snapshot::WorkerRole::Slot {
+            if worker.role == crate::supervisor::snapshot::WorkerRole::Slot {
                 worker.messages_dropped = drops.get(&worker.id).copied().unwrap_or(0);
             }
             if let Some(groups) = &self.groups {

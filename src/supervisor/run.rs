@@ -11,26 +11,26 @@ use std::time::Instant;
 
 use log::{debug, error, warn};
 
-use crate::descendants;
-use crate::event::{Event, Inbox};
 use crate::exit_code;
-use crate::hooks::Hooks;
-use crate::listening;
-use crate::messages::Messages;
-use crate::notify::{Manager, WorkerSockets};
-use crate::pidfd::{self, Delivery, Pidfd};
-use crate::reaper::Exit;
-use crate::signal::Sig;
-use crate::spawn::{SpawnError, Spawner};
-use crate::startup;
-use crate::status::ProcessStatus;
+use crate::net::listening;
+use crate::process::descendants;
+use crate::process::pidfd::{self, Delivery, Pidfd};
+use crate::process::reaper::Exit;
+use crate::process::signal::Sig;
+use crate::process::spawn::{SpawnError, Spawner};
+use crate::process::startup;
+use crate::process::status::ProcessStatus;
+use crate::supervisor::event::{Event, Inbox};
+use crate::supervisor::hooks::Hooks;
+use crate::worker_io::messages::Messages;
+use crate::worker_io::notify::{Manager, WorkerSockets};
 
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 use super::formation::Formation;
 use super::report::Origin;
 use super::requests::Control;
-use crate::control::protocol::ScaleBy;
+use crate::frontend::control::protocol::ScaleBy;
 
 /// What the loop works with besides the cluster.
 pub struct Plumbing<'a> {
@@ -60,7 +60,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
         pid_of: HashMap::new(),
         pidfds: HashMap::new(),
         output_open: HashSet::new(),
-        oom_kills: crate::usage::oom_kills(),
+        oom_kills: crate::process::usage::oom_kills(),
     };
     // `--prefix`: exits held back until the worker's last lines are written (or HOLD_OUTPUT).
     let mut held: Vec<(Exit, Instant)> = Vec::new();
@@ -280,7 +280,7 @@ impl Executor<'_> {
                 Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::SampleMemory { pids } => {
-                    let usage = crate::usage::group_memory(&pids);
+                    let usage = crate::process::usage::group_memory(&pids);
                     queue.extend(cluster.on_memory(&usage, Instant::now()));
                 }
                 Action::CheckQueue { slot, pid } => {
@@ -428,7 +428,7 @@ impl Executor<'_> {
         {
             return;
         }
-        let now = crate::usage::oom_kills();
+        let now = crate::process::usage::oom_kills();
         if let (Some(before), Some(after)) = (self.oom_kills, now)
             && after > before
         {

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use crate::cli::ReadyMode;
-use crate::signal::Sig;
+use crate::config::cli::ReadyMode;
+use crate::process::signal::Sig;
 
 use super::worker::{PROBE_INTERVAL, State, StopReason, Wait, later};
 use super::{Action, Cluster, Key, Occupant, Place, Report};

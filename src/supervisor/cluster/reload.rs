@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use crate::status::ProcessStatus;
+use crate::process::status::ProcessStatus;
 
 use super::worker::{Retire, State, StopReason, Worker};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Role};
