@@ -19,7 +19,8 @@ use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 
-use crate::config::cli::{Cli, ReadyMode};
+use crate::config::cli::Cli;
+use crate::config::policy::ReadyMode;
 use crate::config::validated::{Config, SharedBecause, SocketMode};
 use crate::config::{cli, groups, plan};
 use crate::error::Error;
@@ -127,37 +128,11 @@ fn report_clap_error(e: clap::Error, args: &[OsString]) -> i32 {
         _ => {
             logging::print_error(&format!(
                 "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
-                name_the_env_twin(&e, clap_line(&e), args)
+                name_the_env_twin(&e, cli::clap_line(&e), args)
             ));
             exit_code::USAGE
         }
     }
-}
-
-/// A clap error as one line: its first paragraph, and clap's tip when it found a similar
-/// argument, verb or value (`unexpected argument '--workrs' (did you mean '--workers'?)`).
-pub(crate) fn clap_line(e: &clap::Error) -> String {
-    use clap::error::{ContextKind, ContextValue};
-    let line = one_line(&e.render().to_string());
-    let suggested: Vec<String> = [
-        ContextKind::SuggestedArg,
-        ContextKind::SuggestedSubcommand,
-        ContextKind::SuggestedValue,
-    ]
-    .into_iter()
-    .filter_map(|kind| match e.get(kind) {
-        Some(ContextValue::String(name)) => Some(vec![name.clone()]),
-        Some(ContextValue::Strings(names)) => Some(names.clone()),
-        _ => None,
-    })
-    .flatten()
-    .collect();
-    if suggested.is_empty() {
-        return line;
-    }
-    let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
-    let line = line.strip_suffix(" found").unwrap_or(&line);
-    format!("{line} (did you mean {}?)", names.join(" or "))
 }
 
 /// A refused value that came from an environment twin, not the command line, is named by its
@@ -195,21 +170,6 @@ fn name_the_env_twin(e: &clap::Error, line: String, args: &[OsString]) -> String
         "{}={value}: invalid value (the environment twin of --{long}){rest}",
         var.to_string_lossy()
     )
-}
-
-/// The first paragraph of a clap message, on one line, without its `error: ` prefix.
-pub(crate) fn one_line(message: &str) -> String {
-    let first = message.split("\n\n").next().unwrap_or(message);
-    let joined: Vec<&str> = first
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let joined = joined.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
 }
 
 fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
@@ -431,45 +391,4 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
         log::info!("one socket per address, shared by every worker: {why}");
     }
     Ok(sockets)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clap_messages_become_one_line() {
-        let text = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: x\n";
-        assert_eq!(
-            one_line(text),
-            "the following required arguments were not provided: <COMMAND>..."
-        );
-    }
-
-    #[test]
-    fn clap_tips_survive_the_one_line() {
-        use clap::CommandFactory;
-        let e = Cli::command()
-            .try_get_matches_from(["recluster", "--workrs", "2", "./server"])
-            .unwrap_err();
-        assert_eq!(
-            clap_line(&e),
-            "unexpected argument '--workrs' (did you mean '--workers'?)"
-        );
-        let e = control::client::CtlCli::command()
-            .try_get_matches_from(["recluster ctl", "stauts"])
-            .unwrap_err();
-        assert_eq!(
-            clap_line(&e),
-            "unrecognized subcommand 'stauts' (did you mean 'restart' or 'status'?)"
-        );
-        let e = Cli::command()
-            .try_get_matches_from(["recluster", "--restart", "alwys", "./server"])
-            .unwrap_err();
-        assert!(
-            clap_line(&e).ends_with("(did you mean 'always'?)"),
-            "{}",
-            clap_line(&e)
-        );
-    }
 }

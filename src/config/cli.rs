@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::topology::Granularity;
 use crate::net::listen::{ListenAddress, ListenSpec};
@@ -462,14 +463,6 @@ pub fn given_on_command_line(arg: &clap::Arg, args: &[OsString]) -> bool {
     false
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadyMode {
-    Started,
-    Notify,
-    /// A listening TCP socket in the worker's process group, on this port or any.
-    Listening(Option<u16>),
-}
-
 fn parse_ready(text: &str) -> Result<ReadyMode, String> {
     let port = |p: &str| {
         p.parse::<u16>()
@@ -497,13 +490,6 @@ pub enum CompletionShell {
     Bash,
     Zsh,
     Fish,
-}
-
-/// How `--plan` prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    Text,
-    Json,
 }
 
 fn parse_control(text: &str) -> Result<crate::frontend::control::location::Placement, String> {
@@ -550,19 +536,12 @@ fn parse_cpus(text: &str) -> Result<CpuSet, String> {
     Ok(set)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RestartMode {
-    Always,
-    OnFailure,
-    Never,
-}
-
 fn parse_workers(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(0) => Err("the number of workers must be at least 1".to_string()),
-        Ok(n) if n > crate::config::validated::MAX_WORKERS => Err(format!(
+        Ok(n) if n > MAX_WORKERS => Err(format!(
             "the number of workers must be at most {}",
-            crate::config::validated::MAX_WORKERS
+            MAX_WORKERS
         )),
         Ok(n) => Ok(n),
         Err(_) if is_negative(text) => {
@@ -714,9 +693,86 @@ fn parse_stop_signal(text: &str) -> Result<Sig, String> {
     Ok(sig)
 }
 
+/// A clap error as one line: its first paragraph, and clap's tip when it found a similar
+/// argument, verb or value (`unexpected argument '--workrs' (did you mean '--workers'?)`).
+pub fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let line = one_line(&e.render().to_string());
+    let suggested: Vec<String> = [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .filter_map(|kind| match e.get(kind) {
+        Some(ContextValue::String(name)) => Some(vec![name.clone()]),
+        Some(ContextValue::Strings(names)) => Some(names.clone()),
+        _ => None,
+    })
+    .flatten()
+    .collect();
+    if suggested.is_empty() {
+        return line;
+    }
+    let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
+    let line = line.strip_suffix(" found").unwrap_or(&line);
+    format!("{line} (did you mean {}?)", names.join(" or "))
+}
+
+/// The first paragraph of a clap message, on one line, without its `error: ` prefix.
+fn one_line(message: &str) -> String {
+    let first = message.split("\n\n").next().unwrap_or(message);
+    let joined: Vec<&str> = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = joined.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_messages_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: x\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+
+    #[test]
+    fn clap_tips_survive_the_one_line() {
+        use clap::CommandFactory;
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--workrs", "2", "./server"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unexpected argument '--workrs' (did you mean '--workers'?)"
+        );
+        let e = crate::frontend::control::client::CtlCli::command()
+            .try_get_matches_from(["recluster ctl", "stauts"])
+            .unwrap_err();
+        assert_eq!(
+            clap_line(&e),
+            "unrecognized subcommand 'stauts' (did you mean 'restart' or 'status'?)"
+        );
+        let e = Cli::command()
+            .try_get_matches_from(["recluster", "--restart", "alwys", "./server"])
+            .unwrap_err();
+        assert!(
+            clap_line(&e).ends_with("(did you mean 'always'?)"),
+            "{}",
+            clap_line(&e)
+        );
+    }
     use clap::CommandFactory;
 
     #[test]

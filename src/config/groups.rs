@@ -116,7 +116,7 @@ impl Groups {
                     .trim()
                     .parse()
                     .ok()
-                    .filter(|&n| n <= crate::config::validated::MAX_WORKERS)
+                    .filter(|&n| n <= crate::config::policy::MAX_WORKERS)
                     .ok_or_else(|| format!("--formation: '{n}' in '{part}' is not a count"))?;
                 match name.trim() {
                     "all" => counts.iter_mut().for_each(|c| *c = n),
@@ -134,7 +134,7 @@ impl Groups {
                 after: Vec::new(),
             });
             let start = layout.slots.len() as u32;
-            if start.saturating_add(workers) > crate::config::validated::MAX_WORKERS {
+            if start.saturating_add(workers) > crate::config::policy::MAX_WORKERS {
                 return Err("--formation asks for more workers than recluster runs (65536)".into());
             }
             layout.slots.extend((0..workers).map(|id| (g, id)));

@@ -3,9 +3,10 @@
 
 use std::fmt::Write;
 
-use crate::config::cli::PlanFormat;
+use crate::config::policy::PlanFormat;
 use crate::config::validated::Config;
 use crate::cpu::cpuset::CpuSet;
+use crate::text::json_string::quote;
 
 /// The plan, ready to print.
 pub fn render(config: &Config, format: PlanFormat) -> String {
@@ -145,33 +146,4 @@ fn json(config: &Config) -> String {
 
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// A JSON string literal.
-pub(crate) fn quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
-    }
 }

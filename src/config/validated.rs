@@ -4,7 +4,8 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use crate::config::cli::{Cli, PlanFormat, ReadyMode, RestartMode};
+use crate::config::cli::Cli;
+use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
 use crate::cpu::cpus::{self, Budget};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::{self, Placement};
@@ -12,9 +13,6 @@ use crate::cpu::topology::Topology;
 use crate::error::Error;
 use crate::net::listen::{ListenAddress, ListenSpec};
 use crate::process::signal::Sig;
-
-/// The most workers one recluster runs (far above any machine's cores; it bounds memory).
-pub const MAX_WORKERS: u32 = 65536;
 
 /// systemd's DefaultStartLimitIntervalSec, used when only --max-restarts is given.
 const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(10);

@@ -1,13 +1,14 @@
 //! How a worker is started, signalled and reaped. `command` finds the program, `user` the
 //! account it runs as, `shell_line` how a Procfile line runs; `fd_table` and `startup` prepare the
 //! child's descriptors and its first steps; `spawn` forks and execs it (nothing allocates between
-//! the two); `exec_mode` is `--exec`, the same preparation without a supervisor. `signal` and
+//! the two) with the environment `environment` says it inherits; `exec_mode` is `--exec`, the same preparation without a supervisor. `signal` and
 //! `signal_thread` turn signals into values on one thread; `reaper` is the one owner of `waitpid`;
 //! `status` says how a process ended; `pidfd`, `descendants`, `procfs` and `usage` look at live
 //! processes (pid handles, process trees, /proc fields, memory and CPU time).
 
 pub mod command;
 pub mod descendants;
+pub mod environment;
 pub mod exec_mode;
 pub mod fd_table;
 pub mod pidfd;

@@ -52,48 +52,6 @@ use crate::process::startup::Inherited;
 use crate::process::user::Identity;
 use crate::worker_io::output::{Pipes, Relay};
 
-/// Variables recluster sets itself for each worker: one inherited from recluster's own
-/// environment (a recluster started by another one) would be a second, wrong value.
-const SET_FOR_WORKERS: [&str; 7] = [
-    "WORKER_ID",
-    "WORKER_COUNT",
-    "WORKER_GENERATION",
-    "WORKER_GROUP",
-    "RECLUSTER_PID",
-    "WORKER_CPUS",
-    "RECLUSTER_MSG_FD",
-];
-
-/// Variables that describe recluster's own relation to a service manager (systemd's socket
-/// activation, sd_notify and watchdog), addressed to recluster alone — plus every `EINHORN_*`
-/// (`EINHORN_FD_*`, `EINHORN_SOCK_PATH`, `EINHORN_MASTER_PID`, …) by prefix.
-const ADDRESSED_TO_RECLUSTER: [&str; 6] = [
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_PID",
-    "WATCHDOG_USEC",
-];
-
-/// recluster's environment as its children inherit it — workers and hooks alike: without the
-/// variables addressed to recluster by its own service manager (`ADDRESSED_TO_RECLUSTER`,
-/// `EINHORN_*`) and those recluster sets for each worker. Values are passed byte for byte.
-pub fn inherited_environment() -> Vec<(OsString, OsString)> {
-    std::env::vars_os()
-        .filter(|(key, _)| passed_on(key))
-        .collect()
-}
-
-/// Whether the variable `key` of recluster's environment reaches its children.
-fn passed_on(key: &OsStr) -> bool {
-    !ADDRESSED_TO_RECLUSTER
-        .iter()
-        .chain(SET_FOR_WORKERS.iter())
-        .any(|name| key == *name)
-        && !key.as_bytes().starts_with(b"EINHORN_")
-}
-
 /// The identity a worker is started with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkerIdentity {
@@ -183,7 +141,7 @@ impl Spawner {
         sockets: Sockets,
         relay: Option<Relay>,
     ) -> io::Result<Spawner> {
-        let environment = inherited_environment();
+        let environment = crate::process::environment::inherited_environment();
         Ok(Spawner {
             command: config.command.clone(),
             path_var: std::env::var_os("PATH"),
@@ -804,40 +762,5 @@ unsafe fn report_and_exit(prepared: &mut Prepared, step: Step, errno: i32, code:
         std::ptr::write_volatile(&raw mut prepared.failed_step, step);
         std::ptr::write_volatile(&raw mut prepared.exec_errno, errno);
         libc::_exit(code)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn children_inherit_nothing_addressed_to_recluster_nor_what_it_sets_itself() {
-        for name in [
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "EINHORN_FD_COUNT",
-            "EINHORN_FD_0",
-            "EINHORN_SOCK_PATH",
-            "WORKER_ID",
-            "WORKER_GROUP",
-            "RECLUSTER_MSG_FD",
-        ] {
-            assert!(!passed_on(OsStr::new(name)), "{name} is passed on");
-        }
-        for name in [
-            "PATH",
-            "HOME",
-            "LISTEN_ADDR",
-            "NOTIFY",
-            "WATCHDOG",
-            "EINHORN",
-        ] {
-            assert!(passed_on(OsStr::new(name)), "{name} is dropped");
-        }
     }
 }

@@ -190,7 +190,7 @@ impl Formation {
                 u64::from(size)
             })
             .sum();
-        let max = crate::config::validated::MAX_WORKERS;
+        let max = crate::config::policy::MAX_WORKERS;
         if total > u64::from(max) {
             return Err(format!(
                 "that makes {total} workers; recluster runs at most {max}"
@@ -230,7 +230,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::cli::{ReadyMode, RestartMode};
+    use crate::config::policy::{ReadyMode, RestartMode};
     use crate::config::validated::Policy;
     use crate::process::reaper::Exit;
     use crate::process::signal::Sig;

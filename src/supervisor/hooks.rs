@@ -389,7 +389,7 @@ fn spawn_hook(command: &str, event: HookEvent, details: &Details) -> std::io::Re
     ];
     // The environment workers inherit (nothing addressed to recluster by its own service
     // manager), without the variables set here.
-    for (key, value) in crate::process::spawn::inherited_environment() {
+    for (key, value) in crate::process::environment::inherited_environment() {
         if set.iter().any(|s| key == *s) {
             continue;
         }

@@ -262,7 +262,7 @@ impl Origin {
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
-    crate::logging::plural(n as u64, one, many)
+    crate::text::plural::plural(n as u64, one, many)
 }
 
 fn workers(n: usize) -> String {

@@ -214,7 +214,7 @@ impl Snapshot {
             c.state.name(),
             c.ready,
             c.workers,
-            crate::logging::plural(c.restarts, "restart", "restarts"),
+            crate::text::plural::plural(c.restarts, "restart", "restarts"),
             short_duration(c.uptime_seconds)
         );
         for socket in &c.sockets {

@@ -230,7 +230,7 @@ fn format_line(
         }
         PrefixFormat::Json => {
             let (worker, group) = match &who.group {
-                Some((name, local)) => (*local, crate::config::plan::quote(name)),
+                Some((name, local)) => (*local, crate::text::json_string::quote(name)),
                 None => (who.id, "null".to_string()),
             };
             let _ = writeln!(
@@ -238,7 +238,7 @@ fn format_line(
                 "{{\"ts\":\"{}\",\"worker\":{worker},\"group\":{group},\"stream\":\"{}\",\"line\":{}{}}}",
                 humantime::format_rfc3339_micros(SystemTime::now()),
                 if stream == 0 { "stdout" } else { "stderr" },
-                crate::config::plan::quote(&String::from_utf8_lossy(line)),
+                crate::text::json_string::quote(&String::from_utf8_lossy(line)),
                 if cut { ",\"cut\":true" } else { "" }
             );
         }

@@ -72,7 +72,7 @@ pub fn readiness(snapshot: &Snapshot, quorum: Quorum) -> (bool, String) {
         "{} quorum: {} of {} ready, {needed} needed (--ready-quorum {quorum})",
         mark(enough),
         cluster.ready,
-        crate::logging::plural(cluster.workers, "worker", "workers")
+        crate::text::plural::plural(cluster.workers, "worker", "workers")
     );
     let ready = not_stopping && enough;
     let _ = writeln!(

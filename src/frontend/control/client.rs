@@ -171,7 +171,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             print_error(&format!(
                 "{} (see 'recluster ctl --help')",
-                crate::clap_line(&e)
+                crate::config::cli::clap_line(&e)
             ));
             return exit::USAGE;
         }
@@ -449,7 +449,7 @@ fn render_plain(verb: &Verb, answer: &Value) -> String {
                 None => String::new(),
             };
             let n = match n.as_u64() {
-                Some(n) => crate::logging::plural(n, "worker", "workers"),
+                Some(n) => crate::text::plural::plural(n, "worker", "workers"),
                 None => format!("{n} workers"),
             };
             if *wait {

@@ -270,7 +270,7 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                     workers: now, id, ..
                 } if pending_ready.contains(id) => Failed(format!(
                     "the cluster was scaled to {} meanwhile",
-                    crate::logging::plural(*now as u64, "worker", "workers")
+                    crate::text::plural::plural(*now as u64, "worker", "workers")
                 )),
                 _ => Pending(None),
             }
@@ -347,7 +347,7 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                 workers, signal, ..
             } => Pending(Some(format!(
                 "stopping {} with {signal}",
-                crate::logging::plural(*workers as u64, "worker", "workers")
+                crate::text::plural::plural(*workers as u64, "worker", "workers")
             ))),
             _ => Pending(None),
         },

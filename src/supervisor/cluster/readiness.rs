@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::config::cli::ReadyMode;
+use crate::config::policy::ReadyMode;
 use crate::process::signal::Sig;
 
 use super::worker::{PROBE_INTERVAL, State, StopReason, Wait, later};
@@ -67,7 +67,7 @@ impl Cluster {
         self.report(Report::AllReady { workers: n });
         vec![Action::NotifyManager(format!(
             "READY=1\nSTATUS={} ready",
-            crate::logging::plural(n as u64, "worker", "workers")
+            crate::text::plural::plural(n as u64, "worker", "workers")
         ))]
     }
 

@@ -97,7 +97,7 @@ impl Cluster {
         self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={} of generation {target}",
-            crate::logging::plural(n as u64, "worker", "workers")
+            crate::text::plural::plural(n as u64, "worker", "workers")
         )));
         actions
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::cli::RestartMode;
+use crate::config::policy::RestartMode;
 use crate::process::signal::Sig;
 use crate::process::status::ProcessStatus;
 

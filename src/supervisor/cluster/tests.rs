@@ -3,7 +3,7 @@
 //! would start.
 
 use super::*;
-use crate::config::cli::{ReadyMode, RestartMode};
+use crate::config::policy::{ReadyMode, RestartMode};
 use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::cli::ReadyMode;
+use crate::config::policy::ReadyMode;
 use crate::config::validated::Policy;
 use crate::process::signal::Sig;
 use crate::process::status::ProcessStatus;
