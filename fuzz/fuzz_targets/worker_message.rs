@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::frontend::control::protocol::target_name;
-use recluster::worker_io::messages::{Target, parse};
+use recluster::frontend::request::{Target, target_name};
+use recluster::worker_io::messages::parse;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((to, _)) = parse(data) {

@@ -28,8 +28,8 @@ pub enum Event {
     /// A request on the control socket, from the client numbered `client`.
     Control {
         client: u64,
-        request: crate::frontend::control::protocol::Request,
-        frontend: crate::frontend::control::server::Frontend,
+        request: crate::frontend::request::Request,
+        frontend: crate::frontend::request::Frontend,
     },
     /// A control client went away before its request was answered in full.
     ControlGone { client: u64 },

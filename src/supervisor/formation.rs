@@ -8,7 +8,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 
 use crate::config::groups::Groups;
-use crate::frontend::control::protocol::ScaleBy;
+use crate::frontend::request::ScaleBy;
 
 use super::action::Action;
 use super::cluster::{Cluster, Scaled};

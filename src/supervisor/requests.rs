@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::frontend::control::protocol::{self, Request, ScaleBy, WorkerRef};
-use crate::frontend::control::server::{Frontend, Replies, Reply};
+use crate::frontend::control::protocol;
+use crate::frontend::control::replies::{Replies, Reply};
 use crate::frontend::control::waits::{Answer, Goal, Step, Waits, WorkerName};
+use crate::frontend::request::{self, Frontend, Request, ScaleBy, Target, WorkerRef};
 use crate::process::spawn::Spawner;
 use crate::supervisor::snapshot::SocketView;
-use crate::worker_io::messages::{Counters, Courier, Drops, Messages, Target};
+use crate::worker_io::messages::{Counters, Courier, Drops, Messages};
 
 use super::action::Action;
 use super::cluster::{Clock, Cluster, Scaled};
@@ -282,7 +283,7 @@ impl Control {
         if slots.iter().any(|&slot| cluster.has_worker(slot)) {
             return Ok(());
         }
-        let name = protocol::target_name(to);
+        let name = request::target_name(to);
         Err(match to {
             Target::Group(group) => format!("group {group} runs no worker now: nothing was sent"),
             _ if slots.is_empty() => format!("there is no {name}: nothing was sent"),

@@ -30,7 +30,7 @@ use super::cluster::Cluster;
 use super::formation::Formation;
 use super::report::Origin;
 use super::requests::Control;
-use crate::frontend::control::protocol::ScaleBy;
+use crate::frontend::request::ScaleBy;
 
 /// What the loop works with besides the cluster.
 pub struct Plumbing<'a> {

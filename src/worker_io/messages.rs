@@ -33,7 +33,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -44,8 +43,8 @@ use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockF
 use serde_json::{Value, json};
 
 use crate::config::groups::Groups;
-use crate::frontend::control::protocol::Request;
-use crate::frontend::control::server::{Frontend, Replies, Reply};
+use crate::frontend::control::replies::{Replies, Reply};
+use crate::frontend::request::{Frontend, Request, Target};
 use crate::supervisor::event::Event;
 use crate::supervisor::snapshot::{MessageCounts, Snapshot};
 use crate::worker_io::budget::Budget;
@@ -75,49 +74,6 @@ const TURN_DELIVERIES: usize = 4096;
 const INFO_IN_FLIGHT: usize = 256;
 /// `ctl send` orders that may wait for the thread; more are refused.
 const ORDERS: usize = 64;
-
-/// Where a message goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    All,
-    Others,
-    Worker(u32),
-    Group(String),
-    GroupWorker(String, u32),
-    Recluster,
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Target, String> {
-        let id = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| format!("'{s}' in '{text}' is not a WORKER_ID"))
-        };
-        match text {
-            "all" => Ok(Target::All),
-            "others" => Ok(Target::Others),
-            "recluster" => Ok(Target::Recluster),
-            _ => {
-                if let Some(group) = text.strip_prefix("group:").filter(|g| !g.is_empty()) {
-                    return Ok(Target::Group(group.to_string()));
-                }
-                if let Some(rest) = text.strip_prefix("worker:") {
-                    return match rest.rsplit_once('.') {
-                        Some((group, n)) if !group.is_empty() => {
-                            Ok(Target::GroupWorker(group.to_string(), id(n)?))
-                        }
-                        _ => Ok(Target::Worker(id(rest)?)),
-                    };
-                }
-                Err(format!(
-                    "'{text}' is not a target: write all, others, worker:ID, group:NAME, worker:GROUP.ID or recluster"
-                ))
-            }
-        }
-    }
-}
 
 /// Messages dropped for each slot whose queue was full, by `WORKER_ID`.
 pub type Drops = Arc<Mutex<HashMap<u32, u64>>>;

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::answers::{self, ANSWER_TIMEOUT, Deadline, Lines, ReadError};
 use super::discovery::{self, NotFound};
-use super::protocol::{Request, ScaleBy, WorkerRef};
 use super::trust;
+use crate::frontend::request::{self, Request, ScaleBy, Target, WorkerRef};
 use crate::logging::print_error;
 use crate::process::signal::Sig;
 use crate::text::{escape, strict_json};
@@ -81,7 +81,7 @@ pub enum Verb {
     /// (with groups: GROUP.ID, or every worker of --group)
     Restart {
         #[arg(value_name = "ID", required_unless_present = "group", value_parser = parse_worker)]
-        ids: Vec<super::protocol::WorkerRef>,
+        ids: Vec<WorkerRef>,
         /// With Procfile groups: the group the IDs are in (without IDs: all of it, one at a time)
         #[arg(long, value_name = "NAME")]
         group: Option<String>,
@@ -94,7 +94,7 @@ pub enum Verb {
         #[arg(value_name = "SIG", value_parser = parse_signal)]
         signal: Sig,
         #[arg(value_name = "ID", value_parser = parse_worker)]
-        ids: Vec<super::protocol::WorkerRef>,
+        ids: Vec<WorkerRef>,
         /// With Procfile groups: the group the IDs are in (without IDs: all of it)
         #[arg(long, value_name = "NAME")]
         group: Option<String>,
@@ -119,18 +119,16 @@ pub enum Verb {
     /// Deliver a message to workers (TARGET: all, others, worker:ID), from {"ctl": true}
     Send {
         #[arg(value_name = "TARGET", value_parser = parse_target)]
-        to: crate::worker_io::messages::Target,
+        to: Target,
         /// Any JSON value: the message's data
         #[arg(value_name = "JSON", value_parser = parse_json)]
         data: serde_json::Value,
     },
 }
 
-fn parse_target(text: &str) -> Result<crate::worker_io::messages::Target, String> {
+fn parse_target(text: &str) -> Result<Target, String> {
     match text.parse()? {
-        crate::worker_io::messages::Target::Recluster => {
-            Err("send delivers to workers; 'recluster' is not one".to_string())
-        }
+        Target::Recluster => Err("send delivers to workers; 'recluster' is not one".to_string()),
         target => Ok(target),
     }
 }
@@ -140,7 +138,7 @@ fn parse_json(text: &str) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("not JSON ({e}); quote it for the shell, as in '{{\"flush\":true}}'"))
 }
 
-fn parse_worker(text: &str) -> Result<super::protocol::WorkerRef, String> {
+fn parse_worker(text: &str) -> Result<WorkerRef, String> {
     text.parse()
 }
 
@@ -497,6 +495,6 @@ fn render_plain(verb: &Verb, answer: &Value) -> String {
         },
         Verb::Stop { wait: false } => "stopping\n".to_string(),
         Verb::Events => String::new(),
-        Verb::Send { to, .. } => format!("sent to {}\n", super::protocol::target_name(to)),
+        Verb::Send { to, .. } => format!("sent to {}\n", request::target_name(to)),
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::answers::{Deadline, Lines};
-use super::protocol::Request;
 use super::{location, trust};
+use crate::frontend::request::Request;
 use crate::text::{escape, strict_json};
 
 /// Why no socket was found.

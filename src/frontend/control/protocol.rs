@@ -7,57 +7,16 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::frontend::request::{Request, ScaleBy, Target, WorkerRef, target_name};
 use crate::process::signal::Sig;
-use crate::worker_io::messages::Target;
 
 pub const VERSION: u64 = 1;
 
 /// The longest request line accepted, newline included.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    /// Who is there: pid and name (what `ctl` uses to find a cluster).
-    Hello,
-    Status,
-    /// With groups, `group` names the one to scale (none: every group that can).
-    Scale {
-        by: ScaleBy,
-        group: Option<String>,
-        wait: bool,
-    },
-    Restart {
-        ids: Vec<WorkerRef>,
-        wait: bool,
-    },
-    Signal {
-        signal: Sig,
-        ids: Vec<WorkerRef>,
-    },
-    Reload {
-        wait: bool,
-    },
-    Stop {
-        wait: bool,
-    },
-    Events,
-    /// Deliver `data` to the workers `to` names, from `{"ctl": true}`.
-    Send {
-        to: Target,
-        data: Value,
-    },
-}
-
+// The wire form of the neutral `Request` belongs to the protocol, so its `impl` lives here.
 impl Request {
-    /// Whether it changes the cluster (and is logged with who asked).
-    /// (`send` changes nothing: a message service may send many, and each would be a log line.)
-    pub fn changes_something(&self) -> bool {
-        !matches!(
-            self,
-            Request::Hello | Request::Status | Request::Events | Request::Send { .. }
-        )
-    }
-
     /// The request as a line, without the newline.
     pub fn to_line(&self) -> String {
         let mut object = Map::new();
@@ -73,14 +32,14 @@ impl Request {
                 ("scale", Some(*wait))
             }
             Request::Restart { ids, wait } => {
-                let ids: Vec<Value> = ids.iter().map(WorkerRef::to_json).collect();
+                let ids: Vec<Value> = ids.iter().map(worker_json).collect();
                 object.insert("ids".into(), json!(ids));
                 ("restart", Some(*wait))
             }
             Request::Signal { signal, ids } => {
                 // Its number: 32 and 33 have no name that parses.
                 object.insert("signal".into(), json!(signal.number().to_string()));
-                let ids: Vec<Value> = ids.iter().map(WorkerRef::to_json).collect();
+                let ids: Vec<Value> = ids.iter().map(worker_json).collect();
                 object.insert("ids".into(), json!(ids));
                 ("signal", None)
             }
@@ -101,96 +60,11 @@ impl Request {
     }
 }
 
-/// A worker as a request names it: `3`, or with Procfile groups `web.3`; `web.*` is every
-/// worker of a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerRef {
-    Id(u32),
-    InGroup(String, u32),
-    Group(String),
-}
-
-impl std::str::FromStr for WorkerRef {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<WorkerRef, String> {
-        let id = |s: &str| {
-            s.parse::<u32>().map_err(|_| {
-                format!("'{text}' is not a worker: write its WORKER_ID (3), or GROUP.ID (web.3) with groups")
-            })
-        };
-        match text.rsplit_once('.') {
-            Some((group, "*")) if !group.is_empty() => Ok(WorkerRef::Group(group.to_string())),
-            Some((group, n)) if !group.is_empty() => {
-                Ok(WorkerRef::InGroup(group.to_string(), id(n)?))
-            }
-            _ => Ok(WorkerRef::Id(id(text)?)),
-        }
-    }
-}
-
-impl std::fmt::Display for WorkerRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WorkerRef::Id(id) => write!(f, "{id}"),
-            WorkerRef::InGroup(group, id) => write!(f, "{group}.{id}"),
-            WorkerRef::Group(group) => write!(f, "{group}.*"),
-        }
-    }
-}
-
-impl WorkerRef {
-    fn to_json(&self) -> Value {
-        match self {
-            WorkerRef::Id(id) => json!(id),
-            WorkerRef::InGroup(..) | WorkerRef::Group(_) => json!(self.to_string()),
-        }
-    }
-}
-
-/// `scale N`, `scale +K`, `scale -K`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScaleBy {
-    To(u32),
-    Up(u32),
-    Down(u32),
-}
-
-impl ScaleBy {
-    /// The count it asks for, from `current`; `None` when that is below 1 or overflows.
-    pub fn target(self, current: u32) -> Option<u32> {
-        match self {
-            ScaleBy::To(n) => Some(n),
-            ScaleBy::Up(k) => current.checked_add(k),
-            ScaleBy::Down(k) => current.checked_sub(k).filter(|&n| n > 0),
-        }
-    }
-}
-
-impl std::str::FromStr for ScaleBy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ScaleBy, String> {
-        let number = |digits: &str| {
-            digits.parse::<u32>().map_err(|_| {
-                format!("'{text}' is not a worker count: write N, +K or -K (for example 4, +2, -1)")
-            })
-        };
-        match text.as_bytes().first() {
-            Some(b'+') => number(&text[1..]).map(ScaleBy::Up),
-            Some(b'-') => number(&text[1..]).map(ScaleBy::Down),
-            _ => number(text).map(ScaleBy::To),
-        }
-    }
-}
-
-impl std::fmt::Display for ScaleBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScaleBy::To(n) => write!(f, "{n}"),
-            ScaleBy::Up(k) => write!(f, "+{k}"),
-            ScaleBy::Down(k) => write!(f, "-{k}"),
-        }
+/// A worker reference as a request line writes it: a bare id as a number.
+fn worker_json(worker: &WorkerRef) -> Value {
+    match worker {
+        WorkerRef::Id(id) => json!(id),
+        WorkerRef::InGroup(..) | WorkerRef::Group(_) => json!(worker.to_string()),
     }
 }
 
@@ -296,18 +170,6 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             ));
         }
     })
-}
-
-/// A target as it is written (`worker:3`).
-pub fn target_name(target: &Target) -> String {
-    match target {
-        Target::All => "all".to_string(),
-        Target::Others => "others".to_string(),
-        Target::Worker(id) => format!("worker:{id}"),
-        Target::Group(name) => format!("group:{name}"),
-        Target::GroupWorker(name, id) => format!("worker:{name}.{id}"),
-        Target::Recluster => "recluster".to_string(),
-    }
 }
 
 /// The final line of a request that succeeded, with `fields` beside `"ok":true`.

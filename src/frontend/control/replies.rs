@@ -10,17 +10,6 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::supervisor::snapshot::Snapshot;
 
-/// Which thread a request came from, and so where its answer goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frontend {
-    /// The control socket (`recluster ctl`).
-    Control,
-    /// The `--admin` HTTP endpoint.
-    Admin,
-    /// The message thread, asking for `info` on a worker's behalf.
-    Messages,
-}
-
 /// What the supervisor sends back to a client.
 #[derive(Debug)]
 pub enum Reply {

@@ -33,8 +33,9 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde_json::json;
 
 use super::location::{self, Placement};
-use super::protocol::{self, MAX_LINE, Request};
-pub use super::replies::{Frontend, Replies, Reply};
+use super::protocol::{self, MAX_LINE};
+use super::replies::{Replies, Reply};
+use crate::frontend::request::{self, Frontend, Request};
 use crate::net::socket_file::SocketFile;
 use crate::supervisor::event::Event;
 
@@ -609,7 +610,7 @@ fn describe(request: &Request) -> String {
         Request::Reload { .. } => "reload".to_string(),
         Request::Stop { .. } => "stop".to_string(),
         Request::Events => "events".to_string(),
-        Request::Send { to, .. } => format!("send {}", protocol::target_name(to)),
+        Request::Send { to, .. } => format!("send {}", request::target_name(to)),
     }
 }
 
