@@ -21,7 +21,7 @@ use clap::error::ErrorKind;
 
 use crate::config::cli::Cli;
 use crate::config::policy::ReadyMode;
-use crate::config::validated::{Config, SharedBecause, SocketMode};
+use crate::config::validated::{Config, RunMode, SharedBecause, SocketMode};
 use crate::config::{cli, groups, plan};
 use crate::error::Error;
 use crate::frontend::{admin, control};
@@ -57,7 +57,7 @@ pub fn main() -> i32 {
         config.log_level_from_flags,
         config.log_format,
     );
-    if let Some(format) = config.plan {
+    if let RunMode::Plan(format) = config.mode {
         print!("{}", plan::render(&config, format));
         return exit_code::SUCCESS;
     }
@@ -191,7 +191,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     })?;
     startup::close_inherited_fds_on_exec()
         .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
-    if config.exec {
+    if config.mode == RunMode::Exec {
         let sockets = listening_sockets(&config)?;
         logging::finish(std::time::Duration::from_secs(2));
         let e = exec_mode::exec_in_place(&config, &sockets, &inherited);

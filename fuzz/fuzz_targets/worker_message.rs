@@ -1,6 +1,6 @@
 //! A message line on `RECLUSTER_MSG_FD`, as a worker sends it (`messages::parse`), and the
-//! target names in it (`messages::Target`). Properties: no panic; a target written back as its
-//! name (`control::protocol::target_name`) parses to the same target.
+//! target names in it (`request::Target`). Properties: no panic; a target written back as its
+//! name (`request::target_name`) parses to the same target.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -17,6 +17,18 @@ use crate::process::signal::Sig;
 /// systemd's DefaultStartLimitIntervalSec, used when only --max-restarts is given.
 const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(10);
 
+/// What recluster does with a configuration: one of them, never two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Run the workers and supervise them (the normal case).
+    Run,
+    /// `--plan`: print how the worker count and CPU places are derived, and exit (it takes
+    /// precedence over `--exec`).
+    Plan(PlanFormat),
+    /// `--exec`: run the command in recluster's place, as worker 0 of 1, with no supervisor.
+    Exec,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub workers: u32,
@@ -34,12 +46,10 @@ pub struct Config {
     pub placement: Placement,
     /// How the CPU figures were derived, for `--plan`.
     pub cpu_derivation: CpuDerivation,
-    /// `--plan`: print the derivation and exit.
-    pub plan: Option<PlanFormat>,
+    /// What recluster does with all this: supervise, `--plan` or `--exec`.
+    pub mode: RunMode,
     /// Warnings about the combination of values, logged once logging is set up.
     pub warnings: Vec<String>,
-    /// `--exec`: run the command in recluster's place.
-    pub exec: bool,
     /// `--prefix`: how workers' lines are tagged (none: output passes straight through).
     pub prefix: Option<crate::worker_io::output::PrefixFormat>,
     /// `--user`: the identity workers run as.
@@ -413,9 +423,12 @@ impl Config {
             backlog: cli.backlog,
             placement,
             cpu_derivation,
-            plan: cli.plan,
+            mode: match (cli.plan, cli.exec) {
+                (Some(format), _) => RunMode::Plan(format),
+                (None, true) => RunMode::Exec,
+                (None, false) => RunMode::Run,
+            },
             warnings,
-            exec: cli.exec,
             prefix: cli.prefix,
             user,
             hooks: cli.hooks,

@@ -1,7 +1,7 @@
 //! `--on EVENT=COMMAND`: lifecycle hooks. COMMAND runs with `/bin/sh -c` beside the cluster when
 //! the cluster reports EVENT, with `RECLUSTER_EVENT`, `WORKER_ID`, `WORKER_GROUP`, `WORKER_PID`,
 //! `WORKER_GENERATION` and, for `exit`, `WORKER_EXIT` (`exit 3` or `signal 9`), in the environment
-//! workers inherit (`spawn::inherited_environment`: nothing recluster's own service manager
+//! workers inherit (`process::environment`: nothing recluster's own service manager
 //! addressed to recluster — `LISTEN_*`, `NOTIFY_SOCKET`, `WATCHDOG_*`, `EINHORN_*`). Hooks never block
 //! or break the cluster: each runs in a process group of its own, `--hook-timeout` ends it, its
 //! failure is logged, and at most `MAX_RUNNING` run at once (further events are dropped, and
