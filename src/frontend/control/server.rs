@@ -132,9 +132,8 @@ struct Client {
     pid: i32,
     input: Vec<u8>,
     output: Vec<u8>,
-    /// A request of this client is with the supervisor, not answered in full yet.
-    busy: bool,
-    subscribed: bool,
+    /// Whether a request of this client is with the supervisor.
+    asking: Asking,
     /// `events` lines dropped since the reader last kept up.
     dropped: u64,
     /// Close once the output is written (after an error answer).
@@ -145,6 +144,18 @@ struct Client {
     watching_output: bool,
     /// When it must have sent a whole request.
     deadline: Option<Instant>,
+}
+
+/// Where a client's conversation with the supervisor is: one state, so that a client cannot be
+/// subscribed to `events` without a request in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asking {
+    /// No request with the supervisor: the next one may be read.
+    Nothing,
+    /// A request is with the supervisor, not answered in full yet.
+    Request,
+    /// `events`: the stream ends only with the client (or recluster).
+    Events,
 }
 
 struct Thread {
@@ -323,7 +334,10 @@ impl Thread {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        while !client.busy && !client.closing && client.output.len() < PIPELINED_OUTPUT {
+        while client.asking == Asking::Nothing
+            && !client.closing
+            && client.output.len() < PIPELINED_OUTPUT
+        {
             let line = match client.input.iter().position(|&b| b == b'\n') {
                 Some(end) if end < MAX_LINE => {
                     let line: Vec<u8> = client.input.drain(..=end).collect();
@@ -378,8 +392,11 @@ impl Thread {
                 client.uid,
                 client.pid
             );
-            client.busy = true;
-            client.subscribed = request == Request::Events;
+            client.asking = if request == Request::Events {
+                Asking::Events
+            } else {
+                Asking::Request
+            };
             if self
                 .events
                 .send(Event::Control {
@@ -414,7 +431,10 @@ impl Thread {
             }
         }
         let finished = client.output.is_empty()
-            && (client.closing || (client.read_closed && !client.busy && client.input.is_empty()));
+            && (client.closing
+                || (client.read_closed
+                    && client.asking == Asking::Nothing
+                    && client.input.is_empty()));
         if finished {
             self.remove(id);
             return;
@@ -434,10 +454,7 @@ impl Thread {
                 .epoll
                 .modify(&client.stream, &mut EpollEvent::new(flags, id));
         }
-        if !client.busy
-            && !client.subscribed
-            && client.output.is_empty()
-            && client.deadline.is_none()
+        if client.asking == Asking::Nothing && client.output.is_empty() && client.deadline.is_none()
         {
             client.deadline = Some(Instant::now() + REQUEST_TIMEOUT);
         }
@@ -471,8 +488,7 @@ impl Thread {
             client.output.extend_from_slice(text.as_bytes());
             client.output.push(b'\n');
             if last {
-                client.busy = false;
-                client.subscribed = false;
+                client.asking = Asking::Nothing;
             }
             self.serve(id);
         }
@@ -509,7 +525,7 @@ impl Thread {
     fn remove(&mut self, id: u64) {
         if let Some(client) = self.clients.remove(&id) {
             let _ = self.epoll.delete(&client.stream);
-            if client.busy {
+            if client.asking != Asking::Nothing {
                 let _ = self.events.send(Event::ControlGone { client: id });
             }
         }
@@ -549,8 +565,7 @@ impl Client {
             pid,
             input: Vec::new(),
             output: Vec::new(),
-            busy: false,
-            subscribed: false,
+            asking: Asking::Nothing,
             dropped: 0,
             closing: false,
             read_closed: false,
