@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::supervisor::snapshot::{Snapshot, WorkerRole, WorkerState};
+use crate::supervisor::snapshot::{MessageCounts, Snapshot, WorkerRole, WorkerState};
 
 pub const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -140,6 +140,19 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         out: String::new(),
         openmetrics,
     };
+    write_workers(&mut w, snapshot);
+    write_slots(&mut w, snapshot);
+    write_messages(&mut w, &snapshot.cluster.messages);
+    write_reloads(&mut w, snapshot);
+    write_process(&mut w, me);
+    if openmetrics {
+        w.out.push_str("# EOF\n");
+    }
+    w.out
+}
+
+/// The workers alive by state, and the number of slots.
+fn write_workers(w: &mut Writer, snapshot: &Snapshot) {
     let c = &snapshot.cluster;
     // The states a live process can be in.
     let states = [
@@ -168,6 +181,10 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
     }
     w.family("recluster_worker_slots", Kind::Gauge, "Worker slots: N.");
     w.sample("recluster_worker_slots", &[], f64::from(c.workers));
+}
+
+/// One sample per slot for each per-worker family (labelled `worker_id`, and `group`).
+fn write_slots(w: &mut Writer, snapshot: &Snapshot) {
     let slots: Vec<_> = snapshot
         .workers
         .iter()
@@ -265,7 +282,10 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
             x.messages_dropped as f64,
         );
     }
-    let m = &c.messages;
+}
+
+/// What the message thread dropped or throttled.
+fn write_messages(w: &mut Writer, m: &MessageCounts) {
     w.family(
         "recluster_messages_dropped_total",
         Kind::Counter,
@@ -293,6 +313,11 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         &[],
         m.throttled as f64,
     );
+}
+
+/// The generation, the reloads by result, and the build.
+fn write_reloads(w: &mut Writer, snapshot: &Snapshot) {
+    let c = &snapshot.cluster;
     w.family(
         "recluster_generation",
         Kind::Gauge,
@@ -320,6 +345,10 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
+}
+
+/// The standard `process_*` families, of recluster itself.
+fn write_process(w: &mut Writer, me: &SelfProcess) {
     w.family(
         "process_cpu_seconds_total",
         Kind::Counter,
@@ -360,10 +389,6 @@ pub fn render(snapshot: &Snapshot, me: &SelfProcess, openmetrics: bool) -> Strin
         "Maximum number of open file descriptors of recluster.",
     );
     w.sample("process_max_fds", &[], me.max_fds as f64);
-    if openmetrics {
-        w.out.push_str("# EOF\n");
-    }
-    w.out
 }
 
 #[cfg(test)]
