@@ -173,24 +173,7 @@ fn name_the_env_twin(e: &clap::Error, line: String, args: &[OsString]) -> String
 }
 
 fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
-    let path_var = std::env::var_os("PATH");
-    match &config.user {
-        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
-        None => command::resolve(&config.command[0], path_var.as_deref())?,
-    };
-    let mut inherited = inherited.clone();
-    let mut raised = startup::raise_fd_limit(config.fds_needed());
-    if raised.is_err() && config.share_sockets_for_fd_limit() {
-        raised = startup::raise_fd_limit(config.fds_needed());
-    }
-    inherited.fd_limit = raised.map_err(|need| {
-        Error::Usage(match describe_fd_users(&config) {
-            Some(users) => format!("{} workers with {users} need {need}", config.workers),
-            None => format!("recluster needs {need}"),
-        })
-    })?;
-    startup::close_inherited_fds_on_exec()
-        .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
+    let inherited = check_command_and_fds(&mut config, inherited)?;
     if config.mode == RunMode::Exec {
         let sockets = listening_sockets(&config)?;
         logging::finish(std::time::Duration::from_secs(2));
@@ -204,21 +187,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
-    let admin = match &config.admin {
-        Some(address) => Some(
-            admin::server::bind(address, config.admin_mode).map_err(|e| {
-                let port = match address {
-                    listen::ListenAddress::Tcp { port, .. } => Some(*port),
-                    listen::ListenAddress::Unix(_) => None,
-                };
-                Error::Bind(socket::BindError {
-                    address: address.to_string(),
-                    reason: socket::describe_bind_error(&e, port),
-                })
-            })?,
-        ),
-        None => None,
-    };
+    let admin = bind_admin(&config)?;
     let (outlets, inbox) = event::channels();
     let sender = outlets.events;
     // Before any other thread starts: binding it sets the umask for a moment.
@@ -234,23 +203,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         }
         None => None,
     };
-    let identity = supervisor::requests::Identity {
-        name: config.name.clone(),
-        sockets: sockets
-            .listeners()
-            .iter()
-            .map(|l| snapshot::SocketView {
-                name: l.name.clone(),
-                address: l.local.clone(),
-                mode: match config.socket_mode.per_worker() && l.splits() {
-                    true => "per_worker",
-                    false => "shared",
-                }
-                .to_string(),
-            })
-            .collect(),
-        control: control.as_ref().map(|c| c.path.display().to_string()),
-    };
+    let identity = identity_of(&config, &sockets, control.as_ref());
     let relay = config
         .prefix
         .map(|format| output::Relay::new(format, sender.clone()));
@@ -318,6 +271,77 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.
     hooks.finish(kill_timeout);
     Ok(code)
+}
+
+/// Before anything is bound: the command exists and may be run, the open-files limit covers what
+/// the workers need (sharing the sockets if that is what it takes), and the descriptors recluster
+/// inherited are kept from the workers. What the workers inherit, with the raised limit.
+fn check_command_and_fds(
+    config: &mut Config,
+    inherited: &startup::Inherited,
+) -> Result<startup::Inherited, Error> {
+    let path_var = std::env::var_os("PATH");
+    match &config.user {
+        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
+        None => command::resolve(&config.command[0], path_var.as_deref())?,
+    };
+    let mut inherited = inherited.clone();
+    let mut raised = startup::raise_fd_limit(config.fds_needed());
+    if raised.is_err() && config.share_sockets_for_fd_limit() {
+        raised = startup::raise_fd_limit(config.fds_needed());
+    }
+    inherited.fd_limit = raised.map_err(|need| {
+        Error::Usage(match describe_fd_users(config) {
+            Some(users) => format!("{} workers with {users} need {need}", config.workers),
+            None => format!("recluster needs {need}"),
+        })
+    })?;
+    startup::close_inherited_fds_on_exec()
+        .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
+    Ok(inherited)
+}
+
+/// `--admin`: its socket, bound before any thread starts.
+fn bind_admin(config: &Config) -> Result<Option<admin::server::Bound>, Error> {
+    let Some(address) = &config.admin else {
+        return Ok(None);
+    };
+    let bound = admin::server::bind(address, config.admin_mode).map_err(|e| {
+        let port = match address {
+            listen::ListenAddress::Tcp { port, .. } => Some(*port),
+            listen::ListenAddress::Unix(_) => None,
+        };
+        Error::Bind(socket::BindError {
+            address: address.to_string(),
+            reason: socket::describe_bind_error(&e, port),
+        })
+    })?;
+    Ok(Some(bound))
+}
+
+/// Who this cluster is, as `hello` and `status` tell it: its name, its sockets, its control path.
+fn identity_of(
+    config: &Config,
+    sockets: &socket::Sockets,
+    control: Option<&control::server::Server>,
+) -> supervisor::requests::Identity {
+    supervisor::requests::Identity {
+        name: config.name.clone(),
+        sockets: sockets
+            .listeners()
+            .iter()
+            .map(|l| snapshot::SocketView {
+                name: l.name.clone(),
+                address: l.local.clone(),
+                mode: match config.socket_mode.per_worker() && l.splits() {
+                    true => "per_worker",
+                    false => "shared",
+                }
+                .to_string(),
+            })
+            .collect(),
+        control: control.map(|c| c.path.display().to_string()),
+    }
 }
 
 /// What makes each worker cost recluster file descriptors, for the open-files error.
