@@ -157,219 +157,23 @@ pub struct CrashLimit {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, Error> {
-        if cli.restart_delay > cli.restart_max_delay {
-            return Err(Error::Usage(format!(
-                "--restart-delay ({}) is longer than --restart-max-delay ({}): raise --restart-max-delay or lower --restart-delay",
-                humantime::format_duration(cli.restart_delay),
-                humantime::format_duration(cli.restart_max_delay)
-            )));
-        }
-        let crash_limit = match (cli.max_restarts, cli.restart_window) {
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(Error::Usage(
-                    "--restart-window needs --max-restarts: give both to limit crash loops"
-                        .to_string(),
-                ));
-            }
-            (Some(max_restarts), window) => Some(CrashLimit {
-                max_restarts,
-                window: window.unwrap_or(DEFAULT_RESTART_WINDOW),
-            }),
-        };
-        if crash_limit.is_some_and(|limit| limit.window.is_zero()) {
-            return Err(Error::Usage(
-                "--restart-window must be longer than 0s".to_string(),
-            ));
-        }
+        let crash_limit = crash_limit(&cli)?;
         let tcp = cli
             .listen
             .iter()
             .any(|s| matches!(s.address, ListenAddress::Tcp { .. }));
-        if cli.socket_per_worker && !tcp {
-            return Err(Error::Usage(format!(
-                "--socket-per-worker needs a TCP address: {} cannot be split per worker (SO_REUSEPORT balances TCP only); drop --socket-per-worker or listen on HOST:PORT",
-                cli.listen
-                    .first()
-                    .map_or("a unix socket".to_string(), |s| s.address.to_string())
-            )));
-        }
-        if cli.exec
-            && let Some(n) = cli.workers.filter(|&n| n != 1)
-        {
-            return Err(Error::Usage(format!(
-                "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
-            )));
-        }
-        if cli.exec {
-            let supervised = [
-                ("--prefix", cli.prefix.is_some()),
-                ("--watchdog", cli.watchdog.is_some()),
-                ("--max-memory", cli.max_memory.is_some()),
-                ("--on", !cli.hooks.is_empty()),
-            ];
-            if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
-                return Err(Error::Usage(format!(
-                    "{flag} needs recluster to supervise the workers; --exec leaves none: drop one of them"
-                )));
-            }
-        }
-        if cli.admin_mode.is_some() && !matches!(cli.admin, Some(ListenAddress::Unix(_))) {
-            return Err(Error::Usage(
-                "--admin-mode is the mode of an --admin unix:PATH socket: add one, or drop --admin-mode"
-                    .to_string(),
-            ));
-        }
-        if let Some(interval) = cli.watchdog {
-            if cli.ready != ReadyMode::Notify {
-                return Err(Error::Usage(
-                    "--watchdog needs --ready notify (the workers ping it on their NOTIFY_SOCKET): add --ready notify"
-                        .to_string(),
-                ));
-            }
-            if interval.is_zero() {
-                return Err(Error::Usage(
-                    "--watchdog must be longer than 0s".to_string(),
-                ));
-            }
-        }
-        let user = match cli.user.as_deref() {
-            None => None,
-            Some(spec) => {
-                let identity =
-                    crate::process::user::Identity::resolve(spec).map_err(Error::Usage)?;
-                if !crate::process::user::may_switch() {
-                    return Err(Error::Usage(format!(
-                        "--user {spec}: recluster must run as root (or with CAP_SETUID and CAP_SETGID) to start workers as {}",
-                        identity.name
-                    )));
-                }
-                Some(identity)
-            }
-        };
-        // Each CPU's topology files, and the cgroup's cpuset, only where they are used.
-        let sysfs = std::path::Path::new("/sys/devices/system");
-        let topology = if cli.pin.is_some() || cli.plan.is_some() {
-            Topology::read(sysfs)
-        } else {
-            Topology::read_online(sysfs)
-        };
-        let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
-        let (allowed, narrowed) = placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology)
-            .map_err(Error::Usage)?;
-        let budget = cpus::budget();
-        let default_workers = budget
-            .quota
-            .map_or(allowed.len(), |q| (q as usize).min(allowed.len()))
-            .clamp(1, MAX_WORKERS as usize) as u32;
+        check_flag_pairs(&cli, tcp)?;
+        let user = user(&cli)?;
         let mut warnings = Vec::new();
-        if let (Some(_), Some(quota)) = (cli.pin, budget.quota)
-            && (quota as usize) < allowed.len()
-        {
-            warnings.push(format!(
-                "--pin with a CPU quota of {quota} over {} CPUs ({allowed}): the quota is a share of time, not these CPUs; in a shared pool (Kubernetes without a static cpuset) pinning stacks every tenant on the same CPUs: drop --pin, or give recluster a cpuset of its own",
-                allowed.len()
-            ));
-        }
+        let (placement, cpu_derivation, default_workers) = cpu_places(&cli, &mut warnings)?;
         if let Some(address) = cli.admin.as_ref().filter(|a| !is_loopback(a)) {
             warnings.push(format!(
                 "--admin {address} is reachable beyond this host: whoever reaches it sees the workers' status (pids, states, memory, STATUS= lines); it changes nothing"
             ));
         }
-        let pin = cli
-            .pin
-            .map(|granularity| (granularity, topology.places(&allowed, granularity)));
-        let placement = Placement {
-            allowed,
-            narrowed,
-            pin,
-        };
-        let cpu_derivation = CpuDerivation {
-            inherited,
-            topology,
-            cgroup_cpuset: cli.plan.and_then(|_| cpus::cgroup_cpuset()),
-            budget,
-            workers_given: cli.workers.is_some(),
-        };
-        let log_level = match (cli.verbose, cli.quiet) {
-            (0, 0) => log::LevelFilter::Info,
-            (1, _) => log::LevelFilter::Debug,
-            (v, _) if v >= 2 => log::LevelFilter::Trace,
-            (_, 1) => log::LevelFilter::Warn,
-            (_, 2) => log::LevelFilter::Error,
-            _ => log::LevelFilter::Off,
-        };
-        let groups = match &cli.procfile {
-            None => {
-                let given = [
-                    ("--formation", cli.formation.is_some()),
-                    ("--after", !cli.after.is_empty()),
-                    ("--once", !cli.once.is_empty()),
-                ];
-                if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
-                    return Err(Error::Usage(format!(
-                        "{flag} names Procfile groups: give the Procfile with --procfile (-f)"
-                    )));
-                }
-                None
-            }
-            Some(path) => {
-                if cli.exec {
-                    return Err(Error::Usage(
-                        "--exec runs one command in place: it does not take a Procfile (-f)"
-                            .to_string(),
-                    ));
-                }
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::Usage(format!(
-                        "--procfile {}: {}",
-                        path.display(),
-                        crate::net::socket::describe_error(&e)
-                    ))
-                })?;
-                let entries = crate::config::groups::parse_procfile(&text)
-                    .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
-                if !cli.listen.is_empty() {
-                    for (name, line) in &entries {
-                        if !crate::process::shell_line::keeps_the_pid(line) {
-                            warnings.push(format!(
-                                "--procfile {}: {name}'s line is compound, so /bin/sh forks its program and LISTEN_PID names the shell (libsystemd, go-systemd and gunicorn then ignore the sockets): write exec before the program ('cd app && exec ./server')",
-                                path.display()
-                            ));
-                        }
-                    }
-                }
-                Some(
-                    crate::config::groups::Groups::build(
-                        entries,
-                        cli.formation.as_deref(),
-                        &cli.after,
-                        &cli.once,
-                    )
-                    .map_err(Error::Usage)?,
-                )
-            }
-        };
-        let socket_mode = if cli.shared_socket {
-            SocketMode::Shared(SharedBecause::Asked)
-        } else if cli.exec {
-            SocketMode::Shared(SharedBecause::Exec)
-        } else if !tcp {
-            SocketMode::Shared(SharedBecause::NoTcpAddress)
-        } else if groups.is_some() && !crate::net::steering::supported() {
-            // A group's socket is bound for every slot, in slot order, and only steering keeps
-            // connections off the slots of other groups.
-            if cli.socket_per_worker {
-                return Err(Error::Usage(
-                    "--socket-per-worker with Procfile groups needs a steering program (SO_ATTACH_REUSEPORT_CBPF), which this kernel refuses: drop --socket-per-worker".to_string(),
-                ));
-            }
-            SocketMode::Shared(SharedBecause::GroupsWithoutSteering)
-        } else {
-            SocketMode::PerWorker {
-                asked: cli.socket_per_worker,
-            }
-        };
+        let log_level = log_level(cli.verbose, cli.quiet);
+        let groups = procfile_groups(&cli, &mut warnings)?;
+        let socket_mode = socket_mode(&cli, tcp, groups.is_some())?;
         let workers = if cli.exec {
             1
         } else if let Some(groups) = &groups {
@@ -483,6 +287,248 @@ impl Config {
         let pidfds = alive;
         crate::process::startup::RESERVED_FDS + notify + sockets + relayed + pidfds
     }
+}
+
+/// `--restart-delay` within `--restart-max-delay`; the crash-loop limit (`--max-restarts`,
+/// `--restart-window`).
+fn crash_limit(cli: &Cli) -> Result<Option<CrashLimit>, Error> {
+    if cli.restart_delay > cli.restart_max_delay {
+        return Err(Error::Usage(format!(
+            "--restart-delay ({}) is longer than --restart-max-delay ({}): raise --restart-max-delay or lower --restart-delay",
+            humantime::format_duration(cli.restart_delay),
+            humantime::format_duration(cli.restart_max_delay)
+        )));
+    }
+    let crash_limit = match (cli.max_restarts, cli.restart_window) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::Usage(
+                "--restart-window needs --max-restarts: give both to limit crash loops".to_string(),
+            ));
+        }
+        (Some(max_restarts), window) => Some(CrashLimit {
+            max_restarts,
+            window: window.unwrap_or(DEFAULT_RESTART_WINDOW),
+        }),
+    };
+    if crash_limit.is_some_and(|limit| limit.window.is_zero()) {
+        return Err(Error::Usage(
+            "--restart-window must be longer than 0s".to_string(),
+        ));
+    }
+    Ok(crash_limit)
+}
+
+/// Flags that need another flag, or exclude one: `--socket-per-worker` and TCP, `--exec` and
+/// what needs a supervisor, `--admin-mode` and a unix `--admin`, `--watchdog` and `--ready notify`.
+fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
+    if cli.socket_per_worker && !tcp {
+        return Err(Error::Usage(format!(
+            "--socket-per-worker needs a TCP address: {} cannot be split per worker (SO_REUSEPORT balances TCP only); drop --socket-per-worker or listen on HOST:PORT",
+            cli.listen
+                .first()
+                .map_or("a unix socket".to_string(), |s| s.address.to_string())
+        )));
+    }
+    if cli.exec
+        && let Some(n) = cli.workers.filter(|&n| n != 1)
+    {
+        return Err(Error::Usage(format!(
+            "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
+        )));
+    }
+    if cli.exec {
+        let supervised = [
+            ("--prefix", cli.prefix.is_some()),
+            ("--watchdog", cli.watchdog.is_some()),
+            ("--max-memory", cli.max_memory.is_some()),
+            ("--on", !cli.hooks.is_empty()),
+        ];
+        if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} needs recluster to supervise the workers; --exec leaves none: drop one of them"
+            )));
+        }
+    }
+    if cli.admin_mode.is_some() && !matches!(cli.admin, Some(ListenAddress::Unix(_))) {
+        return Err(Error::Usage(
+            "--admin-mode is the mode of an --admin unix:PATH socket: add one, or drop --admin-mode"
+                .to_string(),
+        ));
+    }
+    if let Some(interval) = cli.watchdog {
+        if cli.ready != ReadyMode::Notify {
+            return Err(Error::Usage(
+                "--watchdog needs --ready notify (the workers ping it on their NOTIFY_SOCKET): add --ready notify"
+                    .to_string(),
+            ));
+        }
+        if interval.is_zero() {
+            return Err(Error::Usage(
+                "--watchdog must be longer than 0s".to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--user`: the identity workers run as, and whether recluster may switch to it.
+fn user(cli: &Cli) -> Result<Option<crate::process::user::Identity>, Error> {
+    Ok(match cli.user.as_deref() {
+        None => None,
+        Some(spec) => {
+            let identity = crate::process::user::Identity::resolve(spec).map_err(Error::Usage)?;
+            if !crate::process::user::may_switch() {
+                return Err(Error::Usage(format!(
+                    "--user {spec}: recluster must run as root (or with CAP_SETUID and CAP_SETGID) to start workers as {}",
+                    identity.name
+                )));
+            }
+            Some(identity)
+        }
+    })
+}
+
+/// The CPUs workers may use and how they are placed (`--cpus`, `--pin`), how that was derived
+/// (for `--plan`), and the default worker count: the CPU quota, or the allowed CPUs.
+fn cpu_places(
+    cli: &Cli,
+    warnings: &mut Vec<String>,
+) -> Result<(Placement, CpuDerivation, u32), Error> {
+    // Each CPU's topology files, and the cgroup's cpuset, only where they are used.
+    let sysfs = std::path::Path::new("/sys/devices/system");
+    let topology = if cli.pin.is_some() || cli.plan.is_some() {
+        Topology::read(sysfs)
+    } else {
+        Topology::read_online(sysfs)
+    };
+    let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
+    let (allowed, narrowed) =
+        placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology).map_err(Error::Usage)?;
+    let budget = cpus::budget();
+    let default_workers = budget
+        .quota
+        .map_or(allowed.len(), |q| (q as usize).min(allowed.len()))
+        .clamp(1, MAX_WORKERS as usize) as u32;
+    if let (Some(_), Some(quota)) = (cli.pin, budget.quota)
+        && (quota as usize) < allowed.len()
+    {
+        warnings.push(format!(
+            "--pin with a CPU quota of {quota} over {} CPUs ({allowed}): the quota is a share of time, not these CPUs; in a shared pool (Kubernetes without a static cpuset) pinning stacks every tenant on the same CPUs: drop --pin, or give recluster a cpuset of its own",
+            allowed.len()
+        ));
+    }
+    let pin = cli
+        .pin
+        .map(|granularity| (granularity, topology.places(&allowed, granularity)));
+    let placement = Placement {
+        allowed,
+        narrowed,
+        pin,
+    };
+    let cpu_derivation = CpuDerivation {
+        inherited,
+        topology,
+        cgroup_cpuset: cli.plan.and_then(|_| cpus::cgroup_cpuset()),
+        budget,
+        workers_given: cli.workers.is_some(),
+    };
+    Ok((placement, cpu_derivation, default_workers))
+}
+
+/// `-v`/`-q`.
+fn log_level(verbose: u8, quiet: u8) -> log::LevelFilter {
+    match (verbose, quiet) {
+        (0, 0) => log::LevelFilter::Info,
+        (1, _) => log::LevelFilter::Debug,
+        (v, _) if v >= 2 => log::LevelFilter::Trace,
+        (_, 1) => log::LevelFilter::Warn,
+        (_, 2) => log::LevelFilter::Error,
+        _ => log::LevelFilter::Off,
+    }
+}
+
+/// `--procfile` and what names its groups (`--formation`, `--after`, `--once`).
+fn procfile_groups(
+    cli: &Cli,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::config::groups::Groups>, Error> {
+    Ok(match &cli.procfile {
+        None => {
+            let given = [
+                ("--formation", cli.formation.is_some()),
+                ("--after", !cli.after.is_empty()),
+                ("--once", !cli.once.is_empty()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(Error::Usage(format!(
+                    "{flag} names Procfile groups: give the Procfile with --procfile (-f)"
+                )));
+            }
+            None
+        }
+        Some(path) => {
+            if cli.exec {
+                return Err(Error::Usage(
+                    "--exec runs one command in place: it does not take a Procfile (-f)"
+                        .to_string(),
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Usage(format!(
+                    "--procfile {}: {}",
+                    path.display(),
+                    crate::net::socket::describe_error(&e)
+                ))
+            })?;
+            let entries = crate::config::groups::parse_procfile(&text)
+                .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+            if !cli.listen.is_empty() {
+                for (name, line) in &entries {
+                    if !crate::process::shell_line::keeps_the_pid(line) {
+                        warnings.push(format!(
+                                "--procfile {}: {name}'s line is compound, so /bin/sh forks its program and LISTEN_PID names the shell (libsystemd, go-systemd and gunicorn then ignore the sockets): write exec before the program ('cd app && exec ./server')",
+                                path.display()
+                            ));
+                    }
+                }
+            }
+            Some(
+                crate::config::groups::Groups::build(
+                    entries,
+                    cli.formation.as_deref(),
+                    &cli.after,
+                    &cli.once,
+                )
+                .map_err(Error::Usage)?,
+            )
+        }
+    })
+}
+
+/// Whether each worker gets its own sockets (`--socket-per-worker`, `--shared-socket`), and
+/// why not where it cannot.
+fn socket_mode(cli: &Cli, tcp: bool, grouped: bool) -> Result<SocketMode, Error> {
+    Ok(if cli.shared_socket {
+        SocketMode::Shared(SharedBecause::Asked)
+    } else if cli.exec {
+        SocketMode::Shared(SharedBecause::Exec)
+    } else if !tcp {
+        SocketMode::Shared(SharedBecause::NoTcpAddress)
+    } else if grouped && !crate::net::steering::supported() {
+        // A group's socket is bound for every slot, in slot order, and only steering keeps
+        // connections off the slots of other groups.
+        if cli.socket_per_worker {
+            return Err(Error::Usage(
+                    "--socket-per-worker with Procfile groups needs a steering program (SO_ATTACH_REUSEPORT_CBPF), which this kernel refuses: drop --socket-per-worker".to_string(),
+                ));
+        }
+        SocketMode::Shared(SharedBecause::GroupsWithoutSteering)
+    } else {
+        SocketMode::PerWorker {
+            asked: cli.socket_per_worker,
+        }
+    })
 }
 
 /// Whether an address is reachable from this host only: loopback, or a unix socket.
