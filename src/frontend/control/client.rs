@@ -261,8 +261,10 @@ fn in_group(ids: &[WorkerRef], group: &Option<String>) -> Vec<WorkerRef> {
     }
 }
 
-fn run(verb: &Verb, path: &Path) -> i32 {
-    let mut stream = match crate::net::socket::connect_unix_now(path) {
+/// The connection to the control socket at `path`, from a server `trust` accepts; else the exit
+/// status (the reason is printed).
+fn connect(path: &Path) -> Result<std::os::unix::net::UnixStream, i32> {
+    let stream = match crate::net::socket::connect_unix_now(path) {
         Ok(stream) => stream,
         Err(e) => {
             let why = match e.raw_os_error() {
@@ -283,13 +285,21 @@ fn run(verb: &Verb, path: &Path) -> i32 {
                 "{}: {why}",
                 escape::controls(&path.display().to_string())
             ));
-            return exit::UNREACHABLE;
+            return Err(exit::UNREACHABLE);
         }
     };
     if let Err(refusal) = trust::server(&stream, path) {
         print_error(&refusal);
-        return exit::UNREACHABLE;
+        return Err(exit::UNREACHABLE);
     }
+    Ok(stream)
+}
+
+fn run(verb: &Verb, path: &Path) -> i32 {
+    let mut stream = match connect(path) {
+        Ok(stream) => stream,
+        Err(code) => return code,
+    };
     let request = request(verb);
     let streaming = matches!(
         request,
