@@ -275,73 +275,7 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
                 _ => Pending(None),
             }
         }
-        Goal::Restart { slots } => {
-            let mut progress = None;
-            match report {
-                Report::RestartBegun { id, pid } => {
-                    if let Some(step) = slots.get_mut(id)
-                        && *step == Step::Queued
-                    {
-                        *step = match pid {
-                            Some(old) => Step::Replacing { old: *old },
-                            None => Step::Starting,
-                        };
-                    }
-                }
-                Report::ReplacementReady { id, pid, old, .. } => {
-                    if let Some(step @ Step::Replacing { .. }) = slots.get_mut(id) {
-                        progress = Some(format!(
-                            "worker {w}: the new worker is ready (pid {pid})",
-                            w = name(*id)
-                        ));
-                        match old {
-                            Some(old) => *step = Step::Retiring { old: *old },
-                            None => {
-                                slots.remove(id);
-                            }
-                        }
-                    }
-                }
-                Report::Stopped { id, pid, .. }
-                    if slots.get(id) == Some(&Step::Retiring { old: *pid }) =>
-                {
-                    slots.remove(id);
-                    progress = Some(format!(
-                        "worker {w}: the old worker (pid {pid}) has exited",
-                        w = name(*id)
-                    ));
-                }
-                Report::WorkerReady { id, pid } if slots.get(id) == Some(&Step::Starting) => {
-                    slots.remove(id);
-                    progress = Some(format!("worker {w} is ready (pid {pid})", w = name(*id)));
-                }
-                Report::ReplacementFailed { id, reason } if slots.contains_key(id) => {
-                    return Failed(format!(
-                        "worker {w}: {reason}; the old worker keeps serving",
-                        w = name(*id)
-                    ));
-                }
-                Report::Ended { id, status, .. } if slots.get(id) == Some(&Step::Starting) => {
-                    return Failed(format!(
-                        "worker {w} {status} before it was ready",
-                        w = name(*id)
-                    ));
-                }
-                // Nothing more of this restart will be reported.
-                Report::ScaledDown { id, .. } if slots.contains_key(id) => {
-                    return Failed(format!("worker {w} was scaled away", w = name(*id)));
-                }
-                Report::ReloadBegun { target, .. }
-                    if slots.values().any(|s| !matches!(s, Step::Retiring { .. })) =>
-                {
-                    return Failed(format!(
-                        "a reload to generation {target} began and replaces the workers itself"
-                    ));
-                }
-                _ => {}
-            }
-            Pending(progress)
-        }
+        Goal::Restart { slots } => advance_restart(slots, report, name),
         Goal::Stop => match report {
             Report::StopRequested {
                 workers, signal, ..
@@ -352,6 +286,79 @@ fn advance(goal: &mut Goal, report: &Report, name: &dyn Fn(u32) -> WorkerName) -
             _ => Pending(None),
         },
     }
+}
+
+/// Moves a restart along by `report`: each slot from queued to its new worker ready and the old
+/// one gone.
+fn advance_restart(
+    slots: &mut BTreeMap<u32, Step>,
+    report: &Report,
+    name: &dyn Fn(u32) -> WorkerName,
+) -> Outcome {
+    use Outcome::{Failed, Pending};
+    let mut progress = None;
+    match report {
+        Report::RestartBegun { id, pid } => {
+            if let Some(step) = slots.get_mut(id)
+                && *step == Step::Queued
+            {
+                *step = match pid {
+                    Some(old) => Step::Replacing { old: *old },
+                    None => Step::Starting,
+                };
+            }
+        }
+        Report::ReplacementReady { id, pid, old, .. } => {
+            if let Some(step @ Step::Replacing { .. }) = slots.get_mut(id) {
+                progress = Some(format!(
+                    "worker {w}: the new worker is ready (pid {pid})",
+                    w = name(*id)
+                ));
+                match old {
+                    Some(old) => *step = Step::Retiring { old: *old },
+                    None => {
+                        slots.remove(id);
+                    }
+                }
+            }
+        }
+        Report::Stopped { id, pid, .. } if slots.get(id) == Some(&Step::Retiring { old: *pid }) => {
+            slots.remove(id);
+            progress = Some(format!(
+                "worker {w}: the old worker (pid {pid}) has exited",
+                w = name(*id)
+            ));
+        }
+        Report::WorkerReady { id, pid } if slots.get(id) == Some(&Step::Starting) => {
+            slots.remove(id);
+            progress = Some(format!("worker {w} is ready (pid {pid})", w = name(*id)));
+        }
+        Report::ReplacementFailed { id, reason } if slots.contains_key(id) => {
+            return Failed(format!(
+                "worker {w}: {reason}; the old worker keeps serving",
+                w = name(*id)
+            ));
+        }
+        Report::Ended { id, status, .. } if slots.get(id) == Some(&Step::Starting) => {
+            return Failed(format!(
+                "worker {w} {status} before it was ready",
+                w = name(*id)
+            ));
+        }
+        // Nothing more of this restart will be reported.
+        Report::ScaledDown { id, .. } if slots.contains_key(id) => {
+            return Failed(format!("worker {w} was scaled away", w = name(*id)));
+        }
+        Report::ReloadBegun { target, .. }
+            if slots.values().any(|s| !matches!(s, Step::Retiring { .. })) =>
+        {
+            return Failed(format!(
+                "a reload to generation {target} began and replaces the workers itself"
+            ));
+        }
+        _ => {}
+    }
+    Pending(progress)
 }
 
 /// The final fields if `goal` is reached.
