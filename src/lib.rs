@@ -302,11 +302,11 @@ fn check_command_and_fds(
 }
 
 /// `--admin`: its socket, bound before any thread starts.
-fn bind_admin(config: &Config) -> Result<Option<admin::server::Bound>, Error> {
+fn bind_admin(config: &Config) -> Result<Option<admin::bind::Bound>, Error> {
     let Some(address) = &config.admin else {
         return Ok(None);
     };
-    let bound = admin::server::bind(address, config.admin_mode).map_err(|e| {
+    let bound = admin::bind::bind(address, config.admin_mode).map_err(|e| {
         let port = match address {
             listen::ListenAddress::Tcp { port, .. } => Some(*port),
             listen::ListenAddress::Unix(_) => None,

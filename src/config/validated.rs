@@ -244,7 +244,7 @@ impl Config {
             admin: cli.admin,
             admin_mode: cli
                 .admin_mode
-                .unwrap_or(crate::frontend::admin::server::DEFAULT_MODE),
+                .unwrap_or(crate::frontend::admin::bind::DEFAULT_MODE),
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
             groups,

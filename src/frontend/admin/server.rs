@@ -23,11 +23,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,8 +34,8 @@ use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::EventFd;
-use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::bind::{Bound, Listener};
 use super::cache::{Builder, Cached, Kind, Kinds};
 use super::http::{self, Response};
 use super::metrics;
@@ -46,7 +44,6 @@ use super::probes::{self, Quorum};
 use crate::frontend::control::replies::{Replies, Reply};
 use crate::frontend::request::{Frontend, Request};
 use crate::net::listen::ListenAddress;
-use crate::net::socket_file::SocketFile;
 use crate::supervisor::event::Event;
 use crate::supervisor::snapshot::Snapshot;
 
@@ -63,12 +60,8 @@ const PAUSE_WHEN_OUT_OF_FDS: Duration = Duration::from_millis(100);
 /// connections could otherwise hold 8 KiB each): past it, the oldest connection still sending
 /// its head goes.
 const HEAD_BYTES: usize = 1 << 20;
-/// The listening socket's queue of connections not yet accepted.
-const ACCEPT_QUEUE: i32 = 4096;
 /// How many connections are accepted before the others' reads and writes get a turn.
 const ACCEPTS_AT_ONCE: usize = 64;
-/// The mode of a `unix:` socket unless `--admin-mode` says otherwise.
-pub const DEFAULT_MODE: u32 = 0o600;
 
 /// The client ids of this thread's two questions to the supervisor loop (connections are never
 /// its clients: one question serves every probe waiting).
@@ -76,20 +69,6 @@ const HELLO: u64 = 1;
 const STATUS: u64 = 2;
 
 use crate::frontend::reactor::{LISTENER, WAKE};
-
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, SocketFile),
-}
-
-impl Listener {
-    fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l, _) => l.as_fd(),
-        }
-    }
-}
 
 enum Stream {
     Tcp(TcpStream),
@@ -196,132 +175,6 @@ struct Connection {
     output: Output,
     phase: Phase,
     deadline: Instant,
-}
-
-/// The bound endpoint, before its thread starts.
-pub struct Bound {
-    listener: Listener,
-    address: ListenAddress,
-    pub local: String,
-}
-
-/// Binds `address`. A name resolves to its first address; `:PORT` is every interface; a unix
-/// socket gets `mode` (see `bind_unix`).
-pub fn bind(address: &ListenAddress, mode: u32) -> io::Result<Bound> {
-    let listener = match address {
-        ListenAddress::Unix(path) => {
-            let listener = bind_unix(path, mode)?;
-            Listener::Unix(listener, SocketFile::note(path)?)
-        }
-        ListenAddress::Tcp { host: None, port } => {
-            match TcpListener::bind(("::", *port)) {
-                Ok(listener) => Listener::Tcp(listener),
-                // No IPv6 on this host: every IPv4 interface.
-                Err(_) => Listener::Tcp(TcpListener::bind(("0.0.0.0", *port))?),
-            }
-        }
-        ListenAddress::Tcp {
-            host: Some(host),
-            port,
-        } => {
-            let target = (host.as_str(), *port)
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| io::Error::other("the name has no address"))?;
-            Listener::Tcp(TcpListener::bind(target)?)
-        }
-    };
-    if let Listener::Tcp(l) = &listener {
-        // A queue deeper than std's 128: under a flood of connections, a full queue drops the
-        // SYN of a probe, whose connect then waits a second for its retry (past a kubelet's
-        // default timeout). The kernel caps it at net.core.somaxconn.
-        socket2::SockRef::from(l).listen(ACCEPT_QUEUE)?;
-    }
-    let local = match &listener {
-        Listener::Tcp(l) => l.local_addr()?.to_string(),
-        Listener::Unix(_, file) => format!("unix:{}", file.path().display()),
-    };
-    match &listener {
-        Listener::Tcp(l) => l.set_nonblocking(true)?,
-        Listener::Unix(l, _) => l.set_nonblocking(true)?,
-    }
-    Ok(Bound {
-        listener,
-        address: address.clone(),
-        local,
-    })
-}
-
-/// Binds a unix socket at `path` with `mode` whatever the umask. The socket's own mode is set
-/// before `bind`, which gives the file that mode less the umask's bits — never more, at no
-/// moment; bits the umask took are put back on the file just made, reached without following
-/// a link. What is already at `path` is replaced only when it is a stale socket of recluster's
-/// own user; a link, another file or another user's socket is refused, and so is a directory
-/// every user may write to without the sticky bit (anyone could swap the socket there).
-fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    let directory = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let meta = std::fs::metadata(directory)?;
-    if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
-        return Err(io::Error::other(format!(
-            "{} is writable by every user and not sticky: choose a directory only recluster's user may write",
-            directory.display()
-        )));
-    }
-    let me = euid();
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-        Ok(found) if found.file_type().is_symlink() => {
-            return Err(io::Error::other(
-                "is a symbolic link, which recluster does not follow: remove it or choose another path",
-            ));
-        }
-        Ok(found) if found.file_type().is_socket() && found.uid() != me => {
-            return Err(io::Error::other(format!(
-                "is a socket owned by uid {}, not by recluster's uid {me}: remove it or choose another path",
-                found.uid()
-            )));
-        }
-        Ok(_) => crate::net::socket::clear_stale_socket(path).map_err(io::Error::other)?,
-    }
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    nix::sys::stat::fchmod(
-        socket.as_raw_fd(),
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-    )?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    let made = set_mode(path, mode, me).and_then(|()| socket.listen(ACCEPT_QUEUE));
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(UnixListener::from(OwnedFd::from(socket)))
-}
-
-/// Gives the socket file at `path`, just made, exactly `mode`: through a descriptor of the file
-/// itself (`O_PATH|O_NOFOLLOW`), checked to be a socket of `owner`.
-fn set_mode(path: &Path, mode: u32, owner: u32) -> io::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_socket() || meta.uid() != owner {
-        return Err(io::Error::other("was replaced while recluster bound it"));
-    }
-    if meta.mode() & 0o7777 != mode {
-        let through = format!("/proc/self/fd/{}", file.as_raw_fd());
-        std::fs::set_permissions(through, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no memory effects.
-    unsafe { libc::geteuid() }
 }
 
 /// recluster's soft limit on open files now (after `startup::raise_fd_limit`).
