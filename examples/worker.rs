@@ -51,7 +51,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recluster::signal::Sig;
+use recluster::process::signal::Sig;
 
 #[derive(Default)]
 struct Options {

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::io;
 
-use crate::command::CommandError;
 use crate::exit_code;
-use crate::socket::BindError;
+use crate::net::socket::BindError;
+use crate::process::command::CommandError;
 
 #[derive(Debug)]
 pub enum Error {

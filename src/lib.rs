@@ -3,63 +3,36 @@
 //! the process, parse and validate the command line, check the command, start the signal thread,
 //! run the supervisor, exit with its status.
 
-pub mod admin;
-pub mod budget;
-pub mod cli;
-pub mod command;
 pub mod config;
-pub mod control;
-pub mod cpus;
-pub mod cpuset;
-pub mod descendants;
+pub mod cpu;
 pub mod error;
-pub mod escape;
-pub mod event;
-pub mod exec_mode;
 pub mod exit_code;
-pub mod fd_table;
-pub mod groups;
-pub mod hooks;
-pub mod listen;
-pub mod listening;
+pub mod frontend;
 pub mod logging;
-pub mod messages;
-pub mod notify;
-pub mod notify_dir;
-pub mod output;
-pub mod pidfd;
-pub mod placement;
-pub mod plan;
-pub mod procfs;
-pub mod reactor;
-pub mod reaper;
-pub mod shell_line;
-pub mod signal;
-pub mod signal_thread;
-pub mod snapshot;
-pub mod socket;
-pub mod socket_file;
-pub mod spawn;
-pub mod startup;
-pub mod status;
-pub mod steering;
-pub mod strict_json;
+pub mod net;
+pub mod process;
 pub mod supervisor;
-pub mod topology;
-pub mod usage;
-pub mod user;
+pub mod text;
+pub mod worker_io;
 
 use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 
-use crate::cli::{Cli, ReadyMode};
-use crate::config::{Config, SharedBecause, SocketMode};
+use crate::config::cli::Cli;
+use crate::config::policy::ReadyMode;
+use crate::config::validated::{Config, RunMode, SharedBecause, SocketMode};
+use crate::config::{cli, groups, plan};
 use crate::error::Error;
-use crate::notify::{Manager, WorkerSockets};
-use crate::socket::Sockets;
-use crate::spawn::Spawner;
+use crate::frontend::{admin, control};
+use crate::net::socket::Sockets;
+use crate::net::{listen, socket};
+use crate::process::spawn::Spawner;
+use crate::process::{command, exec_mode, signal_thread, startup};
 use crate::supervisor::cluster::Cluster;
+use crate::supervisor::{event, hooks, snapshot};
+use crate::worker_io::notify::{Manager, WorkerSockets};
+use crate::worker_io::{messages, output};
 
 /// The program; returns the exit status.
 pub fn main() -> i32 {
@@ -84,7 +57,7 @@ pub fn main() -> i32 {
         config.log_level_from_flags,
         config.log_format,
     );
-    if let Some(format) = config.plan {
+    if let RunMode::Plan(format) = config.mode {
         print!("{}", plan::render(&config, format));
         return exit_code::SUCCESS;
     }
@@ -155,37 +128,11 @@ fn report_clap_error(e: clap::Error, args: &[OsString]) -> i32 {
         _ => {
             logging::print_error(&format!(
                 "{} (usage: recluster [OPTIONS] [--] COMMAND [ARG]...; see 'recluster --help')",
-                name_the_env_twin(&e, clap_line(&e), args)
+                name_the_env_twin(&e, cli::clap_line(&e), args)
             ));
             exit_code::USAGE
         }
     }
-}
-
-/// A clap error as one line: its first paragraph, and clap's tip when it found a similar
-/// argument, verb or value (`unexpected argument '--workrs' (did you mean '--workers'?)`).
-pub(crate) fn clap_line(e: &clap::Error) -> String {
-    use clap::error::{ContextKind, ContextValue};
-    let line = one_line(&e.render().to_string());
-    let suggested: Vec<String> = [
-        ContextKind::SuggestedArg,
-        ContextKind::SuggestedSubcommand,
-        ContextKind::SuggestedValue,
-    ]
-    .into_iter()
-    .filter_map(|kind| match e.get(kind) {
-        Some(ContextValue::String(name)) => Some(vec![name.clone()]),
-        Some(ContextValue::Strings(names)) => Some(names.clone()),
-        _ => None,
-    })
-    .flatten()
-    .collect();
-    if suggested.is_empty() {
-        return line;
-    }
-    let names: Vec<String> = suggested.iter().map(|n| format!("'{n}'")).collect();
-    let line = line.strip_suffix(" found").unwrap_or(&line);
-    format!("{line} (did you mean {}?)", names.join(" or "))
 }
 
 /// A refused value that came from an environment twin, not the command line, is named by its
@@ -225,41 +172,9 @@ fn name_the_env_twin(e: &clap::Error, line: String, args: &[OsString]) -> String
     )
 }
 
-/// The first paragraph of a clap message, on one line, without its `error: ` prefix.
-pub(crate) fn one_line(message: &str) -> String {
-    let first = message.split("\n\n").next().unwrap_or(message);
-    let joined: Vec<&str> = first
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let joined = joined.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
-}
-
 fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error> {
-    let path_var = std::env::var_os("PATH");
-    match &config.user {
-        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
-        None => command::resolve(&config.command[0], path_var.as_deref())?,
-    };
-    let mut inherited = inherited.clone();
-    let mut raised = startup::raise_fd_limit(config.fds_needed());
-    if raised.is_err() && config.share_sockets_for_fd_limit() {
-        raised = startup::raise_fd_limit(config.fds_needed());
-    }
-    inherited.fd_limit = raised.map_err(|need| {
-        Error::Usage(match describe_fd_users(&config) {
-            Some(users) => format!("{} workers with {users} need {need}", config.workers),
-            None => format!("recluster needs {need}"),
-        })
-    })?;
-    startup::close_inherited_fds_on_exec()
-        .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
-    if config.exec {
+    let inherited = check_command_and_fds(&mut config, inherited)?;
+    if config.mode == RunMode::Exec {
         let sockets = listening_sockets(&config)?;
         logging::finish(std::time::Duration::from_secs(2));
         let e = exec_mode::exec_in_place(&config, &sockets, &inherited);
@@ -272,21 +187,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     }
     startup::block_handled_signals().map_err(|e| Error::system("block signals", e))?;
     let sockets = listening_sockets(&config)?;
-    let admin = match &config.admin {
-        Some(address) => Some(
-            admin::server::bind(address, config.admin_mode).map_err(|e| {
-                let port = match address {
-                    listen::ListenAddress::Tcp { port, .. } => Some(*port),
-                    listen::ListenAddress::Unix(_) => None,
-                };
-                Error::Bind(socket::BindError {
-                    address: address.to_string(),
-                    reason: socket::describe_bind_error(&e, port),
-                })
-            })?,
-        ),
-        None => None,
-    };
+    let admin = bind_admin(&config)?;
     let (outlets, inbox) = event::channels();
     let sender = outlets.events;
     // Before any other thread starts: binding it sets the umask for a moment.
@@ -302,23 +203,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         }
         None => None,
     };
-    let identity = supervisor::requests::Identity {
-        name: config.name.clone(),
-        sockets: sockets
-            .listeners()
-            .iter()
-            .map(|l| snapshot::SocketView {
-                name: l.name.clone(),
-                address: l.local.clone(),
-                mode: match config.socket_mode.per_worker() && l.splits() {
-                    true => "per_worker",
-                    false => "shared",
-                }
-                .to_string(),
-            })
-            .collect(),
-        control: control.as_ref().map(|c| c.path.display().to_string()),
-    };
+    let identity = identity_of(&config, &sockets, control.as_ref());
     let relay = config
         .prefix
         .map(|format| output::Relay::new(format, sender.clone()));
@@ -386,6 +271,77 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.
     hooks.finish(kill_timeout);
     Ok(code)
+}
+
+/// Before anything is bound: the command exists and may be run, the open-files limit covers what
+/// the workers need (sharing the sockets if that is what it takes), and the descriptors recluster
+/// inherited are kept from the workers. What the workers inherit, with the raised limit.
+fn check_command_and_fds(
+    config: &mut Config,
+    inherited: &startup::Inherited,
+) -> Result<startup::Inherited, Error> {
+    let path_var = std::env::var_os("PATH");
+    match &config.user {
+        Some(user) => command::resolve_as(&config.command[0], path_var.as_deref(), user)?,
+        None => command::resolve(&config.command[0], path_var.as_deref())?,
+    };
+    let mut inherited = inherited.clone();
+    let mut raised = startup::raise_fd_limit(config.fds_needed());
+    if raised.is_err() && config.share_sockets_for_fd_limit() {
+        raised = startup::raise_fd_limit(config.fds_needed());
+    }
+    inherited.fd_limit = raised.map_err(|need| {
+        Error::Usage(match describe_fd_users(config) {
+            Some(users) => format!("{} workers with {users} need {need}", config.workers),
+            None => format!("recluster needs {need}"),
+        })
+    })?;
+    startup::close_inherited_fds_on_exec()
+        .map_err(|e| Error::system("mark inherited file descriptors close-on-exec", e))?;
+    Ok(inherited)
+}
+
+/// `--admin`: its socket, bound before any thread starts.
+fn bind_admin(config: &Config) -> Result<Option<admin::bind::Bound>, Error> {
+    let Some(address) = &config.admin else {
+        return Ok(None);
+    };
+    let bound = admin::bind::bind(address, config.admin_mode).map_err(|e| {
+        let port = match address {
+            listen::ListenAddress::Tcp { port, .. } => Some(*port),
+            listen::ListenAddress::Unix(_) => None,
+        };
+        Error::Bind(socket::BindError {
+            address: address.to_string(),
+            reason: socket::describe_bind_error(&e, port),
+        })
+    })?;
+    Ok(Some(bound))
+}
+
+/// Who this cluster is, as `hello` and `status` tell it: its name, its sockets, its control path.
+fn identity_of(
+    config: &Config,
+    sockets: &socket::Sockets,
+    control: Option<&control::server::Server>,
+) -> supervisor::requests::Identity {
+    supervisor::requests::Identity {
+        name: config.name.clone(),
+        sockets: sockets
+            .listeners()
+            .iter()
+            .map(|l| snapshot::SocketView {
+                name: l.name.clone(),
+                address: l.local.clone(),
+                mode: match config.socket_mode.per_worker() && l.splits() {
+                    true => "per_worker",
+                    false => "shared",
+                }
+                .to_string(),
+            })
+            .collect(),
+        control: control.map(|c| c.path.display().to_string()),
+    }
 }
 
 /// What makes each worker cost recluster file descriptors, for the open-files error.
@@ -459,45 +415,4 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
         log::info!("one socket per address, shared by every worker: {why}");
     }
     Ok(sockets)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clap_messages_become_one_line() {
-        let text = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: x\n";
-        assert_eq!(
-            one_line(text),
-            "the following required arguments were not provided: <COMMAND>..."
-        );
-    }
-
-    #[test]
-    fn clap_tips_survive_the_one_line() {
-        use clap::CommandFactory;
-        let e = Cli::command()
-            .try_get_matches_from(["recluster", "--workrs", "2", "./server"])
-            .unwrap_err();
-        assert_eq!(
-            clap_line(&e),
-            "unexpected argument '--workrs' (did you mean '--workers'?)"
-        );
-        let e = control::client::CtlCli::command()
-            .try_get_matches_from(["recluster ctl", "stauts"])
-            .unwrap_err();
-        assert_eq!(
-            clap_line(&e),
-            "unrecognized subcommand 'stauts' (did you mean 'restart' or 'status'?)"
-        );
-        let e = Cli::command()
-            .try_get_matches_from(["recluster", "--restart", "alwys", "./server"])
-            .unwrap_err();
-        assert!(
-            clap_line(&e).ends_with("(did you mean 'always'?)"),
-            "{}",
-            clap_line(&e)
-        );
-    }
 }

@@ -17,12 +17,6 @@ use crossbeam_channel::{Sender, TrySendError};
 use env_logger::Builder;
 use log::{Level, LevelFilter};
 
-/// `1 worker`, `2 workers`: a count and its noun, agreeing.
-pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// How recluster writes its own lines (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -56,7 +50,7 @@ fn line(format: LogFormat, level: Level, message: &str) -> String {
             "{{\"ts\":\"{}\",\"worker\":null,\"group\":null,\"stream\":\"stderr\",\"level\":\"{}\",\"line\":{}}}\n",
             humantime::format_rfc3339_micros(SystemTime::now()),
             level.as_str().to_ascii_lowercase(),
-            crate::plan::quote(message)
+            crate::text::json_string::quote(message)
         ),
     }
 }
@@ -123,12 +117,12 @@ fn start_writer() {
                                 Level::Warn,
                                 &format!(
                                     "{} dropped: stderr was not read",
-                                    plural(dropped, "log line", "log lines")
+                                    crate::text::plural::plural(dropped, "log line", "log lines")
                                 ),
                             );
-                            crate::output::write_own_stderr(note.as_bytes());
+                            crate::worker_io::output::write_own_stderr(note.as_bytes());
                         }
-                        crate::output::write_own_stderr(&text);
+                        crate::worker_io::output::write_own_stderr(&text);
                     }
                     Queued::Flush(done) => {
                         let _ = done.send(());
@@ -167,9 +161,11 @@ impl Write for QueuedStderr {
                 Err(TrySendError::Full(_)) => {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(TrySendError::Disconnected(_)) => crate::output::write_own_stderr(buf),
+                Err(TrySendError::Disconnected(_)) => {
+                    crate::worker_io::output::write_own_stderr(buf)
+                }
             },
-            None => crate::output::write_own_stderr(buf),
+            None => crate::worker_io::output::write_own_stderr(buf),
         }
         Ok(buf.len())
     }

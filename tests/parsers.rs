@@ -9,14 +9,15 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use recluster::admin::http;
-use recluster::cli::{MAX_DURATION, parse_duration, parse_size};
-use recluster::control::protocol::{Request, ScaleBy, WorkerRef, parse_request, target_name};
-use recluster::groups::parse_procfile;
-use recluster::listen::{ListenAddress, ListenSpec, parse_address};
-use recluster::messages::{self, Target};
-use recluster::notify::{Message, Watchdog};
-use recluster::signal::Sig;
+use recluster::config::cli::{MAX_DURATION, parse_duration, parse_size};
+use recluster::config::groups::parse_procfile;
+use recluster::frontend::admin::http;
+use recluster::frontend::control::protocol::parse_request;
+use recluster::frontend::request::{Request, ScaleBy, Target, WorkerRef, target_name};
+use recluster::net::listen::{ListenAddress, ListenSpec, parse_address};
+use recluster::process::signal::Sig;
+use recluster::worker_io::messages;
+use recluster::worker_io::notify::{Message, Watchdog};
 
 /// 256 cases per property (proptest's default; `PROPTEST_CASES=N` for more); a failure prints
 /// its smallest input, to be kept as a test of its own (nothing is written to disk).

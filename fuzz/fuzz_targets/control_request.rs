@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::control::protocol::{ScaleBy, WorkerRef, parse_request};
+use recluster::frontend::control::protocol::parse_request;
+use recluster::frontend::request::{ScaleBy, WorkerRef};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = parse_request(data) {

@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::admin::http::{head_end, host_allowed, parse};
-use recluster::listen::ListenAddress;
+use recluster::frontend::admin::http::{head_end, host_allowed, parse};
+use recluster::net::listen::ListenAddress;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(end) = head_end(data) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::listen::{ListenSpec, parse_address};
+use recluster::net::listen::{ListenSpec, parse_address};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::notify::{Message, Watchdog};
+use recluster::worker_io::notify::{Message, Watchdog};
 
 fuzz_target!(|data: &[u8]| {
     let message = Message::parse(data);

@@ -1,11 +1,11 @@
 //! A message line on `RECLUSTER_MSG_FD`, as a worker sends it (`messages::parse`), and the
-//! target names in it (`messages::Target`). Properties: no panic; a target written back as its
-//! name (`control::protocol::target_name`) parses to the same target.
+//! target names in it (`request::Target`). Properties: no panic; a target written back as its
+//! name (`request::target_name`) parses to the same target.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use recluster::control::protocol::target_name;
-use recluster::messages::{Target, parse};
+use recluster::frontend::request::{Target, target_name};
+use recluster::worker_io::messages::parse;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((to, _)) = parse(data) {

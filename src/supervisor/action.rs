@@ -1,7 +1,7 @@
 //! What the cluster decides to do. `run` carries these out; the cluster never touches a process.
 
-use crate::signal::Sig;
-use crate::spawn::WorkerIdentity;
+use crate::process::signal::Sig;
+use crate::process::spawn::WorkerIdentity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -22,12 +22,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::config::Policy;
-use crate::notify::Message;
-use crate::reaper::Exit;
-use crate::signal::Sig;
-use crate::spawn::WorkerIdentity;
-use crate::status::ProcessStatus;
+use crate::config::validated::Policy;
+use crate::process::reaper::Exit;
+use crate::process::signal::Sig;
+use crate::process::spawn::WorkerIdentity;
+use crate::process::status::ProcessStatus;
+use crate::worker_io::notify::Message;
 
 use super::action::{Action, Role, Ticket};
 use super::report::{Origin, Report, Then};
@@ -134,9 +134,9 @@ struct Slot {
     replacing: worker::Retire,
     /// The last signal recluster relayed to the slot's workers (forwarded, or `ctl signal`), so
     /// that a death by it is not taken for a kill from outside.
-    relayed: Option<crate::signal::Sig>,
+    relayed: Option<crate::process::signal::Sig>,
     /// How often a guard acted on the slot's worker (`--max-memory`, `--watchdog`).
-    guard_actions: crate::snapshot::GuardActions,
+    guard_actions: crate::supervisor::snapshot::GuardActions,
     /// Groups (`-f`): not started until the loop releases it (`--after`).
     held: bool,
     /// Groups: its worker runs once and is never restarted (`--once`).
@@ -730,7 +730,7 @@ impl Slot {
             last_exit: None,
             replacing: worker::Retire::Reload,
             relayed: None,
-            guard_actions: crate::snapshot::GuardActions::default(),
+            guard_actions: crate::supervisor::snapshot::GuardActions::default(),
             held: false,
             once: false,
         }

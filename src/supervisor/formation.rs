@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use log::{error, info, warn};
 
-use crate::control::protocol::ScaleBy;
-use crate::groups::Groups;
+use crate::config::groups::Groups;
+use crate::frontend::request::ScaleBy;
 
 use super::action::Action;
 use super::cluster::{Cluster, Scaled};
@@ -190,7 +190,7 @@ impl Formation {
                 u64::from(size)
             })
             .sum();
-        let max = crate::config::MAX_WORKERS;
+        let max = crate::config::policy::MAX_WORKERS;
         if total > u64::from(max) {
             return Err(format!(
                 "that makes {total} workers; recluster runs at most {max}"
@@ -230,11 +230,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cli::{ReadyMode, RestartMode};
-    use crate::config::Policy;
-    use crate::reaper::Exit;
-    use crate::signal::Sig;
-    use crate::status::ProcessStatus;
+    use crate::config::policy::{ReadyMode, RestartMode};
+    use crate::config::validated::Policy;
+    use crate::process::reaper::Exit;
+    use crate::process::signal::Sig;
+    use crate::process::status::ProcessStatus;
 
     fn policy() -> Policy {
         Policy {
@@ -256,7 +256,7 @@ mod tests {
 
     /// migrate (once, 1 worker), web (2 workers): web is held until migrate ends with 0.
     fn formation() -> (Formation, Cluster) {
-        let entries = crate::groups::parse_procfile("migrate: m\nweb: w\n").unwrap();
+        let entries = crate::config::groups::parse_procfile("migrate: m\nweb: w\n").unwrap();
         let groups = Groups::build(entries, Some("web=2"), &[], &["migrate".to_string()]).unwrap();
         let formation = Formation::new(groups);
         let mut cluster = Cluster::new(policy(), 3);
@@ -333,7 +333,7 @@ mod tests {
 
     /// web (2) and jobs (1), both started.
     fn web_and_jobs() -> (Formation, Cluster) {
-        let entries = crate::groups::parse_procfile("web: w\njobs: j\n").unwrap();
+        let entries = crate::config::groups::parse_procfile("web: w\njobs: j\n").unwrap();
         let groups = Groups::build(entries, Some("web=2"), &[], &[]).unwrap();
         let formation = Formation::new(groups);
         let mut cluster = Cluster::new(policy(), 3);

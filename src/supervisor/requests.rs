@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::control::protocol::{self, Request, ScaleBy, WorkerRef};
-use crate::control::server::{Frontend, Replies, Reply};
-use crate::control::waits::{Answer, Goal, Step, Waits, WorkerName};
-use crate::messages::{Counters, Courier, Drops, Messages, Target};
-use crate::snapshot::SocketView;
-use crate::spawn::Spawner;
+use crate::frontend::control::protocol;
+use crate::frontend::control::replies::{Replies, Reply};
+use crate::frontend::control::waits::{Answer, Goal, Step, Waits, WorkerName};
+use crate::frontend::request::{self, Frontend, Request, ScaleBy, Target, WorkerRef};
+use crate::process::spawn::Spawner;
+use crate::supervisor::snapshot::SocketView;
+use crate::worker_io::messages::{Counters, Courier, Drops, Messages};
 
 use super::action::Action;
 use super::cluster::{Clock, Cluster, Scaled};
@@ -38,7 +39,7 @@ pub struct Control {
     /// What the message thread refused, by reason.
     message_counters: Option<std::sync::Arc<Counters>>,
     /// `-f`: the groups, to name workers by group and id within it.
-    groups: Option<crate::groups::Groups>,
+    groups: Option<crate::config::groups::Groups>,
     waits: Waits,
     identity: Identity,
     /// The last `STATUS=` line of each live worker, by pid.
@@ -67,7 +68,7 @@ impl Control {
         self
     }
 
-    pub fn with_groups(mut self, groups: Option<crate::groups::Groups>) -> Control {
+    pub fn with_groups(mut self, groups: Option<crate::config::groups::Groups>) -> Control {
         self.groups = groups;
         self
     }
@@ -282,7 +283,7 @@ impl Control {
         if slots.iter().any(|&slot| cluster.has_worker(slot)) {
             return Ok(());
         }
-        let name = protocol::target_name(to);
+        let name = request::target_name(to);
         Err(match to {
             Target::Group(group) => format!("group {group} runs no worker now: nothing was sent"),
             _ if slots.is_empty() => format!("there is no {name}: nothing was sent"),
@@ -331,7 +332,7 @@ impl Control {
         for worker in &mut snapshot.workers {
             worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
-            if worker.role == crate::snapshot::WorkerRole::Slot {
+            if worker.role == crate::supervisor::snapshot::WorkerRole::Slot {
                 worker.messages_dropped = drops.get(&worker.id).copied().unwrap_or(0);
             }
             if let Some(groups) = &self.groups {

@@ -11,26 +11,26 @@ use std::time::Instant;
 
 use log::{debug, error, warn};
 
-use crate::descendants;
-use crate::event::{Event, Inbox};
 use crate::exit_code;
-use crate::hooks::Hooks;
-use crate::listening;
-use crate::messages::Messages;
-use crate::notify::{Manager, WorkerSockets};
-use crate::pidfd::{self, Delivery, Pidfd};
-use crate::reaper::Exit;
-use crate::signal::Sig;
-use crate::spawn::{SpawnError, Spawner};
-use crate::startup;
-use crate::status::ProcessStatus;
+use crate::net::listening;
+use crate::process::descendants;
+use crate::process::pidfd::{self, Delivery, Pidfd};
+use crate::process::reaper::Exit;
+use crate::process::signal::Sig;
+use crate::process::spawn::{SpawnError, Spawner};
+use crate::process::startup;
+use crate::process::status::ProcessStatus;
+use crate::supervisor::event::{Event, Inbox};
+use crate::supervisor::hooks::Hooks;
+use crate::worker_io::messages::Messages;
+use crate::worker_io::notify::{Manager, WorkerSockets};
 
 use super::action::{Action, Ticket};
 use super::cluster::Cluster;
 use super::formation::Formation;
 use super::report::Origin;
 use super::requests::Control;
-use crate::control::protocol::ScaleBy;
+use crate::frontend::request::ScaleBy;
 
 /// What the loop works with besides the cluster.
 pub struct Plumbing<'a> {
@@ -60,11 +60,10 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
         pid_of: HashMap::new(),
         pidfds: HashMap::new(),
         output_open: HashSet::new(),
-        oom_kills: crate::usage::oom_kills(),
+        oom_kills: crate::process::usage::oom_kills(),
+        held: Vec::new(),
+        children_left: true,
     };
-    // `--prefix`: exits held back until the worker's last lines are written (or HOLD_OUTPUT).
-    let mut held: Vec<(Exit, Instant)> = Vec::new();
-    let mut children_left = true;
     let mut actions = cluster.start(Instant::now());
     loop {
         if let Some(code) = executor.execute(&mut cluster, actions) {
@@ -72,7 +71,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
         }
         let deadline = [
             cluster.next_deadline(),
-            held.iter().map(|(_, at)| *at).min(),
+            executor.held.iter().map(|(_, at)| *at).min(),
             executor.plumbing.hooks.next_deadline(),
         ]
         .into_iter()
@@ -87,98 +86,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             Some(event) => log::trace!("event: {event:?}"),
             None => log::trace!("event: a deadline passed"),
         }
-        actions = match event {
-            Some(Event::Signal(sig))
-                if executor.plumbing.formation.is_some()
-                    && (sig == Sig::TTIN || sig == Sig::TTOU) =>
-            {
-                let formation = executor.plumbing.formation.as_mut().expect("checked");
-                let by = if sig == Sig::TTIN {
-                    ScaleBy::Up(1)
-                } else {
-                    ScaleBy::Down(1)
-                };
-                match formation.scale(&mut cluster, None, by, Origin::Signal, now) {
-                    Ok((_, actions)) => actions,
-                    Err(reason) => {
-                        warn!("received {sig}: {reason}; ignoring it");
-                        Vec::new()
-                    }
-                }
-            }
-            Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
-            Some(Event::Reaped {
-                exits,
-                children_left: left,
-            }) => {
-                children_left = left;
-                let hooks = &mut *executor.plumbing.hooks;
-                let exits: Vec<Exit> = exits.into_iter().filter(|e| !hooks.reaped(e)).collect();
-                for exit in &exits {
-                    executor.forget_worker(exit.pid);
-                }
-                executor.note_oom_kills(&exits);
-                // A worker whose output is still being written is reported once it is.
-                let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
-                    .into_iter()
-                    .partition(|e| executor.output_open.contains(&e.pid));
-                held.extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
-                executor.reported(&report);
-                cluster.on_reaped(&report, children_left, now)
-            }
-            Some(Event::OutputClosed { pid }) => {
-                executor.output_open.remove(&pid);
-                let released = take_held(&mut held, |e, _| e.pid == pid);
-                executor.reported(&released);
-                cluster.on_reaped(&released, children_left, now)
-            }
-            Some(Event::Notified) => {
-                let messages = executor.plumbing.notify.as_ref().map(WorkerSockets::take);
-                let mut actions = Vec::new();
-                for (token, message) in messages.unwrap_or_default() {
-                    // A socket whose worker has ended since is forgotten.
-                    if let Some(&pid) = executor.pid_of.get(&token) {
-                        actions.extend(cluster.on_notified(pid, &message, now));
-                    }
-                }
-                actions
-            }
-            Some(Event::Control {
-                client,
-                request,
-                frontend,
-            }) => {
-                let plumbing = &mut executor.plumbing;
-                match plumbing.control.as_mut() {
-                    Some(control) => control.handle(
-                        (client, frontend),
-                        request,
-                        &mut cluster,
-                        plumbing.formation.as_mut(),
-                        plumbing.spawner,
-                        now,
-                    ),
-                    None => Vec::new(),
-                }
-            }
-            Some(Event::ControlGone { client }) => {
-                if let Some(control) = executor.plumbing.control.as_mut() {
-                    control.forget(client);
-                }
-                Vec::new()
-            }
-            None => {
-                executor.plumbing.hooks.expire(now);
-                // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
-                let released = take_held(&mut held, |_, at| at <= now);
-                if released.is_empty() {
-                    Vec::new()
-                } else {
-                    executor.reported(&released);
-                    cluster.on_reaped(&released, children_left, now)
-                }
-            }
-        };
+        actions = executor.handle(&mut cluster, event, now);
         actions.extend(cluster.on_timer(now));
         if executor.plumbing.formation.is_some() {
             // What happened is logged before the groups it lets start.
@@ -256,9 +164,110 @@ struct Executor<'a> {
     output_open: HashSet<i32>,
     /// The kernel's OOM-kill count when last looked at.
     oom_kills: Option<u64>,
+    /// `--prefix`: exits held back until the worker's last lines are written (or HOLD_OUTPUT).
+    held: Vec<(Exit, Instant)>,
+    /// Whether recluster had children left at the last reaping.
+    children_left: bool,
 }
 
 impl Executor<'_> {
+    /// Hands one event (or a deadline that passed: `None`) to the cluster, and to the plumbing
+    /// that must see it first; the actions that follow.
+    fn handle(&mut self, cluster: &mut Cluster, event: Option<Event>, now: Instant) -> Vec<Action> {
+        match event {
+            Some(Event::Signal(sig))
+                if self.plumbing.formation.is_some() && (sig == Sig::TTIN || sig == Sig::TTOU) =>
+            {
+                let formation = self.plumbing.formation.as_mut().expect("checked");
+                let by = if sig == Sig::TTIN {
+                    ScaleBy::Up(1)
+                } else {
+                    ScaleBy::Down(1)
+                };
+                match formation.scale(cluster, None, by, Origin::Signal, now) {
+                    Ok((_, actions)) => actions,
+                    Err(reason) => {
+                        warn!("received {sig}: {reason}; ignoring it");
+                        Vec::new()
+                    }
+                }
+            }
+            Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
+            Some(Event::Reaped {
+                exits,
+                children_left: left,
+            }) => {
+                self.children_left = left;
+                let hooks = &mut *self.plumbing.hooks;
+                let exits: Vec<Exit> = exits.into_iter().filter(|e| !hooks.reaped(e)).collect();
+                for exit in &exits {
+                    self.forget_worker(exit.pid);
+                }
+                self.note_oom_kills(&exits);
+                // A worker whose output is still being written is reported once it is.
+                let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
+                    .into_iter()
+                    .partition(|e| self.output_open.contains(&e.pid));
+                self.held
+                    .extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
+                self.reported(&report);
+                cluster.on_reaped(&report, self.children_left, now)
+            }
+            Some(Event::OutputClosed { pid }) => {
+                self.output_open.remove(&pid);
+                let released = take_held(&mut self.held, |e, _| e.pid == pid);
+                self.reported(&released);
+                cluster.on_reaped(&released, self.children_left, now)
+            }
+            Some(Event::Notified) => {
+                let messages = self.plumbing.notify.as_ref().map(WorkerSockets::take);
+                let mut actions = Vec::new();
+                for (token, message) in messages.unwrap_or_default() {
+                    // A socket whose worker has ended since is forgotten.
+                    if let Some(&pid) = self.pid_of.get(&token) {
+                        actions.extend(cluster.on_notified(pid, &message, now));
+                    }
+                }
+                actions
+            }
+            Some(Event::Control {
+                client,
+                request,
+                frontend,
+            }) => {
+                let plumbing = &mut self.plumbing;
+                match plumbing.control.as_mut() {
+                    Some(control) => control.handle(
+                        (client, frontend),
+                        request,
+                        cluster,
+                        plumbing.formation.as_mut(),
+                        plumbing.spawner,
+                        now,
+                    ),
+                    None => Vec::new(),
+                }
+            }
+            Some(Event::ControlGone { client }) => {
+                if let Some(control) = self.plumbing.control.as_mut() {
+                    control.forget(client);
+                }
+                Vec::new()
+            }
+            None => {
+                self.plumbing.hooks.expire(now);
+                // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
+                let released = take_held(&mut self.held, |_, at| at <= now);
+                if released.is_empty() {
+                    Vec::new()
+                } else {
+                    self.reported(&released);
+                    cluster.on_reaped(&released, self.children_left, now)
+                }
+            }
+        }
+    }
+
     /// Carries out actions (and those they lead to); `Some(code)` when recluster is to exit.
     fn execute(&mut self, cluster: &mut Cluster, actions: Vec<Action>) -> Option<i32> {
         log_reports(cluster, &mut self.plumbing);
@@ -280,7 +289,7 @@ impl Executor<'_> {
                 Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
                 Action::ReleaseSlot(id) => self.plumbing.spawner.release_slot(id),
                 Action::SampleMemory { pids } => {
-                    let usage = crate::usage::group_memory(&pids);
+                    let usage = crate::process::usage::group_memory(&pids);
                     queue.extend(cluster.on_memory(&usage, Instant::now()));
                 }
                 Action::CheckQueue { slot, pid } => {
@@ -428,7 +437,7 @@ impl Executor<'_> {
         {
             return;
         }
-        let now = crate::usage::oom_kills();
+        let now = crate::process::usage::oom_kills();
         if let (Some(before), Some(after)) = (self.oom_kills, now)
             && after > before
         {

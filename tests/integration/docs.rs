@@ -6,7 +6,7 @@ use clap::CommandFactory;
 fn the_man_page_lists_every_flag() {
     let man =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
-    let command = recluster::cli::Cli::command();
+    let command = recluster::config::cli::Cli::command();
     for arg in command.get_arguments() {
         if let Some(long) = arg.get_long() {
             let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
@@ -32,8 +32,8 @@ fn the_man_page_lists_every_flag() {
 fn every_option_in_the_man_page_exists() {
     let man =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
-    let command = recluster::cli::Cli::command();
-    let ctl = recluster::control::client::CtlCli::command();
+    let command = recluster::config::cli::Cli::command();
+    let ctl = recluster::frontend::control::client::CtlCli::command();
     let ctl_args = ctl
         .get_subcommands()
         .flat_map(|verb| verb.get_arguments())
@@ -61,7 +61,7 @@ fn every_option_in_the_man_page_exists() {
 fn the_man_page_describes_every_ctl_verb_and_flag() {
     let man =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/recluster.1")).unwrap();
-    let ctl = recluster::control::client::CtlCli::command();
+    let ctl = recluster::frontend::control::client::CtlCli::command();
     for verb in ctl.get_subcommands() {
         let name = verb.get_name();
         if name == "help" {
@@ -134,7 +134,7 @@ fn env_names(text: &str) -> std::collections::BTreeSet<String> {
 
 /// The environment twins and the options without one, from the CLI definition.
 fn twins_and_the_rest() -> (std::collections::BTreeSet<String>, Vec<String>) {
-    let command = recluster::cli::Cli::command();
+    let command = recluster::config::cli::Cli::command();
     let mut twins = std::collections::BTreeSet::new();
     let mut without = Vec::new();
     for arg in command.get_arguments() {

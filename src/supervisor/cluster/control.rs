@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::signal::Sig;
+use crate::process::signal::Sig;
 
 use super::worker::{Retire, State, Worker};
 use super::{Action, Cluster, Occupant, Origin, Report, Role, stop};
@@ -27,7 +27,7 @@ impl Cluster {
     /// Scales to `target` slots, one step at a time as TTIN and TTOU do.
     pub fn scale_to(&mut self, target: u32, now: Instant) -> Result<(Scaled, Vec<Action>), String> {
         self.refuse_unless_running()?;
-        let max = crate::config::MAX_WORKERS;
+        let max = crate::config::policy::MAX_WORKERS;
         if target == 0 || target > max {
             return Err(format!(
                 "cannot scale to {target} workers: the count must be between 1 and {max}"

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use crate::cli::ReadyMode;
-use crate::signal::Sig;
+use crate::config::policy::ReadyMode;
+use crate::process::signal::Sig;
 
 use super::worker::{PROBE_INTERVAL, State, StopReason, Wait, later};
 use super::{Action, Cluster, Key, Occupant, Place, Report};
@@ -67,7 +67,7 @@ impl Cluster {
         self.report(Report::AllReady { workers: n });
         vec![Action::NotifyManager(format!(
             "READY=1\nSTATUS={} ready",
-            crate::logging::plural(n as u64, "worker", "workers")
+            crate::text::plural::plural(n as u64, "worker", "workers")
         ))]
     }
 

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use crate::status::ProcessStatus;
+use crate::process::status::ProcessStatus;
 
 use super::worker::{Retire, State, StopReason, Worker};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Role};
@@ -97,7 +97,7 @@ impl Cluster {
         self.report(Report::ReloadComplete { target, workers: n });
         actions.push(Action::NotifyManager(format!(
             "READY=1\nSTATUS={} of generation {target}",
-            crate::logging::plural(n as u64, "worker", "workers")
+            crate::text::plural::plural(n as u64, "worker", "workers")
         )));
         actions
     }

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::RestartMode;
-use crate::signal::Sig;
-use crate::status::ProcessStatus;
+use crate::config::policy::RestartMode;
+use crate::process::signal::Sig;
+use crate::process::status::ProcessStatus;
 
 use super::stop::Outcome;
 use super::worker::{Worker, later};

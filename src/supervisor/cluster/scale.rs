@@ -11,7 +11,7 @@ use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Slot};
 
 impl Cluster {
     pub(super) fn scale_up(&mut self, origin: Origin, now: Instant) -> Vec<Action> {
-        if self.slots.len() >= crate::config::MAX_WORKERS as usize {
+        if self.slots.len() >= crate::config::policy::MAX_WORKERS as usize {
             self.report(Report::TooManyWorkers {
                 workers: self.slots.len(),
             });

@@ -5,11 +5,11 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::reaper::Exit;
-use crate::snapshot::{
+use crate::process::reaper::Exit;
+use crate::process::status::ProcessStatus;
+use crate::supervisor::snapshot::{
     ClusterState, ClusterView, LastExit, Snapshot, WorkerRole, WorkerState, WorkerView,
 };
-use crate::status::ProcessStatus;
 
 use super::stop::Phase;
 use super::worker::{Retire, State, StopReason, Worker};
@@ -176,7 +176,7 @@ pub(super) enum Cause {
 }
 
 /// The signals a program's own fault brings (a crash), as opposed to one another process sends.
-fn is_crash(sig: crate::signal::Sig) -> bool {
+fn is_crash(sig: crate::process::signal::Sig) -> bool {
     [
         libc::SIGSEGV,
         libc::SIGBUS,
@@ -235,7 +235,11 @@ impl Cause {
     }
 }
 
-fn cause(worker: &Worker, status: ProcessStatus, relayed: Option<crate::signal::Sig>) -> Cause {
+fn cause(
+    worker: &Worker,
+    status: ProcessStatus,
+    relayed: Option<crate::process::signal::Sig>,
+) -> Cause {
     let by_signal = match status {
         ProcessStatus::Killed(sig) => Some(sig),
         ProcessStatus::Exited(_) => None,
@@ -258,8 +262,8 @@ fn cause(worker: &Worker, status: ProcessStatus, relayed: Option<crate::signal::
             ..
         } => Cause::Watchdog,
         State::Stopping { signal, .. }
-            if status == ProcessStatus::Killed(crate::signal::Sig::KILL)
-                && signal != crate::signal::Sig::KILL =>
+            if status == ProcessStatus::Killed(crate::process::signal::Sig::KILL)
+                && signal != crate::process::signal::Sig::KILL =>
         {
             Cause::KilledAfterTimeout
         }

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::exit_code;
-use crate::signal::Sig;
-use crate::status::ProcessStatus;
+use crate::process::signal::Sig;
+use crate::process::status::ProcessStatus;
 
 use super::worker::{State, StopReason, Worker, later};
 use super::{Action, Cluster, Occupant, Report};

@@ -3,9 +3,9 @@
 //! would start.
 
 use super::*;
-use crate::cli::{ReadyMode, RestartMode};
-use crate::config::CrashLimit;
-use crate::notify::Watchdog;
+use crate::config::policy::{ReadyMode, RestartMode};
+use crate::config::validated::CrashLimit;
+use crate::worker_io::notify::Watchdog;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -1620,7 +1620,11 @@ fn a_restart_of_two_slots_replaces_them_one_at_a_time_within_n_plus_k() {
     assert_eq!(last.what, "replaced: restart", "not 'SIGTERM'");
 }
 
-fn last_exit_of(cluster: &Cluster, id: usize, now: Instant) -> crate::snapshot::LastExit {
+fn last_exit_of(
+    cluster: &Cluster,
+    id: usize,
+    now: Instant,
+) -> crate::supervisor::snapshot::LastExit {
     let clock = Clock {
         now,
         wall: std::time::SystemTime::now(),

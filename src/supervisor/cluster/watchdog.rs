@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::notify::Watchdog;
-use crate::signal::Sig;
+use crate::process::signal::Sig;
+use crate::worker_io::notify::Watchdog;
 
 use super::worker::{self, later};
 use super::{Action, Cluster, Key, Occupant, Place, Report};

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::ReadyMode;
-use crate::config::Policy;
-use crate::signal::Sig;
-use crate::status::ProcessStatus;
+use crate::config::policy::ReadyMode;
+use crate::config::validated::Policy;
+use crate::process::signal::Sig;
+use crate::process::status::ProcessStatus;
 
 use super::super::action::Ticket;
 

@@ -1,0 +1,631 @@
+//! The validated meaning of the command line: every usage error comes from here or from the value
+//! parsers in `cli`. Nothing after this point needs to second-guess a value.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::config::cli::Cli;
+use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
+use crate::cpu::cpus::{self, Budget};
+use crate::cpu::cpuset::CpuSet;
+use crate::cpu::placement::{self, Placement};
+use crate::cpu::topology::Topology;
+use crate::error::Error;
+use crate::net::listen::{ListenAddress, ListenSpec};
+use crate::process::signal::Sig;
+
+/// systemd's DefaultStartLimitIntervalSec, used when only --max-restarts is given.
+const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+/// What recluster does with a configuration: one of them, never two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Run the workers and supervise them (the normal case).
+    Run,
+    /// `--plan`: print how the worker count and CPU places are derived, and exit (it takes
+    /// precedence over `--exec`).
+    Plan(PlanFormat),
+    /// `--exec`: run the command in recluster's place, as worker 0 of 1, with no supervisor.
+    Exec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: u32,
+    pub policy: Policy,
+    pub log_level: log::LevelFilter,
+    /// Whether -v/-q were given (they take precedence over RUST_LOG).
+    pub log_level_from_flags: bool,
+    /// `--log-format`, or json under `--prefix=json`.
+    pub log_format: crate::logging::LogFormat,
+    pub command: Vec<OsString>,
+    pub listen: Vec<ListenSpec>,
+    pub socket_mode: SocketMode,
+    pub backlog: i32,
+    /// Which CPUs each worker gets.
+    pub placement: Placement,
+    /// How the CPU figures were derived, for `--plan`.
+    pub cpu_derivation: CpuDerivation,
+    /// What recluster does with all this: supervise, `--plan` or `--exec`.
+    pub mode: RunMode,
+    /// Warnings about the combination of values, logged once logging is set up.
+    pub warnings: Vec<String>,
+    /// `--prefix`: how workers' lines are tagged (none: output passes straight through).
+    pub prefix: Option<crate::worker_io::output::PrefixFormat>,
+    /// `--user`: the identity workers run as.
+    pub user: Option<crate::process::user::Identity>,
+    /// `--on`: lifecycle hooks, and `--hook-timeout`.
+    pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
+    pub hook_timeout: Duration,
+    /// `--control`, `--name`.
+    pub control: crate::frontend::control::location::Placement,
+    pub name: Option<String>,
+    /// `--admin`, `--ready-quorum`.
+    pub admin: Option<ListenAddress>,
+    /// `--admin-mode`: the mode of a `unix:` admin socket.
+    pub admin_mode: u32,
+    pub ready_quorum: crate::frontend::admin::probes::Quorum,
+    /// Whether workers get a message socket (not `--no-messages`).
+    pub messages: bool,
+    /// `-f`: the Procfile's groups.
+    pub groups: Option<crate::config::groups::Groups>,
+}
+
+/// How the sockets of `--listen` reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// One `SO_REUSEPORT` socket per TCP address per slot, steered to the slots whose worker is
+    /// ready (a unix address stays one shared socket). `asked`: `--socket-per-worker` was given,
+    /// so where it cannot run is an error rather than a shared socket.
+    PerWorker { asked: bool },
+    /// One socket per address shared by every worker, and why.
+    Shared(SharedBecause),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedBecause {
+    /// `--shared-socket`.
+    Asked,
+    /// No `--listen` TCP address (none at all, only unix sockets, or sockets from a service
+    /// manager).
+    NoTcpAddress,
+    /// Procfile groups, where the kernel refuses a steering program.
+    GroupsWithoutSteering,
+    /// The hard open-files limit leaves no room for a socket per worker.
+    FdLimit,
+    /// `--exec`: one process, nothing to steer.
+    Exec,
+}
+
+impl SocketMode {
+    pub fn per_worker(self) -> bool {
+        matches!(self, SocketMode::PerWorker { .. })
+    }
+
+    /// Why the sockets are shared, for the start-up log, where the user did not ask for it.
+    pub fn why_shared(self) -> Option<&'static str> {
+        match self {
+            SocketMode::Shared(SharedBecause::GroupsWithoutSteering) => Some(
+                "the kernel refuses a steering program, which Procfile groups need for a socket per worker",
+            ),
+            SocketMode::Shared(SharedBecause::FdLimit) => Some(
+                "the hard open-files limit leaves no room for a socket per worker (raise it, or pass --shared-socket to choose this)",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What the worker count and the CPU places were derived from.
+#[derive(Debug, Clone)]
+pub struct CpuDerivation {
+    pub inherited: CpuSet,
+    pub topology: Topology,
+    pub cgroup_cpuset: Option<(std::path::PathBuf, String)>,
+    pub budget: Budget,
+    /// Whether `-n` was given (else: the allowed CPUs, bounded by the quota).
+    pub workers_given: bool,
+}
+
+/// What the supervisor decides with: when to restart, how to stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub restart: RestartMode,
+    pub restart_delay: Duration,
+    pub restart_max_delay: Duration,
+    pub crash_limit: Option<CrashLimit>,
+    pub min_uptime: Duration,
+    pub ready: ReadyMode,
+    pub ready_timeout: Duration,
+    pub reload_batch: u32,
+    pub stop_signal: Sig,
+    pub kill_timeout: Duration,
+    /// `--socket-per-worker`: connections are steered to ready slots, and a scaled-down slot's
+    /// worker drains its queue before it is stopped.
+    pub steered: bool,
+    /// `--watchdog`: how often a ready worker must say it is alive.
+    pub watchdog: Option<Duration>,
+    /// `--max-memory` in bytes, and `--memory-interval`.
+    pub max_memory: Option<(u64, Duration)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrashLimit {
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, Error> {
+        let crash_limit = crash_limit(&cli)?;
+        let tcp = cli
+            .listen
+            .iter()
+            .any(|s| matches!(s.address, ListenAddress::Tcp { .. }));
+        check_flag_pairs(&cli, tcp)?;
+        let user = user(&cli)?;
+        let mut warnings = Vec::new();
+        let (placement, cpu_derivation, default_workers) = cpu_places(&cli, &mut warnings)?;
+        if let Some(address) = cli.admin.as_ref().filter(|a| !is_loopback(a)) {
+            warnings.push(format!(
+                "--admin {address} is reachable beyond this host: whoever reaches it sees the workers' status (pids, states, memory, STATUS= lines); it changes nothing"
+            ));
+        }
+        let log_level = log_level(cli.verbose, cli.quiet);
+        let groups = procfile_groups(&cli, &mut warnings)?;
+        let socket_mode = socket_mode(&cli, tcp, groups.is_some())?;
+        let workers = if cli.exec {
+            1
+        } else if let Some(groups) = &groups {
+            groups.total()
+        } else {
+            cli.workers.unwrap_or(default_workers)
+        };
+        if let (Some(_), crate::frontend::admin::probes::Quorum::Count(k)) =
+            (&cli.admin, cli.ready_quorum)
+            && k > workers
+        {
+            // A count above N is reached only by a scale-up nothing promises: until then /readyz
+            // answers 503 and no traffic comes. A percentage follows scaling.
+            return Err(Error::Usage(format!(
+                "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
+            )));
+        }
+        let command = match &groups {
+            // What is checked before any worker starts: the shell every line runs with.
+            Some(groups) => groups.groups[0].command.clone(),
+            None => cli.command,
+        };
+        Ok(Config {
+            workers,
+            policy: Policy {
+                restart: cli.restart,
+                restart_delay: cli.restart_delay,
+                restart_max_delay: cli.restart_max_delay,
+                crash_limit,
+                min_uptime: cli.min_uptime,
+                ready: cli.ready,
+                ready_timeout: cli.ready_timeout,
+                reload_batch: cli.reload_batch,
+                stop_signal: cli.stop_signal,
+                kill_timeout: cli.kill_timeout,
+                steered: socket_mode.per_worker(),
+                watchdog: cli.watchdog,
+                max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
+            },
+            log_level,
+            log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
+            log_format: cli.log_format.unwrap_or(match cli.prefix {
+                Some(crate::worker_io::output::PrefixFormat::Json) => {
+                    crate::logging::LogFormat::Json
+                }
+                _ => crate::logging::LogFormat::Text,
+            }),
+            command,
+            listen: cli.listen,
+            socket_mode,
+            backlog: cli.backlog,
+            placement,
+            cpu_derivation,
+            mode: match (cli.plan, cli.exec) {
+                (Some(format), _) => RunMode::Plan(format),
+                (None, true) => RunMode::Exec,
+                (None, false) => RunMode::Run,
+            },
+            warnings,
+            prefix: cli.prefix,
+            user,
+            hooks: cli.hooks,
+            hook_timeout: cli.hook_timeout,
+            control: cli
+                .control
+                .unwrap_or(crate::frontend::control::location::Placement::Default),
+            name: cli.name,
+            admin: cli.admin,
+            admin_mode: cli
+                .admin_mode
+                .unwrap_or(crate::frontend::admin::bind::DEFAULT_MODE),
+            ready_quorum: cli.ready_quorum,
+            messages: !cli.no_messages,
+            groups,
+        })
+    }
+}
+
+impl Config {
+    /// Falls back from the default per-worker sockets to shared ones (where the open-files limit
+    /// leaves no room for them); whether it did.
+    pub fn share_sockets_for_fd_limit(&mut self) -> bool {
+        if self.socket_mode != (SocketMode::PerWorker { asked: false }) {
+            return false;
+        }
+        self.socket_mode = SocketMode::Shared(SharedBecause::FdLimit);
+        self.policy.steered = false;
+        true
+    }
+
+    /// The file descriptors recluster holds at most with N workers (and K more during a reload):
+    /// a notify socket per live worker, each slot's own listening sockets, two relayed pipes per
+    /// live worker with `--prefix`.
+    pub fn fds_needed(&self) -> u64 {
+        let workers = u64::from(self.workers);
+        let alive = workers + u64::from(self.policy.reload_batch);
+        let notify = if self.policy.ready == ReadyMode::Notify {
+            alive
+        } else {
+            0
+        };
+        let listeners = self.listen.len() as u64;
+        let sockets = if self.socket_mode.per_worker() {
+            listeners * workers
+        } else {
+            listeners
+        };
+        // --prefix: the read ends of each live worker's stdout and stderr pipes.
+        let relayed = if self.prefix.is_some() { 2 * alive } else { 0 };
+        // A pidfd per live worker (see `pidfd`).
+        let pidfds = alive;
+        crate::process::startup::RESERVED_FDS + notify + sockets + relayed + pidfds
+    }
+}
+
+/// `--restart-delay` within `--restart-max-delay`; the crash-loop limit (`--max-restarts`,
+/// `--restart-window`).
+fn crash_limit(cli: &Cli) -> Result<Option<CrashLimit>, Error> {
+    if cli.restart_delay > cli.restart_max_delay {
+        return Err(Error::Usage(format!(
+            "--restart-delay ({}) is longer than --restart-max-delay ({}): raise --restart-max-delay or lower --restart-delay",
+            humantime::format_duration(cli.restart_delay),
+            humantime::format_duration(cli.restart_max_delay)
+        )));
+    }
+    let crash_limit = match (cli.max_restarts, cli.restart_window) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::Usage(
+                "--restart-window needs --max-restarts: give both to limit crash loops".to_string(),
+            ));
+        }
+        (Some(max_restarts), window) => Some(CrashLimit {
+            max_restarts,
+            window: window.unwrap_or(DEFAULT_RESTART_WINDOW),
+        }),
+    };
+    if crash_limit.is_some_and(|limit| limit.window.is_zero()) {
+        return Err(Error::Usage(
+            "--restart-window must be longer than 0s".to_string(),
+        ));
+    }
+    Ok(crash_limit)
+}
+
+/// Flags that need another flag, or exclude one: `--socket-per-worker` and TCP, `--exec` and
+/// what needs a supervisor, `--admin-mode` and a unix `--admin`, `--watchdog` and `--ready notify`.
+fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
+    if cli.socket_per_worker && !tcp {
+        return Err(Error::Usage(format!(
+            "--socket-per-worker needs a TCP address: {} cannot be split per worker (SO_REUSEPORT balances TCP only); drop --socket-per-worker or listen on HOST:PORT",
+            cli.listen
+                .first()
+                .map_or("a unix socket".to_string(), |s| s.address.to_string())
+        )));
+    }
+    if cli.exec
+        && let Some(n) = cli.workers.filter(|&n| n != 1)
+    {
+        return Err(Error::Usage(format!(
+            "--exec runs the command itself, as worker 0 of 1: drop -n {n}"
+        )));
+    }
+    if cli.exec {
+        let supervised = [
+            ("--prefix", cli.prefix.is_some()),
+            ("--watchdog", cli.watchdog.is_some()),
+            ("--max-memory", cli.max_memory.is_some()),
+            ("--on", !cli.hooks.is_empty()),
+        ];
+        if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} needs recluster to supervise the workers; --exec leaves none: drop one of them"
+            )));
+        }
+    }
+    if cli.admin_mode.is_some() && !matches!(cli.admin, Some(ListenAddress::Unix(_))) {
+        return Err(Error::Usage(
+            "--admin-mode is the mode of an --admin unix:PATH socket: add one, or drop --admin-mode"
+                .to_string(),
+        ));
+    }
+    if let Some(interval) = cli.watchdog {
+        if cli.ready != ReadyMode::Notify {
+            return Err(Error::Usage(
+                "--watchdog needs --ready notify (the workers ping it on their NOTIFY_SOCKET): add --ready notify"
+                    .to_string(),
+            ));
+        }
+        if interval.is_zero() {
+            return Err(Error::Usage(
+                "--watchdog must be longer than 0s".to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--user`: the identity workers run as, and whether recluster may switch to it.
+fn user(cli: &Cli) -> Result<Option<crate::process::user::Identity>, Error> {
+    Ok(match cli.user.as_deref() {
+        None => None,
+        Some(spec) => {
+            let identity = crate::process::user::Identity::resolve(spec).map_err(Error::Usage)?;
+            if !crate::process::user::may_switch() {
+                return Err(Error::Usage(format!(
+                    "--user {spec}: recluster must run as root (or with CAP_SETUID and CAP_SETGID) to start workers as {}",
+                    identity.name
+                )));
+            }
+            Some(identity)
+        }
+    })
+}
+
+/// The CPUs workers may use and how they are placed (`--cpus`, `--pin`), how that was derived
+/// (for `--plan`), and the default worker count: the CPU quota, or the allowed CPUs.
+fn cpu_places(
+    cli: &Cli,
+    warnings: &mut Vec<String>,
+) -> Result<(Placement, CpuDerivation, u32), Error> {
+    // Each CPU's topology files, and the cgroup's cpuset, only where they are used.
+    let sysfs = std::path::Path::new("/sys/devices/system");
+    let topology = if cli.pin.is_some() || cli.plan.is_some() {
+        Topology::read(sysfs)
+    } else {
+        Topology::read_online(sysfs)
+    };
+    let inherited = CpuSet::of_this_process().unwrap_or_else(|| topology.online.clone());
+    let (allowed, narrowed) =
+        placement::allowed_cpus(cli.cpus.as_ref(), &inherited, &topology).map_err(Error::Usage)?;
+    let budget = cpus::budget();
+    let default_workers = budget
+        .quota
+        .map_or(allowed.len(), |q| (q as usize).min(allowed.len()))
+        .clamp(1, MAX_WORKERS as usize) as u32;
+    if let (Some(_), Some(quota)) = (cli.pin, budget.quota)
+        && (quota as usize) < allowed.len()
+    {
+        warnings.push(format!(
+            "--pin with a CPU quota of {quota} over {} CPUs ({allowed}): the quota is a share of time, not these CPUs; in a shared pool (Kubernetes without a static cpuset) pinning stacks every tenant on the same CPUs: drop --pin, or give recluster a cpuset of its own",
+            allowed.len()
+        ));
+    }
+    let pin = cli
+        .pin
+        .map(|granularity| (granularity, topology.places(&allowed, granularity)));
+    let placement = Placement {
+        allowed,
+        narrowed,
+        pin,
+    };
+    let cpu_derivation = CpuDerivation {
+        inherited,
+        topology,
+        cgroup_cpuset: cli.plan.and_then(|_| cpus::cgroup_cpuset()),
+        budget,
+        workers_given: cli.workers.is_some(),
+    };
+    Ok((placement, cpu_derivation, default_workers))
+}
+
+/// `-v`/`-q`.
+fn log_level(verbose: u8, quiet: u8) -> log::LevelFilter {
+    match (verbose, quiet) {
+        (0, 0) => log::LevelFilter::Info,
+        (1, _) => log::LevelFilter::Debug,
+        (v, _) if v >= 2 => log::LevelFilter::Trace,
+        (_, 1) => log::LevelFilter::Warn,
+        (_, 2) => log::LevelFilter::Error,
+        _ => log::LevelFilter::Off,
+    }
+}
+
+/// `--procfile` and what names its groups (`--formation`, `--after`, `--once`).
+fn procfile_groups(
+    cli: &Cli,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::config::groups::Groups>, Error> {
+    Ok(match &cli.procfile {
+        None => {
+            let given = [
+                ("--formation", cli.formation.is_some()),
+                ("--after", !cli.after.is_empty()),
+                ("--once", !cli.once.is_empty()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(Error::Usage(format!(
+                    "{flag} names Procfile groups: give the Procfile with --procfile (-f)"
+                )));
+            }
+            None
+        }
+        Some(path) => {
+            if cli.exec {
+                return Err(Error::Usage(
+                    "--exec runs one command in place: it does not take a Procfile (-f)"
+                        .to_string(),
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Usage(format!(
+                    "--procfile {}: {}",
+                    path.display(),
+                    crate::net::socket::describe_error(&e)
+                ))
+            })?;
+            let entries = crate::config::groups::parse_procfile(&text)
+                .map_err(|e| Error::Usage(format!("--procfile {}: {e}", path.display())))?;
+            if !cli.listen.is_empty() {
+                for (name, line) in &entries {
+                    if !crate::process::shell_line::keeps_the_pid(line) {
+                        warnings.push(format!(
+                                "--procfile {}: {name}'s line is compound, so /bin/sh forks its program and LISTEN_PID names the shell (libsystemd, go-systemd and gunicorn then ignore the sockets): write exec before the program ('cd app && exec ./server')",
+                                path.display()
+                            ));
+                    }
+                }
+            }
+            Some(
+                crate::config::groups::Groups::build(
+                    entries,
+                    cli.formation.as_deref(),
+                    &cli.after,
+                    &cli.once,
+                )
+                .map_err(Error::Usage)?,
+            )
+        }
+    })
+}
+
+/// Whether each worker gets its own sockets (`--socket-per-worker`, `--shared-socket`), and
+/// why not where it cannot.
+fn socket_mode(cli: &Cli, tcp: bool, grouped: bool) -> Result<SocketMode, Error> {
+    Ok(if cli.shared_socket {
+        SocketMode::Shared(SharedBecause::Asked)
+    } else if cli.exec {
+        SocketMode::Shared(SharedBecause::Exec)
+    } else if !tcp {
+        SocketMode::Shared(SharedBecause::NoTcpAddress)
+    } else if grouped && !crate::net::steering::supported() {
+        // A group's socket is bound for every slot, in slot order, and only steering keeps
+        // connections off the slots of other groups.
+        if cli.socket_per_worker {
+            return Err(Error::Usage(
+                    "--socket-per-worker with Procfile groups needs a steering program (SO_ATTACH_REUSEPORT_CBPF), which this kernel refuses: drop --socket-per-worker".to_string(),
+                ));
+        }
+        SocketMode::Shared(SharedBecause::GroupsWithoutSteering)
+    } else {
+        SocketMode::PerWorker {
+            asked: cli.socket_per_worker,
+        }
+    })
+}
+
+/// Whether an address is reachable from this host only: loopback, or a unix socket.
+fn is_loopback(address: &ListenAddress) -> bool {
+    match address {
+        ListenAddress::Unix(_) => true,
+        ListenAddress::Tcp { host: None, .. } => false,
+        ListenAddress::Tcp {
+            host: Some(host), ..
+        } => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config, Error> {
+        let mut full = vec!["recluster"];
+        full.extend_from_slice(args);
+        full.push("true");
+        Config::from_cli(Cli::try_parse_from(full).unwrap())
+    }
+
+    #[test]
+    fn restart_window_alone_is_a_usage_error_naming_both_flags() {
+        let err = config(&["--restart-window", "1m"]).unwrap_err();
+        assert!(err.to_string().contains("--max-restarts"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn max_restarts_alone_uses_systemds_window() {
+        let limit = config(&["--max-restarts", "3"])
+            .unwrap()
+            .policy
+            .crash_limit
+            .unwrap();
+        assert_eq!(limit.window, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_delay_longer_than_its_maximum_is_refused() {
+        let err = config(&["--restart-delay", "5s", "--restart-max-delay", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("--restart-max-delay"), "{err}");
+    }
+
+    #[test]
+    fn verbosity_flags_map_to_levels() {
+        assert_eq!(config(&[]).unwrap().log_level, log::LevelFilter::Info);
+        assert_eq!(config(&["-v"]).unwrap().log_level, log::LevelFilter::Debug);
+        assert_eq!(config(&["-qq"]).unwrap().log_level, log::LevelFilter::Error);
+    }
+
+    #[test]
+    fn sockets_are_per_worker_by_default_where_they_can_be() {
+        let mode = |args: &[&str]| config(args).unwrap().socket_mode;
+        assert_eq!(
+            mode(&["-l", ":3000"]),
+            SocketMode::PerWorker { asked: false }
+        );
+        assert_eq!(
+            mode(&["-l", ":3000", "--socket-per-worker"]),
+            SocketMode::PerWorker { asked: true }
+        );
+        assert_eq!(
+            mode(&["-l", ":3000", "--shared-socket"]),
+            SocketMode::Shared(SharedBecause::Asked)
+        );
+        assert_eq!(
+            mode(&["-l", "unix:/tmp/x.sock"]),
+            SocketMode::Shared(SharedBecause::NoTcpAddress)
+        );
+        assert_eq!(
+            mode(&["-l", "unix:/tmp/x.sock", "-l", "127.0.0.1:0"]),
+            SocketMode::PerWorker { asked: false },
+            "the TCP address splits, the unix one stays shared"
+        );
+        assert_eq!(mode(&[]), SocketMode::Shared(SharedBecause::NoTcpAddress));
+        assert!(config(&["-l", "unix:/tmp/x.sock", "--socket-per-worker"]).is_err());
+        let mut tight = config(&["-l", ":3000"]).unwrap();
+        assert!(tight.share_sockets_for_fd_limit());
+        assert_eq!(
+            tight.socket_mode,
+            SocketMode::Shared(SharedBecause::FdLimit)
+        );
+        assert!(!tight.policy.steered);
+        let mut asked = config(&["-l", ":3000", "--socket-per-worker"]).unwrap();
+        assert!(
+            !asked.share_sockets_for_fd_limit(),
+            "asked for: an error instead"
+        );
+    }
+}
