@@ -35,26 +35,7 @@ impl Drop for TempFile {
 /// tests/programs/sd_listen_server.c built against libsystemd: it refuses sockets whose
 /// `LISTEN_PID` is not its own pid.
 fn sd_listen_server() -> String {
-    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // Under the build's own scratch directory, so nothing is left in /tmp.
-            let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("sd-listen-server-{}", std::process::id()));
-            let built = Command::new("gcc")
-                .args(["-O1", "-o"])
-                .arg(&binary)
-                .arg(program("sd_listen_server.c"))
-                .arg("-lsystemd")
-                .status()
-                .expect("gcc is not installed: run scripts/install-test-deps");
-            assert!(
-                built.success(),
-                "gcc failed: is libsystemd-dev installed? (scripts/install-test-deps)"
-            );
-            binary.display().to_string()
-        })
-        .clone()
+    crate::harness::c_program("sd_listen_server", &["-lsystemd"])
 }
 
 // 1. The README's Procfile example serves.

@@ -600,26 +600,39 @@ impl Drop for FakeManager {
     }
 }
 
-/// Builds tests/programs/no_unshare.c: runs a command under a seccomp filter that fails
-/// unshare(2) (and with --no-steering, attaching a reuseport program) with EPERM.
+/// Builds tests/programs/NAME.c with gcc (and `libs`), once per test run, under the build's
+/// scratch directory; the binary's path.
+pub fn c_program(name: &str, libs: &[&str]) -> String {
+    static BUILT: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/programs/{name}.c"));
+    let binary = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    let status = std::process::Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .args(libs)
+        .status()
+        .expect("gcc is not installed: run scripts/install-test-deps");
+    assert!(
+        status.success(),
+        "gcc failed on {}: are its libraries installed? (scripts/install-test-deps)",
+        source.display()
+    );
+    let path = binary.display().to_string();
+    built.push((name.to_string(), path.clone()));
+    path
+}
+
+/// tests/programs/no_unshare.c: runs a command under a seccomp filter that fails unshare(2)
+/// (and with --no-steering, attaching a reuseport program) with EPERM.
 pub fn no_unshare() -> String {
-    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/programs/no_unshare.c");
-            let binary =
-                std::env::temp_dir().join(format!("recluster-no-unshare-{}", std::process::id()));
-            let built = std::process::Command::new("gcc")
-                .args(["-O1", "-o"])
-                .arg(&binary)
-                .arg(&source)
-                .status()
-                .expect("gcc is not installed: run scripts/install-test-deps");
-            assert!(built.success(), "gcc failed on {}", source.display());
-            binary.display().to_string()
-        })
-        .clone()
+    c_program("no_unshare", &[])
 }
 
 /// `recluster ctl --pid PID ARGS…`: (exit code, stdout, stderr).

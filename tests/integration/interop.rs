@@ -74,20 +74,8 @@ fn node_listens_on_fd_3() {
 #[test]
 fn a_libsystemd_program_accepts_the_sockets() {
     require("gcc");
-    let binary = std::env::temp_dir().join(format!("recluster-sd-listen-{}", std::process::id()));
-    let built = Command::new("gcc")
-        .args(["-O1", "-o"])
-        .arg(&binary)
-        .arg(program("sd_listen_server.c"))
-        .arg("-lsystemd")
-        .status()
-        .expect("run gcc");
-    assert!(
-        built.success(),
-        "gcc failed: is libsystemd-dev installed? (scripts/install-test-deps)"
-    );
-    serves_with_two_workers(&[binary.to_str().unwrap()], prints_ready);
-    let _ = std::fs::remove_file(&binary);
+    let binary = crate::harness::c_program("sd_listen_server", &["-lsystemd"]);
+    serves_with_two_workers(&[binary.as_str()], prints_ready);
 }
 
 #[test]

@@ -3,25 +3,9 @@
 
 use crate::harness::{Launch, cluster_args};
 
-/// Builds tests/programs/deny_syscall.c: runs a command with one system call failing.
+/// tests/programs/deny_syscall.c: runs a command with one system call failing.
 fn deny_syscall() -> String {
-    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let source = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/programs/deny_syscall.c");
-            let binary =
-                std::env::temp_dir().join(format!("recluster-deny-syscall-{}", std::process::id()));
-            let built = std::process::Command::new("gcc")
-                .args(["-O1", "-o"])
-                .arg(&binary)
-                .arg(&source)
-                .status()
-                .expect("gcc is not installed: run scripts/install-test-deps");
-            assert!(built.success(), "gcc failed on {}", source.display());
-            binary.display().to_string()
-        })
-        .clone()
+    crate::harness::c_program("deny_syscall", &[])
 }
 
 /// recluster with `syscall` failing with `errno`, one worker restarted slowly.
