@@ -2,14 +2,10 @@
 //! serving `GET` and `HEAD` of `/livez`, `/readyz`, `/status`, `/metrics` and `/`. Nothing here
 //! changes the cluster.
 //!
-//! The probes ask the supervisor loop: `/livez` is answered when the loop answers a `hello`, and
-//! fails when it does not within `LIVEZ_TIMEOUT`, so a wedged supervisor fails it; `/readyz`
-//! reads a `status` answer. One question of each kind is in flight at a time, and its answer
-//! serves every probe waiting for it, so a crowd of probes is one question to the loop.
-//! `/status`, `/metrics` and `/` are served from a copy of the cluster that `cache` builds on a
-//! thread of its own (at most once a second, one build at a time): this thread only hands it the
-//! loop's snapshot and writes the texts it made, so it never walks /proc or renders a page while
-//! a probe waits.
+//! This file owns the connections: accepting them, reading their heads, writing their answers,
+//! their deadlines and the limits below. What a whole head is answered with, and the questions to
+//! the supervisor loop and the cache that answer takes, is `answering`'s (more methods of
+//! `Thread`, in that file).
 //!
 //! Limits, so no client can hold the endpoint or recluster hostage: a request head of at most
 //! `http::MAX_HEAD` bytes, `HEAD_TIMEOUT` to send it (counted from the connection, so a client
@@ -36,23 +32,18 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::EventFd;
 
 use super::bind::{Bound, Listener};
-use super::cache::{Builder, Cached, Kind, Kinds};
+use super::cache::{Builder, Cached, Kind};
 use super::http::{self, Response};
-use super::metrics;
 use super::peers::{Admission, Admit, Limits, Peer};
-use super::probes::{self, Quorum};
+use super::probes::Quorum;
 use crate::frontend::control::replies::{Replies, Reply};
-use crate::frontend::request::{Frontend, Request};
 use crate::net::listen::ListenAddress;
 use crate::supervisor::event::Event;
-use crate::supervisor::snapshot::Snapshot;
 
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `/livez` waits for the supervisor loop.
 pub const LIVEZ_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the other endpoints wait for it.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long accepting stops when recluster is out of file descriptors and no connection of its
 /// own can make room.
 const PAUSE_WHEN_OUT_OF_FDS: Duration = Duration::from_millis(100);
@@ -63,20 +54,15 @@ const HEAD_BYTES: usize = 1 << 20;
 /// How many connections are accepted before the others' reads and writes get a turn.
 const ACCEPTS_AT_ONCE: usize = 64;
 
-/// The client ids of this thread's two questions to the supervisor loop (connections are never
-/// its clients: one question serves every probe waiting).
-const HELLO: u64 = 1;
-const STATUS: u64 = 2;
-
 use crate::frontend::reactor::{LISTENER, WAKE};
 
-enum Stream {
+pub(super) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    fn fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
@@ -111,7 +97,7 @@ impl Stream {
 
 /// Which endpoint a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Livez,
     Readyz { verbose: bool },
     Status,
@@ -121,7 +107,7 @@ enum Route {
 
 impl Route {
     /// The text of the cached copy it is answered with, if it is.
-    fn kind(self) -> Option<Kind> {
+    pub(super) fn kind(self) -> Option<Kind> {
         match self {
             Route::Livez | Route::Readyz { .. } => None,
             Route::Status => Some(Kind::Status),
@@ -132,7 +118,7 @@ impl Route {
     }
 }
 
-enum Phase {
+pub(super) enum Phase {
     /// Reading the request head, until `deadline`.
     Reading,
     /// Waiting for the supervisor loop's answer, or for the cached copy.
@@ -169,12 +155,12 @@ impl Output {
     }
 }
 
-struct Connection {
-    stream: Stream,
-    input: Vec<u8>,
+pub(super) struct Connection {
+    pub(super) stream: Stream,
+    pub(super) input: Vec<u8>,
     output: Output,
-    phase: Phase,
-    deadline: Instant,
+    pub(super) phase: Phase,
+    pub(super) deadline: Instant,
 }
 
 /// recluster's soft limit on open files now (after `startup::raise_fd_limit`).
@@ -256,31 +242,31 @@ impl Drop for Admin {
     }
 }
 
-struct Thread {
+pub(super) struct Thread {
     listener: Listener,
-    address: ListenAddress,
-    epoll: Epoll,
-    wake: Arc<EventFd>,
-    replies: Receiver<Reply>,
-    events: Sender<Event>,
-    quorum: Quorum,
-    connections: HashMap<u64, Connection>,
-    admission: Admission,
+    pub(super) address: ListenAddress,
+    pub(super) epoll: Epoll,
+    pub(super) wake: Arc<EventFd>,
+    pub(super) replies: Receiver<Reply>,
+    pub(super) events: Sender<Event>,
+    pub(super) quorum: Quorum,
+    pub(super) connections: HashMap<u64, Connection>,
+    pub(super) admission: Admission,
     /// Bytes of unfinished request heads held, every connection together.
-    head_bytes: usize,
+    pub(super) head_bytes: usize,
     next: u64,
     /// Accepting stopped, out of file descriptors, until then (or until a connection closes).
     paused_until: Option<Instant>,
     /// When the `hello` and `status` in flight were asked, if one is.
-    hello: Option<Instant>,
-    status: Option<Instant>,
+    pub(super) hello: Option<Instant>,
+    pub(super) status: Option<Instant>,
     /// The next `status` answer is for a new copy.
-    refresh: bool,
+    pub(super) refresh: bool,
     /// The thread that builds copies, started when first needed.
-    builder: Option<Builder>,
+    pub(super) builder: Option<Builder>,
     /// A job is with the builder.
-    building: bool,
-    cached: Option<Arc<Cached>>,
+    pub(super) building: bool,
+    pub(super) cached: Option<Arc<Cached>>,
 }
 
 impl crate::frontend::reactor::Server for Thread {
@@ -459,299 +445,11 @@ impl Thread {
         }
     }
 
-    /// A whole head: answer at once, or wait for the loop or the copy.
-    fn serve(&mut self, id: u64) {
-        let Some(connection) = self.connections.get_mut(&id) else {
-            return;
-        };
-        let Some(end) = http::head_end(&connection.input) else {
-            if connection.input.len() > http::MAX_HEAD {
-                let too_big = Response::text(431, "the request head is too large\n");
-                self.respond(id, too_big, false);
-            }
-            return;
-        };
-        self.admission.head_read(id);
-        if end > http::MAX_HEAD {
-            let too_big = Response::text(431, "the request head is too large\n");
-            self.respond(id, too_big, false);
-            return;
-        }
-        let request = match http::parse(&connection.input[..end]) {
-            Ok(request) => request,
-            Err(response) => {
-                self.respond(id, response, false);
-                return;
-            }
-        };
-        self.head_bytes = self.head_bytes.saturating_sub(connection.input.len());
-        connection.input = Vec::new();
-        let head_only = request.method == "HEAD";
-        if request.method != "GET" && !head_only {
-            let refused = Response::text(
-                405,
-                "read-only: only GET and HEAD (change the cluster with recluster ctl)\n",
-            );
-            self.respond(id, refused, false);
-            return;
-        }
-        if !http::host_allowed(request.host.as_deref(), request.http10, &self.address) {
-            debug!(
-                "admin endpoint: refused a request for Host {:?}",
-                request.host.as_deref().unwrap_or("")
-            );
-            let refused = Response::text(
-                403,
-                "this Host is not the address recluster's admin endpoint listens on\n",
-            );
-            self.respond(id, refused, head_only);
-            return;
-        }
-        let route = match request.path.as_str() {
-            "/livez" => Route::Livez,
-            "/readyz" => Route::Readyz {
-                verbose: request
-                    .query
-                    .split('&')
-                    .any(|p| p == "verbose" || p.starts_with("verbose=")),
-            },
-            "/status" => Route::Status,
-            "/metrics" => Route::Metrics {
-                openmetrics: metrics::wants_openmetrics(&request.accept),
-            },
-            "/" | "/index.html" => Route::Page,
-            _ => {
-                let missing = Response::text(
-                    404,
-                    "not found: /livez, /readyz, /status, /metrics and / are served here\n",
-                );
-                self.respond(id, missing, head_only);
-                return;
-            }
-        };
-        let now = Instant::now();
-        match route.kind() {
-            None => {
-                let timeout = if route == Route::Livez {
-                    LIVEZ_TIMEOUT
-                } else {
-                    ANSWER_TIMEOUT
-                };
-                connection.phase = Phase::Waiting { route, head_only };
-                connection.deadline = now + timeout;
-                self.hold(id);
-                self.ask(if route == Route::Livez { HELLO } else { STATUS });
-            }
-            Some(kind) => {
-                let served = self
-                    .cached
-                    .as_ref()
-                    .filter(|c| c.fresh(now))
-                    .and_then(|c| c.text(kind));
-                if let Some(text) = served {
-                    self.respond_with(id, text, head_only);
-                    return;
-                }
-                connection.phase = Phase::Waiting { route, head_only };
-                connection.deadline = now + ANSWER_TIMEOUT;
-                self.hold(id);
-                self.build();
-            }
-        }
-    }
-
-    /// Stops watching a waiting connection until its answer is ready: anything more it sends
-    /// would wake this thread again and again (one request per connection), and one that went
-    /// away is found out when its answer is written, or at its deadline.
-    fn hold(&mut self, id: u64) {
-        if let Some(connection) = self.connections.get(&id) {
-            let _ = self.epoll.modify(
-                connection.stream.fd(),
-                &mut EpollEvent::new(EpollFlags::empty(), id),
-            );
-        }
-    }
-
-    /// Asks the loop `hello` or `status`, unless that question is in flight already (its answer
-    /// will serve this one too).
-    fn ask(&mut self, question: u64) {
-        let now = Instant::now();
-        let (asked, timeout, request) = match question {
-            HELLO => (&mut self.hello, LIVEZ_TIMEOUT, Request::Hello),
-            _ => (&mut self.status, ANSWER_TIMEOUT, Request::Status),
-        };
-        if asked.is_some_and(|at| now < at + timeout) {
-            return;
-        }
-        *asked = Some(now);
-        let sent = self.events.send(Event::Control {
-            client: question,
-            request,
-            frontend: Frontend::Admin,
-        });
-        if sent.is_err() {
-            let gone = Response::text(503, "recluster is exiting\n");
-            self.answer_waiting(|_| true, |_| gone.clone());
-        }
-    }
-
-    /// Gets the texts the waiting requests need made: from the current copy while it is fresh,
-    /// else from a new one, after asking the loop. One at a time: the copy being made is looked
-    /// at again when it is done.
-    fn build(&mut self) {
-        if self.building {
-            return;
-        }
-        if self.refresh {
-            self.ask(STATUS); // asks again if the last question went unanswered
-            return;
-        }
-        let wanted = self.wanted();
-        if wanted.is_empty() {
-            return;
-        }
-        match self.cached.clone().filter(|c| c.fresh(Instant::now())) {
-            Some(cached) => {
-                if let Some(builder) = self.builder() {
-                    self.building = builder.render(cached, wanted);
-                }
-            }
-            None => {
-                self.refresh = true;
-                self.ask(STATUS);
-            }
-        }
-        if !self.building && !self.refresh {
-            let broken = Response::text(503, "the admin endpoint cannot build its answers\n");
-            self.answer_waiting(|r| r.kind().is_some(), |_| broken.clone());
-        }
-    }
-
-    /// The texts the waiting requests need.
-    fn wanted(&self) -> Kinds {
-        let mut wanted = Kinds::default();
-        for connection in self.connections.values() {
-            if let Phase::Waiting { route, .. } = connection.phase
-                && let Some(kind) = route.kind()
-            {
-                wanted.add(kind);
-            }
-        }
-        wanted
-    }
-
-    /// The builder thread, started the first time.
-    fn builder(&mut self) -> Option<&Builder> {
-        if self.builder.is_none() {
-            match Builder::start(self.wake.clone()) {
-                Ok(builder) => self.builder = Some(builder),
-                Err(e) => debug!("admin endpoint: cannot start its builder thread: {e}"),
-            }
-        }
-        self.builder.as_ref()
-    }
-
-    /// Takes what the supervisor answered; false when it is time to end.
-    fn take_replies(&mut self) -> bool {
-        while let Ok(reply) = self.replies.try_recv() {
-            match reply {
-                Reply::Shutdown => return false,
-                Reply::Line { client: HELLO, .. } => {
-                    self.hello = None;
-                    let ok = Response::text(200, "ok\n");
-                    self.answer_waiting(|r| r == Route::Livez, |_| ok.clone());
-                }
-                Reply::Status {
-                    client: STATUS,
-                    snapshot,
-                } => self.take_status(snapshot),
-                _ => {}
-            }
-        }
-        true
-    }
-
-    /// A `status` answer: the waiting `/readyz` requests get it, and a new copy is made of it if
-    /// one was wanted.
-    fn take_status(&mut self, snapshot: Box<Snapshot>) {
-        let asked = self.status.take().unwrap_or_else(Instant::now);
-        let quorum = self.quorum;
-        let readiness = probes::readiness(&snapshot, quorum);
-        self.answer_waiting(
-            |r| matches!(r, Route::Readyz { .. }),
-            |route| {
-                let (ready, checks) = &readiness;
-                let verbose = route == Route::Readyz { verbose: true };
-                let body = if *ready && !verbose { "ok\n" } else { checks };
-                Response::text(if *ready { 200 } else { 503 }, body)
-            },
-        );
-        if !self.refresh {
-            return;
-        }
-        self.refresh = false;
-        let wanted = self.wanted();
-        if wanted.is_empty() || self.building {
-            return;
-        }
-        if let Some(builder) = self.builder() {
-            self.building = builder.refresh(snapshot, asked, wanted);
-        }
-        if !self.building {
-            let broken = Response::text(503, "the admin endpoint cannot build its answers\n");
-            self.answer_waiting(|r| r.kind().is_some(), |_| broken.clone());
-        }
-    }
-
-    /// A copy the builder made: the requests waiting for it get their texts.
-    fn take_copy(&mut self) {
-        let Some(cached) = self.builder.as_ref().and_then(Builder::take) else {
-            return;
-        };
-        self.building = false;
-        let waiting: Vec<(u64, Arc<Response>, bool)> = self
-            .connections
-            .iter()
-            .filter_map(|(&id, c)| match c.phase {
-                Phase::Waiting { route, head_only } => {
-                    let text = cached.text(route.kind()?)?;
-                    Some((id, text, head_only))
-                }
-                _ => None,
-            })
-            .collect();
-        self.cached = Some(cached);
-        for (id, text, head_only) in waiting {
-            self.respond_with(id, text, head_only);
-        }
-        // Requests that came while it was made, for another text.
-        self.build();
-    }
-
-    /// Answers every waiting request whose route passes `which` with `answer(route)`.
-    fn answer_waiting(
-        &mut self,
-        which: impl Fn(Route) -> bool,
-        answer: impl Fn(Route) -> Response,
-    ) {
-        let waiting: Vec<(u64, Route, bool)> = self
-            .connections
-            .iter()
-            .filter_map(|(&id, c)| match c.phase {
-                Phase::Waiting { route, head_only } if which(route) => Some((id, route, head_only)),
-                _ => None,
-            })
-            .collect();
-        for (id, route, head_only) in waiting {
-            self.respond(id, answer(route), head_only);
-        }
-    }
-
-    fn respond(&mut self, id: u64, response: Response, head_only: bool) {
+    pub(super) fn respond(&mut self, id: u64, response: Response, head_only: bool) {
         self.respond_with(id, Arc::new(response), head_only);
     }
 
-    fn respond_with(&mut self, id: u64, response: Arc<Response>, head_only: bool) {
+    pub(super) fn respond_with(&mut self, id: u64, response: Arc<Response>, head_only: bool) {
         let Some(connection) = self.connections.get_mut(&id) else {
             return;
         };
