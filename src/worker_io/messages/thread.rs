@@ -1,58 +1,28 @@
-//! Messages between workers, with no broker. Every worker inherits one end of a UNIX stream socket
-//! pair (its fd number in `RECLUSTER_MSG_FD`); recluster holds the other end in a thread of its
-//! own, which routes what each worker sends. A stream socket, one JSON object per line, because
-//! every runtime can use it as it is (Node's `net.Socket({fd})` refuses a `SOCK_SEQPACKET` one):
-//!
-//! - a message is one line holding one JSON object, `{"to": TARGET, "data": ANY}`, at most
-//!   `MAX_MESSAGE` bytes;
-//!   TARGET is `all`, `others`, `worker:ID`, `group:NAME`, `worker:GROUP.ID` or `recluster`;
-//! - the targets receive `{"from": {"id": ID, "group": null, "pid": PID}, "data": ANY}`, the `from`
-//!   stamped here from the socket the message came in on (whatever the sender wrote is ignored);
-//! - `{"to": "recluster", "data": {"cmd": "info"}}` is answered with the cluster's read-only info;
-//! - a mistake is answered with `{"from": {"recluster": true}, "error": "…"}`;
-//! - `recluster ctl send` delivers from outside, with `"from": {"ctl": true}`.
-//!
-//! Bounded: what waits for a worker beyond its socket's buffer is at most `QUEUE_BYTES`; a message
-//! that does not fit is dropped whole (never cut) and counted for that worker (shown in status and
-//! metrics), so a worker that does not read never blocks recluster or the senders. What a worker
-//! sends is bounded too, so that no worker can grow recluster or starve the others:
-//! - each wake-up reads at most `READ_TURN` bytes from one worker (and stops once what it read
-//!   went to `TURN_DELIVERIES` workers), so every worker gets its turn;
-//! - each worker has a budget (`MESSAGES_PER_SECOND`, `BYTES_PER_SECOND`, see `budget`); one
-//!   that spends it is not read again until it has earned it back: its writes wait in its
-//!   socket (the kernel's buffer), nothing is lost and nothing piles up here;
-//! - a worker has at most one `info` waiting: another one is answered with the error "busy" (so
-//!   each request gets exactly one line back); and at most one question is with the supervisor
-//!   at a time, whose answer (one snapshot, written once) serves every worker that asked
-//!   meanwhile, so a flood from every worker costs what one costs;
-//! - the thread never waits for the supervisor: an `info` that finds the event channel full is
-//!   answered "busy" too.
-//!
-//! What is refused is counted by reason (`Counters`, in status and metrics). The sockets
-//! live in the thread's own descriptor table (`fd_table`), handed over with `SCM_RIGHTS`, so the
-//! spawning thread never holds one per worker.
+//! The routing thread: it holds recluster's end of every worker's socket, reads each in turn
+//! within its budget, routes each line to its targets' queues, and answers `info` through the
+//! supervisor (the rules are in `messages`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{self, ControlMessageOwned, MsgFlags};
 use serde_json::{Value, json};
 
 use crate::config::groups::Groups;
-use crate::frontend::control::replies::{Replies, Reply};
+use crate::frontend::control::replies::Reply;
 use crate::frontend::request::{Frontend, Request, Target};
 use crate::supervisor::event::Event;
-use crate::supervisor::snapshot::{MessageCounts, Snapshot};
+use crate::supervisor::snapshot::Snapshot;
 use crate::worker_io::budget::Budget;
+use crate::worker_io::messages::wire::{
+    Command, Counters, Drops, FORGET, MAX_MESSAGE, REGISTER, REGISTER_LEN, parse,
+};
 
-/// The longest message, in bytes.
-pub const MAX_MESSAGE: usize = 64 * 1024;
 /// What may wait for one worker beyond its socket's own buffer (about 200 KiB, the kernel's):
 /// the rest of one message the socket took only in part. Most workers never read their socket,
 /// and a broadcast then costs recluster at most this much per worker.
@@ -71,207 +41,6 @@ const INFO_COST: u64 = 1000;
 /// is one per worker), before the others get their turn.
 const READ_TURN: usize = 64 * 1024;
 const TURN_DELIVERIES: usize = 4096;
-/// `ctl send` orders that may wait for the thread; more are refused.
-const ORDERS: usize = 64;
-
-/// Messages dropped for each slot whose queue was full, by `WORKER_ID`.
-pub type Drops = Arc<Mutex<HashMap<u32, u64>>>;
-
-/// What the thread refused, by reason, since the start (every worker together).
-#[derive(Debug, Default)]
-pub struct Counters {
-    too_long: AtomicU64,
-    invalid: AtomicU64,
-    busy: AtomicU64,
-    queue_full: AtomicU64,
-    throttled: AtomicU64,
-}
-
-impl Counters {
-    pub fn read(&self) -> MessageCounts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        MessageCounts {
-            too_long: get(&self.too_long),
-            invalid: get(&self.invalid),
-            busy: get(&self.busy),
-            queue_full: get(&self.queue_full),
-            throttled: get(&self.throttled),
-        }
-    }
-
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-enum Command {
-    /// `recluster ctl send`.
-    Deliver { to: Target, data: Value },
-}
-
-/// What the spawning side tells the thread on the control socket, one message each (a spawn or
-/// an exit costs one `sendmsg`): `r`, the token, the slot and the pid of a worker just started,
-/// with recluster's end of its pair attached; `f` and the pid of a worker that ended; `w`, look
-/// at the channels.
-const REGISTER: u8 = b'r';
-const FORGET: u8 = b'f';
-const REGISTER_LEN: usize = 1 + 8 + 4 + 4;
-
-/// A worker's socket pair, made before its spawn.
-pub struct Pair {
-    /// recluster's end: handed to the thread once the worker runs.
-    ours: OwnedFd,
-    /// The worker's end: placed at `RECLUSTER_MSG_FD` by the spawn, then closed here.
-    pub theirs: OwnedFd,
-}
-
-/// The message thread, from the spawning side.
-pub struct Messages {
-    control: Arc<OwnedFd>,
-    commands: Sender<Command>,
-    replies: Replies,
-    next: u64,
-    drops: Drops,
-    counters: Arc<Counters>,
-}
-
-/// What the supervisor keeps to deliver from `ctl send`.
-#[derive(Clone)]
-pub struct Courier {
-    control: Arc<OwnedFd>,
-    commands: Sender<Command>,
-}
-
-impl Courier {
-    /// Hands a `ctl send` to the thread; never waits for it: with `ORDERS` already waiting, the
-    /// message is refused.
-    pub fn deliver(&self, to: Target, data: Value) -> Result<(), String> {
-        match self.commands.try_send(Command::Deliver { to, data }) {
-            Ok(()) => {
-                crate::frontend::control::replies::wake_socket(&self.control);
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(format!(
-                "the message thread is busy ({ORDERS} messages from ctl wait already): try again"
-            )),
-            Err(TrySendError::Disconnected(_)) => {
-                Err("messages between workers have stopped".to_string())
-            }
-        }
-    }
-}
-
-impl Messages {
-    /// Starts the thread; `info` requests go to the supervisor as events. With `groups`, workers
-    /// are named by group and id within it.
-    pub fn start(events: Sender<Event>, groups: Option<Groups>) -> io::Result<Messages> {
-        let (ours, theirs) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        let control = Arc::new(ours);
-        let (commands, orders) = crossbeam_channel::bounded(ORDERS);
-        let (replies, answers) = Replies::through_socket(control.clone());
-        let drops: Drops = Arc::default();
-        let thread_drops = drops.clone();
-        let counters: Arc<Counters> = Arc::default();
-        let thread_counters = counters.clone();
-        let (ready, started) = crossbeam_channel::bounded(1);
-        std::thread::Builder::new()
-            .name("messages".to_string())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                crate::process::fd_table::make_private(&[theirs.as_raw_fd()], true, "message");
-                let counted = (thread_drops, thread_counters);
-                match Thread::new(theirs, orders, answers, events, counted, groups) {
-                    Ok(thread) => {
-                        let _ = ready.send(Ok(()));
-                        thread.run();
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
-            })?;
-        // Nothing else opens or closes descriptors until the thread has its own table.
-        started
-            .recv()
-            .map_err(|_| io::Error::other("the message thread ended at start"))??;
-        Ok(Messages {
-            control,
-            commands,
-            replies,
-            next: 0,
-            drops,
-            counters,
-        })
-    }
-
-    /// A socket pair for the next worker. Both ends stay blocking: the thread reads and writes
-    /// its end with `MSG_DONTWAIT`, so no `fcntl` is spent on it.
-    pub fn open(&self) -> io::Result<Pair> {
-        let (ours, theirs) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        Ok(Pair { ours, theirs })
-    }
-
-    /// The worker of `pair` started as `pid` in slot `id`: recluster's end goes to the thread,
-    /// with who it belongs to, in one message.
-    pub fn spawned(&mut self, pair: Pair, id: u32, pid: i32) {
-        self.next += 1;
-        let mut message = [0u8; REGISTER_LEN];
-        message[0] = REGISTER;
-        message[1..9].copy_from_slice(&self.next.to_ne_bytes());
-        message[9..13].copy_from_slice(&id.to_ne_bytes());
-        message[13..17].copy_from_slice(&pid.to_ne_bytes());
-        let fds = [pair.ours.as_raw_fd()];
-        let sent = socket::sendmsg::<()>(
-            self.control.as_raw_fd(),
-            &[io::IoSlice::new(&message)],
-            &[socket::ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        );
-        if let Err(e) = sent {
-            log::warn!("worker {id} (pid {pid}): its message socket could not be handed over: {e}");
-        }
-        // Both of our copies go: the thread holds its own now, the worker its end.
-    }
-
-    /// The worker `pid` has ended.
-    pub fn forget(&self, pid: i32) {
-        let mut message = [0u8; 5];
-        message[0] = FORGET;
-        message[1..].copy_from_slice(&pid.to_ne_bytes());
-        let _ = socket::send(self.control.as_raw_fd(), &message, MsgFlags::empty());
-    }
-
-    /// Where the supervisor answers `info` requests.
-    pub fn replies(&self) -> Replies {
-        self.replies.clone()
-    }
-
-    pub fn courier(&self) -> Courier {
-        Courier {
-            control: self.control.clone(),
-            commands: self.commands.clone(),
-        }
-    }
-
-    pub fn drops(&self) -> Drops {
-        self.drops.clone()
-    }
-
-    pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
-    }
-}
 
 /// One worker's socket, as the thread knows it.
 struct Peer {
@@ -309,7 +78,7 @@ impl Peer {
 
 const CONTROL: u64 = 0;
 
-struct Thread {
+pub(super) struct Thread {
     epoll: Epoll,
     control: OwnedFd,
     orders: Receiver<Command>,
@@ -329,7 +98,7 @@ struct Thread {
 }
 
 impl Thread {
-    fn new(
+    pub(super) fn new(
         control: OwnedFd,
         orders: Receiver<Command>,
         answers: Receiver<Reply>,
@@ -360,7 +129,7 @@ impl Thread {
         })
     }
 
-    fn run(mut self) {
+    pub(super) fn run(mut self) {
         let mut ready = [EpollEvent::empty(); 64];
         // Lines longer than a read are put together in the peer's input.
         let mut buffer = vec![0u8; 16 * 1024];
@@ -830,25 +599,10 @@ impl Thread {
     }
 }
 
-/// A worker's message: where to, and what.
-pub fn parse(bytes: &[u8]) -> Result<(Target, Value), String> {
-    let value: Value = crate::text::strict_json::from_slice(bytes).map_err(|e| {
-        format!("a message is one JSON object, {{\"to\": TARGET, \"data\": ANY}} ({e})")
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err("a message is one JSON object, {\"to\": TARGET, \"data\": ANY}".to_string());
-    };
-    let to = object
-        .get("to")
-        .and_then(Value::as_str)
-        .ok_or("a message needs \"to\": all, others, worker:ID, group:NAME or recluster")?
-        .parse()?;
-    Ok((to, object.remove("data").unwrap_or(Value::Null)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
@@ -999,48 +753,5 @@ mod tests {
         drop(worker);
         thread.receive(1, &mut buffer, true);
         assert_eq!(thread.counters.read().invalid, 4);
-    }
-
-    #[test]
-    fn targets_parse_and_mistakes_are_named() {
-        assert_eq!("all".parse(), Ok(Target::All));
-        assert_eq!("others".parse(), Ok(Target::Others));
-        assert_eq!("worker:3".parse(), Ok(Target::Worker(3)));
-        assert_eq!("group:web".parse(), Ok(Target::Group("web".to_string())));
-        assert_eq!(
-            "worker:web.2".parse(),
-            Ok(Target::GroupWorker("web".to_string(), 2))
-        );
-        assert!(
-            "worker:x"
-                .parse::<Target>()
-                .unwrap_err()
-                .contains("not a WORKER_ID")
-        );
-        assert!(
-            "everyone"
-                .parse::<Target>()
-                .unwrap_err()
-                .contains("not a target")
-        );
-    }
-
-    #[test]
-    fn a_message_names_its_target_and_carries_any_data() {
-        let (to, data) =
-            parse(br#"{"to":"worker:1","data":{"k":[1,2]},"from":{"id":99}}"#).unwrap();
-        assert_eq!(to, Target::Worker(1));
-        assert_eq!(data, json!({"k": [1, 2]}));
-        assert!(parse(b"[1]").is_err());
-        assert!(
-            parse(br#"{"to":"worker:1","to":"all","data":1}"#)
-                .unwrap_err()
-                .contains("\"to\" appears twice")
-        );
-        assert!(
-            parse(br#"{"data":1}"#)
-                .unwrap_err()
-                .contains("needs \"to\"")
-        );
     }
 }
