@@ -9,7 +9,6 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -144,16 +143,8 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
             "another recluster is listening there (give this one another --name or --control)",
         ));
     }
-    crate::net::socket::clear_stale_socket(path).map_err(io::Error::other)?;
-    // The socket file is created with the umask's mode: make that 0600 from the start (no thread
-    // but this one runs yet, so the process-wide umask is briefly ours).
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Mode 0600 from the start, whatever the umask; never through a link a worker planted.
+    let listener = crate::net::socket_file::bind(path, 0o600, 128)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -225,6 +216,7 @@ pub fn sockets_in(dirs: &[PathBuf], name: Option<&str>) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn runtime_dir_first_then_run_for_root_then_tmp() {
