@@ -661,3 +661,33 @@ pub fn ctl_status(pid: i32) -> serde_json::Value {
     assert_eq!(code, 0, "ctl status: {stderr}");
     serde_json::from_str(&stdout).expect("ctl status prints JSON")
 }
+
+/// A scratch directory under the temporary directory, with `mode`, removed (with what is in it)
+/// when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str, mode: u32) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("recluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        Scratch(path)
+    }
+
+    /// A directory `name` in it, with `mode`.
+    pub fn dir(&self, name: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -276,13 +276,10 @@ fn recluster_s_own_lines_can_carry_the_time_and_are_json_beside_json_output() {
 
 #[test]
 fn root_finds_another_users_cluster_by_its_pid() {
-    use crate::harness::{Launch, cluster_args, recluster_bin};
-    use std::os::unix::fs::PermissionsExt;
+    use crate::harness::{Launch, Scratch, cluster_args, recluster_bin};
     // A cluster run by nobody, its control socket in nobody's $TMPDIR/recluster-65534.
-    let tmp = std::env::temp_dir().join(format!("recluster-other-user-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let scratch = Scratch::new("other-user", 0o1777);
+    let tmp = &scratch.0;
     let wrapper = [
         "setpriv",
         "--reuid",
@@ -294,7 +291,7 @@ fn root_finds_another_users_cluster_by_its_pid() {
     let mut launch = Launch::wrapped(&wrapper, cluster_args(&["-n", "1"], &[]));
     launch
         .command()
-        .env("TMPDIR", &tmp)
+        .env("TMPDIR", tmp)
         .env_remove("XDG_RUNTIME_DIR");
     let mut cluster = launch.start();
     cluster.ready(1);
@@ -310,5 +307,4 @@ fn root_finds_another_users_cluster_by_its_pid() {
     assert_eq!(answer["cluster"]["pid"], cluster.pid, "{answer}");
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
-    let _ = std::fs::remove_dir_all(&tmp);
 }

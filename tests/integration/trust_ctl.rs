@@ -8,7 +8,6 @@
 //! instead of taking the machine down.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{DEADLINE, Launch, ctl, ctl_status, eventually, is_running, recluster_bin};
+use crate::harness::{
+    DEADLINE, Launch, Scratch, ctl, ctl_status, eventually, is_running, recluster_bin,
+};
 
 const FAKE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -24,25 +25,6 @@ const FAKE: &str = concat!(
 );
 /// The memory past which a ctl under test is killed.
 const RSS_GUARD_KIB: u64 = 64 * 1024;
-
-/// A scratch directory anyone may create in, as /tmp is (mode 1777); removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("recluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A fake control server at `socket`, run as `nobody` or as this user; what it received is in
 /// `record`.
@@ -189,7 +171,7 @@ fn a_control_directory_planted_by_another_user_is_refused_and_told_nothing() {
         0,
         "this test plays root against nobody"
     );
-    let tmp = Scratch::new("planted");
+    let tmp = Scratch::new("planted", 0o1777);
     let planted = tmp.0.join("recluster-0");
     let record = tmp.0.join("record");
     let fake = Fake::start(&planted.join("4242.sock"), "hello", true, &record);
@@ -217,7 +199,7 @@ fn a_control_directory_planted_by_another_user_is_refused_and_told_nothing() {
 
 #[test]
 fn a_server_running_as_another_user_is_refused_before_anything_is_sent() {
-    let tmp = Scratch::new("foreign-server");
+    let tmp = Scratch::new("foreign-server", 0o1777);
     let socket = tmp.0.join("theirs").join("c.sock");
     let fake = Fake::start(&socket, "hello", true, &tmp.0.join("record"));
     let out = run_guarded(Command::new(recluster_bin()).args([
@@ -237,7 +219,7 @@ fn a_server_running_as_another_user_is_refused_before_anything_is_sent() {
 
 #[test]
 fn an_answer_line_that_never_ends_stops_ctl_at_the_limit_with_bounded_memory() {
-    let tmp = Scratch::new("endless");
+    let tmp = Scratch::new("endless", 0o1777);
     let socket = tmp.0.join("c.sock");
     let fake = Fake::start(&socket, "endless", false, &tmp.0.join("record"));
     let out = run_guarded(Command::new(recluster_bin()).args([
@@ -266,7 +248,7 @@ fn an_answer_line_that_never_ends_stops_ctl_at_the_limit_with_bounded_memory() {
 
 #[test]
 fn an_answer_that_trickles_in_stops_ctl_after_the_time_limit() {
-    let tmp = Scratch::new("trickle");
+    let tmp = Scratch::new("trickle", 0o1777);
     let socket = tmp.0.join("c.sock");
     let _fake = Fake::start(&socket, "trickle", false, &tmp.0.join("record"));
     let out = run_guarded(Command::new(recluster_bin()).args([
@@ -287,7 +269,7 @@ fn an_answer_that_trickles_in_stops_ctl_after_the_time_limit() {
 
 #[test]
 fn an_answer_naming_a_key_twice_is_refused() {
-    let tmp = Scratch::new("twice");
+    let tmp = Scratch::new("twice", 0o1777);
     let socket = tmp.0.join("c.sock");
     let _fake = Fake::start(&socket, "twice", false, &tmp.0.join("record"));
     let out = run_guarded(Command::new(recluster_bin()).args([
@@ -403,7 +385,7 @@ fn a_request_naming_cmd_twice_is_refused_and_the_cluster_keeps_running() {
 
 #[test]
 fn recluster_itself_binds_no_socket_in_a_directory_planted_by_another_user() {
-    let tmp = Scratch::new("planted-server");
+    let tmp = Scratch::new("planted-server", 0o1777);
     let planted = tmp.0.join("recluster-0");
     let made = Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])

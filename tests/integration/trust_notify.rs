@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Launch, recluster_bin};
+use crate::harness::{Launch, Scratch, recluster_bin};
 
 /// Past this, the test kills recluster (a flood that grows it would otherwise go on).
 const RSS_KILL: u64 = 64 << 20;
@@ -34,32 +34,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A scratch directory removed at the end, whatever happened in it.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("recluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch(path)
-    }
-
-    fn dir(&self, name: &str, mode: u32) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::create_dir(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A directory's modification time: it changes whenever a name is created or removed in it.
 fn changed_at(dir: &Path) -> (i64, i64) {
     let meta = std::fs::symlink_metadata(dir).unwrap();
@@ -71,7 +45,7 @@ fn a_worker_swapping_symlinks_around_its_notify_socket_never_makes_root_chown_or
     if !is_root() {
         return; // --user needs root
     }
-    let scratch = Scratch::new("trust-notify-race");
+    let scratch = Scratch::new("trust-notify-race", 0o755);
     // Where recluster makes the notify directory: world-writable and sticky, as /tmp.
     let base = scratch.dir("base", 0o1777);
     // Root's own files, which the worker must not reach.
@@ -145,7 +119,7 @@ fn a_worker_moving_the_socket_directory_away_never_makes_root_unlink_in_the_one_
     if !is_root() {
         return; // --user needs root
     }
-    let scratch = Scratch::new("trust-socket-paths");
+    let scratch = Scratch::new("trust-socket-paths", 0o755);
     // The application's directory, its user's: root binds the control and admin sockets there.
     let shared = scratch.dir("shared", 0o755);
     let app = shared.join("app");
