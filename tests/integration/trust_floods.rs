@@ -164,17 +164,24 @@ fn start(args: &[&str], role: &str, n: usize) -> Cluster {
     cluster
 }
 
-#[test]
-fn an_info_flood_from_a_worker_neither_grows_recluster_nor_slows_ctl() {
-    let mut cluster = start(&["-n", "2"], "info", 2);
+/// Notes recluster's idle memory, starts watching it, and tells the workers `to` to begin
+/// (`{"go":1}` through `ctl send`).
+fn start_the_flood(cluster: &Cluster, to: &str) -> (u64, MemoryGuard) {
     let idle = rss(cluster.pid).expect("recluster's VmRSS");
     let guard = MemoryGuard::watch(cluster.pid);
     let (code, _, _) = timed_ctl(
         cluster.pid,
-        &["send", "worker:0", r#"{"go":1}"#],
+        &["send", to, r#"{"go":1}"#],
         Duration::from_secs(10),
     );
     assert_eq!(code, Some(0), "ctl send go");
+    (idle, guard)
+}
+
+#[test]
+fn an_info_flood_from_a_worker_neither_grows_recluster_nor_slows_ctl() {
+    let mut cluster = start(&["-n", "2"], "info", 2);
+    let (idle, guard) = start_the_flood(&cluster, "worker:0");
     cluster.expect("the flood under way", |l| {
         l.kind() == "stats" && l.field("sent").is_some_and(|s| s != "0")
     });
@@ -219,14 +226,7 @@ fn an_info_flood_from_every_worker_costs_one_snapshot_not_one_per_worker() {
     "#;
     let mut cluster = Launch::new(["-n", "200", "--", "sh", "-c", flood]).start();
     cluster.expect_log("all 200 workers are ready");
-    let idle = rss(cluster.pid).expect("recluster's VmRSS");
-    let guard = MemoryGuard::watch(cluster.pid);
-    let (code, _, _) = timed_ctl(
-        cluster.pid,
-        &["send", "all", r#"{"go":1}"#],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, Some(0), "ctl send go");
+    let (idle, guard) = start_the_flood(&cluster, "all");
     let slowest = status_latency_during_flood(cluster.pid);
     let peak = guard.peak();
     assert!(
@@ -256,14 +256,7 @@ fn an_info_flood_from_every_worker_costs_one_snapshot_not_one_per_worker() {
 #[test]
 fn a_worker_flooding_the_others_leaves_room_for_everyone_elses_messages() {
     let mut cluster = start(&["-n", "3"], "others", 3);
-    let idle = rss(cluster.pid).expect("recluster's VmRSS");
-    let guard = MemoryGuard::watch(cluster.pid);
-    let (code, _, _) = timed_ctl(
-        cluster.pid,
-        &["send", "all", r#"{"go":1}"#],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, Some(0), "ctl send go");
+    let (idle, guard) = start_the_flood(&cluster, "all");
     cluster.expect("the flood under way", |l| {
         l.kind() == "stats" && l.field("sent").is_some_and(|s| s != "0")
     });
