@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -138,7 +138,10 @@ pub fn bind_socket(
 
 /// Binds a UNIX socket at `path`, mode 0600, replacing a socket there that nothing answers on.
 fn bind(path: &Path) -> io::Result<UnixListener> {
-    if is_live(path) {
+    // Only a socket itself is asked whether it is live: connecting follows a link, and a link
+    // planted at the path is for `socket_file::bind` to refuse, not for root to follow.
+    let socket_there = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if socket_there && is_live(path) {
         return Err(io::Error::other(
             "another recluster is listening there (give this one another --name or --control)",
         ));
