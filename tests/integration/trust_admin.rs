@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::harness::{Cluster, Launch, cluster_args, eventually, run_to_end};
+use crate::harness::{Cluster, Launch, Scratch, cluster_args, eventually, run_to_end};
 
 /// How long a probe may take under attack (a kubelet's default timeoutSeconds is 1).
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
@@ -400,17 +400,10 @@ fn metrics_scrapers_of_200_workers_do_not_slow_livez() {
     assert_eq!(cluster.exit_code(), 0);
 }
 
-/// A scratch directory of this test's own.
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("recluster-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn an_admin_unix_socket_is_0600_under_umask_000() {
-    let dir = scratch("admin-umask");
+    let scratch = Scratch::new("admin-umask", 0o755);
+    let dir = scratch.0.clone();
     let path = dir.join("admin.sock");
     let admin = format!("unix:{}", path.display());
     let mut cluster = Launch::wrapped(
@@ -428,12 +421,12 @@ fn an_admin_unix_socket_is_0600_under_umask_000() {
     );
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_socket_another_user_left_at_the_admin_path_is_neither_removed_nor_used() {
-    let dir = scratch("admin-planted");
+    let scratch = Scratch::new("admin-planted", 0o755);
+    let dir = scratch.0.clone();
     let path = dir.join("admin.sock");
     // Another user's socket, nobody listening on it (stale).
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -463,7 +456,6 @@ fn a_socket_another_user_left_at_the_admin_path_is_neither_removed_nor_used() {
         std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
         0o644
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `curl` run as nobody:nogroup on the unix socket at `path`: its exit code and output.
@@ -491,7 +483,8 @@ fn curl_as_nobody(path: &std::path::Path, url: &str) -> (i32, String) {
 fn another_user_reaches_the_admin_socket_only_through_a_group_given_by_admin_mode() {
     use std::os::unix::fs::MetadataExt;
     // A directory for the group nogroup, set-group-ID: what is made in it is nogroup's.
-    let dir = scratch("admin-group");
+    let scratch = Scratch::new("admin-group", 0o755);
+    let dir = scratch.0.clone();
     std::os::unix::fs::chown(&dir, Some(0), Some(65534)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
     let path = dir.join("admin.sock");
@@ -524,7 +517,6 @@ fn another_user_reaches_the_admin_socket_only_through_a_group_given_by_admin_mod
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"workers\""), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     let (code, _, stderr) = run_to_end(&[
         "--admin",
