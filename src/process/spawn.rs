@@ -231,6 +231,14 @@ impl Spawner {
         }
     }
 
+    /// With `--prefix`: worker `pid` has ended while a process it left holds its output (see
+    /// `Relay::outlived`).
+    pub fn output_outlived(&mut self, pid: i32) {
+        if let Some(relay) = self.relay.as_mut() {
+            relay.outlived(pid);
+        }
+    }
+
     /// How many connections wait in slot `id`'s own queues (per-worker sockets).
     pub fn queue_len(&self, id: u32) -> u32 {
         self.sockets.queue_len(id)

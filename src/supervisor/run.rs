@@ -208,6 +208,9 @@ impl Executor<'_> {
                 let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
                     .into_iter()
                     .partition(|e| self.output_open.contains(&e.pid));
+                for exit in &hold {
+                    self.plumbing.spawner.output_outlived(exit.pid);
+                }
                 self.held
                     .extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
                 self.reported(&report);

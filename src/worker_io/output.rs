@@ -9,10 +9,15 @@
 //! never the supervisor loop or a thread that serves others. A worker's last partial line is written
 //! when its pipes close; then its relay sends `Event::OutputClosed`, which the loop waits for
 //! (briefly) before it reports the worker's exit; recluster waits for every relay before it exits.
+//! A worker may leave a process that holds its pipes after it ends: its relay goes on, but a slot
+//! keeps at most one such relay (`MAX_OUTLIVING`): when another of its workers ends with its
+//! output still held, the older relay stops and closes its pipes, so a crash loop of such workers
+//! cannot grow recluster by a thread per restart.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -60,6 +65,22 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// How many relays a slot keeps for workers that have ended while a process they left holds
+/// their output.
+const MAX_OUTLIVING: usize = 1;
+
+/// A relay that may still be running.
+struct Running {
+    slot: u32,
+    pid: i32,
+    /// Written to tell the relay to stop.
+    stop: Arc<OwnedFd>,
+    /// Set by the relay as it finishes.
+    done: Arc<AtomicBool>,
+    /// Its worker has ended (its output is held by a process it left).
+    outliving: bool,
+}
+
 /// The relay threads of every worker spawned.
 pub struct Relay {
     format: PrefixFormat,
@@ -70,6 +91,8 @@ pub struct Relay {
     finished: (Sender<()>, Receiver<()>),
     /// The supervisor hears when a worker's output is all written.
     events: Sender<Event>,
+    /// Relays not known to have finished, oldest first.
+    running: Vec<Running>,
 }
 
 impl Relay {
@@ -83,6 +106,7 @@ impl Relay {
             started: 0,
             finished: crossbeam_channel::unbounded(),
             events,
+            running: Vec::new(),
         }
     }
 
@@ -100,17 +124,69 @@ impl Relay {
         stderr: OwnedFd,
     ) -> io::Result<()> {
         let (format, colour) = (self.format, self.colour);
-        let (done, events) = (self.finished.0.clone(), self.events.clone());
+        let (finished, events) = (self.finished.0.clone(), self.events.clone());
+        self.running.retain(|r| !r.done.load(Ordering::Acquire));
+        // SAFETY: eventfd creates a descriptor from plain flags.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if stop < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created and is owned by nothing else.
+        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop_seen, done_set) = (stop.clone(), done.clone());
         std::thread::Builder::new()
             .name(format!("output-{id}"))
             .spawn(move || {
                 let who = Who { id, label, group };
-                relay(&who, format, colour, [stdout, stderr]);
+                relay(&who, format, colour, [stdout, stderr], &stop_seen);
+                done_set.store(true, Ordering::Release);
                 let _ = events.send(Event::OutputClosed { pid });
-                let _ = done.send(());
+                let _ = finished.send(());
             })?;
+        self.running.push(Running {
+            slot: id,
+            pid,
+            stop,
+            done,
+            outliving: false,
+        });
         self.started += 1;
         Ok(())
+    }
+
+    /// Worker `pid` has ended while its output is still open (a process it left holds its
+    /// pipes). Its relay goes on; an older one of the same slot in that state stops, so a slot
+    /// keeps at most `MAX_OUTLIVING` of them.
+    pub fn outlived(&mut self, pid: i32) {
+        self.running.retain(|r| !r.done.load(Ordering::Acquire));
+        let Some(slot) = self.running.iter_mut().find(|r| r.pid == pid).map(|r| {
+            r.outliving = true;
+            r.slot
+        }) else {
+            return;
+        };
+        let outliving = self
+            .running
+            .iter()
+            .filter(|r| r.slot == slot && r.outliving)
+            .count();
+        let mut excess = outliving.saturating_sub(MAX_OUTLIVING);
+        self.running.retain(|r| {
+            if excess == 0 || r.slot != slot || !r.outliving {
+                return true;
+            }
+            excess -= 1;
+            log::warn!(
+                "worker {slot}: a process that worker pid {} left still holds its output; \
+                 no longer relaying it (a later worker of the slot left one too)",
+                r.pid
+            );
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a valid u64 to an eventfd this relay owns.
+            unsafe { libc::write(r.stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            false
+        });
     }
 
     /// Waits until every relay has written all it read, for at most `limit` (a process that a
@@ -136,16 +212,19 @@ struct Who {
     group: Option<(String, u32)>,
 }
 
-/// One worker's relay: both pipes until both are closed.
-fn relay(who: &Who, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]) {
+/// One worker's relay: both pipes until both are closed, or until told to `stop` (then what is
+/// left of a line is written, and the pipes closed).
+fn relay(who: &Who, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2], stop: &OwnedFd) {
     let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut open = [true, true];
     let mut chunk = vec![0u8; 64 * 1024];
     while open.iter().any(|&o| o) {
         let mut polled: Vec<libc::pollfd> = (0..2)
             .filter(|&s| open[s])
-            .map(|s| libc::pollfd {
-                fd: pipes[s].as_raw_fd(),
+            .map(|s| pipes[s].as_raw_fd())
+            .chain([stop.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
@@ -154,8 +233,18 @@ fn relay(who: &Who, format: PrefixFormat, colour: [bool; 2], pipes: [OwnedFd; 2]
         if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
             continue; // EINTR
         }
+        if polled.last().is_some_and(|p| p.revents != 0) {
+            for (stream, rest) in pending.iter().enumerate() {
+                if !rest.is_empty() {
+                    let mut out = Vec::new();
+                    format_line(&mut out, who, format, colour, stream, rest, false);
+                    write_whole(stream, &out);
+                }
+            }
+            return;
+        }
         for entry in &polled {
-            if entry.revents == 0 {
+            if entry.revents == 0 || entry.fd == stop.as_raw_fd() {
                 continue;
             }
             let stream = if entry.fd == pipes[0].as_raw_fd() {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::harness::{cluster_args, run_to_end};
+use crate::harness::{Launch, cluster_args, run_to_end};
 
 /// Checks `text` is made of whole `[ID] KIND id=ID pid=.. n=K` lines (plus recluster's own log
 /// lines on stderr), K counting up from 0 for each worker; returns how many each worker wrote.
@@ -117,5 +117,63 @@ fn a_workers_exit_is_reported_after_its_last_line() {
     assert!(
         position("[0] late id=0") < position("exited with status 0"),
         "the exit was reported before the worker's last line:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_crash_loop_of_workers_that_leave_a_process_holding_their_output_keeps_one_relay_per_slot() {
+    // As a broken (or hostile) worker would: each one leaves a process holding its stdout and
+    // stderr, then crashes at once. Before, every restart left its relay thread behind
+    // (about 75 KiB each): recluster grew for as long as the crash loop went on.
+    let mut cluster = Launch::new([
+        "-n",
+        "1",
+        "--prefix",
+        "--restart-delay",
+        "10ms",
+        "--restart-max-delay",
+        "10ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & echo left $!; exit 1",
+    ])
+    .start();
+    let threads =
+        |pid: i32| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let mut left = Vec::new();
+    let mut counts = Vec::new();
+    for _ in 0..12 {
+        let line = cluster.expect("a worker's leftover process", |l| {
+            l.text.starts_with("[0] left ")
+        });
+        left.push(line.text["[0] left ".len()..].parse::<i32>().unwrap());
+        counts.push(threads(cluster.pid));
+    }
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    for pid in &left {
+        // SAFETY: kill only sends a signal to the sleeps this test's workers started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(
+        cluster
+            .seen(|l| l.text.contains("no longer relaying it"))
+            .len()
+            >= 8,
+        "no warning that an older relay stopped"
+    );
+    // Beside the first worker's relay: at most one for the slot's leftover output, and one
+    // that was just told to stop (12 restarts grew it by 11 before).
+    let growth = counts.iter().max().unwrap() - counts[0];
+    assert!(
+        growth <= 2,
+        "recluster's threads grew by {growth} over 12 restarts ({counts:?}):\n{}",
+        cluster
+            .history
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
