@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use crate::process::signal::Sig;
 
+/// How the answer to a `Send` that found the message thread's queue full begins: `ctl send`
+/// tries again for a while when it reads it.
+pub const SEND_BUSY: &str = "the message thread is busy";
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Who is there: pid and name (what `ctl` uses to find a cluster).

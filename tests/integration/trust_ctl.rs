@@ -287,6 +287,49 @@ fn an_answer_naming_a_key_twice_is_refused() {
     assert_eq!(out.stdout, "");
 }
 
+#[test]
+fn ctl_send_asks_again_while_the_message_thread_is_busy_and_gives_up_after_five_seconds() {
+    let tmp = Scratch::new("busy", 0o700);
+    let send = |socket: &Path| {
+        run_guarded(Command::new(recluster_bin()).args([
+            "ctl",
+            "--control",
+            &socket.display().to_string(),
+            "send",
+            "all",
+            "{}",
+        ]))
+    };
+    // Busy three times, then taken: a script's `ctl send` succeeds.
+    let socket = tmp.0.join("three.sock");
+    let fake = Fake::start(&socket, "busy:3", false, &tmp.0.join("three"));
+    let out = send(&socket);
+    assert_eq!(out.code, Some(0), "{} {}", out.stdout, out.stderr);
+    assert_eq!(out.stderr, "", "a retry that succeeded is not an error");
+    assert_eq!(fake.received().matches("\"send\"").count(), 4);
+    // Busy for ever: one error line, status 1, after about five seconds.
+    let socket = tmp.0.join("always.sock");
+    let fake = Fake::start(&socket, "busy:-1", false, &tmp.0.join("always"));
+    let out = send(&socket);
+    assert_eq!(out.code, Some(1), "{} {}", out.stdout, out.stderr);
+    assert!(
+        only_line(&out.stderr).contains("the message thread is busy"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.took >= Duration::from_secs(4) && out.took < Duration::from_secs(20),
+        "gave up after {:?}",
+        out.took
+    );
+    let tries = fake.received().matches("\"send\"").count();
+    assert!(
+        (10..=100).contains(&tries),
+        "{tries} tries in {:?}",
+        out.took
+    );
+}
+
 /// Characters a terminal would act on: controls (but the newlines between lines) and the
 /// bidirectional overrides and isolates.
 fn acting(text: &str) -> Vec<char> {

@@ -10,7 +10,9 @@ sent anything. MODE says how it answers each request line:
 - `hello`: as recluster would, a hello with pid 4242 and `{"v":1,"ok":true}` to anything else;
 - `endless`: one line that never ends (`x` forever);
 - `trickle`: one byte every 100 ms, never a newline;
-- `twice`: `{"v":1,"ok":false,"error":"refused","ok":true}`, a key named twice.
+- `twice`: `{"v":1,"ok":false,"error":"refused","ok":true}`, a key named twice;
+- `busy:N`: the first N requests answered as recluster does when its message thread's queue is
+  full, later ones `{"v":1,"ok":true}` (`busy:-1`: every one answered busy).
 """
 
 import os
@@ -32,6 +34,7 @@ def note(data):
         out.write(data)
 
 
+answered_busy = 0
 while True:
     conn, _ = server.accept()
     note(b"connected\n")
@@ -60,6 +63,14 @@ while True:
                         time.sleep(0.1)
                 elif mode == "twice":
                     conn.sendall(b'{"v":1,"ok":false,"error":"refused","ok":true}\n')
+                elif mode.startswith("busy:"):
+                    limit = int(mode.split(":")[1])
+                    if limit < 0 or answered_busy < limit:
+                        answered_busy += 1
+                        conn.sendall(b'{"v":1,"ok":false,"error":"the message thread is busy '
+                                     b'(64 messages from ctl wait already): try again"}\n')
+                    else:
+                        conn.sendall(b'{"v":1,"ok":true}\n')
     except OSError:
         pass
     conn.close()

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -297,10 +297,41 @@ fn connect(path: &Path, named: Option<u32>) -> Result<std::os::unix::net::UnixSt
 }
 
 /// Sends `verb` to the cluster at `path` (`named`: see `connect`).
+/// How long `ctl send` tries again while the message thread's queue is full.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// Asks once; `ctl send` asks again (waiting 5 ms, doubling up to 100 ms, for `BUSY_RETRY` at
+/// most) while recluster answers that the message thread is busy, as a script would want.
 fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
+    let deadline = Instant::now() + BUSY_RETRY;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match ask(verb, path, named) {
+            Asked::Ended(code) => return code,
+            Asked::Busy(error) if Instant::now() + pause >= deadline => {
+                print_error(&escape::controls(&error));
+                return exit::FAILED;
+            }
+            Asked::Busy(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// How one exchange with recluster ended.
+enum Asked {
+    /// With this exit status (anything to print has been).
+    Ended(i32),
+    /// `Send` refused for now: the message thread's queue is full (the error, unprinted).
+    Busy(String),
+}
+
+fn ask(verb: &Verb, path: &Path, named: Option<u32>) -> Asked {
     let mut stream = match connect(path, named) {
         Ok(stream) => stream,
-        Err(code) => return code,
+        Err(code) => return Asked::Ended(code),
     };
     let request = request(verb);
     let streaming = matches!(
@@ -337,28 +368,28 @@ fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
                     "recluster began a line and did not end it within {}s",
                     ANSWER_TIMEOUT.as_secs()
                 ));
-                return exit::FAILED;
+                return Asked::Ended(exit::FAILED);
             }
             Err(ReadError::TimedOut) => {
                 print_error(&format!(
                     "recluster did not answer within {}s",
                     ANSWER_TIMEOUT.as_secs()
                 ));
-                return exit::FAILED;
+                return Asked::Ended(exit::FAILED);
             }
             Err(ReadError::TooLong) => {
                 print_error(&format!(
                     "recluster sent a line of more than {} MiB; stopped reading it",
                     answers::MAX_LINE >> 20
                 ));
-                return exit::FAILED;
+                return Asked::Ended(exit::FAILED);
             }
             Err(ReadError::Io(e)) => {
                 if let Err(e) = &sent {
-                    return unsent(e);
+                    return Asked::Ended(unsent(e));
                 }
                 print_error(&format!("reading the answer: {e}"));
-                return exit::FAILED;
+                return Asked::Ended(exit::FAILED);
             }
         };
         let answer = match strict_json::from_slice(&line) {
@@ -368,7 +399,7 @@ fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
                     "recluster sent something that is not a JSON answer ({e}): {}",
                     shown(&line)
                 ));
-                return exit::FAILED;
+                return Asked::Ended(exit::FAILED);
             }
         };
         if answer.get("event").is_some() {
@@ -376,7 +407,7 @@ fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
                 .and_then(|()| stdout.flush())
                 .is_err()
             {
-                return exit::OK; // the reader went away (ctl events | head)
+                return Asked::Ended(exit::OK); // the reader went away (ctl events | head)
             }
             continue;
         }
@@ -391,27 +422,32 @@ fn run(verb: &Verb, path: &Path, named: Option<u32>) -> i32 {
         }
         if answer["ok"] == Value::Bool(true) {
             let _ = write!(stdout, "{}", render(verb, &answer));
-            return exit::OK;
+            return Asked::Ended(exit::OK);
         }
         let error = answer["error"].as_str().unwrap_or("failed");
+        if matches!(verb, Verb::Send { .. }) && error.starts_with(request::SEND_BUSY) {
+            return Asked::Busy(error.to_string());
+        }
         print_error(&escape::controls(error));
-        return if error.starts_with("permission denied") || error.starts_with("too many clients") {
-            exit::UNREACHABLE
-        } else {
-            exit::FAILED
-        };
+        return Asked::Ended(
+            if error.starts_with("permission denied") || error.starts_with("too many clients") {
+                exit::UNREACHABLE
+            } else {
+                exit::FAILED
+            },
+        );
     }
     if let Err(e) = &sent {
-        return unsent(e);
+        return Asked::Ended(unsent(e));
     }
-    match verb {
+    Asked::Ended(match verb {
         // The connection closes when recluster exits: that is how a stop ends.
         Verb::Stop { .. } | Verb::Events => exit::OK,
         _ => {
             print_error("recluster closed the connection before answering (it may have exited)");
             exit::FAILED
         }
-    }
+    })
 }
 
 /// Part of a line that was not understood, as an error shows it: at most 200 characters, escaped.

@@ -54,7 +54,8 @@ impl Courier {
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(format!(
-                "the message thread is busy ({ORDERS} messages from ctl wait already): try again"
+                "{} ({ORDERS} messages from ctl wait already): try again",
+                crate::frontend::request::SEND_BUSY
             )),
             Err(TrySendError::Disconnected(_)) => {
                 Err("messages between workers have stopped".to_string())
