@@ -1,6 +1,8 @@
-//! Sets `RECLUSTER_VERSION`, what `recluster --version` prints after the name:
-//! `0.1.0 (abc1234, static)` — the package version, the commit it was built from and whether the
-//! C library is linked in (`scripts/build-static`) or loaded at run time (`dynamic`).
+//! Sets `RECLUSTER_VERSION`, what `recluster --version` prints after the name (and the admin
+//! page's footer): `0.1.0 (abc1234, static)` — the package version, the commit it was built from
+//! and whether the C library is linked in (`scripts/build-static`) or loaded at run time
+//! (`dynamic`); and the last two alone as `RECLUSTER_COMMIT_ID` and `RECLUSTER_LINKING`, the
+//! labels of `recluster_build_info`.
 //!
 //! The commit is `git rev-parse --short HEAD` when the package is its own git checkout (not a
 //! tarball unpacked inside some other repository), else `RECLUSTER_COMMIT` if set, else `unknown`.
@@ -26,6 +28,8 @@ fn main() {
     };
     let version = std::env::var("CARGO_PKG_VERSION").expect("set by cargo");
     println!("cargo:rustc-env=RECLUSTER_VERSION={version} ({commit}, {linking})");
+    println!("cargo:rustc-env=RECLUSTER_COMMIT_ID={commit}");
+    println!("cargo:rustc-env=RECLUSTER_LINKING={linking}");
 }
 
 /// The short hash of HEAD, if `dir` is the top of a git work tree and git runs; registers the

@@ -152,6 +152,17 @@ fn every_endpoint_answers_as_documented() {
             "pid {pid} on the page"
         );
     }
+    // The build it runs: the same words as `recluster --version`.
+    let version = Command::new(crate::harness::recluster_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    let version = version.trim().trim_start_matches("recluster ");
+    assert!(
+        page.body.contains(&format!("recluster {version} ")),
+        "{version:?} in the footer"
+    );
 
     let head = request(&address, "HEAD", "/livez", &format!("Host: {address}\r\n"));
     assert_eq!((head.status, head.body.as_str()), (200, ""));
@@ -240,7 +251,7 @@ fn metrics_pass_prometheus_own_parser_in_both_formats() {
         "recluster_worker_guard_actions counter 4 guard,worker_id",
         "recluster_generation gauge 1 ",
         "recluster_reloads counter 2 result",
-        "recluster_build_info gauge 1 version",
+        "recluster_build_info gauge 1 commit,linking,version",
         "process_cpu_seconds counter 1 ",
         "process_resident_memory_bytes gauge 1 ",
         "process_open_fds gauge 1 ",

@@ -342,7 +342,11 @@ fn write_reloads(w: &mut Writer, snapshot: &Snapshot) {
     w.family("recluster_build_info", Kind::Info, "The recluster build.");
     w.sample(
         "recluster_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("RECLUSTER_COMMIT_ID")),
+            ("linking", env!("RECLUSTER_LINKING")),
+        ],
         1.0,
     );
 }

@@ -113,7 +113,7 @@ pub fn render(snapshot: &Snapshot) -> String {
                 sockets.join(", ")
             },
         )
-        .replace("{{version}}", env!("CARGO_PKG_VERSION"))
+        .replace("{{version}}", env!("RECLUSTER_VERSION"))
         .replace("{{rows}}", &rows)
 }
 
