@@ -383,6 +383,13 @@ fn metrics_scrapers_of_200_workers_do_not_slow_livez() {
     }
     drop(guard);
     assert!(busy, "the scrapers never got answers");
+    // Behind the scrapers (before), probes waited for whole /metrics walks, seconds each; now
+    // none waits for one. On a loaded 2-core machine the 128 scraper threads of this test alone
+    // can keep a probe off a CPU for a while, so one probe of 16 may be slow; none past 2 s.
+    let slow = attacked
+        .iter()
+        .filter(|(_, took)| *took >= Duration::from_millis(500))
+        .count();
     for (status, took) in &attacked {
         assert_eq!(
             *status,
@@ -391,11 +398,16 @@ fn metrics_scrapers_of_200_workers_do_not_slow_livez() {
             summary(&attacked)
         );
         assert!(
-            *took < Duration::from_millis(500),
+            *took < Duration::from_secs(2),
             "/livez took {took:?} under scrapers: {}",
             summary(&attacked)
         );
     }
+    assert!(
+        slow <= 1,
+        "{slow} probes took 500 ms or more under scrapers: {}",
+        summary(&attacked)
+    );
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
