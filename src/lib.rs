@@ -390,8 +390,19 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
                     groups::socket_goes_to(groups, &listener.name, id)
                 })
                 .map_err(Error::Bind)?;
+            sockets.set_steer(config.steer);
             let slots: Vec<u32> = (0..config.workers).collect();
-            sockets.steer(|listener| groups::steering_targets(groups, &slots, &listener.name));
+            let targets = groups::steering_targets;
+            sockets.steer(
+                |listener| crate::net::steering::Targets {
+                    ready: targets(groups, &slots, &listener.name),
+                    members: targets(groups, &slots, &listener.name),
+                },
+                |slot| {
+                    let cpus = config.placement.binding(slot);
+                    cpus.map(|c| c.iter().collect()).unwrap_or_default()
+                },
+            );
             sockets
         }
     };

@@ -22,6 +22,7 @@ use std::path::Path;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::config::policy::Steer;
 use crate::net::listen::{ListenAddress, ListenSpec};
 use crate::net::steering;
 
@@ -76,6 +77,9 @@ pub enum Sockets {
         backlog: i32,
         /// The kernel refused a steering program (said once).
         steering_failed: bool,
+        /// `--steer`, and with `client` each listener's table (in `first`'s order).
+        steer: Steer,
+        tables: Vec<steering::ClientTable>,
     },
 }
 
@@ -153,9 +157,11 @@ impl Sockets {
         Ok(if per_worker {
             Sockets::PerWorker {
                 members: first.iter().map(|_| Members::default()).collect(),
+                tables: first.iter().map(|_| Default::default()).collect(),
                 first,
                 backlog,
                 steering_failed: false,
+                steer: Steer::Hash,
             }
         } else {
             Sockets::Shared(first)
@@ -235,6 +241,13 @@ impl Sockets {
         Ok(Some(Sockets::Shared(listeners)))
     }
 
+    /// `--steer`: how the per-worker sockets are steered from now on.
+    pub fn set_steer(&mut self, how: Steer) {
+        if let Sockets::PerWorker { steer, .. } = self {
+            *steer = how;
+        }
+    }
+
     /// Whether new connections are steered (per worker, where the kernel took the program).
     pub fn steered(&self) -> bool {
         matches!(
@@ -307,14 +320,22 @@ impl Sockets {
     }
 
     /// Steers new connections on each listener to the sockets of the slots `targets` names for
-    /// it (per worker): the slots whose worker is ready and takes that socket; none leaves that
-    /// listener's program as it is. Where the kernel refuses the program, it says so once and the
-    /// kernel's own hashing goes on spreading connections over every slot.
-    pub fn steer(&mut self, targets: impl Fn(&Listener) -> Vec<u32>) {
+    /// it (per worker): the slots whose worker is ready and takes that socket (with `--steer
+    /// client`, among the members: the slots that exist); none leaves that listener's program as
+    /// it is. With `--steer cpu`, `cpus_of` says which CPUs a slot's worker is pinned to. Where
+    /// the kernel refuses the program, it says so once and the kernel's own hashing goes on
+    /// spreading connections over every slot.
+    pub fn steer(
+        &mut self,
+        targets: impl Fn(&Listener) -> steering::Targets,
+        cpus_of: impl Fn(u32) -> Vec<usize>,
+    ) {
         let Sockets::PerWorker {
             first,
             members,
             steering_failed,
+            steer,
+            tables,
             ..
         } = self
         else {
@@ -323,23 +344,54 @@ impl Sockets {
         if *steering_failed {
             return;
         }
-        for (listener, group) in first.iter().zip(members.iter()) {
+        for ((listener, group), table) in first.iter().zip(members.iter()).zip(tables.iter_mut()) {
             if !listener.splits {
                 continue;
             }
-            let slots = targets(listener);
-            let indices: Vec<u32> = slots
+            let targets = targets(listener);
+            // Only slots that have a socket here can be steered to.
+            let ready: Vec<u32> = targets
+                .ready
                 .iter()
-                .filter_map(|slot| group.index.get(slot).map(|&i| i as u32))
+                .copied()
+                .filter(|slot| group.index.contains_key(slot))
                 .collect();
+            let indices: Vec<u32> = ready.iter().map(|slot| group.index[slot] as u32).collect();
             if indices.is_empty() {
                 continue;
             }
             log::debug!(
-                "steering new connections on {} to workers {slots:?}",
-                listener.local
+                "steering new connections on {} to workers {ready:?} by {}",
+                listener.local,
+                steer.name()
             );
-            if let Err(e) = steering::attach(listener.fd(), &steering::program(&indices)) {
+            let prog = match steer {
+                Steer::Hash => None,
+                Steer::Client => {
+                    let mut members = targets.members.clone();
+                    members.extend(&ready);
+                    members.sort_unstable();
+                    members.dedup();
+                    let by_bucket: Vec<u32> = table
+                        .update(&members, &ready)
+                        .iter()
+                        .map(|slot| group.index[slot] as u32)
+                        .collect();
+                    steering::client_program(&by_bucket)
+                }
+                Steer::Cpu => {
+                    let mut by_cpu: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+                    for (slot, &index) in ready.iter().zip(&indices) {
+                        for cpu in cpus_of(*slot) {
+                            by_cpu.entry(cpu as u32).or_default().push(index);
+                        }
+                    }
+                    let by_cpu: Vec<(u32, Vec<u32>)> = by_cpu.into_iter().collect();
+                    steering::cpu_program(&by_cpu, &indices)
+                }
+            };
+            let prog = prog.unwrap_or_else(|| steering::program(&indices));
+            if let Err(e) = steering::attach(listener.fd(), &prog) {
                 *steering_failed = true;
                 log::warn!(
                     "cannot steer connections on {} ({}): the kernel's hashing spreads them over every worker, starting and dead ones included",
@@ -628,7 +680,13 @@ mod tests {
             unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
         }
         for target in [2u32, 3, 1] {
-            sockets.steer(|_| vec![target]);
+            sockets.steer(
+                |_| steering::Targets {
+                    ready: vec![target],
+                    members: vec![0, 1, 2, 3],
+                },
+                |_| Vec::new(),
+            );
             let _client = std::net::TcpStream::connect(&address).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let accepted = loop {

@@ -46,6 +46,7 @@ use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::Placement;
 use crate::exit_code;
 use crate::net::socket::{BindError, Sockets};
+use crate::net::steering::Targets;
 use crate::process::command::{self, CommandError};
 use crate::process::pidfd::Pidfd;
 use crate::process::startup::Inherited;
@@ -213,10 +214,22 @@ impl Spawner {
     /// listener, to those of them that take it. With groups, where none of them does (the group
     /// has no ready worker), to every worker of the group, ready or not, so that no connection
     /// waits in a socket that no worker of the group will ever accept from.
-    pub fn steer(&mut self, slots: &[u32]) {
+    /// `members` are the slots that exist, ready or not (`--steer client` keeps their share).
+    pub fn steer(&mut self, slots: &[u32], members: &[u32]) {
         let groups = self.groups.as_ref();
-        self.sockets
-            .steer(|listener| steering_targets(groups, slots, &listener.name));
+        let placement = &self.placement;
+        self.sockets.steer(
+            |listener| Targets {
+                ready: steering_targets(groups, slots, &listener.name),
+                members: steering_targets(groups, members, &listener.name),
+            },
+            |slot| {
+                placement
+                    .binding(slot)
+                    .map(|cpus| cpus.iter().collect())
+                    .unwrap_or_default()
+            },
+        );
     }
 
     /// A scaled-down slot's worker is gone (per-worker sockets): see `Sockets::release_slot`.

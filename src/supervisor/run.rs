@@ -126,7 +126,7 @@ fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
     // or carried out: whoever hears that a worker is ready may connect at once, and a connection
     // steered to a worker that has died waits for its replacement.
     if let Some(slots) = cluster.take_steering() {
-        plumbing.spawner.steer(&slots);
+        plumbing.spawner.steer(&slots, &cluster.members());
     }
     let reports = cluster.take_reports();
     for report in reports {

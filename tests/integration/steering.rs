@@ -1,0 +1,168 @@
+//! `--steer client` and `--steer cpu`: the worker a connection reaches, by the client's address
+//! (bound by the client on loopback: 127.0.0.2, 127.0.0.3, …) or by the CPU the client runs on,
+//! through a worker's death and a scale-up.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::harness::{Cluster, body_field, ctl, ctl_status};
+
+/// One `GET /` on a new connection from `source` to `target`; the answer's body.
+fn get_from(source: IpAddr, target: &str) -> String {
+    let to: SocketAddr = target.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("answer to {source}: {e}"));
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Which worker (`id`) answers each source address, checking that all `per_address` connections
+/// of one address reach the same one.
+fn workers_of(sources: &[IpAddr], target: &str, per_address: usize) -> BTreeMap<IpAddr, String> {
+    sources
+        .iter()
+        .map(|&source| {
+            let ids: std::collections::BTreeSet<String> = (0..per_address)
+                .map(|_| body_field(&get_from(source, target), "id"))
+                .collect();
+            assert_eq!(ids.len(), 1, "{source} reached workers {ids:?}");
+            (source, ids.into_iter().next().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a_slot_that_leaves()
+{
+    let tag = format!("{}-client", std::process::id());
+    let delay = std::env::temp_dir().join(format!("recluster-delay-{tag}"));
+    let release = std::env::temp_dir().join(format!("recluster-release-{tag}"));
+    std::fs::write(&delay, "0").unwrap();
+    std::fs::write(&release, "v1").unwrap();
+    let (delay_arg, release_arg) = (delay.display().to_string(), release.display().to_string());
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "4",
+            "--steer",
+            "client",
+            "--ready",
+            "notify",
+            "--min-uptime",
+            "1h",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        &[
+            "--serve",
+            "--serve-after-file",
+            &delay_arg,
+            "--version-file",
+            &release_arg,
+            "--notify",
+            "0",
+        ],
+    );
+    let target = cluster.listening(1).remove(0);
+    let first: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
+    cluster.expect_log("all 4 workers are ready");
+    let sources: Vec<IpAddr> = (2..18u8)
+        .map(|last| IpAddr::from([127, 0, 0, last]))
+        .collect();
+    let before = workers_of(&sources, &target, 50);
+    let used: std::collections::BTreeSet<&String> = before.values().collect();
+    assert!(
+        used.len() >= 3,
+        "16 addresses spread over the 4 workers: {before:?}"
+    );
+
+    // The worker of the first address dies; its replacement never gets ready.
+    let victim: u32 = before[&sources[0]].parse().unwrap();
+    std::fs::write(&delay, "600000").unwrap();
+    std::fs::write(&release, "silent").unwrap();
+    // SAFETY: killing a worker this test started.
+    unsafe { libc::kill(first[victim as usize], libc::SIGKILL) };
+    cluster.expect_log(&format!(
+        "(pid {}) was killed by SIGKILL",
+        first[victim as usize]
+    ));
+    let replacement = cluster.expect("the replacement", |l| {
+        l.is_worker("ready") && l.num("id") == victim as i32 && !first.contains(&l.num("pid"))
+    });
+    let dead = workers_of(&sources, &target, 10);
+    for source in &sources {
+        if before[source] == victim.to_string() {
+            assert_ne!(
+                dead[source], before[source],
+                "{source} still reaches the dead worker"
+            );
+        } else {
+            assert_eq!(
+                dead[source], before[source],
+                "{source} moved, though its worker lives"
+            );
+        }
+    }
+
+    // A replacement that gets ready: its slot's clients come back, and only they move.
+    std::fs::write(&delay, "0").unwrap();
+    std::fs::write(&release, "v1").unwrap();
+    // SAFETY: killing the replacement this test's cluster started (it never got ready).
+    unsafe { libc::kill(replacement.num("pid"), libc::SIGKILL) };
+    assert!(crate::harness::eventually(|| {
+        let status = ctl_status(cluster.pid);
+        let workers = status["workers"].as_array().cloned().unwrap_or_default();
+        workers.len() == 4
+            && workers.iter().all(|w| w["state"] == "ready")
+            && !workers.iter().any(|w| w["pid"] == replacement.num("pid"))
+    }));
+    assert_eq!(
+        workers_of(&sources, &target, 10),
+        before,
+        "back where they were"
+    );
+
+    // One worker more: the addresses that move go to it, and only about 1/5 of them.
+    let (code, _, stderr) = ctl(cluster.pid, &["scale", "+1", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    let after = workers_of(&sources, &target, 10);
+    let moved: Vec<&IpAddr> = sources.iter().filter(|s| after[s] != before[s]).collect();
+    for source in &moved {
+        assert_eq!(
+            after[source], "4",
+            "{source} moved, but not to the new worker"
+        );
+    }
+    println!(
+        "steer client: scale 4 -> 5 moved {} of {} client addresses",
+        moved.len(),
+        sources.len()
+    );
+    assert!(moved.len() <= sources.len() / 2, "{after:?}");
+    assert_eq!(
+        ctl_status(cluster.pid)["workers"].as_array().map(Vec::len),
+        Some(5)
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let _ = std::fs::remove_file(&delay);
+    let _ = std::fs::remove_file(&release);
+}
