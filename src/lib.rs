@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use clap::error::ErrorKind;
 
 use crate::config::cli::Cli;
-use crate::config::policy::ReadyMode;
+use crate::config::policy::{ReadyMode, Steer};
 use crate::config::validated::{Config, RunMode, SharedBecause, SocketMode};
 use crate::config::{cli, groups, plan};
 use crate::error::Error;
@@ -413,9 +413,11 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             3 + i,
             listener.name,
             match (config.socket_mode, listener.splits()) {
-                (SocketMode::PerWorker { .. }, true) if sockets.steered() => {
-                    ", one socket per worker, steered"
-                }
+                (SocketMode::PerWorker { .. }, true) if sockets.steered() => match config.steer {
+                    Steer::Hash => ", one socket per worker, steered",
+                    Steer::Client => ", one socket per worker, steered by client address",
+                    Steer::Cpu => ", one socket per worker, steered by CPU",
+                },
                 (SocketMode::PerWorker { .. }, true) => ", one socket per worker, not steered",
                 (SocketMode::Shared(SharedBecause::Asked), _) => ", shared: --shared-socket",
                 _ => ", one socket shared by every worker",

@@ -166,3 +166,151 @@ fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a
     let _ = std::fs::remove_file(&delay);
     let _ = std::fs::remove_file(&release);
 }
+
+/// The answers to `count` requests on new connections from a thread pinned to `cpu` (loopback
+/// handles a connection's first packet on the CPU that sends it).
+fn answers_from_cpu(cpu: usize, target: &str, count: usize) -> Vec<String> {
+    let target = target.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: an all-zero cpu_set_t is empty; CPU_SET writes within it; sched_setaffinity
+        // reads it for this thread only.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set)
+        };
+        assert_eq!(rc, 0, "pin the client to CPU {cpu}");
+        (0..count)
+            .map(|_| crate::harness::http_get(&target).expect("a request"))
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The CPUs this test may run on (at most 4).
+fn my_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid out-parameter; CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .take(4)
+            .collect()
+    }
+}
+
+#[test]
+fn steer_cpu_answers_a_client_from_the_worker_pinned_to_its_cpu_and_from_another_while_that_one_restarts()
+ {
+    let cpus = my_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: one CPU here");
+        return;
+    }
+    let tag = format!("{}-cpu", std::process::id());
+    let delay = std::env::temp_dir().join(format!("recluster-delay-{tag}"));
+    let release = std::env::temp_dir().join(format!("recluster-release-{tag}"));
+    std::fs::write(&delay, "0").unwrap();
+    std::fs::write(&release, "v1").unwrap();
+    let (delay_arg, release_arg) = (delay.display().to_string(), release.display().to_string());
+    let n = cpus.len().to_string();
+    let list = cpus
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            &n,
+            "--cpus",
+            &list,
+            "--pin=cpu",
+            "--steer",
+            "cpu",
+            "--ready",
+            "notify",
+            "--min-uptime",
+            "1h",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        &[
+            "--serve",
+            "--serve-after-file",
+            &delay_arg,
+            "--version-file",
+            &release_arg,
+            "--notify",
+            "0",
+        ],
+    );
+    let target = cluster.listening(1).remove(0);
+    let pids: Vec<i32> = cluster
+        .ready(cpus.len())
+        .iter()
+        .map(|l| l.num("pid"))
+        .collect();
+    cluster.expect_log(&format!("all {n} workers are ready"));
+    let mut worker_on = BTreeMap::new();
+    for &cpu in &cpus {
+        let answers = answers_from_cpu(cpu, &target, 30);
+        for body in &answers {
+            assert_eq!(
+                body_field(body, "cpu"),
+                cpu.to_string(),
+                "a client on CPU {cpu}: {body}"
+            );
+        }
+        let ids: std::collections::BTreeSet<String> =
+            answers.iter().map(|b| body_field(b, "id")).collect();
+        assert_eq!(ids.len(), 1, "CPU {cpu}: {ids:?}");
+        worker_on.insert(cpu, ids.into_iter().next().unwrap());
+    }
+    // The worker on the first CPU dies and its replacement takes long to start: that CPU's
+    // clients are answered by another worker, at once, meanwhile.
+    let cpu = cpus[0];
+    let victim: usize = worker_on[&cpu].parse().unwrap();
+    std::fs::write(&delay, "600000").unwrap();
+    std::fs::write(&release, "silent").unwrap();
+    // SAFETY: killing a worker this test started.
+    unsafe { libc::kill(pids[victim], libc::SIGKILL) };
+    cluster.expect_log(&format!("(pid {}) was killed by SIGKILL", pids[victim]));
+    let replacement = cluster.expect("the replacement", |l| {
+        l.is_worker("ready") && l.num("id") == victim as i32 && !pids.contains(&l.num("pid"))
+    });
+    let started = std::time::Instant::now();
+    for body in answers_from_cpu(cpu, &target, 30) {
+        assert_ne!(body_field(&body, "id"), victim.to_string(), "{body}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "30 requests took {:?}",
+        started.elapsed()
+    );
+    // A replacement that gets ready takes its CPU's clients back.
+    std::fs::write(&delay, "0").unwrap();
+    std::fs::write(&release, "v1").unwrap();
+    // SAFETY: killing the replacement this test's cluster started (it never got ready).
+    unsafe { libc::kill(replacement.num("pid"), libc::SIGKILL) };
+    assert!(crate::harness::eventually(|| {
+        let workers = ctl_status(cluster.pid)["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        workers.iter().all(|w| w["state"] == "ready")
+    }));
+    for body in answers_from_cpu(cpu, &target, 30) {
+        assert_eq!(body_field(&body, "id"), victim.to_string(), "{body}");
+        assert_eq!(body_field(&body, "cpu"), cpu.to_string(), "{body}");
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let _ = std::fs::remove_file(&delay);
+    let _ = std::fs::remove_file(&release);
+}
