@@ -424,6 +424,17 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             }
         );
     }
+    if sockets.steered() && sockets.listeners().iter().any(|l| l.splits()) {
+        if socket::tcp_migrate_req() {
+            log::info!(
+                "a worker that dies hands the connections waiting in its socket to the other workers (net.ipv4.tcp_migrate_req=1)"
+            );
+        } else {
+            log::info!(
+                "connections waiting in a dead worker's socket wait for its replacement (net.ipv4.tcp_migrate_req=0; 1 hands them to the other workers)"
+            );
+        }
+    }
     if let Some(why) = config.socket_mode.why_shared() {
         log::info!("one socket per address, shared by every worker: {why}");
     }

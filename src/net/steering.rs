@@ -5,8 +5,9 @@
 //!
 //! The index of a socket in the group is its position in the kernel's array: sockets join at the
 //! end when they listen, and a closed one is replaced by the last (a swap-remove). recluster keeps
-//! the index of each slot's socket (`socket::Members`) and never closes one while it runs, so the
-//! indices hold; without groups, slots listen in slot order and slot `i` is index `i`.
+//! the index of each slot's socket (`socket::Members`), following the kernel's swap where it
+//! closes one (`net.ipv4.tcp_migrate_req=1`), and steers again after; without groups, slots
+//! listen in slot order and slot `i` is index `i` until then.
 //!
 //! The program: `A = hash` (or a random number where the packet has no hash), `A %= K` for K
 //! targets, then the target by arithmetic over runs of consecutive targets: `if A < end of this

@@ -314,3 +314,91 @@ fn steer_cpu_answers_a_client_from_the_worker_pinned_to_its_cpu_and_from_another
     let _ = std::fs::remove_file(&delay);
     let _ = std::fs::remove_file(&release);
 }
+
+/// Moves the calling thread (and what it starts from now on: recluster, client threads) into a
+/// network namespace of its own, with loopback up and `net.ipv4.tcp_migrate_req` set to
+/// `migrate` there only: the host's setting is never touched. False where that cannot be done.
+fn own_network(migrate: bool) -> bool {
+    // SAFETY: unshare(CLONE_NEWNET) moves this thread alone into a new network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return false;
+    }
+    let setting = format!(
+        "ip link set lo up && echo {} > /proc/sys/net/ipv4/tcp_migrate_req",
+        u8::from(migrate)
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &setting])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One `GET /` on a new connection: how long it took, or why it failed.
+fn timed_get(target: &str) -> Result<Duration, String> {
+    let sent = std::time::Instant::now();
+    crate::harness::http_get(target).map(|_| sent.elapsed())
+}
+
+#[test]
+fn with_tcp_migrate_req_a_dead_workers_waiting_connections_go_to_the_others_at_once() {
+    // A thread of its own: the network namespace is this thread's and its children's.
+    std::thread::spawn(|| {
+        if !own_network(true) {
+            eprintln!("skipped: no network namespace of our own here");
+            return;
+        }
+        let mut cluster = Cluster::start(
+            &["-n", "4", "--ready", "notify", "--min-uptime", "1h", "-l", "127.0.0.1:0"],
+            &["--serve", "--serve-after", "1500", "--notify", "1500"],
+        );
+        let target = cluster.listening(1).remove(0);
+        cluster.expect_log("hands the connections waiting in its socket to the other workers (net.ipv4.tcp_migrate_req=1)");
+        let pids: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
+        cluster.expect_log("all 4 workers are ready");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let (stop, target) = (stop.clone(), target.clone());
+                std::thread::spawn(move || {
+                    let mut results = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) && results.len() < 20_000 {
+                        results.push(timed_get(&target));
+                    }
+                    results
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300)); // load before the kill
+        // SAFETY: killing a worker this test started.
+        unsafe { libc::kill(pids[1], libc::SIGKILL) };
+        // Said before the death is reported: the sockets change as the worker is reaped.
+        cluster.expect_log("worker 1: the connections waiting for it were handed to the other workers");
+        cluster.expect_log(&format!("(pid {}) was killed by SIGKILL", pids[1]));
+        // Past the replacement's 1.5 s start.
+        assert!(crate::harness::eventually(|| {
+            let workers = ctl_status(cluster.pid)["workers"].as_array().cloned().unwrap_or_default();
+            workers.len() == 4 && workers.iter().all(|w| w["state"] == "ready")
+        }));
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let results: Vec<Result<Duration, String>> =
+            clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let slowest = results.iter().filter_map(|r| r.as_ref().ok()).max().copied();
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        println!(
+            "tcp_migrate_req=1, a worker killed under load: {} requests, {} failed, slowest {slowest:?}",
+            results.len(),
+            failed.len()
+        );
+        // Only what the killed worker had accepted itself can fail.
+        assert!(failed.len() <= 8, "{failed:?}");
+        assert!(
+            slowest.is_some_and(|s| s < Duration::from_millis(500)),
+            "a request waited {slowest:?}"
+        );
+        cluster.send(libc::SIGTERM);
+        cluster.exit_code();
+    })
+    .join()
+    .unwrap();
+}
