@@ -33,7 +33,7 @@
 //! `--serve` checks the sockets recluster passed strictly (`LISTEN_PID` is this pid, `LISTEN_FDS`
 //! sockets from fd 3, each listening), prints
 //! `listening id=0 pid=.. fds=3 names=listen sockets=<inode>,.. addresses=127.0.0.1:3000,..`, and
-//! (after `--serve-after MS`, or as many ms as `--serve-after-file PATH` holds at start, a server's own start-up time, it sets `O_NONBLOCK` on them and) answers every HTTP request on them with `id=0 pid=.. gen=0 version=V` (`--version V`). On INT,
+//! (after `--serve-after MS`, or as many ms as `--serve-after-file PATH` holds at start, a server's own start-up time, it sets `O_NONBLOCK` on them and) answers every HTTP request on them with `id=0 pid=.. gen=0 version=V cpu=C` (`--version V`; C the CPU it answers on). On INT,
 //! TERM or QUIT it stops accepting, finishes what it accepted and exits 0; on USR2 it does the same
 //! but stays, printing `idle id=.. pid=..`; on USR1 it prints `flags id=.. pid=.. nonblock=1,..`,
 //! whether each of its sockets is `O_NONBLOCK` now. `accepting id=.. pid=..` says it has set
@@ -598,7 +598,7 @@ mod serve {
             in_flight: Mutex::new(1),
             done: Condvar::new(),
             body: format!(
-                "id={id} pid={pid} gen={} version={version}\n",
+                "id={id} pid={pid} gen={} version={version}",
                 std::env::var("WORKER_GENERATION").unwrap_or_default()
             ),
         });
@@ -813,11 +813,14 @@ mod serve {
             shared.requests.fetch_add(1, Ordering::Relaxed);
             let close =
                 head.contains("connection: close") || shared.draining.load(Ordering::SeqCst);
+            // The CPU this answer is written on (under --pin, the worker's).
+            // SAFETY: sched_getcpu has no arguments and no memory effects.
+            let body = format!("{} cpu={}\n", shared.body, unsafe { libc::sched_getcpu() });
             let response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{}",
-                shared.body.len(),
+                body.len(),
                 if close { "close" } else { "keep-alive" },
-                shared.body
+                body
             );
             if stream.write_all(response.as_bytes()).is_err() || close {
                 return;

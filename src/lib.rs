@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use clap::error::ErrorKind;
 
 use crate::config::cli::Cli;
-use crate::config::policy::ReadyMode;
+use crate::config::policy::{ReadyMode, Steer};
 use crate::config::validated::{Config, RunMode, SharedBecause, SocketMode};
 use crate::config::{cli, groups, plan};
 use crate::error::Error;
@@ -390,8 +390,19 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
                     groups::socket_goes_to(groups, &listener.name, id)
                 })
                 .map_err(Error::Bind)?;
+            sockets.set_steer(config.steer);
             let slots: Vec<u32> = (0..config.workers).collect();
-            sockets.steer(|listener| groups::steering_targets(groups, &slots, &listener.name));
+            let targets = groups::steering_targets;
+            sockets.steer(
+                |listener| crate::net::steering::Targets {
+                    ready: targets(groups, &slots, &listener.name),
+                    members: targets(groups, &slots, &listener.name),
+                },
+                |slot| {
+                    let cpus = config.placement.binding(slot);
+                    cpus.map(|c| c.iter().collect()).unwrap_or_default()
+                },
+            );
             sockets
         }
     };
@@ -402,14 +413,27 @@ fn listening_sockets(config: &Config) -> Result<Sockets, Error> {
             3 + i,
             listener.name,
             match (config.socket_mode, listener.splits()) {
-                (SocketMode::PerWorker { .. }, true) if sockets.steered() => {
-                    ", one socket per worker, steered"
-                }
+                (SocketMode::PerWorker { .. }, true) if sockets.steered() => match config.steer {
+                    Steer::Hash => ", one socket per worker, steered",
+                    Steer::Client => ", one socket per worker, steered by client address",
+                    Steer::Cpu => ", one socket per worker, steered by CPU",
+                },
                 (SocketMode::PerWorker { .. }, true) => ", one socket per worker, not steered",
                 (SocketMode::Shared(SharedBecause::Asked), _) => ", shared: --shared-socket",
                 _ => ", one socket shared by every worker",
             }
         );
+    }
+    if sockets.steered() && sockets.listeners().iter().any(|l| l.splits()) {
+        if socket::tcp_migrate_req() {
+            log::info!(
+                "a worker that dies hands the connections waiting in its socket to the other workers (net.ipv4.tcp_migrate_req=1)"
+            );
+        } else {
+            log::info!(
+                "connections waiting in a dead worker's socket wait for its replacement (net.ipv4.tcp_migrate_req=0; 1 hands them to the other workers)"
+            );
+        }
     }
     if let Some(why) = config.socket_mode.why_shared() {
         log::info!("one socket per address, shared by every worker: {why}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
+use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::topology::Granularity;
 use crate::net::listen::{ListenAddress, ListenSpec};
@@ -136,6 +136,22 @@ pub struct Cli {
         value_parser = env_flag()
     )]
     pub shared_socket: bool,
+
+    /// How a new connection picks a worker's socket (per-worker sockets only): hash (its
+    /// addresses and ports, evenly); client (the client's IP address, not its port: every
+    /// connection of one client reaches the same worker while that worker lives); cpu (the ready
+    /// worker pinned to the CPU that handles the connection, needs --pin=cpu or --pin=core; the
+    /// hash choice where there is none) [default: hash]
+    #[arg(
+        help_heading = "Sockets",
+        help = "How a connection picks a worker: hash, client, cpu",
+        long_help,
+        long,
+        value_enum,
+        value_name = "BY",
+        env = "RECLUSTER_STEER"
+    )]
+    pub steer: Option<Steer>,
 
     /// The listen backlog of every socket recluster binds (the kernel caps it at
     /// net.core.somaxconn)

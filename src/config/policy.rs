@@ -28,3 +28,25 @@ pub enum RestartMode {
     OnFailure,
     Never,
 }
+
+/// `--steer`: how a new connection picks among the per-worker sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Steer {
+    /// By the connection's hash (its addresses and ports): spread evenly.
+    #[default]
+    Hash,
+    /// By the client's address (not its port): one client, one worker, while that worker lives.
+    Client,
+    /// To the ready worker pinned to the CPU that handles the connection (`--pin`).
+    Cpu,
+}
+
+impl Steer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Steer::Hash => "hash",
+            Steer::Client => "client",
+            Steer::Cpu => "cpu",
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::config::cli::Cli;
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
+use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
 use crate::cpu::cpus::{self, Budget};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::{self, Placement};
@@ -41,6 +41,8 @@ pub struct Config {
     pub command: Vec<OsString>,
     pub listen: Vec<ListenSpec>,
     pub socket_mode: SocketMode,
+    /// `--steer`: how connections pick among the per-worker sockets.
+    pub steer: Steer,
     pub backlog: i32,
     /// Which CPUs each worker gets.
     pub placement: Placement,
@@ -75,8 +77,8 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketMode {
     /// One `SO_REUSEPORT` socket per TCP address per slot, steered to the slots whose worker is
-    /// ready (a unix address stays one shared socket). `asked`: `--socket-per-worker` was given,
-    /// so where it cannot run is an error rather than a shared socket.
+    /// ready (a unix address stays one shared socket). `asked`: `--socket-per-worker` (or
+    /// `--steer`) was given, so where it cannot run is an error rather than a shared socket.
     PerWorker { asked: bool },
     /// One socket per address shared by every worker, and why.
     Shared(SharedBecause),
@@ -174,6 +176,7 @@ impl Config {
         let log_level = log_level(cli.verbose, cli.quiet);
         let groups = procfile_groups(&cli, &mut warnings)?;
         let socket_mode = socket_mode(&cli, tcp, groups.is_some())?;
+        let steer = steer(&cli, socket_mode)?;
         let workers = if cli.exec {
             1
         } else if let Some(groups) = &groups {
@@ -224,6 +227,7 @@ impl Config {
             command,
             listen: cli.listen,
             socket_mode,
+            steer,
             backlog: cli.backlog,
             placement,
             cpu_derivation,
@@ -526,9 +530,52 @@ fn socket_mode(cli: &Cli, tcp: bool, grouped: bool) -> Result<SocketMode, Error>
         SocketMode::Shared(SharedBecause::GroupsWithoutSteering)
     } else {
         SocketMode::PerWorker {
-            asked: cli.socket_per_worker,
+            asked: cli.socket_per_worker || cli.steer.is_some(),
         }
     })
+}
+
+/// `--steer`: it steers the per-worker sockets, so it needs them; `cpu` needs workers pinned to
+/// CPUs or cores.
+fn steer(cli: &Cli, socket_mode: SocketMode) -> Result<Steer, Error> {
+    let Some(steer) = cli.steer else {
+        return Ok(Steer::Hash);
+    };
+    let flag = format!("--steer {}", steer.name());
+    let why = match socket_mode {
+        SocketMode::PerWorker { .. } => None,
+        SocketMode::Shared(SharedBecause::Asked) => Some(format!(
+            "{flag} picks among the sockets of each worker, and --shared-socket gives them one socket to share: drop one of them"
+        )),
+        SocketMode::Shared(SharedBecause::NoTcpAddress) if cli.listen.is_empty() => Some(format!(
+            "{flag} steers the sockets recluster binds, and without --listen the workers bind their own: add --listen HOST:PORT or drop {flag}"
+        )),
+        SocketMode::Shared(SharedBecause::NoTcpAddress) => Some(format!(
+            "{flag} needs a TCP address (a unix socket is not split per worker): listen on HOST:PORT or drop {flag}"
+        )),
+        SocketMode::Shared(SharedBecause::Exec) => Some(format!(
+            "{flag}: --exec runs one process, there is nothing to steer"
+        )),
+        SocketMode::Shared(SharedBecause::GroupsWithoutSteering | SharedBecause::FdLimit) => {
+            Some(format!(
+                "{flag} needs a steering program (SO_ATTACH_REUSEPORT_CBPF), which this kernel refuses"
+            ))
+        }
+    };
+    if let Some(why) = why {
+        return Err(Error::Usage(why));
+    }
+    if steer == Steer::Cpu
+        && !matches!(
+            cli.pin,
+            Some(crate::cpu::topology::Granularity::Cpu | crate::cpu::topology::Granularity::Core)
+        )
+    {
+        return Err(Error::Usage(
+            "--steer cpu sends a connection to the worker pinned to the CPU that handles it: add --pin=cpu or --pin=core".to_string(),
+        ));
+    }
+    Ok(steer)
 }
 
 /// Whether an address is reachable from this host only: loopback, or a unix socket.
@@ -626,6 +673,41 @@ mod tests {
         assert!(
             !asked.share_sockets_for_fd_limit(),
             "asked for: an error instead"
+        );
+        let mut steered = config(&["-l", ":3000", "--steer", "client"]).unwrap();
+        assert!(!steered.share_sockets_for_fd_limit(), "--steer asks too");
+    }
+
+    #[test]
+    fn steer_needs_per_worker_sockets_and_cpu_needs_pinning() {
+        let steer = |args: &[&str]| config(args).map(|c| c.steer);
+        assert_eq!(steer(&["-l", ":3000"]).unwrap(), Steer::Hash);
+        assert_eq!(
+            steer(&["-l", ":3000", "--steer", "client"]).unwrap(),
+            Steer::Client
+        );
+        for args in [
+            &["-l", ":3000", "--steer", "client", "--shared-socket"][..],
+            &["--steer", "client"],
+            &["-l", "unix:/tmp/x.sock", "--steer", "hash"],
+            &["-l", ":3000", "--steer", "cpu"],
+            &["-l", ":3000", "--steer", "cpu", "--pin=node"],
+        ] {
+            let err = steer(args).unwrap_err();
+            assert!(err.to_string().contains("--steer"), "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        assert!(
+            steer(&["--steer", "client"])
+                .unwrap_err()
+                .to_string()
+                .contains("--listen")
+        );
+        assert!(
+            steer(&["-l", ":3000", "--steer", "client", "--shared-socket"])
+                .unwrap_err()
+                .to_string()
+                .contains("--shared-socket")
         );
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! - `Shared`: one socket per address, shared by every worker; its queue outlives every worker.
 //! - `PerWorker`: one `SO_REUSEPORT` socket per TCP address per slot, held here across that
-//!   slot's respawns and scale-downs, so a slot's queue is never closed while recluster runs; new
-//!   connections are steered to the slots whose worker is ready (`steering`). A unix socket is
+//!   slot's respawns and scale-downs, so a slot's queue is never closed while recluster runs —
+//!   except where `net.ipv4.tcp_migrate_req` is 1, where a dead or scaled-down slot's socket is
+//!   closed so that the kernel hands its queue to the others (`recycle_slot`, `release_slot`);
+//!   new connections are steered to the slots whose worker is ready (`steering`). A unix socket is
 //!   not split (`SO_REUSEPORT` does not balance it): every slot gets the same one.
 //!
 //! A TCP address is first bound *without* `SO_REUSEPORT`, which fails if anything already listens
@@ -22,6 +24,7 @@ use std::path::Path;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::config::policy::Steer;
 use crate::net::listen::{ListenAddress, ListenSpec};
 use crate::net::steering;
 
@@ -46,6 +49,9 @@ pub struct Listener {
     socket: Socket,
     /// A TCP socket recluster bound: per worker, each slot gets a socket of its own.
     splits: bool,
+    /// Where a TCP socket recluster bound listens, and whether it is dual-stack: the address
+    /// each slot's socket binds.
+    bound: Option<(SocketAddr, bool)>,
 }
 
 impl Listener {
@@ -76,19 +82,26 @@ pub enum Sockets {
         backlog: i32,
         /// The kernel refused a steering program (said once).
         steering_failed: bool,
+        /// `--steer`, and with `client` each listener's table (in `first`'s order).
+        steer: Steer,
+        tables: Vec<steering::ClientTable>,
     },
 }
 
 /// The sockets of one reuseport group, by the index the kernel gives each: the order they started
-/// listening in. Index 0, if any, is the listener's own socket (`first`).
+/// listening in. The first slot to join listens on the listener's own socket (`first`).
 #[derive(Debug, Default)]
 pub struct Members {
     /// The slot of each index.
     slots: Vec<u32>,
     /// The index of each slot.
     index: HashMap<u32, usize>,
-    /// Each slot's socket, but for index 0's (the listener's).
+    /// Each slot's socket, but for `own`'s (the listener's).
     sockets: HashMap<u32, Socket>,
+    /// The slot whose socket is the listener's own, until that one is closed (`remove`).
+    own: Option<u32>,
+    /// The listener's own socket was closed: every slot binds its own from then on.
+    closed_own: bool,
 }
 
 impl Members {
@@ -97,11 +110,12 @@ impl Members {
         if let Some(fd) = self.fd(listener, id) {
             return Ok(fd);
         }
-        if self.slots.is_empty() {
+        if self.slots.is_empty() && self.own.is_none() && !self.closed_own {
             listener.socket.listen(backlog).map_err(|e| BindError {
                 address: listener.local.clone(),
                 reason: describe_error(&e),
             })?;
+            self.own = Some(id);
         } else {
             self.sockets.insert(id, bind_again(listener, backlog)?);
         }
@@ -114,8 +128,34 @@ impl Members {
     fn fd(&self, listener: &Listener, id: u32) -> Option<RawFd> {
         match self.sockets.get(&id) {
             Some(socket) => Some(socket.as_raw_fd()),
-            None => (self.slots.first() == Some(&id)).then(|| listener.fd()),
+            None => (self.own == Some(id)).then(|| listener.fd()),
         }
+    }
+
+    /// A socket of the group, to attach the program to.
+    fn any_fd(&self, listener: &Listener) -> Option<RawFd> {
+        self.slots.first().and_then(|&id| self.fd(listener, id))
+    }
+
+    /// Closes slot `id`'s socket, even the listener's own (which a fresh, unbound socket then
+    /// stands in for): the kernel moves the group's last member into its index, and with
+    /// `net.ipv4.tcp_migrate_req=1` hands what waits in its queue to the others.
+    fn remove(&mut self, listener: &mut Listener, id: u32) -> bool {
+        if self.own == Some(id) {
+            let Ok(stand_in) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+                return false;
+            };
+            drop(std::mem::replace(&mut listener.socket, stand_in));
+            self.own = None;
+            self.closed_own = true;
+            let at = self.index.remove(&id).expect("a member has an index");
+            self.slots.swap_remove(at);
+            if let Some(&moved) = self.slots.get(at) {
+                self.index.insert(moved, at);
+            }
+            return true;
+        }
+        self.close(id)
     }
 
     /// Closes slot `id`'s socket: the kernel moves its last member into the hole (the listener's
@@ -153,9 +193,11 @@ impl Sockets {
         Ok(if per_worker {
             Sockets::PerWorker {
                 members: first.iter().map(|_| Members::default()).collect(),
+                tables: first.iter().map(|_| Default::default()).collect(),
                 first,
                 backlog,
                 steering_failed: false,
+                steer: Steer::Hash,
             }
         } else {
             Sockets::Shared(first)
@@ -230,9 +272,17 @@ impl Sockets {
                 local,
                 socket,
                 splits: false,
+                bound: None,
             });
         }
         Ok(Some(Sockets::Shared(listeners)))
+    }
+
+    /// `--steer`: how the per-worker sockets are steered from now on.
+    pub fn set_steer(&mut self, how: Steer) {
+        if let Sockets::PerWorker { steer, .. } = self {
+            *steer = how;
+        }
     }
 
     /// Whether new connections are steered (per worker, where the kernel took the program).
@@ -307,14 +357,22 @@ impl Sockets {
     }
 
     /// Steers new connections on each listener to the sockets of the slots `targets` names for
-    /// it (per worker): the slots whose worker is ready and takes that socket; none leaves that
-    /// listener's program as it is. Where the kernel refuses the program, it says so once and the
-    /// kernel's own hashing goes on spreading connections over every slot.
-    pub fn steer(&mut self, targets: impl Fn(&Listener) -> Vec<u32>) {
+    /// it (per worker): the slots whose worker is ready and takes that socket (with `--steer
+    /// client`, among the members: the slots that exist); none leaves that listener's program as
+    /// it is. With `--steer cpu`, `cpus_of` says which CPUs a slot's worker is pinned to. Where
+    /// the kernel refuses the program, it says so once and the kernel's own hashing goes on
+    /// spreading connections over every slot.
+    pub fn steer(
+        &mut self,
+        targets: impl Fn(&Listener) -> steering::Targets,
+        cpus_of: impl Fn(u32) -> Vec<usize>,
+    ) {
         let Sockets::PerWorker {
             first,
             members,
             steering_failed,
+            steer,
+            tables,
             ..
         } = self
         else {
@@ -323,23 +381,55 @@ impl Sockets {
         if *steering_failed {
             return;
         }
-        for (listener, group) in first.iter().zip(members.iter()) {
+        for ((listener, group), table) in first.iter().zip(members.iter()).zip(tables.iter_mut()) {
             if !listener.splits {
                 continue;
             }
-            let slots = targets(listener);
-            let indices: Vec<u32> = slots
+            let targets = targets(listener);
+            // Only slots that have a socket here can be steered to.
+            let ready: Vec<u32> = targets
+                .ready
                 .iter()
-                .filter_map(|slot| group.index.get(slot).map(|&i| i as u32))
+                .copied()
+                .filter(|slot| group.index.contains_key(slot))
                 .collect();
+            let indices: Vec<u32> = ready.iter().map(|slot| group.index[slot] as u32).collect();
             if indices.is_empty() {
                 continue;
             }
             log::debug!(
-                "steering new connections on {} to workers {slots:?}",
-                listener.local
+                "steering new connections on {} to workers {ready:?} by {}",
+                listener.local,
+                steer.name()
             );
-            if let Err(e) = steering::attach(listener.fd(), &steering::program(&indices)) {
+            let prog = match steer {
+                Steer::Hash => None,
+                Steer::Client => {
+                    let mut members = targets.members.clone();
+                    members.extend(&ready);
+                    members.sort_unstable();
+                    members.dedup();
+                    let by_bucket: Vec<u32> = table
+                        .update(&members, &ready)
+                        .iter()
+                        .map(|slot| group.index[slot] as u32)
+                        .collect();
+                    steering::client_program(&by_bucket)
+                }
+                Steer::Cpu => {
+                    let mut by_cpu: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+                    for (slot, &index) in ready.iter().zip(&indices) {
+                        for cpu in cpus_of(*slot) {
+                            by_cpu.entry(cpu as u32).or_default().push(index);
+                        }
+                    }
+                    let by_cpu: Vec<(u32, Vec<u32>)> = by_cpu.into_iter().collect();
+                    steering::cpu_program(&by_cpu, &indices)
+                }
+            };
+            let prog = prog.unwrap_or_else(|| steering::program(&indices));
+            let fd = group.any_fd(listener).unwrap_or(listener.fd());
+            if let Err(e) = steering::attach(fd, &prog) {
                 *steering_failed = true;
                 log::warn!(
                     "cannot steer connections on {} ({}): the kernel's hashing spreads them over every worker, starting and dead ones included",
@@ -352,29 +442,73 @@ impl Sockets {
     }
 
     /// Slot `id` was scaled down and its worker stopped (per worker). With steering, its sockets
-    /// stay: no connection reaches them, and the group's order must not change. Where the kernel
-    /// refused steering, they are closed, or new connections would go on landing in them: what
-    /// waits there is reset, unless `net.ipv4.tcp_migrate_req` is 1.
-    pub fn release_slot(&mut self, id: u32) {
+    /// stay: no connection reaches them, and the group's order must not change — unless
+    /// `net.ipv4.tcp_migrate_req` is 1, where they are closed (a connection the kernel migrates
+    /// from a dead slot's socket must not land in one no worker accepts on); whether they were,
+    /// so the program follows the new order. Where the kernel refused steering, they are closed,
+    /// or new connections would go on landing in them: what waits there is reset, unless
+    /// `net.ipv4.tcp_migrate_req` is 1.
+    pub fn release_slot(&mut self, id: u32) -> bool {
         let Sockets::PerWorker {
+            first,
             members,
-            steering_failed: true,
+            steering_failed,
             ..
         } = self
         else {
-            return;
+            return false;
         };
-        let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
-            .is_ok_and(|v| v.trim() == "1");
+        let migrates = tcp_migrate_req();
+        if !*steering_failed && !migrates {
+            return false;
+        }
         let mut closed = false;
-        for group in members.iter_mut() {
-            closed |= group.close(id);
+        for (listener, group) in first.iter_mut().zip(members.iter_mut()) {
+            if *steering_failed {
+                closed |= group.close(id);
+            } else if group.slots.len() > 1 {
+                closed |= group.remove(listener, id);
+            }
         }
         if closed && !migrates {
             log::warn!(
                 "closed worker {id}'s sockets (no steering here): connections still waiting in their queues are reset (set net.ipv4.tcp_migrate_req=1 to move them to the other workers)"
             );
         }
+        closed && !*steering_failed
+    }
+
+    /// Slot `id`'s worker is gone and no process holds its sockets (per worker, steered): where
+    /// `net.ipv4.tcp_migrate_req` is 1, each is closed, so that the kernel hands the connections
+    /// waiting in its queue to the other sockets of the group, and a fresh one is bound for the
+    /// slot's next worker. Whether any was (the program must then follow the new order).
+    pub fn recycle_slot(&mut self, id: u32) -> Result<bool, BindError> {
+        let Sockets::PerWorker {
+            first,
+            members,
+            backlog,
+            steering_failed: false,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        if !tcp_migrate_req() {
+            return Ok(false);
+        }
+        let mut recycled = false;
+        for (listener, group) in first.iter_mut().zip(members.iter_mut()) {
+            // Alone in its group, its socket would leave nobody to hand the queue to, and the
+            // port free for a moment.
+            if !listener.splits || group.slots.len() < 2 || !group.index.contains_key(&id) {
+                continue;
+            }
+            if group.remove(listener, id) {
+                group.join(listener, id, *backlog)?;
+                recycled = true;
+            }
+        }
+        Ok(recycled)
     }
 
     /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.
@@ -390,6 +524,12 @@ impl Sockets {
             .map(accept_queue_len)
             .sum()
     }
+}
+
+/// Whether `net.ipv4.tcp_migrate_req` is 1 here: a closed listener's waiting connections go to
+/// the other sockets of its `SO_REUSEPORT` group instead of being reset.
+pub fn tcp_migrate_req() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }
 
 /// The accept-queue length of a listening TCP socket (`tcpi_unacked` of a listener).
@@ -447,11 +587,20 @@ fn bind_first(spec: &ListenSpec, backlog: i32, listen: bool) -> Result<Listener,
         socket.listen(backlog).map_err(fail)?;
     }
     let local = socket.local_addr().map(|a| describe(&a)).map_err(fail)?;
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|address| {
+            let dual_stack = address.is_ipv6() && !socket.only_v6().unwrap_or(true);
+            (address, dual_stack)
+        });
     Ok(Listener {
         name: spec.name.clone(),
         local,
         socket,
         splits: matches!(spec.address, ListenAddress::Tcp { .. }),
+        bound,
     })
 }
 
@@ -461,13 +610,9 @@ fn bind_again(listener: &Listener, backlog: i32) -> Result<Socket, BindError> {
         address: listener.local.clone(),
         reason: describe_error(&e),
     };
-    let address = listener
-        .socket
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
+    let (address, dual_stack) = listener
+        .bound
         .ok_or_else(|| fail(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
-    let dual_stack = address.is_ipv6() && !listener.socket.only_v6().unwrap_or(true);
     let socket = bind_tcp(address, dual_stack, true).map_err(fail)?;
     socket.listen(backlog).map_err(fail)?;
     Ok(socket)
@@ -628,7 +773,13 @@ mod tests {
             unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
         }
         for target in [2u32, 3, 1] {
-            sockets.steer(|_| vec![target]);
+            sockets.steer(
+                |_| steering::Targets {
+                    ready: vec![target],
+                    members: vec![0, 1, 2, 3],
+                },
+                |_| Vec::new(),
+            );
             let _client = std::net::TcpStream::connect(&address).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let accepted = loop {
@@ -665,6 +816,94 @@ mod tests {
         assert_eq!(members[0].slots, [0, 3, 2]);
         assert_eq!(members[0].index[&3], 1);
         assert!(!members[0].index.contains_key(&1));
+    }
+
+    #[test]
+    fn with_tcp_migrate_req_a_recycled_slot_hands_its_queue_to_the_others_and_gets_a_fresh_socket()
+    {
+        // A network namespace of this thread's own, so the host's setting is never touched.
+        std::thread::spawn(|| {
+            // SAFETY: moves this thread alone into a new network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return; // not allowed here
+            }
+            let up = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "ip link set lo up && echo 1 > /proc/sys/net/ipv4/tcp_migrate_req",
+                ])
+                .status();
+            assert!(up.is_ok_and(|s| s.success()));
+            let mut sockets = Sockets::bind(&[spec("127.0.0.1:0")], true, 8).unwrap();
+            let address = sockets.listeners()[0].local.clone();
+            sockets.bind_slots(3, |_, _| true).unwrap();
+            let fd_of = |sockets: &mut Sockets, id| sockets.for_slot(id, |_| true).unwrap()[0];
+            let accept_on = |fd: RawFd, wait: u64| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait);
+                loop {
+                    // SAFETY: a nonblocking accept on a listening descriptor; closed at once.
+                    let conn = unsafe {
+                        libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK,
+                        )
+                    };
+                    if conn >= 0 {
+                        // SAFETY: the descriptor accept4 just returned.
+                        unsafe { libc::close(conn) };
+                        return true;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            };
+            let to = |target: u32| steering::Targets {
+                ready: vec![target],
+                members: vec![0, 1, 2],
+            };
+            // Slot 0 holds the listener's own socket; slot 1 one of its own.
+            for slot in [0u32, 1] {
+                let old = fd_of(&mut sockets, slot);
+                sockets.steer(|_| to(slot), |_| Vec::new());
+                let _waiting = std::net::TcpStream::connect(&address).unwrap();
+                assert!(sockets.recycle_slot(slot).unwrap());
+                let other = fd_of(&mut sockets, if slot == 0 { 2 } else { 0 });
+                let third = fd_of(&mut sockets, if slot == 0 { 1 } else { 2 });
+                // SAFETY: fcntl on descriptors `sockets` owns.
+                unsafe {
+                    libc::fcntl(other, libc::F_SETFL, libc::O_NONBLOCK);
+                    libc::fcntl(third, libc::F_SETFL, libc::O_NONBLOCK);
+                }
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let moved = loop {
+                    if accept_on(other, 0) || accept_on(third, 0) {
+                        break true;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        break false;
+                    }
+                };
+                assert!(
+                    moved,
+                    "slot {slot}'s waiting connection went to another slot"
+                );
+                // The fresh socket is in the group: steered to, it gets a connection.
+                let fresh = fd_of(&mut sockets, slot);
+                let _ = old; // its number may be reused by the fresh one
+                sockets.steer(|_| to(slot), |_| Vec::new());
+                let _next = std::net::TcpStream::connect(&address).unwrap();
+                assert!(
+                    accept_on(fresh, 10_000),
+                    "slot {slot}'s fresh socket takes connections"
+                );
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::Placement;
 use crate::exit_code;
 use crate::net::socket::{BindError, Sockets};
+use crate::net::steering::Targets;
 use crate::process::command::{self, CommandError};
 use crate::process::pidfd::Pidfd;
 use crate::process::startup::Inherited;
@@ -126,6 +127,9 @@ pub struct Spawner {
     watchdog: Option<std::time::Duration>,
     /// With `-f`: the Procfile's groups (each slot's command, name and id within its group).
     groups: Option<crate::config::groups::Groups>,
+    /// The slots last steered to, and the members then (per-worker sockets): steered to again
+    /// when a socket is closed and the group's order changes.
+    last_steer: Option<(Vec<u32>, Vec<u32>)>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -165,6 +169,7 @@ impl Spawner {
             user: config.user.clone(),
             watchdog: config.policy.watchdog,
             groups: config.groups.clone(),
+            last_steer: None,
         })
     }
 
@@ -213,15 +218,68 @@ impl Spawner {
     /// listener, to those of them that take it. With groups, where none of them does (the group
     /// has no ready worker), to every worker of the group, ready or not, so that no connection
     /// waits in a socket that no worker of the group will ever accept from.
-    pub fn steer(&mut self, slots: &[u32]) {
+    /// `members` are the slots that exist, ready or not (`--steer client` keeps their share).
+    pub fn steer(&mut self, slots: &[u32], members: &[u32]) {
+        self.last_steer = Some((slots.to_vec(), members.to_vec()));
         let groups = self.groups.as_ref();
-        self.sockets
-            .steer(|listener| steering_targets(groups, slots, &listener.name));
+        let placement = &self.placement;
+        self.sockets.steer(
+            |listener| Targets {
+                ready: steering_targets(groups, slots, &listener.name),
+                members: steering_targets(groups, members, &listener.name),
+            },
+            |slot| {
+                placement
+                    .binding(slot)
+                    .map(|cpus| cpus.iter().collect())
+                    .unwrap_or_default()
+            },
+        );
     }
 
     /// A scaled-down slot's worker is gone (per-worker sockets): see `Sockets::release_slot`.
     pub fn release_slot(&mut self, id: u32) {
-        self.sockets.release_slot(id);
+        if self.sockets.release_slot(id) {
+            self.steer_again(id);
+        }
+    }
+
+    /// Slot `id`'s worker is gone and so is its process group (per-worker sockets): where
+    /// `net.ipv4.tcp_migrate_req` is 1, the connections waiting in its sockets go to the other
+    /// workers and the slot gets fresh ones (`Sockets::recycle_slot`).
+    pub fn slot_emptied(&mut self, id: u32) {
+        // A slot scaled away: `release_slot` has its sockets.
+        if self
+            .last_steer
+            .as_ref()
+            .is_some_and(|(_, members)| !members.contains(&id))
+        {
+            return;
+        }
+        match self.sockets.recycle_slot(id) {
+            Ok(true) => {
+                log::info!(
+                    "worker {id}: the connections waiting for it were handed to the other workers (net.ipv4.tcp_migrate_req=1); a fresh socket waits for its next worker"
+                );
+                self.steer_again(id);
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!(
+                "worker {id}: its waiting connections were handed to the other workers, but no fresh socket could be bound for its next worker: {e}"
+            ),
+        }
+    }
+
+    /// The last steering again, but for slot `id`, after the group's order changed.
+    fn steer_again(&mut self, id: u32) {
+        let Some((slots, members)) = self.last_steer.clone() else {
+            return;
+        };
+        let mut ready: Vec<u32> = slots.into_iter().filter(|&s| s != id).collect();
+        if ready.is_empty() {
+            ready = members.clone();
+        }
+        self.steer(&ready, &members);
     }
 
     /// With `--prefix`: waits, for at most `limit`, until every worker's output has been written.

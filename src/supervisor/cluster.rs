@@ -218,6 +218,15 @@ impl Cluster {
         self.on_timer(now)
     }
 
+    /// The slots that exist (ready or not; not retired): those `--steer client` gives a share.
+    pub fn members(&self) -> Vec<u32> {
+        let slots = self.slots.iter();
+        slots
+            .filter(|s| s.occupant != Occupant::Retired)
+            .map(|s| s.id)
+            .collect()
+    }
+
     /// With per-worker sockets: the slots new connections should go to, if that changed since
     /// the last call — those whose worker is ready, or every slot while none is.
     pub fn take_steering(&mut self) -> Option<Vec<u32>> {

@@ -63,6 +63,7 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
         oom_kills: crate::process::usage::oom_kills(),
         held: Vec::new(),
         children_left: true,
+        slot_of: HashMap::new(),
     };
     let mut actions = cluster.start(Instant::now());
     loop {
@@ -126,7 +127,7 @@ fn log_reports(cluster: &mut Cluster, plumbing: &mut Plumbing) {
     // or carried out: whoever hears that a worker is ready may connect at once, and a connection
     // steered to a worker that has died waits for its replacement.
     if let Some(slots) = cluster.take_steering() {
-        plumbing.spawner.steer(&slots);
+        plumbing.spawner.steer(&slots, &cluster.members());
     }
     let reports = cluster.take_reports();
     for report in reports {
@@ -168,6 +169,8 @@ struct Executor<'a> {
     held: Vec<(Exit, Instant)>,
     /// Whether recluster had children left at the last reaping.
     children_left: bool,
+    /// The slot of each live worker (whose process holds that slot's sockets).
+    slot_of: HashMap<i32, u32>,
 }
 
 impl Executor<'_> {
@@ -202,6 +205,7 @@ impl Executor<'_> {
                 let exits: Vec<Exit> = exits.into_iter().filter(|e| !hooks.reaped(e)).collect();
                 for exit in &exits {
                     self.forget_worker(exit.pid);
+                    self.slot_may_be_empty(exit.pid, cluster.is_running());
                 }
                 self.note_oom_kills(&exits);
                 // A worker whose output is still being written is reported once it is.
@@ -413,6 +417,7 @@ impl Executor<'_> {
                 if spawned.relayed {
                     self.output_open.insert(spawned.pid);
                 }
+                self.slot_of.insert(spawned.pid, identity.id);
                 cluster.spawned(ticket, spawned.pid, Instant::now())
             }
             Err(e) => {
@@ -473,6 +478,24 @@ impl Executor<'_> {
             Ok(Delivery::Sent) => {}
             Ok(Delivery::Gone) => debug!("{signal} not sent: process group {pgid} is gone"),
             Err(e) => warn!("failed to send {signal} to process group {pgid}: {e}"),
+        }
+    }
+
+    /// A worker ended: where no other worker of its slot runs (a reload's) and nothing is left of
+    /// its process group, nobody holds the slot's sockets any more (`Spawner::slot_emptied`).
+    /// While the cluster stops, the sockets are left as they are.
+    fn slot_may_be_empty(&mut self, pid: i32, running: bool) {
+        let Some(slot) = self.slot_of.remove(&pid) else {
+            return;
+        };
+        if !running || self.slot_of.values().any(|&s| s == slot) {
+            return;
+        }
+        // SAFETY: signal 0 to a process group checks that it exists; nothing is sent.
+        let gone = unsafe { libc::kill(-pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            self.plumbing.spawner.slot_emptied(slot);
         }
     }
 

@@ -25,6 +25,7 @@ mod robustness;
 mod signals;
 mod sockets;
 mod static_binary;
+mod steering;
 mod stopping;
 mod trust_admin;
 mod trust_ctl;

@@ -46,7 +46,7 @@ pub(super) enum Outcome {
 }
 
 impl Cluster {
-    pub(super) fn is_running(&self) -> bool {
+    pub fn is_running(&self) -> bool {
         self.phase == Phase::Running
     }
 
