@@ -170,6 +170,17 @@ pub struct Cli {
     #[arg(help_heading = "Guards", help = "Replace a worker whose process group uses more than SIZE", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 
+    /// Replace a worker once it has run DUR (plus its share of --max-age-jitter), the way a
+    /// rolling reload does: a new worker first, the old one stopped once the new one is ready;
+    /// at most --reload-batch at a time, never during a reload. For programs that leak
+    #[arg(help_heading = "Guards", help = "Replace a worker once it has run DUR (rolling, new one first)", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE")]
+    pub max_age: Option<Duration>,
+
+    /// With --max-age: each worker waits up to DUR more, its own share, so that workers started
+    /// together are not replaced together [default: a tenth of --max-age]
+    #[arg(help_heading = "Guards", help = "With --max-age: spread the replacements over DUR [default: a tenth]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE_JITTER")]
+    pub max_age_jitter: Option<Duration>,
+
     /// How often --max-memory samples the workers' memory
     #[arg(help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,

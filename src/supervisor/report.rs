@@ -54,8 +54,14 @@ pub enum Report {
         limit: u64,
         stop_first: bool,
     },
-    /// A new worker started outside a reload (`--max-memory`) did not become ready; the old one
-    /// keeps serving.
+    /// `--max-age`: slot `id`'s worker `pid` has run for `ran`; a new worker starts beside it.
+    Recycling {
+        id: u32,
+        pid: i32,
+        ran: Duration,
+    },
+    /// A new worker started outside a reload (`--max-memory`, `--max-age`, `ctl restart`) did
+    /// not become ready; the old one keeps serving.
     ReplacementFailed {
         id: u32,
         reason: String,

@@ -19,6 +19,7 @@ mod output;
 mod pinning;
 mod readiness;
 mod reaping;
+mod recycling;
 mod reload;
 mod respawn;
 mod robustness;

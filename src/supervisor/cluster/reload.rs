@@ -57,7 +57,7 @@ impl Cluster {
 
     /// Starts replacements while the bounds allow (up to K in flight, N + K alive); finishes the
     /// reload when every slot has been replaced and the old workers are gone.
-    pub(super) fn advance_reload(&mut self, _now: Instant) -> Vec<Action> {
+    pub(super) fn advance_reload(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(reload) = self.reload.as_ref() else {
             return actions;
@@ -99,6 +99,7 @@ impl Cluster {
             "READY=1\nSTATUS={} of generation {target}",
             crate::text::plural::plural(n as u64, "worker", "workers")
         )));
+        actions.extend(self.advance_recycles(now));
         actions
     }
 
@@ -132,6 +133,7 @@ impl Cluster {
             Occupant::Waiting { .. } | Occupant::Done | Occupant::Retired => None,
         };
         self.arm_watchdog(pid, now);
+        self.arm_recycle(index);
         self.report(Report::ReplacementReady {
             id: new.id(),
             generation: new.generation(),
@@ -140,6 +142,7 @@ impl Cluster {
         });
         if let Some(old) = old {
             let why = self.slots[index].replacing;
+            self.recycled(index, why);
             actions.extend(self.discard(old, why, now));
         }
         actions.extend(self.announce_if_all_ready());
@@ -193,9 +196,9 @@ impl Cluster {
             id: self.slots[index].id,
             reason: reason.to_string(),
         });
-        self.drop_replacement(index, None, now)
-            .into_iter()
-            .collect()
+        let action = self.drop_replacement(index, None, now);
+        self.recycle_after_failure(index, self.slots[index].replacing, now);
+        action.into_iter().collect()
     }
 
     /// Stops every new worker; the old ones keep serving, and a slot whose old worker died
@@ -214,6 +217,7 @@ impl Cluster {
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",
             reload.target
         )));
+        actions.extend(self.advance_recycles(now));
         actions
     }
 

@@ -96,6 +96,7 @@ impl Report {
             | Report::ReloadComplete { .. }
             | Report::ReloadAbandoned { .. }
             | Report::RestartBegun { .. }
+            | Report::Recycling { .. }
             | Report::ReplacementFailed { .. } => self.render_reload(f, label),
         }
     }
@@ -478,6 +479,20 @@ impl Report {
             Report::RestartBegun { id, pid: None } => {
                 let id = label(*id);
                 write!(f, "restarting worker {id} on request")
+            }
+            Report::Recycling { id, pid, ran } => {
+                let id = label(*id);
+                // Whole seconds (below one, whole milliseconds): the figure, not the noise.
+                let ran = if ran.as_secs() > 0 {
+                    std::time::Duration::from_secs(ran.as_secs())
+                } else {
+                    std::time::Duration::from_millis(ran.as_millis() as u64)
+                };
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) has run for {} (--max-age): recycling it, a new worker starts beside it",
+                    format_duration(ran)
+                )
             }
             _ => unreachable!("render sends only these reports here"),
         }
