@@ -13,6 +13,7 @@ pub mod net;
 pub mod process;
 pub mod supervisor;
 pub mod text;
+pub mod watch;
 pub mod worker_io;
 
 use std::ffi::OsString;
@@ -224,6 +225,11 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     } else {
         None
     };
+    if let Some(watch) = config.watch.clone()
+        && let Err(e) = watch::thread::start(watch, sender.clone())
+    {
+        log::warn!("--watch: not watching: {e}");
+    }
     drop(sender);
     signal_thread::spawn(outlets.signals)
         .map_err(|e| Error::system("start the signal thread", e))?;

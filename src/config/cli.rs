@@ -304,6 +304,31 @@ pub struct Cli {
     )]
     pub once: Vec<String>,
 
+    /// Start a rolling reload when a file under PATH changes (a file, or a directory with
+    /// everything under it). Changes within --watch-delay of each other are one; a change during
+    /// a reload queues one more. Repeatable
+    #[arg(
+        help_heading = "Readiness and reload",
+        help = "Reload when a file under PATH changes (repeatable)",
+        long_help,
+        long,
+        value_name = "PATH",
+        env = "RECLUSTER_WATCH"
+    )]
+    pub watch: Vec<std::path::PathBuf>,
+
+    /// With --watch: changes to files or directories named GLOB do not count (* any run of
+    /// characters, ? one; matched against names, not paths), besides the defaults: .git, .hg,
+    /// .svn, node_modules, target, __pycache__ and editor swap and backup files (*.swp, *.swo,
+    /// *.swx, *~, .#*, #*#, 4913). Repeatable
+    #[arg(help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob, requires = "watch")]
+    pub watch_ignore: Vec<String>,
+
+    /// With --watch: how long after a change recluster waits for the next one before it reloads
+    /// (each change within it starts the wait again, for at most ten times DUR)
+    #[arg(help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
+    pub watch_delay: Duration,
+
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
     #[arg(help_heading = "Operation", help = "Give workers no message socket (RECLUSTER_MSG_FD)", long_help, long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]
     pub no_messages: bool,

@@ -69,6 +69,8 @@ pub struct Config {
     pub messages: bool,
     /// `-f`: the Procfile's groups.
     pub groups: Option<crate::config::groups::Groups>,
+    /// `--watch`, `--watch-ignore`, `--watch-delay`.
+    pub watch: Option<crate::watch::thread::Watch>,
 }
 
 /// How the sockets of `--listen` reach the workers.
@@ -173,6 +175,7 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, Error> {
         let crash_limit = crash_limit(&cli)?;
         let max_age = max_age(&cli)?;
+        let watch = watch(&cli)?;
         let tcp = cli
             .listen
             .iter()
@@ -264,6 +267,7 @@ impl Config {
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
             groups,
+            watch,
         })
     }
 }
@@ -359,6 +363,7 @@ fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
             ("--watchdog", cli.watchdog.is_some()),
             ("--max-memory", cli.max_memory.is_some()),
             ("--max-age", cli.max_age.is_some()),
+            ("--watch", !cli.watch.is_empty()),
             ("--on", !cli.hooks.is_empty()),
         ];
         if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
@@ -387,6 +392,31 @@ fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `--watch`: every path must exist at start (a typo would watch nothing, silently).
+fn watch(cli: &Cli) -> Result<Option<crate::watch::thread::Watch>, Error> {
+    if cli.watch.is_empty() {
+        return Ok(None);
+    }
+    for path in &cli.watch {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(Error::Usage(format!(
+                "--watch {}: {}",
+                path.display(),
+                e.to_string()
+                    .split(" (os error")
+                    .next()
+                    .unwrap_or_default()
+                    .to_lowercase()
+            )));
+        }
+    }
+    Ok(Some(crate::watch::thread::Watch {
+        paths: cli.watch.clone(),
+        ignore: crate::watch::ignore::Ignore::new(&cli.watch_ignore),
+        delay: cli.watch_delay,
+    }))
 }
 
 /// `--max-age` and its jitter (a tenth of it unless given).

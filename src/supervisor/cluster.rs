@@ -106,6 +106,8 @@ pub struct Cluster {
     retired: usize,
     /// `--max-age`: slots whose worker is due to be replaced, in the order they fell due.
     recycle_queue: VecDeque<u32>,
+    /// `--watch`: files changed during the reload under way; one more follows it.
+    reload_queued: bool,
 }
 
 /// Where a worker's record is.
@@ -210,6 +212,7 @@ impl Cluster {
             reloads: (0, 0),
             retired: 0,
             recycle_queue: VecDeque::new(),
+            reload_queued: false,
         }
     }
 

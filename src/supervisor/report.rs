@@ -54,6 +54,10 @@ pub enum Report {
         limit: u64,
         stop_first: bool,
     },
+    /// `--watch`: files changed during the reload to `target`; one more reload follows it.
+    ReloadQueued {
+        target: u32,
+    },
     /// `--max-age`: slot `id`'s worker `pid` has run for `ran`; a new worker starts beside it.
     Recycling {
         id: u32,
@@ -192,6 +196,8 @@ pub enum Report {
 pub enum Origin {
     Signal,
     Control,
+    /// Files changed under `--watch`.
+    Watch,
 }
 
 /// What follows a slot's worker's end.

@@ -248,6 +248,15 @@ impl Executor<'_> {
                     None => Vec::new(),
                 }
             }
+            Some(Event::FilesChanged { paths, more }) => {
+                let mut named: Vec<String> =
+                    paths.iter().map(|p| p.display().to_string()).collect();
+                if more > 0 {
+                    named.push(format!("{more} more changes"));
+                }
+                log::info!("--watch: changed: {}", named.join(", "));
+                cluster.reload_for_changes(now)
+            }
             Some(Event::ControlGone { client }) => {
                 if let Some(control) = self.plumbing.control.as_mut() {
                     control.forget(client);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Launch, cluster_args, ctl, eventually, is_running, recluster_bin, run_ctl,
+    Cluster, Launch, Scratch, cluster_args, ctl, eventually, is_running, recluster_bin, run_ctl,
 };
 
 /// `ctl status --json`, parsed.
@@ -503,7 +503,11 @@ fn the_loop_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
     // A socket of its own: other tests' `ctl` without options greet every socket they find.
     let socket = std::env::temp_dir().join(format!("recluster-idle-{}.sock", std::process::id()));
     let socket = socket.display().to_string();
-    // --max-age sets a deadline an hour away: the supervisor loop sleeps until then.
+    // --max-age sets a deadline an hour away: the supervisor loop sleeps until then. --watch
+    // adds a thread that waits for the kernel's word of a change, never polling.
+    let watched = Scratch::new("idle-watch", 0o755);
+    std::fs::create_dir(watched.0.join("src")).unwrap();
+    let watched_path = watched.0.display().to_string();
     let mut cluster = Cluster::start(
         &[
             "-n",
@@ -514,14 +518,17 @@ fn the_loop_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
             "127.0.0.1:0",
             "--max-age",
             "1h",
+            "--watch",
+            &watched_path,
         ],
         &[],
     );
+    cluster.expect_log("--watch: watching ");
     cluster.ready(1);
     // recluster counts it ready after --min-uptime: the loop's last deadline before --max-age.
     cluster.expect_log("the only worker is ready");
     // The main thread is the supervisor loop.
-    let threads = ["control", "admin", "main"];
+    let threads = ["control", "admin", "watch", "main"];
     // A thread takes its name once it runs: on a loaded machine that can be after the worker's
     // ready line.
     assert!(

@@ -34,4 +34,5 @@ mod trust_hook_env;
 mod trust_notify;
 mod trust_pids;
 mod trust_spawn;
+mod watching;
 mod workers;

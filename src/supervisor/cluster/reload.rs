@@ -27,11 +27,40 @@ pub(super) struct Reload {
 }
 
 impl Cluster {
+    /// `--watch`: files changed. A reload starts, or, while one runs, one more is queued to
+    /// follow it (however many changes come meanwhile: the next reload reads them all).
+    pub fn reload_for_changes(&mut self, now: Instant) -> Vec<Action> {
+        if !self.is_running() {
+            return Vec::new();
+        }
+        match &self.reload {
+            Some(reload) => {
+                if !self.reload_queued {
+                    self.reload_queued = true;
+                    let target = reload.target;
+                    self.report(Report::ReloadQueued { target });
+                }
+                Vec::new()
+            }
+            None => self.begin_reload(now, Origin::Watch),
+        }
+    }
+
+    /// The reload queued by `--watch` during the one that just ended, if any.
+    fn begin_queued_reload(&mut self, now: Instant) -> Vec<Action> {
+        if std::mem::take(&mut self.reload_queued) && self.is_running() {
+            return self.begin_reload(now, Origin::Watch);
+        }
+        Vec::new()
+    }
+
     pub(super) fn begin_reload(&mut self, now: Instant, origin: Origin) -> Vec<Action> {
         self.last_generation += 1;
         let target = self.last_generation;
         let mut actions = Vec::new();
         let superseding = self.reload.take().map(|old| old.target);
+        // Whatever changed under --watch so far, this reload reads.
+        self.reload_queued = false;
         self.report(Report::ReloadBegun {
             origin,
             target,
@@ -99,6 +128,7 @@ impl Cluster {
             "READY=1\nSTATUS={} of generation {target}",
             crate::text::plural::plural(n as u64, "worker", "workers")
         )));
+        actions.extend(self.begin_queued_reload(now));
         actions.extend(self.advance_recycles(now));
         actions
     }
@@ -217,6 +247,7 @@ impl Cluster {
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",
             reload.target
         )));
+        actions.extend(self.begin_queued_reload(now));
         actions.extend(self.advance_recycles(now));
         actions
     }

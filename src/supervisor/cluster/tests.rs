@@ -2015,3 +2015,4 @@ fn a_stop_signal_during_a_stop_recluster_began_itself_kills() {
 }
 
 mod recycle;
+mod watch;

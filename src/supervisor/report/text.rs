@@ -27,6 +27,7 @@ impl Origin {
         match self {
             Origin::Signal => format!("received {signal}"),
             Origin::Control => requested.to_string(),
+            Origin::Watch => "files changed (--watch)".to_string(),
         }
     }
 }
@@ -97,6 +98,7 @@ impl Report {
             | Report::ReloadAbandoned { .. }
             | Report::RestartBegun { .. }
             | Report::Recycling { .. }
+            | Report::ReloadQueued { .. }
             | Report::ReplacementFailed { .. } => self.render_reload(f, label),
         }
     }
@@ -286,7 +288,9 @@ impl Report {
                 "{}: stopping {} (--kill-timeout {})",
                 match origin {
                     Origin::Signal => format!("received {signal}"),
-                    Origin::Control => format!("stop requested ({signal} to the workers)"),
+                    Origin::Control | Origin::Watch => {
+                        format!("stop requested ({signal} to the workers)")
+                    }
                 },
                 plural(*workers, "worker", "workers"),
                 format_duration(*timeout)
@@ -480,6 +484,10 @@ impl Report {
                 let id = label(*id);
                 write!(f, "restarting worker {id} on request")
             }
+            Report::ReloadQueued { target } => write!(
+                f,
+                "files changed (--watch) during the reload to generation {target}: one more reload follows it"
+            ),
             Report::Recycling { id, pid, ran } => {
                 let id = label(*id);
                 // Whole seconds (below one, whole milliseconds): the figure, not the noise.
