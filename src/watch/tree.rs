@@ -5,8 +5,10 @@
 //! Symbolic links inside a watched tree are not followed (a link back up would loop).
 //!
 //! The kernel's limits are per user: `fs.inotify.max_user_watches` (watches) and
-//! `fs.inotify.max_user_instances`. Running out is never an error that stops recluster: it warns,
-//! once, naming the sysctl to raise and what goes unwatched, and watches the rest.
+//! `fs.inotify.max_user_instances`. recluster takes at most half of the watches (a watched tree
+//! that someone else can write to must not use up those of every other program of recluster's
+//! user, root's included). Running out is never an error that stops recluster: it warns, once,
+//! naming the sysctl to raise and what goes unwatched, and watches the rest.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -50,6 +52,8 @@ pub struct Tree {
     dirs: HashMap<WatchDescriptor, Dir>,
     /// Whether the watch limit has been reported (once).
     warned: bool,
+    /// The most watches recluster takes: half the user's limit.
+    budget: usize,
 }
 
 impl Tree {
@@ -68,6 +72,7 @@ impl Tree {
             ignore,
             dirs: HashMap::new(),
             warned: false,
+            budget: max_user_watches().map_or(DEFAULT_BUDGET, |n| (n / 2) as usize),
         })
     }
 
@@ -97,7 +102,7 @@ impl Tree {
             .file_name()
             .ok_or_else(|| io::Error::other("names no file"))?
             .to_os_string();
-        if let Some(wd) = self.add_dir(&parent, false) {
+        if let Some(wd) = self.add_dir(&parent, false, true) {
             self.dirs.get_mut(&wd).expect("added").names.insert(name);
         }
         Ok(())
@@ -107,7 +112,9 @@ impl Tree {
     fn add_tree(&mut self, root: &Path) {
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            if self.add_dir(&dir, true).is_none() {
+            // The root as given (a link to a directory is fine there); below it, no link.
+            let follow = dir == root;
+            if self.add_dir(&dir, true, follow).is_none() {
                 continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -122,9 +129,19 @@ impl Tree {
         }
     }
 
-    /// One watch on `dir`; its descriptor, or none where the kernel refused (logged).
-    fn add_dir(&mut self, dir: &Path, whole: bool) -> Option<WatchDescriptor> {
-        match self.inotify.add_watch(dir, dir_mask()) {
+    /// One watch on `dir` (through a symbolic link only if `follow`); its descriptor, or none
+    /// where the kernel or the budget refused (logged).
+    fn add_dir(&mut self, dir: &Path, whole: bool, follow: bool) -> Option<WatchDescriptor> {
+        let mut mask = dir_mask();
+        if !follow {
+            mask |= AddWatchFlags::IN_DONT_FOLLOW;
+        }
+        let result = if self.dirs.len() >= self.budget {
+            Err(Errno::ENOSPC)
+        } else {
+            self.inotify.add_watch(dir, mask)
+        };
+        match result {
             Ok(wd) => {
                 let entry = self.dirs.entry(wd).or_insert_with(|| Dir {
                     path: dir.to_path_buf(),
@@ -138,7 +155,7 @@ impl Tree {
                 if !self.warned {
                     self.warned = true;
                     log::warn!(
-                        "--watch: the inotify watch limit is reached (fs.inotify.max_user_watches = {}, for every program of this user) after {} directories here: changes in {} and further directories are not seen; raise it (sysctl fs.inotify.max_user_watches=524288) or ignore more (--watch-ignore)",
+                        "--watch: out of inotify watches (fs.inotify.max_user_watches = {}, for every program of this user; recluster takes at most half) after {} directories: changes in {} and further directories are not seen; raise it (sysctl fs.inotify.max_user_watches=524288) or ignore more (--watch-ignore)",
                         max_user_watches().map_or("?".to_string(), |n| n.to_string()),
                         self.dirs.len(),
                         dir.display()
@@ -153,8 +170,8 @@ impl Tree {
         }
     }
 
-    /// Reads what the kernel has; the paths that changed and count (`None` when the kernel's
-    /// queue overflowed: something changed, what is lost). Directories created are watched.
+    /// Reads what the kernel has: the path of each change (`None` when the kernel's queue
+    /// overflowed: something changed, what is lost). Directories created are watched.
     pub fn read(&mut self) -> io::Result<Vec<Option<PathBuf>>> {
         let mut changed = Vec::new();
         loop {
@@ -206,7 +223,10 @@ impl Tree {
     }
 }
 
-/// `fs.inotify.max_user_watches`, for the warning.
+/// The watches recluster takes where the limit cannot be read (the kernel's smallest default).
+const DEFAULT_BUDGET: usize = 4096;
+
+/// `fs.inotify.max_user_watches`.
 fn max_user_watches() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
         .ok()?
@@ -227,7 +247,7 @@ mod tests {
         dir
     }
 
-    /// The changes read until `expected` of them arrived (inotify delivers at once: a few reads).
+    /// The changes the kernel has queued (it queues them before the write returns).
     fn changes(tree: &mut Tree) -> Vec<PathBuf> {
         tree.read().unwrap().into_iter().flatten().collect()
     }
@@ -250,6 +270,25 @@ mod tests {
         assert_eq!(tree.watched(), 4, "the new directory is watched");
         std::fs::write(root.join("lib/new.py"), "x").unwrap();
         assert!(changes(&mut tree).contains(&root.join("lib/new.py")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn past_its_budget_the_tree_watches_what_it_could_and_goes_on() {
+        let root = scratch("budget");
+        for i in 0..5 {
+            std::fs::create_dir(root.join(format!("d{i}"))).unwrap();
+        }
+        let mut tree = Tree::new(Ignore::new(&[])).unwrap();
+        tree.budget = 3;
+        tree.add(&root).unwrap();
+        assert_eq!(tree.watched(), 3);
+        assert!(tree.warned, "said so");
+        std::fs::write(root.join("top.txt"), "x").unwrap();
+        assert!(
+            changes(&mut tree).contains(&root.join("top.txt")),
+            "the rest is watched"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
