@@ -235,10 +235,11 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let mut cluster = Cluster::new(config.policy, config.workers);
+    let watched = config.watch.as_ref().map_or(&[][..], |w| &w.paths[..]);
     let formation = config
         .groups
         .clone()
-        .map(supervisor::formation::Formation::new);
+        .map(|groups| supervisor::formation::Formation::new(groups).with_watch(watched));
     if let Some(formation) = &formation {
         formation.configure(&mut cluster);
     }

@@ -51,6 +51,7 @@ mod tests;
 
 pub use control::Scaled;
 use reload::Reload;
+pub use reload::Scope;
 pub use snapshot::Clock;
 use stop::Phase;
 use timers::{Key, Timers};
@@ -106,8 +107,8 @@ pub struct Cluster {
     retired: usize,
     /// `--max-age`: slots whose worker is due to be replaced, in the order they fell due.
     recycle_queue: VecDeque<u32>,
-    /// `--watch`: files changed during the reload under way; one more follows it.
-    reload_queued: bool,
+    /// `--watch`: files changed during the reload under way; one more follows it, of this scope.
+    reload_queued: Option<reload::Scope>,
 }
 
 /// Where a worker's record is.
@@ -212,7 +213,7 @@ impl Cluster {
             reloads: (0, 0),
             retired: 0,
             recycle_queue: VecDeque::new(),
-            reload_queued: false,
+            reload_queued: None,
         }
     }
 

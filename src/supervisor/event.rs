@@ -33,10 +33,12 @@ pub enum Event {
     },
     /// A control client went away before its request was answered in full.
     ControlGone { client: u64 },
-    /// `--watch`: files changed (a few of their paths, and how many more changes there were).
+    /// `--watch`: files changed (a few of their paths, how many more changes there were, and
+    /// under which of the watched paths, by their order on the command line).
     FilesChanged {
         paths: Vec<std::path::PathBuf>,
         more: usize,
+        roots: Vec<usize>,
     },
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::ignore::Ignore;
-use super::tree::Tree;
+use super::tree::{Change, Tree};
 use crate::supervisor::event::Event;
 
 /// At most this many paths are named per batch; the rest are counted.
@@ -49,11 +49,14 @@ struct Batch {
     paths: BTreeSet<PathBuf>,
     more: usize,
     overflowed: bool,
+    /// The watched paths (by their order) under which something changed.
+    roots: BTreeSet<usize>,
 }
 
 impl Batch {
-    fn add(&mut self, change: Option<PathBuf>) {
-        match change {
+    fn add(&mut self, change: Change) {
+        self.roots.extend(change.roots);
+        match change.path {
             None => self.overflowed = true,
             Some(path) if self.paths.len() < NAMED || self.paths.contains(&path) => {
                 self.paths.insert(path);
@@ -69,8 +72,8 @@ impl Batch {
 }
 
 fn run(mut tree: Tree, watch: &Watch, sender: &Sender<Event>) {
-    for path in &watch.paths {
-        if let Err(e) = tree.add(path) {
+    for (root, path) in watch.paths.iter().enumerate() {
+        if let Err(e) = tree.add(path, root) {
             log::warn!("--watch {}: {e}; it is not watched", path.display());
         }
     }
@@ -108,6 +111,7 @@ fn run(mut tree: Tree, watch: &Watch, sender: &Sender<Event>) {
                 paths: BTreeSet::new(),
                 more: 0,
                 overflowed: false,
+                roots: BTreeSet::new(),
             });
             open.last = now;
             for change in changes {
@@ -119,6 +123,11 @@ fn run(mut tree: Tree, watch: &Watch, sender: &Sender<Event>) {
             let event = Event::FilesChanged {
                 paths: done.paths.into_iter().collect(),
                 more: done.more + usize::from(done.overflowed),
+                // After an overflow, what changed is lost: as if under every path.
+                roots: match done.overflowed {
+                    true => (0..watch.paths.len()).collect(),
+                    false => done.roots.into_iter().collect(),
+                },
             };
             if sender.send(event).is_err() {
                 return; // the loop has ended

@@ -36,10 +36,21 @@ fn dir_mask() -> AddWatchFlags {
         | AddWatchFlags::IN_ONLYDIR
 }
 
+/// One change: under which watched paths (their order on the command line), and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Empty when the kernel's queue overflowed: anything may have changed.
+    pub roots: BTreeSet<usize>,
+    /// None when the queue overflowed.
+    pub path: Option<PathBuf>,
+}
+
 /// One watched directory.
 #[derive(Debug)]
 struct Dir {
     path: PathBuf,
+    /// The watched paths (by their order) it is watched for.
+    roots: BTreeSet<usize>,
     /// Every entry counts, and directories created in it are watched too.
     whole: bool,
     /// Otherwise (a file given by name): only these entries count.
@@ -88,10 +99,10 @@ impl Tree {
 
     /// Watches `path`: a directory with its tree, or a file. A path that does not exist (any
     /// more) is reported back.
-    pub fn add(&mut self, path: &Path) -> io::Result<()> {
+    pub fn add(&mut self, path: &Path, root: usize) -> io::Result<()> {
         let meta = std::fs::metadata(path)?;
         if meta.is_dir() {
-            self.add_tree(path);
+            self.add_tree(path, root);
             return Ok(());
         }
         let parent = match path.parent() {
@@ -102,19 +113,19 @@ impl Tree {
             .file_name()
             .ok_or_else(|| io::Error::other("names no file"))?
             .to_os_string();
-        if let Some(wd) = self.add_dir(&parent, false, true) {
+        if let Some(wd) = self.add_dir(&parent, root, false, true) {
             self.dirs.get_mut(&wd).expect("added").names.insert(name);
         }
         Ok(())
     }
 
     /// Watches `root` and every directory under it whose name is not ignored.
-    fn add_tree(&mut self, root: &Path) {
-        let mut stack = vec![root.to_path_buf()];
+    fn add_tree(&mut self, top: &Path, root: usize) {
+        let mut stack = vec![top.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            // The root as given (a link to a directory is fine there); below it, no link.
-            let follow = dir == root;
-            if self.add_dir(&dir, true, follow).is_none() {
+            // The path as given (a link to a directory is fine there); below it, no link.
+            let follow = dir == top;
+            if self.add_dir(&dir, root, true, follow).is_none() {
                 continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -131,7 +142,13 @@ impl Tree {
 
     /// One watch on `dir` (through a symbolic link only if `follow`); its descriptor, or none
     /// where the kernel or the budget refused (logged).
-    fn add_dir(&mut self, dir: &Path, whole: bool, follow: bool) -> Option<WatchDescriptor> {
+    fn add_dir(
+        &mut self,
+        dir: &Path,
+        root: usize,
+        whole: bool,
+        follow: bool,
+    ) -> Option<WatchDescriptor> {
         let mut mask = dir_mask();
         if !follow {
             mask |= AddWatchFlags::IN_DONT_FOLLOW;
@@ -145,10 +162,12 @@ impl Tree {
             Ok(wd) => {
                 let entry = self.dirs.entry(wd).or_insert_with(|| Dir {
                     path: dir.to_path_buf(),
+                    roots: BTreeSet::new(),
                     whole: false,
                     names: BTreeSet::new(),
                 });
                 entry.whole |= whole;
+                entry.roots.insert(root);
                 Some(wd)
             }
             Err(Errno::ENOSPC) => {
@@ -172,7 +191,7 @@ impl Tree {
 
     /// Reads what the kernel has: the path of each change (`None` when the kernel's queue
     /// overflowed: something changed, what is lost). Directories created are watched.
-    pub fn read(&mut self) -> io::Result<Vec<Option<PathBuf>>> {
+    pub fn read(&mut self) -> io::Result<Vec<Change>> {
         let mut changed = Vec::new();
         loop {
             let events = match self.inotify.read_events() {
@@ -190,9 +209,12 @@ impl Tree {
     }
 
     /// What one event means: a change (its path), or nothing that counts.
-    fn interpret(&mut self, event: InotifyEvent) -> Option<Option<PathBuf>> {
+    fn interpret(&mut self, event: InotifyEvent) -> Option<Change> {
         if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-            return Some(None);
+            return Some(Change {
+                roots: BTreeSet::new(),
+                path: None,
+            });
         }
         if event.mask.contains(AddWatchFlags::IN_IGNORED) {
             self.dirs.remove(&event.wd); // the directory is gone
@@ -202,7 +224,10 @@ impl Tree {
         let Some(name) = event.name else {
             // The watched directory itself was removed or renamed: a change if it was a whole
             // tree given or under one.
-            return dir.whole.then(|| Some(dir.path.clone()));
+            return dir.whole.then(|| Change {
+                roots: dir.roots.clone(),
+                path: Some(dir.path.clone()),
+            });
         };
         if self.ignore.ignores(&name) {
             return None;
@@ -211,15 +236,20 @@ impl Tree {
             return None;
         }
         let path = dir.path.join(&name);
-        let whole = dir.whole;
+        let (whole, roots) = (dir.whole, dir.roots.clone());
         let created_dir = event.mask.contains(AddWatchFlags::IN_ISDIR)
             && event
                 .mask
                 .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
         if whole && created_dir {
-            self.add_tree(&path);
+            for &root in &roots {
+                self.add_tree(&path, root);
+            }
         }
-        Some(Some(path))
+        Some(Change {
+            roots,
+            path: Some(path),
+        })
     }
 }
 
@@ -249,7 +279,11 @@ mod tests {
 
     /// The changes the kernel has queued (it queues them before the write returns).
     fn changes(tree: &mut Tree) -> Vec<PathBuf> {
-        tree.read().unwrap().into_iter().flatten().collect()
+        tree.read()
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| c.path)
+            .collect()
     }
 
     #[test]
@@ -258,7 +292,7 @@ mod tests {
         std::fs::create_dir_all(root.join("src/deep")).unwrap();
         std::fs::create_dir_all(root.join("node_modules/pkg")).unwrap();
         let mut tree = Tree::new(Ignore::new(&[])).unwrap();
-        tree.add(&root).unwrap();
+        tree.add(&root, 0).unwrap();
         assert_eq!(tree.watched(), 3, "root, src, src/deep: not node_modules");
         std::fs::write(root.join("node_modules/pkg/x.js"), "x").unwrap();
         std::fs::write(root.join("src/.app.py.swp"), "x").unwrap();
@@ -281,7 +315,7 @@ mod tests {
         }
         let mut tree = Tree::new(Ignore::new(&[])).unwrap();
         tree.budget = 3;
-        tree.add(&root).unwrap();
+        tree.add(&root, 0).unwrap();
         assert_eq!(tree.watched(), 3);
         assert!(tree.warned, "said so");
         std::fs::write(root.join("top.txt"), "x").unwrap();
@@ -298,7 +332,7 @@ mod tests {
         let file = root.join("config.toml");
         std::fs::write(&file, "a").unwrap();
         let mut tree = Tree::new(Ignore::new(&[])).unwrap();
-        tree.add(&file).unwrap();
+        tree.add(&file, 0).unwrap();
         std::fs::write(root.join("other.txt"), "x").unwrap();
         assert_eq!(changes(&mut tree), Vec::<PathBuf>::new(), "not the file");
         // Saved the way editors do: a new file renamed over the old one.
@@ -307,7 +341,7 @@ mod tests {
         assert!(changes(&mut tree).contains(&file));
         std::fs::write(&file, "c").unwrap();
         assert!(changes(&mut tree).contains(&file), "still watched");
-        assert!(tree.add(&root.join("missing")).is_err());
+        assert!(tree.add(&root.join("missing"), 0).is_err());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

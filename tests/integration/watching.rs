@@ -158,3 +158,77 @@ fn changes_during_a_reload_queue_one_more_and_never_more() {
     assert_eq!(sentinel(&mut cluster, 3), 2, "the first and the one queued");
     stop(cluster);
 }
+
+#[test]
+fn with_groups_a_change_reloads_the_groups_whose_command_lies_under_it() {
+    let dir = project("watch-groups");
+    for group in ["web", "jobs"] {
+        fs::create_dir(dir.0.join(group)).unwrap();
+        fs::write(dir.0.join(group).join("version"), "v1").unwrap();
+    }
+    let worker = worker_bin().display().to_string();
+    let root = dir.0.display().to_string();
+    let procfile = dir.0.join("Procfile");
+    fs::write(
+        &procfile,
+        format!(
+            "web: exec {worker} --version-file {root}/web/version\njobs: exec {worker} --version-file {root}/jobs/version\n"
+        ),
+    )
+    .unwrap();
+    let (procfile, web) = (
+        procfile.display().to_string(),
+        dir.0.join("web").display().to_string(),
+    );
+    let mut cluster = Launch::new([
+        "-f",
+        &procfile,
+        "-m",
+        "web=2,jobs=1",
+        "--min-uptime",
+        "200ms",
+        "--watch",
+        &web,
+        "--watch-delay",
+        "100ms",
+    ])
+    .start();
+    cluster.expect_log("--watch: watching ");
+    cluster.expect_log("all 3 workers are ready");
+    fs::write(dir.0.join("web/version"), "v2").unwrap();
+    cluster.expect_log("--watch: reloading the groups whose command lies there: web");
+    cluster.expect_log("files changed (--watch): reloading 2 workers to generation 1");
+    cluster.expect_log("reload to generation 1 complete");
+    let replaced: Vec<String> = cluster
+        .seen(|l| l.is_log("of generation 1 started"))
+        .iter()
+        .map(|l| l.text.clone())
+        .collect();
+    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    assert!(
+        replaced.iter().all(|l| l.contains("worker web.")),
+        "{replaced:?}"
+    );
+    let status = ctl_status(cluster.pid);
+    let generations: Vec<(String, u64)> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["group"].as_str().unwrap().to_string(),
+                w["generation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        generations,
+        [
+            ("web".to_string(), 1),
+            ("web".to_string(), 1),
+            ("jobs".to_string(), 0)
+        ],
+        "jobs keeps its workers"
+    );
+    stop(cluster);
+}
