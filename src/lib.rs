@@ -13,6 +13,7 @@ pub mod net;
 pub mod process;
 pub mod supervisor;
 pub mod text;
+pub mod watch;
 pub mod worker_io;
 
 use std::ffi::OsString;
@@ -224,15 +225,21 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     } else {
         None
     };
+    if let Some(watch) = config.watch.clone()
+        && let Err(e) = watch::thread::start(watch, sender.clone())
+    {
+        log::warn!("--watch: not watching: {e}");
+    }
     drop(sender);
     signal_thread::spawn(outlets.signals)
         .map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let mut cluster = Cluster::new(config.policy, config.workers);
+    let watched = config.watch.as_ref().map_or(&[][..], |w| &w.paths[..]);
     let formation = config
         .groups
         .clone()
-        .map(supervisor::formation::Formation::new);
+        .map(|groups| supervisor::formation::Formation::new(groups).with_watch(watched));
     if let Some(formation) = &formation {
         formation.configure(&mut cluster);
     }

@@ -186,6 +186,17 @@ pub struct Cli {
     #[arg(help_heading = "Guards", help = "Replace a worker whose process group uses more than SIZE", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 
+    /// Replace a worker once it has run DUR (plus its share of --max-age-jitter), the way a
+    /// rolling reload does: a new worker first, the old one stopped once the new one is ready;
+    /// at most --reload-batch at a time, never during a reload. For programs that leak
+    #[arg(help_heading = "Guards", help = "Replace a worker once it has run DUR (rolling, new one first)", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE")]
+    pub max_age: Option<Duration>,
+
+    /// With --max-age: each worker waits up to DUR more, its own share, so that workers started
+    /// together are not replaced together [default: a tenth of --max-age]
+    #[arg(help_heading = "Guards", help = "With --max-age: spread the replacements over DUR [default: a tenth]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE_JITTER")]
+    pub max_age_jitter: Option<Duration>,
+
     /// How often --max-memory samples the workers' memory
     #[arg(help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,
@@ -308,6 +319,31 @@ pub struct Cli {
         requires = "procfile"
     )]
     pub once: Vec<String>,
+
+    /// Start a rolling reload when a file under PATH changes (a file, or a directory with
+    /// everything under it). Changes within --watch-delay of each other are one; a change during
+    /// a reload queues one more. Repeatable
+    #[arg(
+        help_heading = "Readiness and reload",
+        help = "Reload when a file under PATH changes (repeatable)",
+        long_help,
+        long,
+        value_name = "PATH",
+        env = "RECLUSTER_WATCH"
+    )]
+    pub watch: Vec<std::path::PathBuf>,
+
+    /// With --watch: changes to files or directories named GLOB do not count (* any run of
+    /// characters, ? one; matched against names, not paths), besides the defaults: .git, .hg,
+    /// .svn, node_modules, target, __pycache__ and editor swap and backup files (*.swp, *.swo,
+    /// *.swx, *~, .#*, #*#, 4913). Repeatable
+    #[arg(help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob, requires = "watch")]
+    pub watch_ignore: Vec<String>,
+
+    /// With --watch: how long after a change recluster waits for the next one before it reloads
+    /// (each change within it starts the wait again, for at most ten times DUR)
+    #[arg(help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
+    pub watch_delay: Duration,
 
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
     #[arg(help_heading = "Operation", help = "Give workers no message socket (RECLUSTER_MSG_FD)", long_help, long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]

@@ -71,6 +71,8 @@ pub struct Config {
     pub messages: bool,
     /// `-f`: the Procfile's groups.
     pub groups: Option<crate::config::groups::Groups>,
+    /// `--watch`, `--watch-ignore`, `--watch-delay`.
+    pub watch: Option<crate::watch::thread::Watch>,
 }
 
 /// How the sockets of `--listen` reach the workers.
@@ -149,6 +151,20 @@ pub struct Policy {
     pub watchdog: Option<Duration>,
     /// `--max-memory` in bytes, and `--memory-interval`.
     pub max_memory: Option<(u64, Duration)>,
+    /// `--max-age`, `--max-age-jitter`: when a worker is replaced for having run long enough.
+    pub max_age: Option<MaxAge>,
+}
+
+/// `--max-age`: a worker that has run `age`, plus its own share of `jitter`, is replaced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxAge {
+    pub age: Duration,
+    /// Each worker waits a further part of this, its own, so that slots started together do not
+    /// recycle together.
+    pub jitter: Duration,
+    /// Mixed into each worker's share of the jitter: random per run, so that clusters started
+    /// together (replicas of one deployment) do not recycle in step either.
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -160,6 +176,8 @@ pub struct CrashLimit {
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, Error> {
         let crash_limit = crash_limit(&cli)?;
+        let max_age = max_age(&cli)?;
+        let watch = watch(&cli)?;
         let tcp = cli
             .listen
             .iter()
@@ -215,6 +233,7 @@ impl Config {
                 steered: socket_mode.per_worker(),
                 watchdog: cli.watchdog,
                 max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
+                max_age,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
@@ -252,6 +271,7 @@ impl Config {
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
             groups,
+            watch,
         })
     }
 }
@@ -346,6 +366,8 @@ fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
             ("--prefix", cli.prefix.is_some()),
             ("--watchdog", cli.watchdog.is_some()),
             ("--max-memory", cli.max_memory.is_some()),
+            ("--max-age", cli.max_age.is_some()),
+            ("--watch", !cli.watch.is_empty()),
             ("--on", !cli.hooks.is_empty()),
         ];
         if let Some((flag, _)) = supervised.iter().find(|(_, given)| *given) {
@@ -374,6 +396,59 @@ fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `--watch`: every path must exist at start (a typo would watch nothing, silently).
+fn watch(cli: &Cli) -> Result<Option<crate::watch::thread::Watch>, Error> {
+    if cli.watch.is_empty() {
+        return Ok(None);
+    }
+    for path in &cli.watch {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(Error::Usage(format!(
+                "--watch {}: {}",
+                path.display(),
+                e.to_string()
+                    .split(" (os error")
+                    .next()
+                    .unwrap_or_default()
+                    .to_lowercase()
+            )));
+        }
+    }
+    Ok(Some(crate::watch::thread::Watch {
+        paths: cli.watch.clone(),
+        ignore: crate::watch::ignore::Ignore::new(&cli.watch_ignore),
+        delay: cli.watch_delay,
+    }))
+}
+
+/// `--max-age` and its jitter (a tenth of it unless given).
+fn max_age(cli: &Cli) -> Result<Option<MaxAge>, Error> {
+    let Some(age) = cli.max_age else {
+        if cli.max_age_jitter.is_some() {
+            return Err(Error::Usage(
+                "--max-age-jitter spreads --max-age: add --max-age, or drop --max-age-jitter"
+                    .to_string(),
+            ));
+        }
+        return Ok(None);
+    };
+    if age.is_zero() {
+        return Err(Error::Usage("--max-age must be longer than 0s".to_string()));
+    }
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        // The standard library's hasher keys come from the operating system's randomness.
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    Ok(Some(MaxAge {
+        age,
+        jitter: cli.max_age_jitter.unwrap_or(age / 10),
+        seed,
+    }))
 }
 
 /// `--user`: the identity workers run as, and whether recluster may switch to it.

@@ -3,7 +3,7 @@
 //! synthetic clock. This file holds the state, its bookkeeping and the entry points; the policies
 //! live beside it by concept: `worker` (one worker's lifecycle), `readiness`, `restart` (backoff,
 //! crash loops), `scale`, `stop` (the graceful stop and the exit status), `reload`, `memory`
-//! (`--max-memory`), `watchdog` (`--watchdog`), and `timers`.
+//! (`--max-memory`), `recycle` (`--max-age`), `watchdog` (`--watchdog`), and `timers`.
 //!
 //! Invariants:
 //! - slot `i` holds `WORKER_ID` `i` (slots are `0..N`); each slot has one occupant — a worker, a
@@ -36,6 +36,7 @@ mod control;
 mod groups;
 mod memory;
 mod readiness;
+mod recycle;
 mod reload;
 mod restart;
 mod scale;
@@ -50,6 +51,7 @@ mod tests;
 
 pub use control::Scaled;
 use reload::Reload;
+pub use reload::Scope;
 pub use snapshot::Clock;
 use stop::Phase;
 use timers::{Key, Timers};
@@ -103,6 +105,10 @@ pub struct Cluster {
     reloads: (u64, u64),
     /// Slots `Retired` (groups only): N is the slots less these.
     retired: usize,
+    /// `--max-age`: slots whose worker is due to be replaced, in the order they fell due.
+    recycle_queue: VecDeque<u32>,
+    /// `--watch`: files changed during the reload under way; one more follows it, of this scope.
+    reload_queued: Option<reload::Scope>,
 }
 
 /// Where a worker's record is.
@@ -141,6 +147,11 @@ struct Slot {
     held: bool,
     /// Groups: its worker runs once and is never restarted (`--once`).
     once: bool,
+    /// `--max-age`: the slot's own worker (by pid) and when it is due to be replaced; how often
+    /// one was, and how many new workers in a row failed to take over.
+    recycle: Option<(i32, Instant)>,
+    recycle_count: u64,
+    recycle_failures: u32,
 }
 
 /// A worker of a slot that ended, as `ctl status` shows it.
@@ -201,6 +212,8 @@ impl Cluster {
             restart_queue: VecDeque::new(),
             reloads: (0, 0),
             retired: 0,
+            recycle_queue: VecDeque::new(),
+            reload_queued: None,
         }
     }
 
@@ -429,6 +442,9 @@ impl Cluster {
         if !self.restart_queue.is_empty() {
             actions.extend(self.advance_restarts(now));
         }
+        if !self.recycle_queue.is_empty() {
+            actions.extend(self.advance_recycles(now));
+        }
         if let Phase::Stopping(stop) = self.phase
             && stop.killed
             && children_left
@@ -473,6 +489,11 @@ impl Cluster {
                 }
                 Key::Worker(pid) => actions.extend(self.worker_timer(pid, at, now)),
                 Key::Watchdog(pid) => actions.extend(self.watchdog_timer(pid, at, now)),
+                Key::Recycle(id) => {
+                    if self.recycle_holds(id, at) {
+                        actions.extend(self.recycle_timer(id, now));
+                    }
+                }
                 Key::Memory => {
                     if self.holds(at, Key::Memory) {
                         actions.extend(self.memory_timer());
@@ -567,6 +588,7 @@ impl Cluster {
                 .worker(pid)
                 .is_some_and(|w| w.timers().contains(&Some(at))),
             Key::Memory => self.memory_due == Some(at),
+            Key::Recycle(id) => self.recycle_holds(id, at),
             Key::Watchdog(pid) => {
                 self.watchdogs.get(&pid).is_some_and(|&(due, _)| due == at)
                     && self.worker(pid).is_some_and(Worker::is_ready)
@@ -742,6 +764,9 @@ impl Slot {
             guard_actions: crate::supervisor::snapshot::GuardActions::default(),
             held: false,
             once: false,
+            recycle: None,
+            recycle_count: 0,
+            recycle_failures: 0,
         }
     }
 }

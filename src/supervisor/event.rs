@@ -33,12 +33,20 @@ pub enum Event {
     },
     /// A control client went away before its request was answered in full.
     ControlGone { client: u64 },
+    /// `--watch`: files changed (a few of their paths, how many more changes there were, and
+    /// under which of the watched paths, by their order on the command line).
+    FilesChanged {
+        paths: Vec<std::path::PathBuf>,
+        more: usize,
+        roots: Vec<usize>,
+    },
 }
 
 /// The signal thread's channel: it waits when this is full (the kernel holds the signals
 /// meanwhile, one of each number), so no signal or exit is ever lost.
 const SIGNALS: usize = 64;
-/// The channel of every other thread's events. A thread that serves workers (the message
+/// The channel of every other thread's events (the control socket, the admin endpoint, the
+/// message thread, the output relays, the watch thread). A thread that serves workers (the message
 /// thread) never waits on it: when it is full, its request is refused. The others wait for
 /// room, which the loop makes as it takes events (it never waits on any of them).
 const EVENTS: usize = 1024;

@@ -1,7 +1,9 @@
 //! Procfile groups in the loop: which held group may start now (`--after`, and every group after
 //! a `--once` group in the file), and stopping the cluster when a one-shot group fails. The
 //! cluster answers the questions (`all_ready`, `all_finished`); this decides what follows, and
-//! scales the groups (`scale`) through their shared layout.
+//! scales the groups (`scale`) through their shared layout. With `--watch`, it says which groups
+//! a change reloads: those whose command lies under the watched path that changed (a word of the
+//! Procfile line naming an existing file or directory there), or every group when none does.
 
 use std::time::Instant;
 
@@ -11,7 +13,7 @@ use crate::config::groups::Groups;
 use crate::frontend::request::ScaleBy;
 
 use super::action::Action;
-use super::cluster::{Cluster, Scaled};
+use super::cluster::{Cluster, Scaled, Scope};
 use super::report::Origin;
 
 pub struct Formation {
@@ -24,6 +26,8 @@ pub struct Formation {
     running_once: Vec<usize>,
     /// A one-shot group failed and the cluster was told to stop.
     failed: bool,
+    /// `--watch`: per watched path (their order), the groups whose command lies under it.
+    watched: Vec<Vec<usize>>,
 }
 
 impl Formation {
@@ -47,7 +51,50 @@ impl Formation {
             started,
             running_once,
             failed: false,
+            watched: Vec::new(),
         }
+    }
+
+    /// `--watch`: which groups each watched path holds the command of.
+    pub fn with_watch(mut self, paths: &[std::path::PathBuf]) -> Formation {
+        self.watched = paths
+            .iter()
+            .map(|path| {
+                let Ok(root) = path.canonicalize() else {
+                    return Vec::new();
+                };
+                (0..self.groups.groups.len())
+                    .filter(|&g| command_lies_under(&self.groups.groups[g], &root))
+                    .collect()
+            })
+            .collect();
+        self
+    }
+
+    /// The slots a change under the watched paths `roots` reloads: the groups whose command lies
+    /// under one of them, or every slot when one of them holds no group's command.
+    pub fn scope_of_change(&self, roots: &[usize]) -> Scope {
+        let mut slots = std::collections::BTreeSet::new();
+        for &root in roots {
+            match self.watched.get(root) {
+                Some(groups) if !groups.is_empty() => {
+                    slots.extend(groups.iter().flat_map(|&g| self.groups.slots(g)));
+                }
+                _ => return Scope::All,
+            }
+        }
+        if slots.is_empty() {
+            return Scope::All;
+        }
+        Scope::Slots(slots)
+    }
+
+    /// The names of the groups a scope holds, for the log.
+    pub fn names_in(&self, scope: &Scope) -> Vec<String> {
+        (0..self.groups.groups.len())
+            .filter(|&g| self.groups.slots(g).iter().any(|&s| scope.contains(s)))
+            .map(|g| self.groups.groups[g].name.clone())
+            .collect()
     }
 
     /// Sets up `cluster` before its start: held and one-shot slots.
@@ -225,6 +272,20 @@ impl Formation {
     }
 }
 
+/// Whether a word of the group's Procfile line names an existing file or directory under
+/// `root` (relative words from recluster's directory, where the workers run too).
+fn command_lies_under(group: &crate::config::groups::Group, root: &std::path::Path) -> bool {
+    let Some(line) = group.command.last() else {
+        return false;
+    };
+    line.to_string_lossy()
+        .split_whitespace()
+        .map(|word| word.trim_matches(|c| c == '\'' || c == '"'))
+        .filter(|word| !word.is_empty() && !word.starts_with('-'))
+        .filter_map(|word| std::path::Path::new(word).canonicalize().ok())
+        .any(|path| path.starts_with(root))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -251,6 +312,7 @@ mod tests {
             steered: false,
             watchdog: None,
             max_memory: None,
+            max_age: None,
         }
     }
 

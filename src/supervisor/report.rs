@@ -54,8 +54,18 @@ pub enum Report {
         limit: u64,
         stop_first: bool,
     },
-    /// A new worker started outside a reload (`--max-memory`) did not become ready; the old one
-    /// keeps serving.
+    /// `--watch`: files changed during the reload to `target`; one more reload follows it.
+    ReloadQueued {
+        target: u32,
+    },
+    /// `--max-age`: slot `id`'s worker `pid` has run for `ran`; a new worker starts beside it.
+    Recycling {
+        id: u32,
+        pid: i32,
+        ran: Duration,
+    },
+    /// A new worker started outside a reload (`--max-memory`, `--max-age`, `ctl restart`) did
+    /// not become ready; the old one keeps serving.
     ReplacementFailed {
         id: u32,
         reason: String,
@@ -186,6 +196,8 @@ pub enum Report {
 pub enum Origin {
     Signal,
     Control,
+    /// Files changed under `--watch`.
+    Watch,
 }
 
 /// What follows a slot's worker's end.

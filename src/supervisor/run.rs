@@ -255,6 +255,28 @@ impl Executor<'_> {
                     None => Vec::new(),
                 }
             }
+            Some(Event::FilesChanged { paths, more, roots }) => {
+                let mut named: Vec<String> =
+                    paths.iter().map(|p| p.display().to_string()).collect();
+                if more > 0 {
+                    named.push(format!("{more} more changes"));
+                }
+                log::info!("--watch: changed: {}", named.join(", "));
+                let scope = match &self.plumbing.formation {
+                    Some(formation) => {
+                        let scope = formation.scope_of_change(&roots);
+                        if scope != super::cluster::Scope::All {
+                            log::info!(
+                                "--watch: reloading the groups whose command lies there: {}",
+                                formation.names_in(&scope).join(", ")
+                            );
+                        }
+                        scope
+                    }
+                    None => super::cluster::Scope::All,
+                };
+                cluster.reload_for_changes(scope, now)
+            }
             Some(Event::ControlGone { client }) => {
                 if let Some(control) = self.plumbing.control.as_mut() {
                     control.forget(client);

@@ -35,6 +35,9 @@ pub struct ClusterView {
     pub ready: u32,
     /// Restarts of every slot, summed.
     pub restarts: u64,
+    /// `--max-age` replacements of every slot, summed.
+    #[serde(default)]
+    pub recycles: u64,
     /// Rolling reloads that completed, and that were abandoned, since the start.
     pub reloads_completed: u64,
     pub reloads_abandoned: u64,
@@ -98,6 +101,9 @@ pub struct WorkerView {
     pub ready_at: Option<f64>,
     /// How many times this slot's worker was started again after it ended.
     pub restarts: u64,
+    /// How many times this slot's worker was replaced for its age (`--max-age`).
+    #[serde(default)]
+    pub recycles: u64,
     pub last_exit: Option<LastExit>,
     /// CPU time (user + system): of the slot's workers that ended (from the reaped `rusage`) and
     /// of the processes of this one's group now.
@@ -207,9 +213,17 @@ impl Snapshot {
             Some(to) => format!("generation {} → {to}", c.generation),
             None => format!("generation {}", c.generation),
         };
+        // Recycles (--max-age) beside restarts, once there are any.
+        let recycles = match c.recycles {
+            0 => String::new(),
+            n => format!(
+                ", {}",
+                crate::text::plural::plural(n, "recycle", "recycles")
+            ),
+        };
         let _ = writeln!(
             out,
-            "recluster pid {}{name}: {}, {generation}, {}/{} ready, {}, up {}",
+            "recluster pid {}{name}: {}, {generation}, {}/{} ready, {}{recycles}, up {}",
             c.pid,
             c.state.name(),
             c.ready,
@@ -322,6 +336,7 @@ impl WorkerView {
             started_at: None,
             ready_at: None,
             restarts: 0,
+            recycles: 0,
             last_exit: None,
             cpu_seconds: 0.0,
             rss_bytes: None,
@@ -383,6 +398,7 @@ pub(crate) mod tests {
                 workers: 2,
                 ready: 2,
                 restarts: 1,
+                recycles: 0,
                 reloads_completed: 0,
                 reloads_abandoned: 0,
                 sockets: vec![SocketView {
@@ -403,6 +419,7 @@ pub(crate) mod tests {
                 started_at: Some(4_000.0),
                 ready_at: Some(4_001.0),
                 restarts: 1,
+                recycles: 0,
                 last_exit: Some(LastExit {
                     pid: 4200,
                     code: None,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    Cluster, Launch, cluster_args, ctl, eventually, is_running, recluster_bin, run_ctl,
+    Cluster, Launch, Scratch, cluster_args, ctl, eventually, is_running, recluster_bin, run_ctl,
 };
 
 /// `ctl status --json`, parsed.
@@ -470,8 +470,11 @@ fn hostile_clients_delay_neither_status_nor_the_workers() {
     assert_eq!(cluster.exit_code(), 0);
 }
 
-/// The /proc directory of recluster's thread `name`, if it has one yet.
+/// The /proc directory of recluster's thread `name` ("main": the main thread), if it has one yet.
 fn thread_named(pid: i32, name: &str) -> Option<std::path::PathBuf> {
+    if name == "main" {
+        return Some(format!("/proc/{pid}/task/{pid}").into());
+    }
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .map(|task| task.unwrap().path())
@@ -496,16 +499,36 @@ fn thread_switches(pid: i32, name: &str) -> u64 {
 }
 
 #[test]
-fn the_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
+fn the_loop_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
     // A socket of its own: other tests' `ctl` without options greet every socket they find.
     let socket = std::env::temp_dir().join(format!("recluster-idle-{}.sock", std::process::id()));
     let socket = socket.display().to_string();
+    // --max-age sets a deadline an hour away: the supervisor loop sleeps until then. --watch
+    // adds a thread that waits for the kernel's word of a change, never polling.
+    let watched = Scratch::new("idle-watch", 0o755);
+    std::fs::create_dir(watched.0.join("src")).unwrap();
+    let watched_path = watched.0.display().to_string();
     let mut cluster = Cluster::start(
-        &["-n", "1", "--control", &socket, "--admin", "127.0.0.1:0"],
+        &[
+            "-n",
+            "1",
+            "--control",
+            &socket,
+            "--admin",
+            "127.0.0.1:0",
+            "--max-age",
+            "1h",
+            "--watch",
+            &watched_path,
+        ],
         &[],
     );
+    cluster.expect_log("--watch: watching ");
     cluster.ready(1);
-    let threads = ["control", "admin"];
+    // recluster counts it ready after --min-uptime: the loop's last deadline before --max-age.
+    cluster.expect_log("the only worker is ready");
+    // The main thread is the supervisor loop.
+    let threads = ["control", "admin", "watch", "main"];
     // A thread takes its name once it runs: on a loaded machine that can be after the worker's
     // ready line.
     assert!(
@@ -515,6 +538,17 @@ fn the_control_and_admin_threads_never_wake_while_nobody_talks_to_them() {
         "recluster {} never named its {threads:?} threads",
         cluster.pid
     );
+    // The loop has logged its last line; it goes to sleep a moment later (a yield on the way
+    // counts as a switch): the window opens once its count has stood still for 100 ms.
+    let mut settled = thread_switches(cluster.pid, "main");
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = thread_switches(cluster.pid, "main");
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
     let before: Vec<u64> = threads
         .iter()
         .map(|t| thread_switches(cluster.pid, t))

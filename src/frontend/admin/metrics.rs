@@ -217,6 +217,18 @@ fn write_slots(w: &mut Writer, snapshot: &Snapshot) {
         );
     }
     w.family(
+        "recluster_worker_recycles_total",
+        Kind::Counter,
+        "Times the slot's worker was replaced for having run --max-age (not counted as restarts).",
+    );
+    for (x, id) in slots.iter().zip(&ids) {
+        w.sample(
+            "recluster_worker_recycles_total",
+            &labels_of(x, id),
+            x.recycles as f64,
+        );
+    }
+    w.family(
         "recluster_worker_start_time_seconds",
         Kind::Gauge,
         "When the slot's current worker started, in Unix seconds.",
@@ -407,7 +419,7 @@ mod tests {
                 "ready": 1, "restarts": 3, "reloads_completed": 2, "reloads_abandoned": 1,
                 "sockets": [], "control": null},
             "workers": [{"id": 0, "role": "slot", "pid": 5, "generation": 2, "state": "ready",
-                "started_at": 10.5, "ready_at": 11.0, "restarts": 3, "last_exit": null,
+                "started_at": 10.5, "ready_at": 11.0, "restarts": 3, "recycles": 4, "last_exit": null,
                 "cpu_seconds": 0.25, "rss_bytes": 4096, "cpus": null, "status": "a \"q\""}]
         }))
         .unwrap();
@@ -419,6 +431,10 @@ mod tests {
         assert!(
             text.contains("recluster_worker_restarts_total{worker_id=\"0\"} 3"),
             "{text}"
+        );
+        assert!(
+            text.contains("recluster_worker_recycles_total{worker_id=\"0\"} 4"),
+            "recycles apart from restarts: {text}"
         );
         assert!(
             text.contains("recluster_reloads_total{result=\"abandoned\"} 1"),

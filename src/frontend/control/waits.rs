@@ -470,6 +470,9 @@ pub fn event_of(report: &Report, time: f64) -> Option<Value> {
             json!({"event": "scaled", "workers": workers})
         }
         Report::RestartBegun { id, pid } => json!({"event": "restart", "id": id, "pid": pid}),
+        Report::Recycling { id, pid, ran } => {
+            json!({"event": "recycle", "id": id, "pid": pid, "ran_seconds": ran.as_secs_f64()})
+        }
         Report::StopRequested { signal, .. } => {
             json!({"event": "stopping", "signal": signal.to_string()})
         }

@@ -54,6 +54,7 @@ impl Cluster {
         self.arm_watchdog(pid, now);
         self.ready += 1;
         self.steering_changed = true;
+        self.arm_recycle(index);
         self.announce_if_all_ready()
     }
 

@@ -6,10 +6,15 @@
 //! keep serving, and the next SIGHUP tries again. A SIGHUP during a reload retargets it to the
 //! newest generation; new workers of an older one that are not ready yet are stopped.
 //!
+//! A reload started by `--watch` with Procfile groups may replace only the slots of some groups
+//! (its `Scope`); the others keep their workers and their generation. A change during a reload
+//! queues one more (of the scopes of every change meanwhile), never more.
+//!
 //! A slot whose old worker died during the reload gets a replacement like any other (it starts
 //! into an empty slot); its own respawn stays scheduled and runs, at the slot's last generation,
 //! if the reload is abandoned or superseded before the replacement is ready.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::process::status::ProcessStatus;
@@ -18,36 +23,112 @@ use super::worker::{Retire, State, StopReason, Worker};
 use super::{Action, Cluster, Key, Occupant, Origin, Place, Report, Role};
 
 pub(super) struct Reload {
-    /// The generation the reload brings every slot to.
+    /// The generation the reload brings every slot of its scope to.
     pub target: u32,
+    /// The slots it replaces.
+    pub scope: Scope,
     /// Slots before this one have had their replacement started (or needed none).
     pub cursor: usize,
     /// Replacements decided and not yet ready.
     pub in_flight: usize,
 }
 
+/// Which slots a reload replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// With Procfile groups: the slots of the groups whose command lies under a changed path.
+    Slots(BTreeSet<u32>),
+}
+
+impl Scope {
+    pub fn contains(&self, id: u32) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Slots(slots) => slots.contains(&id),
+        }
+    }
+
+    /// Both scopes.
+    fn join(self, other: Scope) -> Scope {
+        match (self, other) {
+            (Scope::Slots(mut a), Scope::Slots(b)) => {
+                a.extend(b);
+                Scope::Slots(a)
+            }
+            _ => Scope::All,
+        }
+    }
+}
+
 impl Cluster {
+    /// `--watch`: files changed. A reload of `scope` starts, or, while one runs, one more is
+    /// queued to follow it (however many changes come meanwhile: the next reload reads them all).
+    pub fn reload_for_changes(&mut self, scope: Scope, now: Instant) -> Vec<Action> {
+        if !self.is_running() {
+            return Vec::new();
+        }
+        match &self.reload {
+            Some(reload) => {
+                let target = reload.target;
+                match self.reload_queued.take() {
+                    Some(queued) => self.reload_queued = Some(queued.join(scope)),
+                    None => {
+                        self.reload_queued = Some(scope);
+                        self.report(Report::ReloadQueued { target });
+                    }
+                }
+                Vec::new()
+            }
+            None => self.begin_reload_of(scope, now, Origin::Watch),
+        }
+    }
+
+    /// The reload queued by `--watch` during the one that just ended, if any.
+    fn begin_queued_reload(&mut self, now: Instant) -> Vec<Action> {
+        match self.reload_queued.take() {
+            Some(scope) if self.is_running() => self.begin_reload_of(scope, now, Origin::Watch),
+            _ => Vec::new(),
+        }
+    }
+
     pub(super) fn begin_reload(&mut self, now: Instant, origin: Origin) -> Vec<Action> {
+        self.begin_reload_of(Scope::All, now, origin)
+    }
+
+    fn begin_reload_of(&mut self, scope: Scope, now: Instant, origin: Origin) -> Vec<Action> {
         self.last_generation += 1;
         let target = self.last_generation;
         let mut actions = Vec::new();
         let superseding = self.reload.take().map(|old| old.target);
+        // A reload of every slot reads whatever changed under --watch so far.
+        if scope == Scope::All {
+            self.reload_queued = None;
+        }
+        let workers = (0..self.slots.len())
+            .filter(|&index| {
+                scope.contains(self.slots[index].id)
+                    && self.slots[index].occupant != Occupant::Retired
+            })
+            .count();
         self.report(Report::ReloadBegun {
             origin,
             target,
-            workers: self.workers(),
+            workers,
             superseding,
+        });
+        // In place before the replacements are dropped, which ask it what it replaces.
+        self.reload = Some(Reload {
+            target,
+            scope,
+            cursor: 0,
+            in_flight: 0,
         });
         // New workers not ready yet — of an older target, or a --max-memory replacement running
         // the old generation — will not be needed: the reload replaces their slots.
         actions.extend(self.drop_replacements(Some(target), now));
         // Restarts still queued (`ctl restart`) are part of the reload now.
         self.restart_queue.clear();
-        self.reload = Some(Reload {
-            target,
-            cursor: 0,
-            in_flight: 0,
-        });
         actions.push(Action::NotifyReloading(format!(
             "reloading to generation {target}"
         )));
@@ -57,7 +138,7 @@ impl Cluster {
 
     /// Starts replacements while the bounds allow (up to K in flight, N + K alive); finishes the
     /// reload when every slot has been replaced and the old workers are gone.
-    pub(super) fn advance_reload(&mut self, _now: Instant) -> Vec<Action> {
+    pub(super) fn advance_reload(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(reload) = self.reload.as_ref() else {
             return actions;
@@ -87,10 +168,12 @@ impl Cluster {
         if in_flight > 0 || cursor < slots || !self.leaving.is_empty() {
             return actions;
         }
-        self.reload = None;
+        let scope = self.reload.take().expect("checked above").scope;
         self.generation = target;
         for slot in &mut self.slots {
-            slot.generation = target; // a slot that ended for good would come back on it
+            if scope.contains(slot.id) {
+                slot.generation = target; // a slot that ended for good would come back on it
+            }
         }
         self.reloads.0 += 1;
         let n = self.workers();
@@ -99,13 +182,19 @@ impl Cluster {
             "READY=1\nSTATUS={} of generation {target}",
             crate::text::plural::plural(n as u64, "worker", "workers")
         )));
+        actions.extend(self.begin_queued_reload(now));
+        actions.extend(self.advance_recycles(now));
         actions
     }
 
-    /// Whether slot `index` still runs (or is about to respawn) an older generation.
+    /// Whether slot `index` is in the scope of the reload under way and still runs (or is about
+    /// to respawn) an older generation.
     fn needs_replacement(&self, index: usize, target: u32) -> bool {
         let slot = &self.slots[index];
-        slot.replacement.is_none()
+        self.reload
+            .as_ref()
+            .is_some_and(|reload| reload.scope.contains(slot.id))
+            && slot.replacement.is_none()
             && slot.generation < target
             && !slot.once
             && !matches!(slot.occupant, Occupant::Done | Occupant::Retired)
@@ -132,6 +221,7 @@ impl Cluster {
             Occupant::Waiting { .. } | Occupant::Done | Occupant::Retired => None,
         };
         self.arm_watchdog(pid, now);
+        self.arm_recycle(index);
         self.report(Report::ReplacementReady {
             id: new.id(),
             generation: new.generation(),
@@ -140,6 +230,7 @@ impl Cluster {
         });
         if let Some(old) = old {
             let why = self.slots[index].replacing;
+            self.recycled(index, why);
             actions.extend(self.discard(old, why, now));
         }
         actions.extend(self.announce_if_all_ready());
@@ -193,9 +284,9 @@ impl Cluster {
             id: self.slots[index].id,
             reason: reason.to_string(),
         });
-        self.drop_replacement(index, None, now)
-            .into_iter()
-            .collect()
+        let action = self.drop_replacement(index, None, now);
+        self.recycle_after_failure(index, self.slots[index].replacing, now);
+        action.into_iter().collect()
     }
 
     /// Stops every new worker; the old ones keep serving, and a slot whose old worker died
@@ -214,6 +305,8 @@ impl Cluster {
             "READY=1\nSTATUS=reload to generation {} failed: {reason}",
             reload.target
         )));
+        actions.extend(self.begin_queued_reload(now));
+        actions.extend(self.advance_recycles(now));
         actions
     }
 
@@ -235,6 +328,15 @@ impl Cluster {
         superseded_by: Option<u32>,
         now: Instant,
     ) -> Option<Action> {
+        let slot = &self.slots[index];
+        if superseded_by.is_some()
+            && slot.replacement.is_some()
+            && slot.replacing == Retire::Age
+            && !self.recycle_queue.contains(&slot.id)
+        {
+            // Still due after the reload if it leaves this slot alone (a reload of some groups).
+            self.recycle_queue.push_front(slot.id);
+        }
         let action = self.slots[index]
             .replacement
             .take()

@@ -54,7 +54,7 @@ impl Cluster {
         if held {
             return Vec::new();
         }
-        if let Some(reload) = self.reload.as_mut() {
+        if let Some(reload) = self.reload.as_mut().filter(|r| r.scope.contains(id)) {
             // During a reload the new slot's worker is the reload's to start, as the replacement
             // of a slot waiting to respawn: within N + K, at the generation the reload brings.
             // (Its wait has no deadline of its own; an abandoned reload lets it run.)

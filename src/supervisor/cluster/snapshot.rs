@@ -91,6 +91,7 @@ impl Cluster {
                 workers: self.workers() as u32,
                 ready: self.ready as u32,
                 restarts: self.slots.iter().map(|s| s.restart_count).sum(),
+                recycles: self.slots.iter().map(|s| s.recycle_count).sum(),
                 reloads_completed: self.reloads.0,
                 reloads_abandoned: self.reloads.1,
                 sockets: Vec::new(),
@@ -120,6 +121,7 @@ fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
         ),
     };
     view.restarts = slot.restart_count;
+    view.recycles = slot.recycle_count;
     view.guards = slot.guard_actions;
     view.cpu_seconds += slot.cpu.as_secs_f64();
     view.last_exit = slot.last_exit.map(|e| {
@@ -209,6 +211,7 @@ impl Cause {
             Cause::Retired(Retire::Reload) => "replaced by recluster: a rolling reload",
             Cause::Retired(Retire::Restart) => "replaced by recluster: ctl restart",
             Cause::Retired(Retire::Memory) => "replaced by recluster: above --max-memory",
+            Cause::Retired(Retire::Age) => "replaced by recluster: it had run for --max-age",
             Cause::Retired(Retire::ScaledDown) => "stopped by recluster: its slot was scaled down",
             Cause::Retired(Retire::NotNeeded) => {
                 "stopped by recluster: its reload was abandoned or superseded"
@@ -227,6 +230,7 @@ impl Cause {
             Cause::Retired(Retire::Reload) => "replaced: reload".to_string(),
             Cause::Retired(Retire::Restart) => "replaced: restart".to_string(),
             Cause::Retired(Retire::Memory) => "replaced: memory".to_string(),
+            Cause::Retired(Retire::Age) => "replaced: age".to_string(),
             Cause::Retired(Retire::ScaledDown) => "scaled down".to_string(),
             Cause::Retired(Retire::NotNeeded) => "not needed".to_string(),
             Cause::Outside => format!("{status_text}, outside"),

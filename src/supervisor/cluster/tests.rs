@@ -24,6 +24,7 @@ fn policy() -> Policy {
         steered: false,
         watchdog: None,
         max_memory: None,
+        max_age: None,
     }
 }
 
@@ -2012,3 +2013,6 @@ fn a_stop_signal_during_a_stop_recluster_began_itself_kills() {
         [Action::KillAll { groups: vec![100] }]
     );
 }
+
+mod recycle;
+mod watch;

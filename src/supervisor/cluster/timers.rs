@@ -20,6 +20,8 @@ pub(super) enum Key {
     Watchdog(i32),
     /// The next memory sample (`--max-memory`).
     Memory,
+    /// A slot's worker is due to be replaced for its age (`--max-age`), by slot.
+    Recycle(u32),
 }
 
 #[derive(Debug, Default)]

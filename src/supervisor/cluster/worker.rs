@@ -93,6 +93,8 @@ pub(super) enum Retire {
     Restart,
     /// It used more than `--max-memory`.
     Memory,
+    /// It had run for `--max-age`.
+    Age,
     /// Its slot was scaled down.
     ScaledDown,
     /// A new worker whose reload was abandoned or superseded, or whose decision went stale.

@@ -27,6 +27,7 @@ impl Origin {
         match self {
             Origin::Signal => format!("received {signal}"),
             Origin::Control => requested.to_string(),
+            Origin::Watch => "files changed (--watch)".to_string(),
         }
     }
 }
@@ -96,6 +97,8 @@ impl Report {
             | Report::ReloadComplete { .. }
             | Report::ReloadAbandoned { .. }
             | Report::RestartBegun { .. }
+            | Report::Recycling { .. }
+            | Report::ReloadQueued { .. }
             | Report::ReplacementFailed { .. } => self.render_reload(f, label),
         }
     }
@@ -285,7 +288,9 @@ impl Report {
                 "{}: stopping {} (--kill-timeout {})",
                 match origin {
                     Origin::Signal => format!("received {signal}"),
-                    Origin::Control => format!("stop requested ({signal} to the workers)"),
+                    Origin::Control | Origin::Watch => {
+                        format!("stop requested ({signal} to the workers)")
+                    }
                 },
                 plural(*workers, "worker", "workers"),
                 format_duration(*timeout)
@@ -478,6 +483,24 @@ impl Report {
             Report::RestartBegun { id, pid: None } => {
                 let id = label(*id);
                 write!(f, "restarting worker {id} on request")
+            }
+            Report::ReloadQueued { target } => write!(
+                f,
+                "files changed (--watch) during the reload to generation {target}: one more reload follows it"
+            ),
+            Report::Recycling { id, pid, ran } => {
+                let id = label(*id);
+                // Whole seconds (below one, whole milliseconds): the figure, not the noise.
+                let ran = if ran.as_secs() > 0 {
+                    std::time::Duration::from_secs(ran.as_secs())
+                } else {
+                    std::time::Duration::from_millis(ran.as_millis() as u64)
+                };
+                write!(
+                    f,
+                    "worker {id} (pid {pid}) has run for {} (--max-age): recycling it, a new worker starts beside it",
+                    format_duration(ran)
+                )
             }
             _ => unreachable!("render sends only these reports here"),
         }
