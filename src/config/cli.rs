@@ -187,6 +187,13 @@ pub struct Cli {
     )]
     pub user: Option<String>,
 
+    /// Give the workers the variables of a dotenv file (KEY=VALUE lines, `export `, comments,
+    /// single and double quotes; nothing is expanded), on top of recluster's environment; later
+    /// files win. Read again before every reload, so a reload picks up a changed file; a
+    /// malformed file refuses the reload (the workers keep serving). Repeatable
+    #[arg(help_heading = "Workers", help = "Give the workers the variables of a dotenv file (repeatable)", long_help, long, value_name = "PATH", env = "RECLUSTER_ENV_FILE", value_parser = clap::value_parser!(std::path::PathBuf))]
+    pub env_file: Vec<std::path::PathBuf>,
+
     /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
     /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
     /// WORKER_GENERATION and, for exit, WORKER_EXIT). Repeatable

@@ -69,6 +69,9 @@ pub struct Config {
     pub messages: bool,
     /// `-f`: the Procfile's groups.
     pub groups: Option<crate::config::groups::Groups>,
+    /// `--env-file`: the files, and what they held at the start.
+    pub env_files: crate::config::env_file::EnvFiles,
+    pub env: crate::config::env_file::EnvLayer,
 }
 
 /// How the sockets of `--listen` reach the workers.
@@ -191,6 +194,10 @@ impl Config {
                 "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
             )));
         }
+        let env_files = crate::config::env_file::EnvFiles {
+            paths: cli.env_file.clone(),
+        };
+        let env = env_files.read().map_err(Error::Usage)?;
         let command = match &groups {
             // What is checked before any worker starts: the shell every line runs with.
             Some(groups) => groups.groups[0].command.clone(),
@@ -248,6 +255,8 @@ impl Config {
             ready_quorum: cli.ready_quorum,
             messages: !cli.no_messages,
             groups,
+            env_files,
+            env,
         })
     }
 }

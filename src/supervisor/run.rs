@@ -192,6 +192,14 @@ impl Executor<'_> {
                     }
                 }
             }
+            Some(Event::Signal(Sig::HUP)) if cluster.accepts_changes().is_ok() => {
+                let spawner = &mut *self.plumbing.spawner;
+                match super::reloading::begin_reload(cluster, spawner, Origin::Signal, now) {
+                    Ok((_, actions)) => actions,
+                    // Logged where it was refused.
+                    Err(_) => Vec::new(),
+                }
+            }
             Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
             Some(Event::Reaped {
                 exits,
@@ -242,7 +250,7 @@ impl Executor<'_> {
                         request,
                         cluster,
                         plumbing.formation.as_mut(),
-                        plumbing.spawner,
+                        &mut *plumbing.spawner,
                         now,
                     ),
                     None => Vec::new(),

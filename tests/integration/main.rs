@@ -7,6 +7,7 @@ mod admin;
 mod control;
 mod day_one;
 mod docs;
+mod env_file;
 mod exit_status;
 mod groups;
 mod hooks;

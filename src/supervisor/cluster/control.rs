@@ -67,10 +67,14 @@ impl Cluster {
         self.refuse_unless_running()
     }
 
-    /// A rolling reload, as SIGHUP starts it; returns the generation it brings the workers to.
-    pub fn request_reload(&mut self, now: Instant) -> Result<(u32, Vec<Action>), String> {
+    /// A rolling reload (SIGHUP, `ctl reload`); returns the generation it brings the workers to.
+    pub fn request_reload(
+        &mut self,
+        origin: Origin,
+        now: Instant,
+    ) -> Result<(u32, Vec<Action>), String> {
         self.refuse_unless_running()?;
-        let actions = self.begin_reload(now, Origin::Control);
+        let actions = self.begin_reload(now, origin);
         Ok((self.last_generation, actions))
     }
 

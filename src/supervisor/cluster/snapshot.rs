@@ -93,6 +93,7 @@ impl Cluster {
                 restarts: self.slots.iter().map(|s| s.restart_count).sum(),
                 reloads_completed: self.reloads.0,
                 reloads_abandoned: self.reloads.1,
+                env_files: Vec::new(),
                 sockets: Vec::new(),
                 control: None,
                 messages: Default::default(),
