@@ -114,6 +114,13 @@ pub struct Cli {
     #[arg(help_heading = "Workers", help = "The signal recluster stops a worker with", long_help, long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
     pub stop_signal: Sig,
 
+    /// On a graceful stop (INT, TERM, QUIT, ctl stop): first turn /readyz to 503 and send
+    /// STOPPING=1 to the service manager, keep every worker serving for DUR (so a load balancer
+    /// stops routing here), then send the stop signal. A second INT, TERM or QUIT during the
+    /// delay ends it at once (the same signal within 1s of the first is the same request)
+    #[arg(help_heading = "Workers", help = "Keep serving for DUR after a stop is asked for, /readyz 503", long_help, long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, env = "RECLUSTER_STOP_DELAY")]
+    pub stop_delay: Duration,
+
     /// How long a stopping worker may take before its whole process group gets SIGKILL
     #[arg(help_heading = "Workers", help = "How long a stopping worker may take before SIGKILL", long_help, long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
     pub kill_timeout: Duration,

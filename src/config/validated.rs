@@ -150,6 +150,9 @@ pub struct Policy {
     pub watchdog: Option<Duration>,
     /// `--max-memory` in bytes, and `--memory-interval`.
     pub max_memory: Option<(u64, Duration)>,
+    /// `--stop-delay`: how long every worker keeps serving after a graceful stop is asked for
+    /// (`/readyz` 503, `STOPPING=1`) before it gets the stop signal.
+    pub stop_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,6 +222,7 @@ impl Config {
                 steered: socket_mode.per_worker(),
                 watchdog: cli.watchdog,
                 max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
+                stop_delay: cli.stop_delay,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,

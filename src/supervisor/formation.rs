@@ -251,6 +251,7 @@ mod tests {
             steered: false,
             watchdog: None,
             max_memory: None,
+            stop_delay: Duration::ZERO,
         }
     }
 

@@ -26,6 +26,7 @@ mod robustness;
 mod signals;
 mod sockets;
 mod static_binary;
+mod stop_delay;
 mod stopping;
 mod trust_admin;
 mod trust_ctl;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::process::signal::Sig;
 
 use super::worker::{Retire, State, Worker};
-use super::{Action, Cluster, Occupant, Origin, Report, Role, stop};
+use super::{Action, Cluster, Occupant, Origin, Report, Role};
 
 /// What a scale request changed: the slots it added, and the pids of the workers it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Cluster {
             workers: self.places.len(),
             timeout: self.policy.kill_timeout,
         });
-        self.begin_stop(signal, stop::Outcome::Requested, now)
+        self.stop_requested(signal, None, now)
     }
 
     /// Sends `signal` to the process groups of the workers of `ids` (their own workers and new

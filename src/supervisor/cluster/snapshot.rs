@@ -56,7 +56,7 @@ impl Cluster {
     pub fn snapshot(&self, pid: u32, clock: Clock) -> Snapshot {
         let started = self.started.unwrap_or(clock.now);
         let state = match self.phase {
-            Phase::Stopping(_) | Phase::Exited => ClusterState::Stopping,
+            Phase::Delaying(_) | Phase::Stopping(_) | Phase::Exited => ClusterState::Stopping,
             Phase::Running if self.reload.is_some() => ClusterState::Reloading,
             Phase::Running if !self.announced_ready => ClusterState::Starting,
             Phase::Running => ClusterState::Running,

@@ -7,6 +7,8 @@ use crate::config::policy::{ReadyMode, RestartMode};
 use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 
+mod stop_delay;
+
 const MS: Duration = Duration::from_millis(1);
 
 fn policy() -> Policy {
@@ -24,6 +26,7 @@ fn policy() -> Policy {
         steered: false,
         watchdog: None,
         max_memory: None,
+        stop_delay: Duration::ZERO,
     }
 }
 
