@@ -114,6 +114,13 @@ pub struct Cli {
     #[arg(help_heading = "Workers", help = "The signal recluster stops a worker with", long_help, long, value_name = "SIG", default_value = "TERM", value_parser = parse_stop_signal, env = "RECLUSTER_STOP_SIGNAL")]
     pub stop_signal: Sig,
 
+    /// On a graceful stop (INT, TERM, QUIT, ctl stop): first turn /readyz to 503 and send
+    /// STOPPING=1 to the service manager, keep every worker serving for DUR (so a load balancer
+    /// stops routing here), then send the stop signal. A second INT, TERM or QUIT during the
+    /// delay ends it at once (the same signal within 1s of the first is the same request)
+    #[arg(help_heading = "Workers", help = "Keep serving for DUR after a stop is asked for, /readyz 503", long_help, long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, env = "RECLUSTER_STOP_DELAY")]
+    pub stop_delay: Duration,
+
     /// How long a stopping worker may take before its whole process group gets SIGKILL
     #[arg(help_heading = "Workers", help = "How long a stopping worker may take before SIGKILL", long_help, long, value_name = "DUR", default_value = "8s", value_parser = parse_duration, env = "RECLUSTER_KILL_TIMEOUT")]
     pub kill_timeout: Duration,
@@ -213,6 +220,13 @@ pub struct Cli {
         env = "RECLUSTER_USER"
     )]
     pub user: Option<String>,
+
+    /// Give the workers the variables of a dotenv file (KEY=VALUE lines, `export `, comments,
+    /// single and double quotes; nothing is expanded), on top of recluster's environment; later
+    /// files win. Read again before every reload, so a reload picks up a changed file; a
+    /// malformed file refuses the reload (the workers keep serving). Repeatable
+    #[arg(help_heading = "Workers", help = "Give the workers the variables of a dotenv file (repeatable)", long_help, long, value_name = "PATH", env = "RECLUSTER_ENV_FILE", value_parser = clap::value_parser!(std::path::PathBuf))]
+    pub env_file: Vec<std::path::PathBuf>,
 
     /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
     /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,

@@ -73,6 +73,9 @@ pub struct Config {
     pub groups: Option<crate::config::groups::Groups>,
     /// `--watch`, `--watch-ignore`, `--watch-delay`.
     pub watch: Option<crate::watch::thread::Watch>,
+    /// `--env-file`: the files, and what they held at the start.
+    pub env_files: crate::config::env_file::EnvFiles,
+    pub env: crate::config::env_file::EnvLayer,
 }
 
 /// How the sockets of `--listen` reach the workers.
@@ -153,6 +156,9 @@ pub struct Policy {
     pub max_memory: Option<(u64, Duration)>,
     /// `--max-age`, `--max-age-jitter`: when a worker is replaced for having run long enough.
     pub max_age: Option<MaxAge>,
+    /// `--stop-delay`: how long every worker keeps serving after a graceful stop is asked for
+    /// (`/readyz` 503, `STOPPING=1`) before it gets the stop signal.
+    pub stop_delay: Duration,
 }
 
 /// `--max-age`: a worker that has run `age`, plus its own share of `jitter`, is replaced.
@@ -212,6 +218,10 @@ impl Config {
                 "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
             )));
         }
+        let env_files = crate::config::env_file::EnvFiles {
+            paths: cli.env_file.clone(),
+        };
+        let env = env_files.read().map_err(Error::Usage)?;
         let command = match &groups {
             // What is checked before any worker starts: the shell every line runs with.
             Some(groups) => groups.groups[0].command.clone(),
@@ -234,6 +244,7 @@ impl Config {
                 watchdog: cli.watchdog,
                 max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
                 max_age,
+                stop_delay: cli.stop_delay,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
@@ -272,6 +283,8 @@ impl Config {
             messages: !cli.no_messages,
             groups,
             watch,
+            env_files,
+            env,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! What recluster's children inherit of its environment, workers and hooks alike: everything but
-//! the variables addressed to recluster itself and those it sets for each worker.
+//! the variables addressed to recluster itself and those it sets for each worker. The variables
+//! of `--env-file` go on top of it (`Spawner`), never one of those (`reserved`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -39,11 +40,18 @@ pub fn inherited_environment() -> Vec<(OsString, OsString)> {
 
 /// Whether the variable `key` of recluster's environment reaches its children.
 fn passed_on(key: &OsStr) -> bool {
-    !ADDRESSED_TO_RECLUSTER
+    !reserved(key)
+}
+
+/// Whether recluster sets `key` for each worker itself, or it is addressed to recluster by its
+/// service manager: never inherited, and an `--env-file` may not set it either (the worker
+/// would get recluster's value, or a second one, never the file's).
+pub fn reserved(key: &OsStr) -> bool {
+    ADDRESSED_TO_RECLUSTER
         .iter()
         .chain(SET_FOR_WORKERS.iter())
         .any(|name| key == *name)
-        && !key.as_bytes().starts_with(b"EINHORN_")
+        || key.as_bytes().starts_with(b"EINHORN_")
 }
 
 #[cfg(test)]

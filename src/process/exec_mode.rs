@@ -1,6 +1,7 @@
 //! `--exec`: the single-process debug mode. recluster binds the sockets (or takes those it was
 //! started with), gives the command the environment worker 0 of 1 would get — `WORKER_ID=0`,
-//! `WORKER_COUNT=1`, the `LISTEN_*` variables with `LISTEN_PID` its own pid, which an exec keeps —
+//! `WORKER_COUNT=1`, the `LISTEN_*` variables with `LISTEN_PID` its own pid, which an exec keeps,
+//! the variables of `--env-file` —
 //! and execs the command in its own place: no supervisor, so a debugger, `strace` or a profiler
 //! sees the program itself. The service manager's `NOTIFY_SOCKET` and `WATCHDOG_*`, if any, are
 //! the program's now. `--user` applies to it; flags that need a supervisor (`--prefix`,
@@ -73,6 +74,7 @@ pub fn exec_in_place(config: &Config, sockets: &Sockets, inherited: &Inherited) 
         ),
     ];
     command.envs(vars);
+    command.envs(&config.env.vars);
     if !fds.is_empty() {
         let names: Vec<&str> = sockets
             .listeners()

@@ -34,12 +34,15 @@
 //! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
 //! recluster's single `waitpid(-1)` reaper.
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
+use crate::config::env_file::{EnvFiles, EnvLayer};
 use crate::config::groups::{socket_goes_to, steering_targets};
 use crate::config::validated::Config;
 use crate::cpu::cpuset::CpuSet;
@@ -130,6 +133,10 @@ pub struct Spawner {
     /// The slots last steered to, and the members then (per-worker sockets): steered to again
     /// when a socket is closed and the group's order changes.
     last_steer: Option<(Vec<u32>, Vec<u32>)>,
+    /// `--env-file`: the files, and what they held for each generation from which their content
+    /// changed (a worker of generation G gets the entry of the greatest generation up to G).
+    env_files: EnvFiles,
+    env_layers: BTreeMap<u32, Arc<EnvLayer>>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -170,7 +177,40 @@ impl Spawner {
             watchdog: config.policy.watchdog,
             groups: config.groups.clone(),
             last_steer: None,
+            env_files: config.env_files.clone(),
+            env_layers: BTreeMap::from([(0, Arc::new(config.env.clone()))]),
         })
+    }
+
+    /// `--env-file`: reads the files again, for a reload about to begin (nothing changes yet:
+    /// see `adopt_env`). The error names the file and line.
+    pub fn reread_env_files(&self) -> Result<Option<EnvLayer>, String> {
+        if self.env_files.is_empty() {
+            return Ok(None);
+        }
+        self.env_files.read().map(Some)
+    }
+
+    /// Workers of `generation` and later get `layer` (what `reread_env_files` read for the reload
+    /// to that generation).
+    pub fn adopt_env(&mut self, generation: u32, layer: EnvLayer) {
+        if self.env_of(generation).as_ref() != &layer {
+            self.env_layers.insert(generation, Arc::new(layer));
+        }
+    }
+
+    /// The env files' variables and digest for a worker of `generation`.
+    pub fn env_of(&self, generation: u32) -> &Arc<EnvLayer> {
+        self.env_layers
+            .range(..=generation)
+            .next_back()
+            .map(|(_, layer)| layer)
+            .expect("generation 0 always has its entry")
+    }
+
+    /// Whether `--env-file` was given.
+    pub fn has_env_files(&self) -> bool {
+        !self.env_files.is_empty()
     }
 
     /// How a failed exec names what failed: the program, and the user with `--user`.
@@ -440,8 +480,16 @@ impl Spawner {
         let mut sh_argv = vec![c(b"/bin/sh")?, path.clone()];
         sh_argv.extend(argv.iter().skip(1).cloned());
 
-        let mut envp = Vec::with_capacity(self.environment.len() + 4);
-        for (key, value) in &self.environment {
+        // recluster's environment, with the env files' variables on top (none of them is one
+        // recluster sets below: the parser refuses those).
+        let layer = self.env_of(identity.generation);
+        let mut envp = Vec::with_capacity(self.environment.len() + layer.vars.len() + 8);
+        let inherited = self
+            .environment
+            .iter()
+            .filter(|(key, _)| !layer.vars.contains_key(key))
+            .map(|(key, value)| (key, value));
+        for (key, value) in inherited.chain(layer.vars.iter()) {
             let mut entry = key.as_bytes().to_vec();
             entry.push(b'=');
             entry.extend_from_slice(value.as_bytes());

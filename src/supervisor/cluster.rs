@@ -374,9 +374,10 @@ impl Cluster {
                     workers: self.places.len(),
                     timeout: self.policy.kill_timeout,
                 });
-                let actions = self.begin_stop(sig, stop::Outcome::Requested, now);
-                self.stopped_by_signal(sig, now);
-                actions
+                self.stop_requested(sig, Some(sig), now)
+            }
+            (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Delaying(_)) => {
+                self.stop_signal_while_delaying(sig, now)
             }
             (Sig::INT | Sig::TERM | Sig::QUIT, Phase::Stopping(stop)) if !stop.killed => {
                 self.stop_signal_again(sig, now)
@@ -466,6 +467,12 @@ impl Cluster {
                     actions.extend(self.advance_restarts(now));
                 }
             }
+            Phase::Delaying(delay) => {
+                if delay.until <= now {
+                    actions.extend(self.end_delay(now));
+                }
+                return actions;
+            }
             Phase::Stopping(stop) => {
                 if !stop.killed && stop.deadline <= now {
                     actions.extend(self.stop_deadline_passed());
@@ -518,6 +525,7 @@ impl Cluster {
                 }
                 self.timers.pop();
             },
+            Phase::Delaying(delay) => Some(delay.until),
             Phase::Stopping(stop) if !stop.killed => Some(stop.deadline),
             _ => None,
         }

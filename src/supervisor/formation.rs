@@ -313,6 +313,7 @@ mod tests {
             watchdog: None,
             max_memory: None,
             max_age: None,
+            stop_delay: Duration::ZERO,
         }
     }
 

@@ -110,6 +110,14 @@ pub enum Report {
     SecondStopSignal {
         signal: Sig,
     },
+    /// `--stop-delay`: the workers keep serving this long before they get the stop signal.
+    StopDelayed {
+        delay: Duration,
+    },
+    /// A second stop signal during `--stop-delay` ended it early.
+    StopDelaySkipped {
+        signal: Sig,
+    },
     /// The stop signal again within `window` of the one that began the stop: the same request.
     RepeatedStopSignal {
         signal: Sig,

@@ -80,7 +80,7 @@ impl Control {
         request: Request,
         cluster: &mut Cluster,
         formation: Option<&mut Formation>,
-        spawner: &Spawner,
+        spawner: &mut Spawner,
         now: Instant,
     ) -> Vec<Action> {
         let result = match request {
@@ -144,14 +144,18 @@ impl Control {
                     .signal_workers(signal, &slots)
                     .map(|actions| (None, json!({"groups": actions.len()}), actions))
             }),
-            Request::Reload { wait } => cluster.request_reload(now).map(|(target, actions)| {
-                let goal = Goal::Reload {
-                    target,
-                    replaced: 0,
-                    of: cluster.workers() as u32,
-                };
-                (wait.then_some(goal), json!({"generation": target}), actions)
-            }),
+            Request::Reload { wait } => {
+                super::reloading::begin_reload(cluster, spawner, Origin::Control, now).map(
+                    |(target, actions)| {
+                        let goal = Goal::Reload {
+                            target,
+                            replaced: 0,
+                            of: cluster.workers() as u32,
+                        };
+                        (wait.then_some(goal), json!({"generation": target}), actions)
+                    },
+                )
+            }
             Request::Stop { wait } => {
                 let actions = cluster.request_stop(now);
                 Ok((wait.then_some(Goal::Stop), json!({}), actions))
@@ -340,6 +344,21 @@ impl Control {
                 worker.group = Some(groups.groups[g].name.clone());
                 worker.id = local;
             }
+        }
+        // The digests go to the control socket only: the admin endpoint may be reachable by
+        // more people, and a digest of a small file of secrets could be guessed.
+        if spawner.has_env_files() && frontend == Frontend::Control {
+            let mut generations: Vec<u32> = snapshot.workers.iter().map(|w| w.generation).collect();
+            generations.extend(snapshot.cluster.reloading_to);
+            generations.sort_unstable();
+            generations.dedup();
+            snapshot.cluster.env_files = generations
+                .into_iter()
+                .map(|generation| crate::supervisor::snapshot::EnvFilesView {
+                    generation,
+                    sha256: spawner.env_of(generation).digest.clone(),
+                })
+                .collect();
         }
         if let Some(replies) = self.replies(frontend) {
             replies.send(Reply::Status {

@@ -195,6 +195,14 @@ impl Executor<'_> {
                     }
                 }
             }
+            Some(Event::Signal(Sig::HUP)) if cluster.accepts_changes().is_ok() => {
+                let spawner = &mut *self.plumbing.spawner;
+                match super::reloading::begin_reload(cluster, spawner, Origin::Signal, now) {
+                    Ok((_, actions)) => actions,
+                    // Logged where it was refused.
+                    Err(_) => Vec::new(),
+                }
+            }
             Some(Event::Signal(sig)) => cluster.on_signal(sig, now),
             Some(Event::Reaped {
                 exits,
@@ -249,7 +257,7 @@ impl Executor<'_> {
                         request,
                         cluster,
                         plumbing.formation.as_mut(),
-                        plumbing.spawner,
+                        &mut *plumbing.spawner,
                         now,
                     ),
                     None => Vec::new(),
@@ -275,7 +283,7 @@ impl Executor<'_> {
                     }
                     None => super::cluster::Scope::All,
                 };
-                cluster.reload_for_changes(scope, now)
+                super::reloading::reload_for_changes(cluster, self.plumbing.spawner, scope, now)
             }
             Some(Event::ControlGone { client }) => {
                 if let Some(control) = self.plumbing.control.as_mut() {

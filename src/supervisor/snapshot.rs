@@ -47,6 +47,17 @@ pub struct ClusterView {
     /// What the message thread refused, by reason, since the start.
     #[serde(default)]
     pub messages: MessageCounts,
+    /// `--env-file`, on the control socket only: for each generation a worker runs, the SHA-256
+    /// of the env files' bytes that generation was started with.
+    #[serde(default)]
+    pub env_files: Vec<EnvFilesView>,
+}
+
+/// Which content of the env files a generation's workers have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFilesView {
+    pub generation: u32,
+    pub sha256: String,
 }
 
 /// What the message thread refused since the start, every worker together.
@@ -243,6 +254,13 @@ impl Snapshot {
         if let Some(control) = &c.control {
             let _ = writeln!(out, "control socket {control}");
         }
+        for env in &c.env_files {
+            let _ = writeln!(
+                out,
+                "env files of generation {}: sha256 {}",
+                env.generation, env.sha256
+            );
+        }
         let now = c.started_at + c.uptime_seconds;
         let _ = writeln!(
             out,
@@ -401,6 +419,7 @@ pub(crate) mod tests {
                 recycles: 0,
                 reloads_completed: 0,
                 reloads_abandoned: 0,
+                env_files: Vec::new(),
                 sockets: vec![SocketView {
                     name: "listen".to_string(),
                     address: "127.0.0.1:3000".to_string(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::process::signal::Sig;
 
 use super::worker::{Retire, State, Worker};
-use super::{Action, Cluster, Occupant, Origin, Report, Role, stop};
+use super::{Action, Cluster, Occupant, Origin, Report, Role};
 
 /// What a scale request changed: the slots it added, and the pids of the workers it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,14 +63,23 @@ impl Cluster {
     }
 
     /// Refuses a change once the cluster is stopping.
+    /// The generation the next reload will bring the workers to.
+    pub fn next_generation(&self) -> u32 {
+        self.last_generation + 1
+    }
+
     pub fn accepts_changes(&self) -> Result<(), String> {
         self.refuse_unless_running()
     }
 
-    /// A rolling reload, as SIGHUP starts it; returns the generation it brings the workers to.
-    pub fn request_reload(&mut self, now: Instant) -> Result<(u32, Vec<Action>), String> {
+    /// A rolling reload (SIGHUP, `ctl reload`); returns the generation it brings the workers to.
+    pub fn request_reload(
+        &mut self,
+        origin: Origin,
+        now: Instant,
+    ) -> Result<(u32, Vec<Action>), String> {
         self.refuse_unless_running()?;
-        let actions = self.begin_reload(now, Origin::Control);
+        let actions = self.begin_reload(now, origin);
         Ok((self.last_generation, actions))
     }
 
@@ -87,7 +96,7 @@ impl Cluster {
             workers: self.places.len(),
             timeout: self.policy.kill_timeout,
         });
-        self.begin_stop(signal, stop::Outcome::Requested, now)
+        self.stop_requested(signal, None, now)
     }
 
     /// Sends `signal` to the process groups of the workers of `ids` (their own workers and new

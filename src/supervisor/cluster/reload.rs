@@ -313,7 +313,11 @@ impl Cluster {
     /// Stops (or forgets, if not spawned yet) every replacement, and lets every respawn that was
     /// held back for one run — except, when a new reload to `superseded_by` takes over, those
     /// it will replace: it starts them within its N + K.
-    fn drop_replacements(&mut self, superseded_by: Option<u32>, now: Instant) -> Vec<Action> {
+    pub(super) fn drop_replacements(
+        &mut self,
+        superseded_by: Option<u32>,
+        now: Instant,
+    ) -> Vec<Action> {
         (0..self.slots.len())
             .filter_map(|index| self.drop_replacement(index, superseded_by, now))
             .collect()

@@ -56,7 +56,7 @@ impl Cluster {
     pub fn snapshot(&self, pid: u32, clock: Clock) -> Snapshot {
         let started = self.started.unwrap_or(clock.now);
         let state = match self.phase {
-            Phase::Stopping(_) | Phase::Exited => ClusterState::Stopping,
+            Phase::Delaying(_) | Phase::Stopping(_) | Phase::Exited => ClusterState::Stopping,
             Phase::Running if self.reload.is_some() => ClusterState::Reloading,
             Phase::Running if !self.announced_ready => ClusterState::Starting,
             Phase::Running => ClusterState::Running,
@@ -94,6 +94,7 @@ impl Cluster {
                 recycles: self.slots.iter().map(|s| s.recycle_count).sum(),
                 reloads_completed: self.reloads.0,
                 reloads_abandoned: self.reloads.1,
+                env_files: Vec::new(),
                 sockets: Vec::new(),
                 control: None,
                 messages: Default::default(),

@@ -1,4 +1,7 @@
-//! The graceful stop: every worker gets the stop signal, nothing is spawned any more, SIGKILL for
+//! The graceful stop: with `--stop-delay`, first a delay in which `/readyz` answers 503, the
+//! service manager has heard `STOPPING=1` and every worker keeps serving (nothing is spawned,
+//! reloaded or scaled; a worker that exits is not restarted), ended early by a second stop
+//! signal or by the last worker's end; then every worker gets the stop signal, SIGKILL for
 //! what remains after `--kill-timeout`, then the processes the workers left behind; and the exit
 //! status once nothing is left. Also when the cluster stops by itself: every worker ended and none
 //! is to be restarted, or a crash loop gave up. A stop signal repeated within `REPEAT_WINDOW` of
@@ -22,8 +25,19 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Phase {
     Running,
+    /// `--stop-delay`: a graceful stop was asked for; the workers get `signal` at `until`.
+    Delaying(Delay),
     Stopping(Stop),
     Exited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Delay {
+    pub until: Instant,
+    /// The signal the workers will get.
+    signal: Sig,
+    /// The signal that asked for the stop, and until when a repeat of it is the same request.
+    repeats: Option<(Sig, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +62,79 @@ pub(super) enum Outcome {
 impl Cluster {
     pub fn is_running(&self) -> bool {
         self.phase == Phase::Running
+    }
+
+    /// A graceful stop that was asked for (a stop signal, `ctl stop`; `asked_by`: the signal, if
+    /// one asked): after `--stop-delay`, if there is one, the workers get `signal`.
+    pub(super) fn stop_requested(
+        &mut self,
+        signal: Sig,
+        asked_by: Option<Sig>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let delay = self.policy.stop_delay;
+        if delay.is_zero() {
+            let actions = self.begin_stop(signal, Outcome::Requested, now);
+            if let Some(asked_by) = asked_by {
+                self.stopped_by_signal(asked_by, now);
+            }
+            return actions;
+        }
+        if self.reload.take().is_some() {
+            self.report(Report::ReloadCancelled);
+        }
+        // Nothing is started any more: new workers not ready yet go, and every deadline of the
+        // running cluster (respawns, readiness, guards) is dropped. The workers serve on.
+        let mut actions = self.drop_replacements(None, now);
+        self.restart_queue.clear();
+        self.timers.clear();
+        self.report(Report::StopDelayed { delay });
+        actions.push(Action::NotifyManager(format!(
+            "STOPPING=1\nSTATUS=stopping in {} (--stop-delay)",
+            humantime::format_duration(delay)
+        )));
+        self.phase = Phase::Delaying(Delay {
+            until: later(now, delay),
+            signal,
+            repeats: asked_by.map(|sig| (sig, later(now, REPEAT_WINDOW))),
+        });
+        actions.extend(self.settle(now));
+        actions
+    }
+
+    /// A stop signal during `--stop-delay`: the same request again (the same signal within
+    /// `REPEAT_WINDOW` of the one that asked), or a second one, which ends the delay.
+    pub(super) fn stop_signal_while_delaying(&mut self, signal: Sig, now: Instant) -> Vec<Action> {
+        let Phase::Delaying(delay) = self.phase else {
+            return Vec::new();
+        };
+        if delay
+            .repeats
+            .is_some_and(|(first, until)| first == signal && now < until)
+        {
+            self.report(Report::RepeatedStopSignal {
+                signal,
+                window: REPEAT_WINDOW,
+            });
+            return Vec::new();
+        }
+        self.report(Report::StopDelaySkipped { signal });
+        let actions = self.end_delay(now);
+        // A wrapper's copy of this signal is the same request, not a kill.
+        self.stopped_by_signal(signal, now);
+        actions
+    }
+
+    /// `--stop-delay` is over (or cut short): the workers get the stop signal.
+    pub(super) fn end_delay(&mut self, now: Instant) -> Vec<Action> {
+        let Phase::Delaying(delay) = self.phase else {
+            return Vec::new();
+        };
+        let actions = self.begin_stop(delay.signal, Outcome::Requested, now);
+        if let (Phase::Stopping(stop), Some(repeats)) = (&mut self.phase, delay.repeats) {
+            stop.repeats = Some(repeats);
+        }
+        actions
     }
 
     pub(super) fn begin_stop(
@@ -95,9 +182,12 @@ impl Cluster {
             signal,
             workers: self.worker_pids(),
         });
-        actions.push(Action::NotifyManager(format!(
-            "STOPPING=1\nSTATUS=stopping ({signal})"
-        )));
+        // After --stop-delay the service manager has heard it already.
+        if !matches!(self.phase, Phase::Delaying(_)) {
+            actions.push(Action::NotifyManager(format!(
+                "STOPPING=1\nSTATUS=stopping ({signal})"
+            )));
+        }
         self.phase = Phase::Stopping(Stop {
             signal,
             deadline: later(now, self.policy.kill_timeout),
@@ -203,6 +293,9 @@ impl Cluster {
                 }
                 Vec::new()
             }
+            // Every worker ended during --stop-delay: nothing is left to serve.
+            Phase::Delaying(_) if self.places.is_empty() => self.end_delay(now),
+            Phase::Delaying(_) => Vec::new(),
             Phase::Stopping(stop) => {
                 if !self.places.is_empty() {
                     return Vec::new();

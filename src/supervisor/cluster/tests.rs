@@ -7,6 +7,8 @@ use crate::config::policy::{ReadyMode, RestartMode};
 use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 
+mod stop_delay;
+
 const MS: Duration = Duration::from_millis(1);
 
 fn policy() -> Policy {
@@ -25,6 +27,7 @@ fn policy() -> Policy {
         watchdog: None,
         max_memory: None,
         max_age: None,
+        stop_delay: Duration::ZERO,
     }
 }
 
@@ -1699,7 +1702,7 @@ fn a_restart_is_refused_during_a_reload_and_a_reload_takes_over_a_queued_one() {
     let mut cluster = running(policy(), 2, t0);
     let actions = cluster.request_restart(&[0, 1], t0).unwrap();
     spawn_one(&mut cluster, &actions, 200, t0);
-    let (target, actions) = cluster.request_reload(t0).unwrap();
+    let (target, actions) = cluster.request_reload(Origin::Control, t0).unwrap();
     assert_eq!(target, 1);
     assert!(
         others(&actions).contains(&stop_signal(200)),

@@ -77,6 +77,8 @@ impl Report {
             | Report::Stopped { .. }
             | Report::AdoptedReaped { .. } => self.render_end(f, label),
             Report::StopRequested { .. }
+            | Report::StopDelayed { .. }
+            | Report::StopDelaySkipped { .. }
             | Report::SecondStopSignal { .. }
             | Report::RepeatedStopSignal { .. }
             | Report::IgnoredWhileStopping { .. }
@@ -294,6 +296,15 @@ impl Report {
                 },
                 plural(*workers, "worker", "workers"),
                 format_duration(*timeout)
+            ),
+            Report::StopDelayed { delay } => write!(
+                f,
+                "/readyz answers 503 now; every worker keeps serving for {} (--stop-delay) before it is stopped",
+                format_duration(*delay)
+            ),
+            Report::StopDelaySkipped { signal } => write!(
+                f,
+                "received {signal} again during --stop-delay: stopping the workers now"
             ),
             Report::SecondStopSignal { signal } => write!(
                 f,
