@@ -36,8 +36,8 @@ Examples:
   recluster -n 4 --listen :3000 -- ./server
   recluster ctl status
 
-'--help' says more about each option, the signals and the exit status; 'recluster ctl --help' \
-lists the verbs; 'man recluster' has it all.";
+'--help' shows every option (some only there) and says more about each, the signals and the exit
+status; 'recluster ctl --help' lists the verbs; 'man recluster' has it all.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,7 +73,7 @@ pub struct Cli {
     pub restart_delay: Duration,
 
     /// The longest wait between restarts of one worker
-    #[arg(help_heading = "Workers", help = "Longest wait between restarts of one worker", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_RESTART_MAX_DELAY")]
+    #[arg(hide_short_help = true, help_heading = "Workers", help = "Longest wait between restarts of one worker", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_RESTART_MAX_DELAY")]
     pub restart_max_delay: Duration,
 
     /// Crash-loop limit: more than N restarts of one worker within --restart-window stops the
@@ -83,7 +83,7 @@ pub struct Cli {
 
     /// The window in which --max-restarts counts restarts [default: 10s, as systemd's
     /// StartLimitIntervalSec]
-    #[arg(help_heading = "Workers", help = "The window --max-restarts counts in [default: 10s]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_RESTART_WINDOW")]
+    #[arg(hide_short_help = true, help_heading = "Workers", help = "The window --max-restarts counts in [default: 10s]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_RESTART_WINDOW")]
     pub restart_window: Option<Duration>,
 
     /// How long a worker must stay up to count as healthy (resets the restart backoff)
@@ -130,7 +130,7 @@ pub struct Cli {
     /// scaled-down slot's worker serves its queue before it is stopped. Given, it is an error
     /// where it cannot run (no TCP address, or a kernel that refuses the steering program with
     /// Procfile groups) instead of one shared socket
-    #[arg(help_heading = "Sockets", help = "One steered SO_REUSEPORT socket per worker slot (the default)", long_help, long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
+    #[arg(hide_short_help = true, help_heading = "Sockets", help = "One steered SO_REUSEPORT socket per worker slot (the default)", long_help, long, requires = "listen", env = "RECLUSTER_SOCKET_PER_WORKER", value_parser = env_flag())]
     pub socket_per_worker: bool,
 
     /// One socket per address shared by every worker, one accept queue: whichever worker is free
@@ -201,11 +201,11 @@ pub struct Cli {
 
     /// With --max-age: each worker waits up to DUR more, its own share, so that workers started
     /// together are not replaced together [default: a tenth of --max-age]
-    #[arg(help_heading = "Guards", help = "With --max-age: spread the replacements over DUR [default: a tenth]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE_JITTER")]
+    #[arg(hide_short_help = true, help_heading = "Guards", help = "With --max-age: spread the replacements over DUR [default: a tenth]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_MAX_AGE_JITTER")]
     pub max_age_jitter: Option<Duration>,
 
     /// How often --max-memory samples the workers' memory
-    #[arg(help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
+    #[arg(hide_short_help = true, help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,
 
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
@@ -235,7 +235,7 @@ pub struct Cli {
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
 
     /// How long a hook may run before its process group gets SIGKILL
-    #[arg(help_heading = "Operation", help = "How long a hook may run", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_HOOK_TIMEOUT")]
+    #[arg(hide_short_help = true, help_heading = "Operation", help = "How long a hook may run", long_help, long, value_name = "DUR", default_value = "30s", value_parser = parse_duration, env = "RECLUSTER_HOOK_TIMEOUT")]
     pub hook_timeout: Duration,
 
     /// Tag every line a worker prints with its slot ([3] ...), written whole on the stream it was
@@ -265,7 +265,7 @@ pub struct Cli {
     /// The mode of an --admin unix:PATH socket, in octal, whatever the umask: 0600 (recluster's
     /// user only) unless told; 0660 lets the socket's group in too (the group of its directory
     /// when that directory is set-group-ID) [default: 0600]
-    #[arg(help_heading = "Operation", help = "The mode of an --admin unix:PATH socket [default: 0600]", long_help, long, value_name = "MODE", env = "RECLUSTER_ADMIN_MODE", value_parser = parse_socket_mode)]
+    #[arg(hide_short_help = true, help_heading = "Operation", help = "The mode of an --admin unix:PATH socket [default: 0600]", long_help, long, value_name = "MODE", env = "RECLUSTER_ADMIN_MODE", value_parser = parse_socket_mode)]
     pub admin_mode: Option<u32>,
 
     /// How many ready workers /readyz needs: a count (at most the workers recluster starts with),
@@ -351,12 +351,12 @@ pub struct Cli {
     /// characters, ? one; matched against names, not paths), besides the defaults: .git, .hg,
     /// .svn, node_modules, target, __pycache__ and editor swap and backup files (*.swp, *.swo,
     /// *.swx, *~, .#*, #*#, 4913). Repeatable
-    #[arg(help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob, requires = "watch")]
+    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob, requires = "watch")]
     pub watch_ignore: Vec<String>,
 
     /// With --watch: how long after a change recluster waits for the next one before it reloads
     /// (each change within it starts the wait again, for at most ten times DUR)
-    #[arg(help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
+    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
     pub watch_delay: Duration,
 
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
@@ -369,7 +369,7 @@ pub struct Cli {
     pub name: Option<String>,
 
     /// Print a completion script for SHELL (bash, zsh, fish) and exit
-    #[arg(
+    #[arg(hide_short_help = true, 
         help_heading = "Operation",
         help = "Print a completion script for SHELL and exit",
         long_help,
