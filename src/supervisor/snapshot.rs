@@ -467,6 +467,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn recycles_show_beside_restarts_once_there_are_any() {
+        let mut snapshot = sample();
+        assert!(!snapshot.table().contains("recycle"), "none yet");
+        snapshot.cluster.recycles = 3;
+        let table = snapshot.table();
+        assert!(table.contains("1 restart, 3 recycles, up"), "{table}");
+    }
+
+    #[test]
     fn a_status_text_cannot_act_on_the_terminal() {
         let mut snapshot = sample();
         snapshot.workers[0].status = Some("\u{1b}]0;owned\u{7}\u{1b}[1A\u{1b}[2K\rfine".into());
