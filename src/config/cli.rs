@@ -369,7 +369,8 @@ pub struct Cli {
     pub name: Option<String>,
 
     /// Print a completion script for SHELL (bash, zsh, fish) and exit
-    #[arg(hide_short_help = true, 
+    #[arg(
+        hide_short_help = true,
         help_heading = "Operation",
         help = "Print a completion script for SHELL and exit",
         long_help,

@@ -206,7 +206,17 @@ fn an_info_flood_from_a_worker_neither_grows_recluster_nor_slows_ctl() {
         "recluster grew from {idle} to {peak} bytes under the flood"
     );
     assert!(slowest < CTL_LIMIT, "ctl status took {slowest:?}");
-    assert!(answers > 0, "the flooding worker was answered too");
+    // Answered too: an answer reaches it, or, when its own flood of "busy" lines has filled what
+    // recluster holds for it (a worker that reads slowly: this Python one under load), the answer
+    // is dropped and counted for it, never held without bound.
+    let dropped = status["workers"][0]["messages_dropped"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        answers > 0 || dropped > 0,
+        "the flooding worker was neither answered nor counted as losing answers: {}",
+        status["workers"][0]
+    );
     let refused = &status["cluster"]["messages"]["busy"];
     assert!(
         refused.as_u64().is_some_and(|b| b > 0),
