@@ -61,6 +61,11 @@ impl Formation {
             .flat_map(|g| self.groups.slots(g))
             .collect();
         cluster.configure_groups(&held, &once);
+        for g in 0..self.groups.groups.len() {
+            for slot in self.groups.slots(g) {
+                cluster.assign_group(slot, g as u32);
+            }
+        }
     }
 
     /// After each event: starts the groups whose conditions now hold, and stops the cluster once
@@ -208,6 +213,7 @@ impl Formation {
                 let slot = self.groups.grow(g);
                 scaled.added.push(slot);
                 actions.extend(cluster.add_slot(slot, !self.started[g], origin, now));
+                cluster.assign_group(slot, g as u32);
             }
             while self.groups.size(g) > target {
                 let slot = self
@@ -252,6 +258,8 @@ mod tests {
             watchdog: None,
             max_memory: None,
             stop_delay: Duration::ZERO,
+            exit_on: crate::config::policy::ExitOn::GiveUp,
+            critical: Vec::new(),
         }
     }
 

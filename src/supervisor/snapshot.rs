@@ -158,6 +158,10 @@ pub enum WorkerState {
     Waiting,
     /// The slot's worker ended and `--restart` keeps it ended.
     Done,
+    /// The slot's worker, or another of its group, gave up (`--max-restarts`) and the cluster
+    /// went on without it (`--exit-on below:K`, `--critical`).
+    #[serde(rename = "gave_up")]
+    GaveUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +327,7 @@ impl WorkerState {
             WorkerState::Stopping => "stopping",
             WorkerState::Waiting => "waiting",
             WorkerState::Done => "done",
+            WorkerState::GaveUp => "gave_up",
         }
     }
 }

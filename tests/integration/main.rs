@@ -8,6 +8,7 @@ mod control;
 mod day_one;
 mod docs;
 mod env_file;
+mod exit_policy;
 mod exit_status;
 mod groups;
 mod hooks;

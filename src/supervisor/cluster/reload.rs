@@ -233,7 +233,7 @@ impl Cluster {
     /// Stops (or forgets) slot `index`'s replacement, if it still has one, and lets a respawn
     /// held back for it run (its deadline may have been dropped from the heap meanwhile) unless
     /// a reload to `superseded_by` is to replace it.
-    fn drop_replacement(
+    pub(super) fn drop_replacement(
         &mut self,
         index: usize,
         superseded_by: Option<u32>,

@@ -7,6 +7,7 @@ use crate::config::policy::{ReadyMode, RestartMode};
 use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 
+mod exit_policy;
 mod stop_delay;
 
 const MS: Duration = Duration::from_millis(1);
@@ -27,6 +28,8 @@ fn policy() -> Policy {
         watchdog: None,
         max_memory: None,
         stop_delay: Duration::ZERO,
+        exit_on: crate::config::policy::ExitOn::GiveUp,
+        critical: Vec::new(),
     }
 }
 
@@ -195,7 +198,9 @@ fn check_invariants_after(cluster: &Cluster, steps: &str) {
         for slot in &cluster.slots {
             if let Occupant::Done = slot.occupant {
                 assert!(
-                    slot.last_end.is_some() && cluster.policy.restart != RestartMode::Always,
+                    slot.given_up
+                        || (slot.last_end.is_some()
+                            && cluster.policy.restart != RestartMode::Always),
                     "slot {} left empty while running",
                     slot.id
                 );
@@ -1162,7 +1167,8 @@ fn the_cluster_reports_what_it_decided_as_values() {
             status: ProcessStatus::Exited(3),
             then: Then::GivingUp {
                 max_restarts: 1,
-                window: 60_000 * MS
+                window: 60_000 * MS,
+                ends_cluster: true
             }
         })
     );
