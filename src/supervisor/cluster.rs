@@ -127,8 +127,9 @@ struct Slot {
     /// When this slot was restarted, within the crash-loop window.
     restarts: VecDeque<Instant>,
     last_end: Option<End>,
-    /// What `ctl status` shows: how often the slot's worker was started again after it ended,
-    /// the CPU time of its workers that were reaped, and the last one that ended.
+    /// What `ctl status` shows: how often the slot's worker was started again (after it ended,
+    /// or by `ctl restart`), the CPU time of its workers that were reaped, and the last one
+    /// that ended.
     restart_count: u64,
     cpu: Duration,
     last_exit: Option<ExitRecord>,

@@ -107,7 +107,7 @@ pub struct WorkerView {
     /// Unix time, in seconds.
     pub started_at: Option<f64>,
     pub ready_at: Option<f64>,
-    /// How many times this slot's worker was started again after it ended.
+    /// How many times this slot's worker was started again: after it ended, or by `ctl restart`.
     pub restarts: u64,
     pub last_exit: Option<LastExit>,
     /// CPU time (user + system): of the slot's workers that ended (from the reaped `rusage`) and

@@ -23,6 +23,7 @@ mod readiness;
 mod reaping;
 mod reload;
 mod respawn;
+mod restart_count;
 mod robustness;
 mod signals;
 mod sockets;

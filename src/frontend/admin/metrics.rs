@@ -220,7 +220,7 @@ fn write_slots(w: &mut Writer, snapshot: &Snapshot) {
     w.family(
         "recluster_worker_restarts_total",
         Kind::Counter,
-        "Times the slot's worker was started again after it ended.",
+        "Times the slot's worker was started again: after it ended, or by ctl restart.",
     );
     for (x, id) in slots.iter().zip(&ids) {
         w.sample(

@@ -140,6 +140,10 @@ impl Cluster {
         });
         if let Some(old) = old {
             let why = self.slots[index].replacing;
+            if why == Retire::Restart {
+                // `ctl restart` took effect: the slot's worker was started again.
+                self.slots[index].restart_count += 1;
+            }
             actions.extend(self.discard(old, why, now));
         }
         actions.extend(self.announce_if_all_ready());

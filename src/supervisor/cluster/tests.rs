@@ -8,6 +8,7 @@ use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 
 mod exit_policy;
+mod restart_count;
 mod stop_delay;
 
 const MS: Duration = Duration::from_millis(1);
@@ -1621,9 +1622,15 @@ fn a_restart_of_two_slots_replaces_them_one_at_a_time_within_n_plus_k() {
         },
     );
     assert_eq!(
-        snapshot.workers[0].restarts, 0,
-        "a requested restart is not a crash"
+        snapshot
+            .workers
+            .iter()
+            .map(|w| w.restarts)
+            .collect::<Vec<_>>(),
+        [1, 1],
+        "a requested restart counts once its new worker took over"
     );
+    assert_eq!(snapshot.cluster.restarts, 2);
     let last = snapshot.workers[0].last_exit.as_ref().unwrap();
     assert_eq!(last.reason, "replaced by recluster: ctl restart");
     assert_eq!(last.what, "replaced: restart", "not 'SIGTERM'");
