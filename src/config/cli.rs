@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
+use crate::config::policy::{ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::topology::Granularity;
 use crate::net::listen::{ListenAddress, ListenSpec};
@@ -80,6 +80,12 @@ pub struct Cli {
     /// cluster and exits with that worker's status [default: no limit]
     #[arg(help_heading = "Workers", help = "Give up after more than N restarts of one worker in --restart-window", long_help, long, value_name = "N", env = "RECLUSTER_MAX_RESTARTS", value_parser = parse_max_restarts, allow_negative_numbers = true)]
     pub max_restarts: Option<u32>,
+
+    /// When the cluster ends because of its workers: any-exit (the first worker to end ends it,
+    /// with its status), give-up (a crash-loop give-up, --max-restarts, ends it), below:K (it
+    /// ends when fewer than K slots can run: a give-up stops only its slot, or with -f its group)
+    #[arg(help_heading = "Workers", help = "When the cluster ends: any-exit, give-up, below:K [default: give-up]", long_help, long, value_name = "WHEN", default_value = "give-up", value_parser = parse_exit_on, env = "RECLUSTER_EXIT_ON")]
+    pub exit_on: ExitOn,
 
     /// The window in which --max-restarts counts restarts [default: 10s, as systemd's
     /// StartLimitIntervalSec]
@@ -359,6 +365,18 @@ pub struct Cli {
     #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
     pub watch_delay: Duration,
 
+    /// With -f: a crash-loop give-up in GROUP ends the cluster; once any group is named, a
+    /// give-up in another group stops that group only, and the rest keeps serving. Repeatable
+    #[arg(
+        help_heading = "Groups",
+        help = "With -f: a give-up in GROUP ends the cluster, others only stop their group (repeatable)",
+        long_help,
+        long,
+        value_name = "GROUP",
+        requires = "procfile"
+    )]
+    pub critical: Vec<String>,
+
     /// Give workers no message socket (RECLUSTER_MSG_FD) to talk to each other through recluster
     #[arg(help_heading = "Operation", help = "Give workers no message socket (RECLUSTER_MSG_FD)", long_help, long, env = "RECLUSTER_NO_MESSAGES", value_parser = env_flag())]
     pub no_messages: bool,
@@ -636,6 +654,19 @@ fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
         }
         Err(_) if is_negative(text) => Err("it cannot be negative".to_string()),
         Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_exit_on(text: &str) -> Result<ExitOn, String> {
+    match text {
+        "any-exit" => Ok(ExitOn::AnyExit),
+        "give-up" => Ok(ExitOn::GiveUp),
+        _ => match text.strip_prefix("below:") {
+            Some(k) => parse_count(k, 1, MAX_WORKERS).map(ExitOn::Below),
+            None => Err(format!(
+                "'{text}' is not a policy: write any-exit, give-up or below:K"
+            )),
+        },
     }
 }
 

@@ -79,7 +79,14 @@ const MAX_FILE: u64 = 1 << 20;
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let fail = |e: std::io::Error| format!("failed to read env file {}: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(fail)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so a FIFO at the path is refused below instead of holding the supervisor
+    // until someone writes to it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(fail)?;
     let meta = file.metadata().map_err(fail)?;
     if !meta.is_file() {
         return Err(format!(
@@ -508,6 +515,13 @@ mod tests {
                 .unwrap_err()
                 .contains("failed to read env file")
         );
+        let fifo = dir.join("fifo");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let fifo = EnvFiles { paths: vec![fifo] };
+        let e = fifo.read().unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

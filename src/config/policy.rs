@@ -22,6 +22,28 @@ pub enum PlanFormat {
     Json,
 }
 
+/// `--exit-on`: when the cluster ends by itself because of its workers' ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitOn {
+    /// The first slot's worker to end ends the cluster, with its status.
+    AnyExit,
+    /// A crash-loop give-up (`--max-restarts`) ends the cluster (with Procfile groups and
+    /// `--critical`: a give-up in a critical group; elsewhere it stops that group).
+    GiveUp,
+    /// Fewer than K slots can run (a give-up stops its slot, or its group, only).
+    Below(u32),
+}
+
+impl std::fmt::Display for ExitOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitOn::AnyExit => f.write_str("any-exit"),
+            ExitOn::GiveUp => f.write_str("give-up"),
+            ExitOn::Below(k) => write!(f, "below:{k}"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RestartMode {
     Always,

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::config::cli::Cli;
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
+use crate::config::policy::{ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
 use crate::cpu::cpus::{self, Budget};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::{self, Placement};
@@ -156,6 +156,9 @@ pub struct Policy {
     pub max_memory: Option<(u64, Duration)>,
     /// `--max-age`, `--max-age-jitter`: when a worker is replaced for having run long enough.
     pub max_age: Option<MaxAge>,
+    /// `--exit-on`, and with groups `--critical` (their indexes).
+    pub exit_on: ExitOn,
+    pub critical: Vec<u32>,
     /// `--stop-delay`: how long every worker keeps serving after a graceful stop is asked for
     /// (`/readyz` 503, `STOPPING=1`) before it gets the stop signal.
     pub stop_delay: Duration,
@@ -218,6 +221,7 @@ impl Config {
                 "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
             )));
         }
+        let critical = critical_groups(&cli, groups.as_ref(), workers)?;
         let env_files = crate::config::env_file::EnvFiles {
             paths: cli.env_file.clone(),
         };
@@ -245,6 +249,8 @@ impl Config {
                 max_memory: cli.max_memory.map(|bytes| (bytes, cli.memory_interval)),
                 max_age,
                 stop_delay: cli.stop_delay,
+                exit_on: cli.exit_on,
+                critical,
             },
             log_level,
             log_level_from_flags: cli.verbose > 0 || cli.quiet > 0,
@@ -324,6 +330,47 @@ impl Config {
         let pidfds = alive;
         crate::process::startup::RESERVED_FDS + notify + sockets + relayed + pidfds
     }
+}
+
+/// `--critical` (group names, as indexes), and `--exit-on below:K` within the workers.
+fn critical_groups(
+    cli: &Cli,
+    groups: Option<&crate::config::groups::Groups>,
+    workers: u32,
+) -> Result<Vec<u32>, Error> {
+    if let ExitOn::Below(k) = cli.exit_on
+        && k > workers
+    {
+        return Err(Error::Usage(format!(
+            "--exit-on below:{k} needs {k} slots that can run, but the cluster starts with {workers}, so it would stop at once: give at most below:{workers}"
+        )));
+    }
+    if cli.critical.is_empty() {
+        return Ok(Vec::new());
+    }
+    if cli.exit_on == ExitOn::AnyExit {
+        return Err(Error::Usage(
+            "--critical and --exit-on any-exit contradict each other: with any-exit, every worker's end ends the cluster"
+                .to_string(),
+        ));
+    }
+    let Some(groups) = groups else {
+        return Err(Error::Usage(
+            "--critical needs -f (Procfile groups)".to_string(),
+        ));
+    };
+    let mut critical = Vec::new();
+    for name in &cli.critical {
+        let g = groups.find(name).ok_or_else(|| {
+            let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
+            Error::Usage(format!(
+                "--critical {name}: there is no group {name} in the Procfile (the groups: {})",
+                names.join(", ")
+            ))
+        })?;
+        critical.push(g as u32);
+    }
+    Ok(critical)
 }
 
 /// `--restart-delay` within `--restart-max-delay`; the crash-loop limit (`--max-restarts`,

@@ -2,14 +2,15 @@
 //! process is touched here: decisions come back as `Action`s, so all of it is unit-tested with a
 //! synthetic clock. This file holds the state, its bookkeeping and the entry points; the policies
 //! live beside it by concept: `worker` (one worker's lifecycle), `readiness`, `restart` (backoff,
-//! crash loops), `scale`, `stop` (the graceful stop and the exit status), `reload`, `memory`
-//! (`--max-memory`), `recycle` (`--max-age`), `watchdog` (`--watchdog`), and `timers`.
+//! crash loops), `exit_policy` (`--exit-on`, `--critical`), `scale`, `stop` (the graceful stop,
+//! `--stop-delay` and the exit status), `reload`, `memory` (`--max-memory`), `recycle`
+//! (`--max-age`), `watchdog` (`--watchdog`), and `timers`.
 //!
 //! Invariants:
 //! - slot `i` holds `WORKER_ID` `i` (slots are `0..N`); each slot has one occupant — a worker, a
 //!   scheduled (re)spawn, or nothing when `--restart` said so — and, during a reload, at most one
 //!   replacement. While the cluster runs, a slot is never left without a worker or a scheduled
-//!   spawn unless `--restart` decided it.
+//!   spawn unless `--restart` decided it, or it gave up and the cluster went on (`exit_policy`).
 //! - every spawn is decided with a `Ticket` and recorded at once (`State::Spawning`); the loop
 //!   carries it out only while `is_current` says it still stands, so a decision overtaken by
 //!   another (a stop, a scale-down, an abandoned reload) never starts a process, and no process is
@@ -33,6 +34,7 @@ use super::action::{Action, Role, Ticket};
 use super::report::{Origin, Report, Then};
 
 mod control;
+mod exit_policy;
 mod groups;
 mod memory;
 mod readiness;
@@ -131,8 +133,9 @@ struct Slot {
     /// When this slot was restarted, within the crash-loop window.
     restarts: VecDeque<Instant>,
     last_end: Option<End>,
-    /// What `ctl status` shows: how often the slot's worker was started again after it ended,
-    /// the CPU time of its workers that were reaped, and the last one that ended.
+    /// What `ctl status` shows: how often the slot's worker was started again (after it ended,
+    /// or by `ctl restart`), the CPU time of its workers that were reaped, and the last one
+    /// that ended.
     restart_count: u64,
     cpu: Duration,
     last_exit: Option<ExitRecord>,
@@ -152,6 +155,11 @@ struct Slot {
     recycle: Option<(i32, Instant)>,
     recycle_count: u64,
     recycle_failures: u32,
+    /// Groups: the index of its group (`--critical`).
+    group: Option<u32>,
+    /// Its worker gave up (`--max-restarts`), or another of its group did, and the cluster went
+    /// on without it (`--exit-on below:K`, `--critical`): it stays ended.
+    given_up: bool,
 }
 
 /// A worker of a slot that ended, as `ctl status` shows it.
@@ -775,6 +783,8 @@ impl Slot {
             recycle: None,
             recycle_count: 0,
             recycle_failures: 0,
+            group: None,
+            given_up: false,
         }
     }
 }

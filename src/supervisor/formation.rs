@@ -108,6 +108,11 @@ impl Formation {
             .flat_map(|g| self.groups.slots(g))
             .collect();
         cluster.configure_groups(&held, &once);
+        for g in 0..self.groups.groups.len() {
+            for slot in self.groups.slots(g) {
+                cluster.assign_group(slot, g as u32);
+            }
+        }
     }
 
     /// After each event: starts the groups whose conditions now hold, and stops the cluster once
@@ -255,6 +260,7 @@ impl Formation {
                 let slot = self.groups.grow(g);
                 scaled.added.push(slot);
                 actions.extend(cluster.add_slot(slot, !self.started[g], origin, now));
+                cluster.assign_group(slot, g as u32);
             }
             while self.groups.size(g) > target {
                 let slot = self
@@ -314,6 +320,8 @@ mod tests {
             max_memory: None,
             max_age: None,
             stop_delay: Duration::ZERO,
+            exit_on: crate::config::policy::ExitOn::GiveUp,
+            critical: Vec::new(),
         }
     }
 

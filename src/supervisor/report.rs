@@ -110,6 +110,17 @@ pub enum Report {
     SecondStopSignal {
         signal: Sig,
     },
+    /// Slot `id` gave up outside a `--critical` group: the `stopped` other workers of its group
+    /// are stopped, and the rest of the cluster serves on.
+    GroupGivenUp {
+        id: u32,
+        stopped: usize,
+    },
+    /// `--exit-on below:K`: only `able` slots can run, fewer than `minimum`.
+    BelowMinimum {
+        able: usize,
+        minimum: u32,
+    },
     /// `--stop-delay`: the workers keep serving this long before they get the stop signal.
     StopDelayed {
         delay: Duration,
@@ -224,10 +235,14 @@ pub enum Then {
     Restarting {
         delay: Duration,
     },
-    /// More than `max_restarts` within `window`: the cluster stops.
+    /// `--exit-on any-exit`: this end stops the cluster, with its status.
+    EndsCluster,
+    /// More than `max_restarts` within `window`: the cluster stops (`ends_cluster`), or only this
+    /// slot, and with groups its group, stays ended (`--exit-on below:K`, `--critical`).
     GivingUp {
         max_restarts: u32,
         window: Duration,
+        ends_cluster: bool,
     },
 }
 
@@ -238,9 +253,11 @@ impl Report {
             | Report::WatchdogFailed { .. }
             | Report::ReloadAbandoned { .. }
             | Report::Ended {
-                then: Then::GivingUp { .. },
+                then: Then::GivingUp { .. } | Then::EndsCluster,
                 ..
-            } => Level::Error,
+            }
+            | Report::BelowMinimum { .. } => Level::Error,
+            Report::GroupGivenUp { .. } => Level::Warn,
             Report::Drained { waiting, .. } if *waiting > 0 => Level::Warn,
             Report::OverMemory { .. } | Report::ReplacementFailed { .. } => Level::Warn,
             Report::StaleSpawn { .. }

@@ -110,7 +110,7 @@ pub struct WorkerView {
     /// Unix time, in seconds.
     pub started_at: Option<f64>,
     pub ready_at: Option<f64>,
-    /// How many times this slot's worker was started again after it ended.
+    /// How many times this slot's worker was started again: after it ended, or by `ctl restart`.
     pub restarts: u64,
     /// How many times this slot's worker was replaced for its age (`--max-age`).
     #[serde(default)]
@@ -164,6 +164,10 @@ pub enum WorkerState {
     Waiting,
     /// The slot's worker ended and `--restart` keeps it ended.
     Done,
+    /// The slot's worker, or another of its group, gave up (`--max-restarts`) and the cluster
+    /// went on without it (`--exit-on below:K`, `--critical`).
+    #[serde(rename = "gave_up")]
+    GaveUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +341,7 @@ impl WorkerState {
             WorkerState::Stopping => "stopping",
             WorkerState::Waiting => "waiting",
             WorkerState::Done => "done",
+            WorkerState::GaveUp => "gave_up",
         }
     }
 }

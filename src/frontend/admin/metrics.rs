@@ -205,9 +205,22 @@ fn write_slots(w: &mut Writer, snapshot: &Snapshot) {
         );
     }
     w.family(
+        "recluster_worker_gave_up",
+        Kind::Gauge,
+        "1 if the slot gave up (--max-restarts) and the cluster went on without it, else 0.",
+    );
+    for (x, id) in slots.iter().zip(&ids) {
+        let gave_up = x.state == WorkerState::GaveUp;
+        w.sample(
+            "recluster_worker_gave_up",
+            &labels_of(x, id),
+            f64::from(u8::from(gave_up)),
+        );
+    }
+    w.family(
         "recluster_worker_restarts_total",
         Kind::Counter,
-        "Times the slot's worker was started again after it ended.",
+        "Times the slot's worker was started again: after it ended, or by ctl restart.",
     );
     for (x, id) in slots.iter().zip(&ids) {
         w.sample(

@@ -380,11 +380,24 @@ fn stopping_reason(report: &Report, name: &dyn Fn(u32) -> WorkerName) -> Option<
         Report::StopRequested { signal, .. } => Some(format!("the cluster is stopping ({signal})")),
         Report::Ended {
             id,
-            then: Then::GivingUp { .. },
+            then: Then::GivingUp {
+                ends_cluster: true, ..
+            },
             ..
         } => Some(format!(
             "the cluster is stopping: worker {w} restarted too often (--max-restarts)",
             w = name(*id)
+        )),
+        Report::Ended {
+            id,
+            then: Then::EndsCluster,
+            ..
+        } => Some(format!(
+            "the cluster is stopping: worker {w} ended (--exit-on any-exit)",
+            w = name(*id)
+        )),
+        Report::BelowMinimum { able, minimum } => Some(format!(
+            "the cluster is stopping: only {able} worker slots can run (--exit-on below:{minimum})"
         )),
         Report::Finished => Some("the cluster is stopping: no worker is left to run".to_string()),
         _ => None,
@@ -446,6 +459,7 @@ pub fn event_of(report: &Report, time: f64) -> Option<Value> {
                 Then::NotRestarted { .. } => ("not restarted", None),
                 Then::Restarting { delay } => ("restarting", Some(delay.as_secs_f64())),
                 Then::GivingUp { .. } => ("giving up", None),
+                Then::EndsCluster => ("ends the cluster", None),
             };
             let mut event = json!({"event": "exited", "id": id, "pid": pid, "then": then, "restart_delay_seconds": delay});
             merge(&mut event, status_fields(*status));

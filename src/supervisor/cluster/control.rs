@@ -2,7 +2,9 @@
 //! stop, signal chosen slots. Each request is either refused with the reason (nothing changes)
 //! or carried out with the same decisions a signal would take. `ctl restart` replaces a slot's
 //! worker the way a one-slot reload does: a new worker beside the old one, the old one stopped
-//! once the new one is ready; slots wait in a queue while N + K workers are alive.
+//! once the new one is ready; slots wait in a queue while N + K workers are alive. A restart
+//! counts in the slot's restart counter once its new worker has taken over (or, for a slot that
+//! had ended for good, once it is started again).
 
 use std::time::Instant;
 
@@ -197,6 +199,11 @@ impl Cluster {
                     self.restart_queue.pop_front();
                     self.report(Report::RestartBegun { id, pid: None });
                     self.slots[index].early_deaths = 0;
+                    // A slot that ended for good starts again; one waiting for its respawn
+                    // counted it when its worker ended.
+                    if occupant == Occupant::Done {
+                        self.slots[index].restart_count += 1;
+                    }
                     self.schedule_spawn(index, now);
                 }
                 Occupant::Retired => unreachable!("filtered above"),

@@ -59,8 +59,9 @@ impl Cluster {
     }
 
     /// `READY=1` for the service manager, once, when every slot's worker is first ready.
+    /// Slots that gave up while the cluster went on (`exit_policy`) are not waited for.
     pub(super) fn announce_if_all_ready(&mut self) -> Vec<Action> {
-        let n = self.workers();
+        let n = self.workers() - self.given_up_slots();
         if self.announced_ready || self.ready < n || !self.is_running() {
             return Vec::new();
         }

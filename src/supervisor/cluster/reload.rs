@@ -230,6 +230,10 @@ impl Cluster {
         });
         if let Some(old) = old {
             let why = self.slots[index].replacing;
+            if why == Retire::Restart {
+                // `ctl restart` took effect: the slot's worker was started again.
+                self.slots[index].restart_count += 1;
+            }
             self.recycled(index, why);
             actions.extend(self.discard(old, why, now));
         }
@@ -326,7 +330,7 @@ impl Cluster {
     /// Stops (or forgets) slot `index`'s replacement, if it still has one, and lets a respawn
     /// held back for it run (its deadline may have been dropped from the heap meanwhile) unless
     /// a reload to `superseded_by` is to replace it.
-    fn drop_replacement(
+    pub(super) fn drop_replacement(
         &mut self,
         index: usize,
         superseded_by: Option<u32>,

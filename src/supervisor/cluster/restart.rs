@@ -1,11 +1,13 @@
 //! What happens when a slot's own worker ends (or could not be spawned): how its end counts for
 //! the exit status, whether `--restart` starts it again, after which backoff (`--restart-delay`
 //! doubling up to `--restart-max-delay` for deaths before `--min-uptime`), and the crash-loop
-//! limit (`--max-restarts` within `--restart-window`), which gives up and stops the cluster.
+//! limit (`--max-restarts` within `--restart-window`), which gives up and stops the cluster (or,
+//! under `--exit-on below:K` or `--critical`, only the slot: `exit_policy`); under `--exit-on
+//! any-exit` the end itself stops the cluster.
 
 use std::time::{Duration, Instant};
 
-use crate::config::policy::RestartMode;
+use crate::config::policy::{ExitOn, RestartMode};
 use crate::process::signal::Sig;
 use crate::process::status::ProcessStatus;
 
@@ -44,6 +46,11 @@ impl Cluster {
             self.report(ended(Then::Nothing));
             return;
         }
+        if policy.exit_on == ExitOn::AnyExit {
+            self.report(ended(Then::EndsCluster));
+            actions.extend(self.begin_stop(policy.stop_signal, Outcome::DecidedBy(status), now));
+            return;
+        }
         let restart = if slot.once {
             false // a one-shot group's worker is never started again
         } else if failed_start {
@@ -60,6 +67,7 @@ impl Cluster {
                     restart_mode_name(policy.restart)
                 },
             }));
+            actions.extend(self.check_below(status, now));
             return;
         }
         let delay = if uptime >= policy.min_uptime && !failed_start {
@@ -79,11 +87,21 @@ impl Cluster {
             }
             slot.restarts.push_back(now);
             if slot.restarts.len() > limit.max_restarts as usize {
+                let ends_cluster = self.give_up_ends_cluster(index);
                 self.report(ended(Then::GivingUp {
                     max_restarts: limit.max_restarts,
                     window: limit.window,
+                    ends_cluster,
                 }));
-                actions.extend(self.begin_stop(policy.stop_signal, Outcome::GaveUp(status), now));
+                if ends_cluster {
+                    actions.extend(self.begin_stop(
+                        policy.stop_signal,
+                        Outcome::DecidedBy(status),
+                        now,
+                    ));
+                } else {
+                    actions.extend(self.give_up_alone(index, status, now));
+                }
                 return;
             }
         }

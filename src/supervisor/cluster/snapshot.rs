@@ -114,6 +114,12 @@ fn slot_view(slot: &Slot, clock: &Clock) -> WorkerView {
             slot.generation,
             WorkerState::Waiting,
         ),
+        Occupant::Done if slot.given_up => WorkerView::new(
+            slot.id,
+            WorkerRole::Slot,
+            slot.generation,
+            WorkerState::GaveUp,
+        ),
         Occupant::Done | Occupant::Retired => WorkerView::new(
             slot.id,
             WorkerRole::Slot,

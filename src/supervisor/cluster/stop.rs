@@ -56,7 +56,9 @@ pub(super) struct Stop {
 pub(super) enum Outcome {
     Requested,
     Finished,
-    GaveUp(ProcessStatus),
+    /// A worker's end decided it (a crash-loop give-up, `--exit-on`): its status is the exit
+    /// status.
+    DecidedBy(ProcessStatus),
 }
 
 impl Cluster {
@@ -324,9 +326,9 @@ impl Cluster {
     }
 
     /// 0 when every slot's last worker ended cleanly; else the lowest unclean slot's status; after a
-    /// crash-loop give-up, the status of the worker that gave up.
+    /// crash-loop give-up or an `--exit-on` decision, the status of the worker whose end decided.
     fn exit_code(&self, outcome: Outcome) -> i32 {
-        if let Outcome::GaveUp(status) = outcome {
+        if let Outcome::DecidedBy(status) = outcome {
             return status.code();
         }
         self.slots

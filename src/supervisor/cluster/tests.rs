@@ -7,6 +7,8 @@ use crate::config::policy::{ReadyMode, RestartMode};
 use crate::config::validated::CrashLimit;
 use crate::worker_io::notify::Watchdog;
 
+mod exit_policy;
+mod restart_count;
 mod stop_delay;
 
 const MS: Duration = Duration::from_millis(1);
@@ -28,6 +30,8 @@ fn policy() -> Policy {
         max_memory: None,
         max_age: None,
         stop_delay: Duration::ZERO,
+        exit_on: crate::config::policy::ExitOn::GiveUp,
+        critical: Vec::new(),
     }
 }
 
@@ -196,7 +200,9 @@ fn check_invariants_after(cluster: &Cluster, steps: &str) {
         for slot in &cluster.slots {
             if let Occupant::Done = slot.occupant {
                 assert!(
-                    slot.last_end.is_some() && cluster.policy.restart != RestartMode::Always,
+                    slot.given_up
+                        || (slot.last_end.is_some()
+                            && cluster.policy.restart != RestartMode::Always),
                     "slot {} left empty while running",
                     slot.id
                 );
@@ -1163,7 +1169,8 @@ fn the_cluster_reports_what_it_decided_as_values() {
             status: ProcessStatus::Exited(3),
             then: Then::GivingUp {
                 max_restarts: 1,
-                window: 60_000 * MS
+                window: 60_000 * MS,
+                ends_cluster: true
             }
         })
     );
@@ -1616,9 +1623,15 @@ fn a_restart_of_two_slots_replaces_them_one_at_a_time_within_n_plus_k() {
         },
     );
     assert_eq!(
-        snapshot.workers[0].restarts, 0,
-        "a requested restart is not a crash"
+        snapshot
+            .workers
+            .iter()
+            .map(|w| w.restarts)
+            .collect::<Vec<_>>(),
+        [1, 1],
+        "a requested restart counts once its new worker took over"
     );
+    assert_eq!(snapshot.cluster.restarts, 2);
     let last = snapshot.workers[0].last_exit.as_ref().unwrap();
     assert_eq!(last.reason, "replaced by recluster: ctl restart");
     assert_eq!(last.what, "replaced: restart", "not 'SIGTERM'");

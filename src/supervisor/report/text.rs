@@ -74,9 +74,11 @@ impl Report {
             | Report::WatchdogFailed { .. }
             | Report::KillTimeout { .. }
             | Report::Ended { .. }
+            | Report::GroupGivenUp { .. }
             | Report::Stopped { .. }
             | Report::AdoptedReaped { .. } => self.render_end(f, label),
             Report::StopRequested { .. }
+            | Report::BelowMinimum { .. }
             | Report::StopDelayed { .. }
             | Report::StopDelaySkipped { .. }
             | Report::SecondStopSignal { .. }
@@ -246,17 +248,33 @@ impl Report {
                     Then::Restarting { delay } => {
                         write!(f, ", restarting in {}", format_duration(*delay))
                     }
+                    Then::EndsCluster => write!(
+                        f,
+                        "; stopping the cluster with its status (--exit-on any-exit)"
+                    ),
                     Then::GivingUp {
                         max_restarts,
                         window,
+                        ends_cluster,
                     } => write!(
                         f,
-                        "; it needed more than {} within {}: giving up (--max-restarts, --restart-window)",
+                        "; it needed more than {} within {}: giving up (--max-restarts, --restart-window){}",
                         plural(*max_restarts as usize, "restart", "restarts"),
-                        format_duration(*window)
+                        format_duration(*window),
+                        if *ends_cluster {
+                            ""
+                        } else {
+                            " on this worker only; the rest serves on"
+                        }
                     ),
                 }
             }
+            Report::GroupGivenUp { id, stopped } => write!(
+                f,
+                "worker {} gave up outside the --critical groups: its group stays stopped ({} stopped), the rest serves on",
+                label(*id),
+                plural(*stopped, "other worker", "other workers")
+            ),
             Report::Stopped { id, pid, status } => {
                 let id = label(*id);
                 write!(f, "worker {id} (pid {pid}) {status} after being stopped")?;
@@ -296,6 +314,11 @@ impl Report {
                 },
                 plural(*workers, "worker", "workers"),
                 format_duration(*timeout)
+            ),
+            Report::BelowMinimum { able, minimum } => write!(
+                f,
+                "only {} can run, fewer than {minimum} (--exit-on below:{minimum}): stopping the cluster",
+                plural(*able, "worker slot", "worker slots")
             ),
             Report::StopDelayed { delay } => write!(
                 f,
