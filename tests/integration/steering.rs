@@ -34,6 +34,22 @@ fn get_from(source: IpAddr, target: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The whole answer to `GET path` from the admin endpoint at `address`.
+fn admin_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// Which worker (`id`) answers each source address, checking that all `per_address` connections
 /// of one address reach the same one.
 fn workers_of(sources: &[IpAddr], target: &str, per_address: usize) -> BTreeMap<IpAddr, String> {
@@ -62,6 +78,8 @@ fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a
         &[
             "-n",
             "4",
+            "--admin",
+            "127.0.0.1:0",
             "--steer",
             "client",
             "--ready",
@@ -82,8 +100,32 @@ fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a
         ],
     );
     let target = cluster.listening(1).remove(0);
+    let admin = cluster.expect_log("admin endpoint at http://").text;
+    let admin = admin
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let first: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
     cluster.expect_log("all 4 workers are ready");
+    // The steering shows in ctl status (JSON and text) and /metrics.
+    let status = ctl_status(cluster.pid);
+    assert_eq!(
+        status["cluster"]["sockets"][0]["steering"], "client",
+        "{status}"
+    );
+    let (_, text, _) = ctl(cluster.pid, &["status"]);
+    assert!(text.contains("per-worker, steered by client)"), "{text}");
+    let metrics = admin_get(&admin, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "recluster_socket_info{{name=\"listen\",address=\"{target}\",mode=\"per_worker\",steering=\"client\"}} 1"
+        )),
+        "{metrics}"
+    );
     let sources: Vec<IpAddr> = (2..18u8)
         .map(|last| IpAddr::from([127, 0, 0, last]))
         .collect();
