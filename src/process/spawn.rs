@@ -246,7 +246,7 @@ impl Spawner {
 
     /// Slot `id`'s worker is gone and so is its process group (per-worker sockets): where
     /// `net.ipv4.tcp_migrate_req` is 1, the connections waiting in its sockets go to the other
-    /// workers and the slot gets fresh ones (`Sockets::recycle_slot`).
+    /// workers, and its next worker gets fresh ones (`Sockets::recycle_slot`).
     pub fn slot_emptied(&mut self, id: u32) {
         // A slot scaled away: `release_slot` has its sockets.
         if self
@@ -256,17 +256,11 @@ impl Spawner {
         {
             return;
         }
-        match self.sockets.recycle_slot(id) {
-            Ok(true) => {
-                log::info!(
-                    "worker {id}: the connections waiting for it were handed to the other workers (net.ipv4.tcp_migrate_req=1); a fresh socket waits for its next worker"
-                );
-                self.steer_again(id);
-            }
-            Ok(false) => {}
-            Err(e) => log::warn!(
-                "worker {id}: its waiting connections were handed to the other workers, but no fresh socket could be bound for its next worker: {e}"
-            ),
+        if self.sockets.recycle_slot(id) {
+            log::info!(
+                "worker {id}: the connections waiting for it were handed to the other workers (net.ipv4.tcp_migrate_req=1); its next worker gets a fresh socket"
+            );
+            self.steer_again(id);
         }
     }
 
