@@ -130,6 +130,8 @@ pub struct Spawner {
     /// The slots last steered to, and the members then (per-worker sockets): steered to again
     /// when a socket is closed and the group's order changes.
     last_steer: Option<(Vec<u32>, Vec<u32>)>,
+    /// `--port-per-worker`: worker i gets `PORT=BASE+i`.
+    port_base: Option<u16>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -145,7 +147,11 @@ impl Spawner {
         sockets: Sockets,
         relay: Option<Relay>,
     ) -> io::Result<Spawner> {
-        let environment = crate::process::environment::inherited_environment();
+        let mut environment = crate::process::environment::inherited_environment();
+        if config.port_per_worker.is_some() {
+            // Each worker gets its own.
+            environment.retain(|(key, _)| key != "PORT");
+        }
         Ok(Spawner {
             command: config.command.clone(),
             path_var: std::env::var_os("PATH"),
@@ -170,6 +176,7 @@ impl Spawner {
             watchdog: config.policy.watchdog,
             groups: config.groups.clone(),
             last_steer: None,
+            port_base: config.port_per_worker,
         })
     }
 
@@ -207,6 +214,12 @@ impl Spawner {
             .map(|l| l.name.as_str())
             .collect::<Vec<_>>()
             .join(":")
+    }
+
+    /// `--port-per-worker`: the port slot `id` binds (none past 65535).
+    pub fn worker_port(&self, id: u32) -> Option<u16> {
+        let base = self.port_base?;
+        u16::try_from(u32::from(base) + id).ok()
     }
 
     /// The CPUs worker `id` is bound to, if recluster binds it (`--pin`, `--cpus`).
@@ -454,6 +467,15 @@ impl Spawner {
             ),
         ] {
             envp.push(c(format!("{key}={value}").as_bytes())?);
+        }
+        if self.port_base.is_some() {
+            let port = self.worker_port(identity.id).ok_or_else(|| {
+                SpawnError::System(
+                    "give the worker a port (--port-per-worker: past 65535)",
+                    io::Error::from_raw_os_error(libc::ERANGE),
+                )
+            })?;
+            envp.push(c(format!("PORT={port}").as_bytes())?);
         }
         if let Some(path) = notify_socket {
             let mut entry = b"NOTIFY_SOCKET=".to_vec();
