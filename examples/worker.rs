@@ -12,7 +12,7 @@
 //! `--version-file PATH` reads the version from a file at start; `broken` there makes the worker
 //! print `broken id=.. pid=..` and exit 1 at once (a release that cannot start); `silent` makes it
 //! run but never send the READY=1 that `--notify` asks for (a release that never gets ready).
-//! `--bind PORT` (after `--bind-after MS`) listens on 127.0.0.1:PORT itself, printing
+//! `--bind PORT` (after `--bind-after MS`; `--bind env`: the port in `PORT`) listens on 127.0.0.1:PORT itself, printing
 //! `bound id=.. pid=.. port=..`.
 //! `--notify MS` sends `READY=1` on `NOTIFY_SOCKET` MS milliseconds after start (printing
 //! `notifying id=.. pid=..` just before).
@@ -247,7 +247,14 @@ fn parse_options() -> Options {
                         .unwrap_or_else(|_| usage("bad ms in file")),
                 )
             }
-            "--bind" => options.bind = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
+            "--bind" => {
+                // `env`: the port in PORT (recluster's --port-per-worker).
+                let port = match value() {
+                    text if text == "env" => var("PORT"),
+                    text => text,
+                };
+                options.bind = Some(port.parse().unwrap_or_else(|_| usage("bad port")))
+            }
             "--bind-after" => {
                 options.bind_after =
                     Duration::from_millis(value().parse().unwrap_or_else(|_| usage("bad ms")))

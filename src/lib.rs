@@ -345,6 +345,8 @@ fn identity_of(
                     false => "shared",
                 }
                 .to_string(),
+                steering: (config.socket_mode.per_worker() && l.splits() && sockets.steered())
+                    .then(|| config.steer.name().to_string()),
             })
             .collect(),
         control: control.map(|c| c.path.display().to_string()),

@@ -166,6 +166,12 @@ pub struct Cli {
     )]
     pub steer: Option<Steer>,
 
+    /// Worker i gets PORT=BASE+i in its environment, for a program that binds the port it is
+    /// given (behind a proxy that knows the N upstreams); --ready listening then waits for that
+    /// port. recluster binds nothing for it
+    #[arg(help_heading = "Sockets", help = "Give worker i PORT=BASE+i to bind itself", long_help, long, value_name = "BASE", env = "RECLUSTER_PORT_PER_WORKER", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port_per_worker: Option<u16>,
+
     /// The listen backlog of every socket recluster binds (the kernel caps it at
     /// net.core.somaxconn)
     #[arg(help_heading = "Sockets", help = "The listen backlog of every socket recluster binds", long_help, long, value_name = "N", default_value_t = 1024, value_parser = parse_backlog, allow_negative_numbers = true, env = "RECLUSTER_BACKLOG")]

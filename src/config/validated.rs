@@ -43,6 +43,8 @@ pub struct Config {
     pub socket_mode: SocketMode,
     /// `--steer`: how connections pick among the per-worker sockets.
     pub steer: Steer,
+    /// `--port-per-worker`: worker i gets `PORT=BASE+i`.
+    pub port_per_worker: Option<u16>,
     pub backlog: i32,
     /// Which CPUs each worker gets.
     pub placement: Placement,
@@ -221,6 +223,9 @@ impl Config {
                 "--ready-quorum {k} needs {k} ready workers, but the cluster starts with {workers}, so /readyz would answer 503 until someone scales it up: give at most {workers}, or a percentage of the workers (such as 50%)"
             )));
         }
+        if let Some(base) = cli.port_per_worker {
+            port_per_worker(base, workers, &cli)?;
+        }
         let critical = critical_groups(&cli, groups.as_ref(), workers)?;
         let env_files = crate::config::env_file::EnvFiles {
             paths: cli.env_file.clone(),
@@ -264,6 +269,7 @@ impl Config {
             listen: cli.listen,
             socket_mode,
             steer,
+            port_per_worker: cli.port_per_worker,
             backlog: cli.backlog,
             placement,
             cpu_derivation,
@@ -713,6 +719,29 @@ fn steer(cli: &Cli, socket_mode: SocketMode) -> Result<Steer, Error> {
     Ok(steer)
 }
 
+/// `--port-per-worker BASE`: every worker's port must exist; one process, or Procfile groups
+/// (whose WORKER_ID is the group's), have no port per worker.
+fn port_per_worker(base: u16, workers: u32, cli: &Cli) -> Result<(), Error> {
+    if cli.exec {
+        return Err(Error::Usage(
+            "--port-per-worker: --exec runs one process, give it PORT yourself".to_string(),
+        ));
+    }
+    if cli.procfile.is_some() {
+        return Err(Error::Usage(
+            "--port-per-worker cannot be used with Procfile groups (-f): set PORT in each line"
+                .to_string(),
+        ));
+    }
+    let last = u32::from(base) + workers - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(Error::Usage(format!(
+            "--port-per-worker {base} with {workers} workers needs ports up to {last}, past 65535: give a lower BASE"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether an address is reachable from this host only: loopback, or a unix socket.
 fn is_loopback(address: &ListenAddress) -> bool {
     match address {
@@ -811,6 +840,20 @@ mod tests {
         );
         let mut steered = config(&["-l", ":3000", "--steer", "client"]).unwrap();
         assert!(!steered.share_sockets_for_fd_limit(), "--steer asks too");
+    }
+
+    #[test]
+    fn port_per_worker_needs_a_port_for_every_worker() {
+        assert_eq!(
+            config(&["-n", "3", "--port-per-worker", "8000"])
+                .unwrap()
+                .port_per_worker,
+            Some(8000)
+        );
+        assert!(config(&["-n", "2", "--port-per-worker", "65535"]).is_err());
+        assert!(config(&["-n", "1", "--port-per-worker", "65535"]).is_ok());
+        let err = config(&["--port-per-worker", "8000", "--steer", "client"]).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
     }
 
     #[test]

@@ -480,21 +480,21 @@ impl Sockets {
 
     /// Slot `id`'s worker is gone and no process holds its sockets (per worker, steered): where
     /// `net.ipv4.tcp_migrate_req` is 1, each is closed, so that the kernel hands the connections
-    /// waiting in its queue to the other sockets of the group, and a fresh one is bound for the
-    /// slot's next worker. Whether any was (the program must then follow the new order).
-    pub fn recycle_slot(&mut self, id: u32) -> Result<bool, BindError> {
+    /// waiting in its queue to the other sockets of the group. Whether any was: the program must
+    /// then follow the new order, before the slot's next worker binds a fresh one (`for_slot`),
+    /// which joins the group at its end, where the program sends nothing until it is ready.
+    pub fn recycle_slot(&mut self, id: u32) -> bool {
         let Sockets::PerWorker {
             first,
             members,
-            backlog,
             steering_failed: false,
             ..
         } = self
         else {
-            return Ok(false);
+            return false;
         };
         if !tcp_migrate_req() {
-            return Ok(false);
+            return false;
         }
         let mut recycled = false;
         for (listener, group) in first.iter_mut().zip(members.iter_mut()) {
@@ -503,12 +503,9 @@ impl Sockets {
             if !listener.splits || group.slots.len() < 2 || !group.index.contains_key(&id) {
                 continue;
             }
-            if group.remove(listener, id) {
-                group.join(listener, id, *backlog)?;
-                recycled = true;
-            }
+            recycled |= group.remove(listener, id);
         }
-        Ok(recycled)
+        recycled
     }
 
     /// How many connections wait in slot `id`'s accept queues (per worker), from `TCP_INFO`.
@@ -870,7 +867,10 @@ mod tests {
                 let old = fd_of(&mut sockets, slot);
                 sockets.steer(|_| to(slot), |_| Vec::new());
                 let _waiting = std::net::TcpStream::connect(&address).unwrap();
-                assert!(sockets.recycle_slot(slot).unwrap());
+                assert!(sockets.recycle_slot(slot));
+                // The others are steered to (the program follows the new order), then the slot
+                // gets a fresh socket.
+                sockets.steer(|_| to(if slot == 0 { 2 } else { 0 }), |_| Vec::new());
                 let other = fd_of(&mut sockets, if slot == 0 { 2 } else { 0 });
                 let third = fd_of(&mut sockets, if slot == 0 { 1 } else { 2 });
                 // SAFETY: fcntl on descriptors `sockets` owns.

@@ -137,6 +137,8 @@ pub struct Spawner {
     /// changed (a worker of generation G gets the entry of the greatest generation up to G).
     env_files: EnvFiles,
     env_layers: BTreeMap<u32, Arc<EnvLayer>>,
+    /// `--port-per-worker`: worker i gets `PORT=BASE+i`.
+    port_base: Option<u16>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -152,7 +154,11 @@ impl Spawner {
         sockets: Sockets,
         relay: Option<Relay>,
     ) -> io::Result<Spawner> {
-        let environment = crate::process::environment::inherited_environment();
+        let mut environment = crate::process::environment::inherited_environment();
+        if config.port_per_worker.is_some() {
+            // Each worker gets its own.
+            environment.retain(|(key, _)| key != "PORT");
+        }
         Ok(Spawner {
             command: config.command.clone(),
             path_var: std::env::var_os("PATH"),
@@ -179,6 +185,7 @@ impl Spawner {
             last_steer: None,
             env_files: config.env_files.clone(),
             env_layers: BTreeMap::from([(0, Arc::new(config.env.clone()))]),
+            port_base: config.port_per_worker,
         })
     }
 
@@ -249,6 +256,12 @@ impl Spawner {
             .join(":")
     }
 
+    /// `--port-per-worker`: the port slot `id` binds (none past 65535).
+    pub fn worker_port(&self, id: u32) -> Option<u16> {
+        let base = self.port_base?;
+        u16::try_from(u32::from(base) + id).ok()
+    }
+
     /// The CPUs worker `id` is bound to, if recluster binds it (`--pin`, `--cpus`).
     pub fn worker_binding(&self, id: u32) -> Option<&CpuSet> {
         self.placement.binding(id)
@@ -286,7 +299,7 @@ impl Spawner {
 
     /// Slot `id`'s worker is gone and so is its process group (per-worker sockets): where
     /// `net.ipv4.tcp_migrate_req` is 1, the connections waiting in its sockets go to the other
-    /// workers and the slot gets fresh ones (`Sockets::recycle_slot`).
+    /// workers, and its next worker gets fresh ones (`Sockets::recycle_slot`).
     pub fn slot_emptied(&mut self, id: u32) {
         // A slot scaled away: `release_slot` has its sockets.
         if self
@@ -296,17 +309,11 @@ impl Spawner {
         {
             return;
         }
-        match self.sockets.recycle_slot(id) {
-            Ok(true) => {
-                log::info!(
-                    "worker {id}: the connections waiting for it were handed to the other workers (net.ipv4.tcp_migrate_req=1); a fresh socket waits for its next worker"
-                );
-                self.steer_again(id);
-            }
-            Ok(false) => {}
-            Err(e) => log::warn!(
-                "worker {id}: its waiting connections were handed to the other workers, but no fresh socket could be bound for its next worker: {e}"
-            ),
+        if self.sockets.recycle_slot(id) {
+            log::info!(
+                "worker {id}: the connections waiting for it were handed to the other workers (net.ipv4.tcp_migrate_req=1); its next worker gets a fresh socket"
+            );
+            self.steer_again(id);
         }
     }
 
@@ -481,7 +488,8 @@ impl Spawner {
         sh_argv.extend(argv.iter().skip(1).cloned());
 
         // recluster's environment, with the env files' variables on top (none of them is one
-        // recluster sets below: the parser refuses those).
+        // recluster sets below: the parser refuses those; but `PORT`, which only
+        // --port-per-worker sets, and then its value wins).
         let layer = self.env_of(identity.generation);
         let mut envp = Vec::with_capacity(self.environment.len() + layer.vars.len() + 8);
         let inherited = self
@@ -489,7 +497,11 @@ impl Spawner {
             .iter()
             .filter(|(key, _)| !layer.vars.contains_key(key))
             .map(|(key, value)| (key, value));
-        for (key, value) in inherited.chain(layer.vars.iter()) {
+        let own_port = self.port_base.is_some();
+        for (key, value) in inherited
+            .chain(layer.vars.iter())
+            .filter(|(key, _)| !(own_port && key.as_os_str() == "PORT"))
+        {
             let mut entry = key.as_bytes().to_vec();
             entry.push(b'=');
             entry.extend_from_slice(value.as_bytes());
@@ -516,6 +528,15 @@ impl Spawner {
             ),
         ] {
             envp.push(c(format!("{key}={value}").as_bytes())?);
+        }
+        if self.port_base.is_some() {
+            let port = self.worker_port(identity.id).ok_or_else(|| {
+                SpawnError::System(
+                    "give the worker a port (--port-per-worker: past 65535)",
+                    io::Error::from_raw_os_error(libc::ERANGE),
+                )
+            })?;
+            envp.push(c(format!("PORT={port}").as_bytes())?);
         }
         if let Some(path) = notify_socket {
             let mut entry = b"NOTIFY_SOCKET=".to_vec();

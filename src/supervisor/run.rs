@@ -358,6 +358,10 @@ impl Executor<'_> {
                     }
                 }
                 Action::ProbeListening { pgid, port } => {
+                    // --port-per-worker: the worker's own port, where no port was named.
+                    let own = self.slot_of.get(&pgid).copied();
+                    let port =
+                        port.or_else(|| own.and_then(|id| self.plumbing.spawner.worker_port(id)));
                     let found = listening::group_listens(pgid, port);
                     queue.extend(cluster.on_probed(pgid, found, Instant::now()));
                 }

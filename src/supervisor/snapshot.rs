@@ -92,6 +92,9 @@ pub struct SocketView {
     /// `per_worker` (a socket per slot, steered) or `shared`.
     #[serde(default)]
     pub mode: String,
+    /// Per worker: how connections are steered (`--steer`: `hash`, `client`, `cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,10 +252,15 @@ impl Snapshot {
         for socket in &c.sockets {
             let _ = writeln!(
                 out,
-                "listening on {} ({}, {})",
+                "listening on {} ({}, {}{})",
                 socket.address,
                 socket.name,
-                socket.mode.replace('_', "-")
+                socket.mode.replace('_', "-"),
+                socket
+                    .steering
+                    .as_ref()
+                    .map(|s| format!(", steered by {s}"))
+                    .unwrap_or_default()
             );
         }
         if let Some(control) = &c.control {
@@ -429,6 +437,7 @@ pub(crate) mod tests {
                     name: "listen".to_string(),
                     address: "127.0.0.1:3000".to_string(),
                     mode: "per_worker".to_string(),
+                    steering: Some("client".to_string()),
                 }],
                 control: Some("/run/recluster/4242.sock".to_string()),
                 messages: MessageCounts::default(),

@@ -34,6 +34,22 @@ fn get_from(source: IpAddr, target: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The whole answer to `GET path` from the admin endpoint at `address`.
+fn admin_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// Which worker (`id`) answers each source address, checking that all `per_address` connections
 /// of one address reach the same one.
 fn workers_of(sources: &[IpAddr], target: &str, per_address: usize) -> BTreeMap<IpAddr, String> {
@@ -62,6 +78,8 @@ fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a
         &[
             "-n",
             "4",
+            "--admin",
+            "127.0.0.1:0",
             "--steer",
             "client",
             "--ready",
@@ -82,8 +100,32 @@ fn steer_client_keeps_each_address_on_one_worker_and_moves_only_the_clients_of_a
         ],
     );
     let target = cluster.listening(1).remove(0);
+    let admin = cluster.expect_log("admin endpoint at http://").text;
+    let admin = admin
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let first: Vec<i32> = cluster.ready(4).iter().map(|l| l.num("pid")).collect();
     cluster.expect_log("all 4 workers are ready");
+    // The steering shows in ctl status (JSON and text) and /metrics.
+    let status = ctl_status(cluster.pid);
+    assert_eq!(
+        status["cluster"]["sockets"][0]["steering"], "client",
+        "{status}"
+    );
+    let (_, text, _) = ctl(cluster.pid, &["status"]);
+    assert!(text.contains("per-worker, steered by client)"), "{text}");
+    let metrics = admin_get(&admin, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "recluster_socket_info{{name=\"listen\",address=\"{target}\",mode=\"per_worker\",steering=\"client\"}} 1"
+        )),
+        "{metrics}"
+    );
     let sources: Vec<IpAddr> = (2..18u8)
         .map(|last| IpAddr::from([127, 0, 0, last]))
         .collect();
@@ -401,4 +443,118 @@ fn with_tcp_migrate_req_a_dead_workers_waiting_connections_go_to_the_others_at_o
     })
     .join()
     .unwrap();
+}
+
+/// A BASE with BASE..BASE+n free on 127.0.0.1 (bounded tries).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free =
+            (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+#[test]
+fn port_per_worker_gives_each_worker_its_port_and_readiness_waits_for_it() {
+    let base = free_ports(4);
+    let base_arg = base.to_string();
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "3",
+            "--port-per-worker",
+            &base_arg,
+            "--ready",
+            "listening",
+        ],
+        &["--bind", "env", "--bind-after", "800"],
+    );
+    let mut bound: Vec<(i32, i32)> = (0..3)
+        .map(|_| {
+            let line = cluster.expect("a worker bound", |l| l.is_worker("bound"));
+            (line.num("id"), line.num("port"))
+        })
+        .collect();
+    bound.sort();
+    let expected: Vec<(i32, i32)> = (0..3).map(|i| (i, i32::from(base) + i)).collect();
+    assert_eq!(bound, expected, "worker i binds BASE+i");
+    cluster.expect_log("all 3 workers are ready");
+    for port in base..base + 3 {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "port {port}"
+        );
+    }
+    // A scale-up gives the new worker the next port, and waits for it too.
+    let (code, _, stderr) = ctl(cluster.pid, &["scale", "+1", "--wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = cluster.expect("worker 3 bound", |l| {
+        l.is_worker("bound") && l.num("id") == 3
+    });
+    assert_eq!(line.num("port"), i32::from(base) + 3);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn under_port_per_worker_a_worker_listening_elsewhere_is_not_ready() {
+    // It listens, but not on its PORT: --ready listening waits for that port alone.
+    let base = free_ports(2);
+    let other = (base + 1).to_string();
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "1",
+            "--port-per-worker",
+            &base.to_string(),
+            "--ready",
+            "listening",
+            "--ready-timeout",
+            "1s",
+        ],
+        &["--bind", &other],
+    );
+    cluster.expect("the worker bound elsewhere", |l| l.is_worker("bound"));
+    cluster.expect_log("was not ready within 1s");
+    cluster.send(libc::SIGTERM);
+    cluster.exit_code();
+}
+
+#[test]
+fn port_per_worker_past_65535_and_steer_without_sockets_are_usage_errors() {
+    let (code, _, stderr) =
+        crate::harness::run_to_end(&["-n", "2", "--port-per-worker", "65535", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("65536"), "{stderr}");
+    let (code, _, stderr) = crate::harness::run_to_end(&["--steer", "client", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--steer client") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = crate::harness::run_to_end(&[
+        "-l",
+        "127.0.0.1:0",
+        "--shared-socket",
+        "--steer",
+        "cpu",
+        "true",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--shared-socket"), "{stderr}");
+    let (code, _, stderr) =
+        crate::harness::run_to_end(&["-l", "127.0.0.1:0", "--steer", "cpu", "true"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--pin"), "{stderr}");
 }

@@ -364,6 +364,25 @@ fn write_reloads(w: &mut Writer, snapshot: &Snapshot) {
         &[("result", "abandoned")],
         c.reloads_abandoned as f64,
     );
+    if !c.sockets.is_empty() {
+        w.family(
+            "recluster_socket_info",
+            Kind::Info,
+            "Each listening socket: its mode (per_worker, shared) and, per worker, how new connections are steered (hash, client, cpu).",
+        );
+        for socket in &c.sockets {
+            w.sample(
+                "recluster_socket_info",
+                &[
+                    ("name", &socket.name),
+                    ("address", &socket.address),
+                    ("mode", &socket.mode),
+                    ("steering", socket.steering.as_deref().unwrap_or("none")),
+                ],
+                1.0,
+            );
+        }
+    }
     w.family("recluster_build_info", Kind::Info, "The recluster build.");
     w.sample(
         "recluster_build_info",

@@ -91,7 +91,15 @@ pub fn render(snapshot: &Snapshot) -> String {
     let sockets: Vec<String> = c
         .sockets
         .iter()
-        .map(|s| format!("{} ({})", esc(&s.address), esc(&s.name)))
+        .map(|s| match &s.steering {
+            Some(by) => format!(
+                "{} ({}, steered by {})",
+                esc(&s.address),
+                esc(&s.name),
+                esc(by)
+            ),
+            None => format!("{} ({})", esc(&s.address), esc(&s.name)),
+        })
         .collect();
     let generation = match c.reloading_to {
         Some(to) => format!("{} → {to}", c.generation),
