@@ -1,6 +1,6 @@
 //! Property tests of every parser that reads what a less trusted party wrote (the same parsers
 //! `fuzz/` fuzzes, at a fraction of the time): control request lines, admin HTTP heads, notify
-//! datagrams, worker messages, Procfiles, durations, sizes, listen addresses and signals. Each
+//! datagrams, worker messages, Procfiles, env files, durations, sizes, listen addresses and signals. Each
 //! takes arbitrary input without a panic, and input built from its grammar parses to the value it
 //! was built from. 256 cases per property: the whole file runs in about two seconds.
 
@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use recluster::config::cli::{MAX_DURATION, parse_duration, parse_size};
+use recluster::config::env_file;
 use recluster::config::groups::parse_procfile;
 use recluster::frontend::admin::http;
 use recluster::frontend::control::protocol::parse_request;
@@ -294,6 +295,79 @@ proptest! {
         prop_assert_eq!(parse_procfile(&text), Ok(expected));
     }
 
+    // Env files (`--env-file`: an application's repository, a deploy tool).
+
+    #[test]
+    fn an_env_file_of_any_bytes_is_read_without_a_panic(
+        bytes in prop::collection::vec(prop_oneof![
+            any::<u8>(),
+            prop::sample::select(b"=#'\"\\$`{}( \t\r\nAx_".to_vec()),
+        ], 0..200),
+    ) {
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+        match env_file::parse(&bytes) {
+            Ok(vars) => for (key, value) in vars {
+                prop_assert!(!key.is_empty());
+                prop_assert!(!value.as_encoded_bytes().contains(&0));
+            },
+            Err(e) => prop_assert!((1..=lines).contains(&e.line), "{e:?} of {lines} lines"),
+        }
+    }
+
+    #[test]
+    fn an_env_file_parses_to_the_values_it_was_written_from(
+        vars in prop::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,8}", prop::collection::vec(1..=255u8, 0..24), 0..3usize, any::<bool>()), 1..8),
+        crlf in any::<bool>(),
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let end = if crlf { "\r\n" } else { "\n" };
+        let mut text: Vec<u8> = Vec::new();
+        let mut expected = Vec::new();
+        for (key, value, form, export) in &vars {
+            let reserved = recluster::process::environment::reserved(std::ffi::OsStr::new(key));
+            if reserved || key == "export" {
+                continue;
+            }
+            let bare_ok = !value.is_empty()
+                && value.iter().all(|b| b.is_ascii_alphanumeric() || b"_-./:,+".contains(b));
+            let single_ok = !value.contains(&b'\'');
+            text.extend_from_slice(format!("# {key}{end}").as_bytes());
+            if *export {
+                text.extend_from_slice(b"export ");
+            }
+            text.extend_from_slice(key.as_bytes());
+            text.extend_from_slice(b" = ");
+            match form {
+                0 if bare_ok => text.extend_from_slice(value),
+                1 if single_ok => {
+                    text.push(b'\'');
+                    text.extend_from_slice(value);
+                    text.push(b'\'');
+                }
+                _ => {
+                    text.push(b'"');
+                    for &b in value {
+                        match b {
+                            b'"' | b'\\' | b'$' | b'`' => text.extend_from_slice(&[b'\\', b]),
+                            b'\n' => text.extend_from_slice(b"\\n"),
+                            b'\r' => text.extend_from_slice(b"\\r"),
+                            _ => text.push(b),
+                        }
+                    }
+                    text.push(b'"');
+                }
+            }
+            text.extend_from_slice(format!("  # note{end}{end}").as_bytes());
+            expected.push((key.clone(), value.clone()));
+        }
+        let parsed = env_file::parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?} in {:?}", String::from_utf8_lossy(&text))))?;
+        let parsed: Vec<(String, Vec<u8>)> = parsed
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.as_bytes().to_vec()))
+            .collect();
+        prop_assert_eq!(parsed, expected);
+    }
+
     // Durations and sizes (flags and their environment twins).
 
     #[test]
@@ -355,16 +429,26 @@ proptest! {
             None => ListenAddress::Tcp { host, port },
         };
         let shown = address.to_string();
-        // Refused rightly: a unix path over its limit in bytes (sun_path; 40 characters may be
-        // 160 bytes), a host with `://` in it (read as a URL, and told what to write instead).
-        let refusal = match &address {
-            ListenAddress::Unix(path) if path.as_os_str().len() > 107 => Some("longer than 107 bytes"),
-            ListenAddress::Tcp { host: Some(host), .. } if host.contains("://") => Some("is a URL"),
-            _ => None,
-        };
-        if let Some(why) = refusal {
+        // A unix path is limited in bytes (sun_path), and 40 characters may be 160 bytes.
+        if let ListenAddress::Unix(path) = &address
+            && path.as_os_str().len() > 107
+        {
             let refused = parse_address(&shown);
-            prop_assert!(refused.as_ref().is_err_and(|e| e.contains(why)), "{}: {:?}", shown, refused);
+            prop_assert!(
+                refused.as_ref().is_err_and(|e| e.contains("longer than 107 bytes")),
+                "{}: {:?}", shown, refused
+            );
+            return Ok(());
+        }
+        // A host with `://` in it is read as a URL, and the answer says what to write instead.
+        if let ListenAddress::Tcp { host: Some(host), .. } = &address
+            && host.contains("://")
+        {
+            let refused = parse_address(&shown);
+            prop_assert!(
+                refused.as_ref().is_err_and(|e| e.contains("is a URL")),
+                "{}: {:?}", shown, refused
+            );
             return Ok(());
         }
         prop_assert_eq!(parse_address(&shown), Ok(address.clone()), "{}", shown);

@@ -41,6 +41,55 @@ pub struct EnvLayer {
     pub digest: String,
 }
 
+/// What the env files held for each generation from which their content changed: a worker of
+/// generation G gets the entry of the greatest generation up to G. Entries no worker can get any
+/// more are forgotten (`forget_before`), so reloads that read new contents do not pile them up.
+#[derive(Debug)]
+pub struct EnvHistory {
+    layers: BTreeMap<u32, std::sync::Arc<EnvLayer>>,
+}
+
+impl EnvHistory {
+    /// What the files held at the start (generation 0).
+    pub fn new(start: EnvLayer) -> EnvHistory {
+        EnvHistory {
+            layers: BTreeMap::from([(0, std::sync::Arc::new(start))]),
+        }
+    }
+
+    /// Generation `generation` and later get `layer` (unless it is what they get already).
+    pub fn adopt(&mut self, generation: u32, layer: EnvLayer) {
+        if self.of(generation).as_ref() != &layer {
+            self.layers.insert(generation, std::sync::Arc::new(layer));
+        }
+    }
+
+    /// Forgets what no worker of `generation` or later gets.
+    pub fn forget_before(&mut self, generation: u32) {
+        let keep = self
+            .layers
+            .range(..=generation)
+            .next_back()
+            .map_or(0, |(&from, _)| from);
+        self.layers.retain(|&from, _| from >= keep);
+    }
+
+    /// What a worker of `generation` gets (one older than any kept gets the oldest kept).
+    pub fn of(&self, generation: u32) -> &std::sync::Arc<EnvLayer> {
+        self.layers
+            .range(..=generation)
+            .next_back()
+            .map(|(_, layer)| layer)
+            .or_else(|| self.layers.values().next())
+            .expect("one entry at least is always kept")
+    }
+
+    /// How many contents are kept.
+    pub fn kept(&self) -> usize {
+        self.layers.len()
+    }
+}
+
 /// The env files, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EnvFiles {
@@ -391,6 +440,46 @@ impl Parser<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::EnvHistory;
+
+    fn layer(digest: &str) -> super::EnvLayer {
+        super::EnvLayer {
+            vars: Default::default(),
+            digest: digest.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_generation_gets_the_newest_content_up_to_it_and_what_none_gets_is_forgotten() {
+        let mut history = EnvHistory::new(layer("a"));
+        history.adopt(3, layer("b"));
+        history.adopt(4, layer("b")); // unchanged: no entry
+        history.adopt(6, layer("c"));
+        let digest = |h: &EnvHistory, g| h.of(g).digest.clone();
+        assert_eq!(
+            [0, 2, 3, 5, 6, 9].map(|g| digest(&history, g)),
+            ["a", "a", "b", "b", "c", "c"]
+        );
+        assert_eq!(history.kept(), 3);
+        // The oldest worker runs generation 4: "a" is needed no more, "b" still is.
+        history.forget_before(4);
+        assert_eq!(history.kept(), 2);
+        assert_eq!([4, 5, 6].map(|g| digest(&history, g)), ["b", "b", "c"]);
+        // A thousand reloads, each with new content, each once every worker has moved on.
+        for g in 7..1007 {
+            history.adopt(g, layer(&g.to_string()));
+            history.forget_before(g - 1);
+        }
+        assert_eq!(
+            history.kept(),
+            2,
+            "only what a live generation gets is kept"
+        );
+        assert_eq!(digest(&history, 1006), "1006");
+        // Never empty, never a panic: a generation older than any kept gets the oldest kept.
+        assert_eq!(digest(&history, 0), "1005");
+    }
+
     use super::*;
 
     fn vars(text: &str) -> Vec<(String, String)> {

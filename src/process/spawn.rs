@@ -34,7 +34,6 @@
 //! Rust's `Command` is not used: on an exec failure it calls `waitpid` on the child, which would race
 //! recluster's single `waitpid(-1)` reaper.
 
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -42,7 +41,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use crate::config::env_file::{EnvFiles, EnvLayer};
+use crate::config::env_file::{EnvFiles, EnvHistory, EnvLayer};
 use crate::config::groups::{socket_goes_to, steering_targets};
 use crate::config::validated::Config;
 use crate::cpu::cpuset::CpuSet;
@@ -136,7 +135,7 @@ pub struct Spawner {
     /// `--env-file`: the files, and what they held for each generation from which their content
     /// changed (a worker of generation G gets the entry of the greatest generation up to G).
     env_files: EnvFiles,
-    env_layers: BTreeMap<u32, Arc<EnvLayer>>,
+    env_layers: EnvHistory,
     /// `--port-per-worker`: worker i gets `PORT=BASE+i`.
     port_base: Option<u16>,
 }
@@ -184,7 +183,7 @@ impl Spawner {
             groups: config.groups.clone(),
             last_steer: None,
             env_files: config.env_files.clone(),
-            env_layers: BTreeMap::from([(0, Arc::new(config.env.clone()))]),
+            env_layers: EnvHistory::new(config.env.clone()),
             port_base: config.port_per_worker,
         })
     }
@@ -201,18 +200,17 @@ impl Spawner {
     /// Workers of `generation` and later get `layer` (what `reread_env_files` read for the reload
     /// to that generation).
     pub fn adopt_env(&mut self, generation: u32, layer: EnvLayer) {
-        if self.env_of(generation).as_ref() != &layer {
-            self.env_layers.insert(generation, Arc::new(layer));
-        }
+        self.env_layers.adopt(generation, layer);
+    }
+
+    /// Forgets the env files' contents that no worker of `generation` or later would get.
+    pub fn forget_env_before(&mut self, generation: u32) {
+        self.env_layers.forget_before(generation);
     }
 
     /// The env files' variables and digest for a worker of `generation`.
     pub fn env_of(&self, generation: u32) -> &Arc<EnvLayer> {
-        self.env_layers
-            .range(..=generation)
-            .next_back()
-            .map(|(_, layer)| layer)
-            .expect("generation 0 always has its entry")
+        self.env_layers.of(generation)
     }
 
     /// Whether `--env-file` was given.

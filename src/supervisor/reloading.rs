@@ -38,6 +38,7 @@ pub fn begin_reload(
         );
         spawner.adopt_env(target, layer);
     }
+    spawner.forget_env_before(cluster.oldest_generation());
     Ok((target, actions))
 }
 
@@ -59,6 +60,7 @@ pub fn reload_for_changes(
             if let Some(layer) = layer {
                 spawner.adopt_env(cluster.next_generation(), layer);
             }
+            spawner.forget_env_before(cluster.oldest_generation());
             cluster.reload_for_changes(scope, now)
         }
     }

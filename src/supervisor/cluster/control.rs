@@ -65,6 +65,17 @@ impl Cluster {
     }
 
     /// Refuses a change once the cluster is stopping.
+    /// The oldest generation a worker runs (a slot's own, a leaving one) or a respawn would: env
+    /// file contents of older generations are needed no more.
+    pub fn oldest_generation(&self) -> u32 {
+        self.slots
+            .iter()
+            .map(|slot| slot.generation)
+            .chain(self.leaving.values().map(|worker| worker.generation()))
+            .min()
+            .unwrap_or(self.last_generation)
+    }
+
     /// The generation the next reload will bring the workers to.
     pub fn next_generation(&self) -> u32 {
         self.last_generation + 1
