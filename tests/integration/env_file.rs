@@ -165,3 +165,59 @@ fn a_malformed_env_file_at_a_reload_refuses_it_and_the_old_workers_keep_serving(
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+#[test]
+fn under_watch_an_edited_env_file_reaches_the_next_generation_and_a_broken_one_refuses_it() {
+    // The development loop: the env file lies in the watched directory; editing it reloads.
+    let scratch = Scratch::new("envfile-watch", 0o700);
+    let file = scratch.0.join("app.env");
+    std::fs::write(&file, "GREETING=v1\n").unwrap();
+    let (dir, path) = (scratch.0.display().to_string(), file.display().to_string());
+    let mut cluster = Launch::new([
+        "-n",
+        "2",
+        "--min-uptime",
+        "100ms",
+        "--env-file",
+        &path,
+        "--watch",
+        &dir,
+        "--watch-delay",
+        "100ms",
+        "--",
+        "/bin/sh",
+        "-c",
+        SHOW_ENV,
+    ])
+    .start();
+    for line in env_lines(&mut cluster, 2) {
+        assert_eq!(line.field("greeting"), Some("v1"), "{}", line.text);
+    }
+    cluster.expect_log("workers are ready");
+    std::fs::write(&file, "GREETING=v2\n").unwrap();
+    for line in env_lines(&mut cluster, 2) {
+        assert_eq!(line.field("gen"), Some("1"), "{}", line.text);
+        assert_eq!(line.field("greeting"), Some("v2"), "{}", line.text);
+    }
+    cluster.expect_log("reload to generation 1 complete");
+    // Broken: the watch reload is refused, naming the line; the workers keep serving.
+    std::fs::write(&file, "GREETING=v3\nGREETING=$(id)\n").unwrap();
+    let refused = cluster.expect_log("files changed (--watch): reload refused");
+    assert!(
+        refused.text.contains(&format!("{path}:2")),
+        "{}",
+        refused.text
+    );
+    let status = ctl_status(cluster.pid);
+    assert_eq!(status["cluster"]["generation"], 1, "{status}");
+    assert!(
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["generation"] == 1 && is_running(w["pid"].as_i64().unwrap() as i32)),
+        "{status}"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
