@@ -476,6 +476,16 @@ impl Cluster {
                 }
             }
             Phase::Delaying(delay) => {
+                // Only workers already leaving have deadlines now (see `stop_requested`).
+                while let Some((at, key)) = self.timers.peek() {
+                    if at > now {
+                        break;
+                    }
+                    self.timers.pop();
+                    if let Key::Worker(pid) = key {
+                        actions.extend(self.worker_timer(pid, at, now));
+                    }
+                }
                 if delay.until <= now {
                     actions.extend(self.end_delay(now));
                 }
@@ -533,7 +543,18 @@ impl Cluster {
                 }
                 self.timers.pop();
             },
-            Phase::Delaying(delay) => Some(delay.until),
+            Phase::Delaying(delay) => {
+                let leaving = loop {
+                    let Some((at, key)) = self.timers.peek() else {
+                        break None;
+                    };
+                    if self.holds(at, key) {
+                        break Some(at);
+                    }
+                    self.timers.pop();
+                };
+                Some(leaving.map_or(delay.until, |at| at.min(delay.until)))
+            }
             Phase::Stopping(stop) if !stop.killed => Some(stop.deadline),
             _ => None,
         }

@@ -127,7 +127,8 @@ pub enum Report {
     },
     /// A second stop signal during `--stop-delay` ended it early.
     StopDelaySkipped {
-        signal: Sig,
+        /// The signal that asked again; none: `ctl stop`.
+        signal: Option<Sig>,
     },
     /// The stop signal again within `window` of the one that began the stop: the same request.
     RepeatedStopSignal {

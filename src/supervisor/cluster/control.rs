@@ -96,9 +96,14 @@ impl Cluster {
         Ok((self.last_generation, actions))
     }
 
-    /// A graceful stop, as SIGTERM starts it, with `--stop-signal` for the workers. A stop
-    /// already under way goes on.
+    /// A graceful stop, as SIGTERM starts it, with `--stop-signal` for the workers. During
+    /// `--stop-delay` it is a second request, which ends the delay (as a second stop signal
+    /// does); a stop already under way goes on.
     pub fn request_stop(&mut self, now: Instant) -> Vec<Action> {
+        if matches!(self.phase, super::Phase::Delaying(_)) {
+            self.report(Report::StopDelaySkipped { signal: None });
+            return self.end_delay(now);
+        }
         if !self.is_running() {
             return Vec::new();
         }

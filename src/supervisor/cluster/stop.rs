@@ -14,6 +14,7 @@ use crate::exit_code;
 use crate::process::signal::Sig;
 use crate::process::status::ProcessStatus;
 
+use super::timers::Key;
 use super::worker::{State, StopReason, Worker, later};
 use super::{Action, Cluster, Occupant, Report};
 
@@ -90,6 +91,19 @@ impl Cluster {
         let mut actions = self.drop_replacements(None, now);
         self.restart_queue.clear();
         self.timers.clear();
+        // But workers already leaving (those just dropped among them) keep theirs: a drain's
+        // next look at its queue, `--kill-timeout`'s SIGKILL.
+        for (&pid, worker) in &self.leaving {
+            match worker.state {
+                State::Stopping {
+                    kill_at: Some(at), ..
+                }
+                | State::Draining {
+                    check_at: Some(at), ..
+                } => self.timers.push(at, Key::Worker(pid)),
+                _ => {}
+            }
+        }
         self.report(Report::StopDelayed { delay });
         actions.push(Action::NotifyManager(format!(
             "STOPPING=1\nSTATUS=stopping in {} (--stop-delay)",
@@ -120,7 +134,9 @@ impl Cluster {
             });
             return Vec::new();
         }
-        self.report(Report::StopDelaySkipped { signal });
+        self.report(Report::StopDelaySkipped {
+            signal: Some(signal),
+        });
         let actions = self.end_delay(now);
         // A wrapper's copy of this signal is the same request, not a kill.
         self.stopped_by_signal(signal, now);

@@ -325,10 +325,15 @@ impl Report {
                 "/readyz answers 503 now; every worker keeps serving for {} (--stop-delay) before it is stopped",
                 format_duration(*delay)
             ),
-            Report::StopDelaySkipped { signal } => write!(
+            Report::StopDelaySkipped {
+                signal: Some(signal),
+            } => write!(
                 f,
                 "received {signal} again during --stop-delay: stopping the workers now"
             ),
+            Report::StopDelaySkipped { signal: None } => {
+                write!(f, "ctl stop during --stop-delay: stopping the workers now")
+            }
             Report::SecondStopSignal { signal } => write!(
                 f,
                 "received {signal} again while stopping: killing every worker now"

@@ -104,6 +104,7 @@ fn nothing_starts_during_the_delay_and_changes_are_refused() {
     let t0 = Instant::now();
     let mut cluster = running(delayed(), 2, t0);
     assert!(cluster.request_stop(t0).len() == 1, "ctl stop delays too");
+    // (A second ctl stop would end the delay: see the next test.)
     let actions = cluster.on_reaped(&exit(100, ProcessStatus::Exited(3)), false, t0 + MS);
     assert!(spawned_ids(&actions).is_empty(), "{actions:?}");
     assert!(cluster.request_reload(Origin::Control, t0 + MS).is_err());
@@ -142,4 +143,60 @@ fn every_worker_ending_during_the_delay_ends_it_and_the_cluster() {
     cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), false, t0 + MS);
     let actions = cluster.on_reaped(&exit(101, ProcessStatus::Exited(0)), false, t0 + MS);
     assert_eq!(actions.last(), Some(&Action::Exit(0)), "{actions:?}");
+}
+
+#[test]
+fn a_worker_already_stopping_keeps_its_kill_deadline_through_the_delay() {
+    // A reload's new worker is stopped when the delay begins (and one that ignores the signal
+    // must still be killed after --kill-timeout, not after the whole delay).
+    let t0 = Instant::now();
+    let policy = Policy {
+        stop_delay: 30_000 * MS,
+        ..policy()
+    };
+    let mut cluster = running(policy, 2, t0);
+    let actions = cluster.on_signal(Sig::HUP, t0);
+    spawn_one(&mut cluster, &actions, 200, t0);
+    let actions = cluster.on_signal(Sig::TERM, t0 + MS);
+    assert!(actions.contains(&stop_signal(200)), "{actions:?}");
+    let kill_at = t0 + MS + 5000 * MS;
+    assert_eq!(
+        cluster.next_deadline(),
+        Some(kill_at),
+        "--kill-timeout, not the delay"
+    );
+    let actions = cluster.on_timer(kill_at);
+    assert!(
+        actions.contains(&Action::SignalGroup {
+            pgid: 200,
+            signal: Sig::KILL
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions.contains(&stop_signal(100)),
+        "the others serve on: {actions:?}"
+    );
+    assert_eq!(
+        cluster.next_deadline(),
+        Some(t0 + 30_001 * MS),
+        "then the delay's end"
+    );
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_second_ctl_stop_ends_the_delay() {
+    let t0 = Instant::now();
+    let mut cluster = running(delayed(), 2, t0);
+    cluster.on_signal(Sig::TERM, t0);
+    assert_eq!(
+        cluster.request_stop(t0 + 10 * MS),
+        stop_signals(Sig::TERM, &[100, 101]),
+        "the workers get the stop signal now"
+    );
+    assert!(
+        cluster.request_stop(t0 + 20 * MS).is_empty(),
+        "then a stop under way goes on"
+    );
 }
