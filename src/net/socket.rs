@@ -145,7 +145,7 @@ impl Members {
             let Ok(stand_in) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
                 return false;
             };
-            drop(std::mem::replace(&mut listener.socket, stand_in));
+            stop_listening(&std::mem::replace(&mut listener.socket, stand_in));
             self.own = None;
             self.closed_own = true;
             let at = self.index.remove(&id).expect("a member has an index");
@@ -164,6 +164,7 @@ impl Members {
         let Some(socket) = self.sockets.remove(&id) else {
             return false;
         };
+        stop_listening(&socket);
         drop(socket);
         let at = self.index.remove(&id).expect("a member has an index");
         self.slots.swap_remove(at);
@@ -523,6 +524,20 @@ impl Sockets {
     }
 }
 
+/// Takes a listening socket out of its reuseport group before recluster drops its copy: a
+/// process the worker left (in a session of its own) may hold another, and closing only ours
+/// would leave the socket in the group, at an index recluster no longer counts, taking the
+/// connections steered there. `shutdown` acts on the socket itself, whoever holds it: it stops
+/// listening, and its queue is handed to the others (`tcp_migrate_req`) or reset.
+fn stop_listening(socket: &Socket) {
+    if let Err(e) = socket.shutdown(std::net::Shutdown::Both) {
+        // ENOTCONN: not listening (a stand-in never bound).
+        if e.raw_os_error() != Some(libc::ENOTCONN) {
+            log::debug!("shutting a worker's listening socket down: {e}");
+        }
+    }
+}
+
 /// Whether `net.ipv4.tcp_migrate_req` is 1 here: a closed listener's waiting connections go to
 /// the other sockets of its `SO_REUSEPORT` group instead of being reset.
 pub fn tcp_migrate_req() -> bool {
@@ -865,6 +880,10 @@ mod tests {
             // Slot 0 holds the listener's own socket; slot 1 one of its own.
             for slot in [0u32, 1] {
                 let old = fd_of(&mut sockets, slot);
+                // A process the worker left, in a session of its own, holds the socket too.
+                // SAFETY: dup of a descriptor `sockets` owns; the copy is closed below.
+                let held = unsafe { libc::dup(old) };
+                assert!(held >= 0);
                 sockets.steer(|_| to(slot), |_| Vec::new());
                 let _waiting = std::net::TcpStream::connect(&address).unwrap();
                 assert!(sockets.recycle_slot(slot));
@@ -900,6 +919,21 @@ mod tests {
                     accept_on(fresh, 10_000),
                     "slot {slot}'s fresh socket takes connections"
                 );
+                // The leftover's copy listens no more: nothing steered can land there.
+                let mut listening: libc::c_int = 1;
+                let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt into a valid int, then close of the dup made above.
+                unsafe {
+                    libc::getsockopt(
+                        held,
+                        libc::SOL_SOCKET,
+                        libc::SO_ACCEPTCONN,
+                        (&mut listening as *mut libc::c_int).cast(),
+                        &mut size,
+                    );
+                    libc::close(held);
+                }
+                assert_eq!(listening, 0, "slot {slot}'s old socket still listens");
             }
         })
         .join()
