@@ -208,7 +208,8 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .prefix
         .map(|format| output::Relay::new(format, sender.clone()));
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
-        .map_err(|e| Error::system("open /dev/null", e))?;
+        .map_err(|e| Error::system("open /dev/null", e))?
+        .with_cgroups(worker_cgroups(config.cgroups)?);
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(outlets.notify, config.user.as_ref().map(|u| (u.uid, u.gid)))
@@ -270,7 +271,35 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     spawner.drain_output(std::time::Duration::from_secs(2));
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.
     hooks.finish(kill_timeout);
+    spawner.finish_cgroups();
     Ok(code)
+}
+
+/// `--cgroups`: recluster's cgroup subtree, or none (said once, with `auto`, where recluster may
+/// not create it).
+fn worker_cgroups(
+    mode: config::policy::CgroupMode,
+) -> Result<Option<process::cgroup::tree::Groups>, Error> {
+    use process::cgroup::tree::{FALLBACK_MEANS, Groups, Setup};
+    match Setup::make(mode)
+        .map_err(|e| Error::system("create the workers' cgroups (--cgroups on)", e))?
+    {
+        Setup::Off => Ok(None),
+        Setup::Tree(tree) => {
+            let groups = Groups::new(tree);
+            log::info!(
+                "each worker runs in a cgroup of its own, under {}",
+                groups.describe()
+            );
+            Ok(Some(groups))
+        }
+        Setup::Fallback(reason) => {
+            log::info!(
+                "no per-worker cgroups ({reason}; --cgroups on makes this an error): {FALLBACK_MEANS}"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Before anything is bound: the command exists and may be run, the open-files limit covers what

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
+use crate::config::policy::{CgroupMode, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::topology::Granularity;
 use crate::net::listen::{ListenAddress, ListenSpec};
@@ -173,6 +173,13 @@ pub struct Cli {
     /// How often --max-memory samples the workers' memory
     #[arg(help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,
+
+    /// Run each worker in a cgroup of its own, made before it execs and removed once it is
+    /// reaped: its whole tree is killed when it ends (a process that left its process group
+    /// included). auto: where recluster may create cgroups (root, a delegated subtree), and said
+    /// once at start where it may not; on: a missing permission is an error naming the path
+    #[arg(help_heading = "Guards", help = "Run each worker in a cgroup of its own", long_help, long, value_enum, value_name = "WHEN", default_value_t = CgroupMode::Auto, env = "RECLUSTER_CGROUPS")]
+    pub cgroups: CgroupMode,
 
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or

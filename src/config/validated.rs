@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::config::cli::Cli;
-use crate::config::policy::{MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
+use crate::config::policy::{CgroupMode, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode};
 use crate::cpu::cpus::{self, Budget};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::{self, Placement};
@@ -54,6 +54,8 @@ pub struct Config {
     pub prefix: Option<crate::worker_io::output::PrefixFormat>,
     /// `--user`: the identity workers run as.
     pub user: Option<crate::process::user::Identity>,
+    /// `--cgroups`: whether each worker runs in a cgroup of its own.
+    pub cgroups: CgroupMode,
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
     pub hook_timeout: Duration,
@@ -221,6 +223,7 @@ impl Config {
                 }
                 _ => crate::logging::LogFormat::Text,
             }),
+            cgroups: cli.cgroups,
             command,
             listen: cli.listen,
             socket_mode,

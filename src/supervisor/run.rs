@@ -73,6 +73,11 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             cluster.next_deadline(),
             executor.held.iter().map(|(_, at)| *at).min(),
             executor.plumbing.hooks.next_deadline(),
+            executor
+                .plumbing
+                .spawner
+                .cgroups()
+                .and_then(|g| g.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -81,6 +86,9 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             return lost_signal_thread();
         };
         let now = Instant::now();
+        if let Some(groups) = executor.plumbing.spawner.cgroups() {
+            groups.retry(now);
+        }
         // -vv: every event the loop takes and every action it carries out.
         match &event {
             Some(event) => log::trace!("event: {event:?}"),
@@ -311,6 +319,9 @@ impl Executor<'_> {
                     for pgid in groups {
                         self.signal_group(pgid, Sig::KILL);
                     }
+                    if let Some(cgroups) = self.plumbing.spawner.cgroups() {
+                        cgroups.kill_all();
+                    }
                     descendants::signal_children(Sig::KILL, |_| true);
                 }
                 Action::SuspendSelf => {
@@ -456,10 +467,16 @@ impl Executor<'_> {
         self.oom_kills = now;
     }
 
-    /// The cluster is told of these exits (and forgets those workers): their pidfds go.
+    /// The cluster is told of these exits (and forgets those workers): their pidfds go; with
+    /// `--cgroups`, what is left in a worker's group is killed and the group removed (after its
+    /// last lines with `--prefix`, as its exit is reported then).
     fn reported(&mut self, exits: &[Exit]) {
+        let mut groups = self.plumbing.spawner.cgroups();
         for exit in exits {
             self.pidfds.remove(&exit.pid);
+            if let Some(groups) = groups.as_mut() {
+                groups.reaped(exit.pid, Instant::now());
+            }
         }
     }
 

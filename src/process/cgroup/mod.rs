@@ -1,0 +1,6 @@
+//! Per-worker cgroups (`--cgroups`): each worker in a group of its own, so that its whole tree
+//! can be killed and its usage read from the group. `hierarchy` finds the mounted hierarchies and
+//! recluster's place in them (pure parsing); `tree` creates, joins, kills and removes the groups.
+
+pub mod hierarchy;
+pub mod tree;

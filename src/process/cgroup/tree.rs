@@ -1,0 +1,434 @@
+//! recluster's cgroup subtree and each worker's group in it: created, joined, killed, removed.
+//!
+//! Everything recluster creates is under a directory named `recluster-PID`, made inside the
+//! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
+//! in the unified (v2) hierarchy and, where it is mounted and writable, in v1's memory hierarchy.
+//! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
+//! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
+//! processes have no controllers for its children. At exit it moves back and removes everything
+//! it made.
+//!
+//! A worker's group is `recluster-PID/wN-K` (slot N, its Kth spawn). The parent opens its
+//! `cgroup.procs` in each hierarchy before the clone; the child writes `0` (itself) into each
+//! before exec — one `write`, async-signal-safe — so everything the worker starts is in it.
+//! Once the worker is reaped, its group is killed whole (`cgroup.kill`: every process in it,
+//! including one that double-forked out of the process group) and removed as soon as
+//! `cgroup.events` says `populated 0`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::hierarchy::{Hierarchies, Place};
+use crate::config::policy::CgroupMode;
+
+/// recluster's subtree.
+#[derive(Debug)]
+pub struct Tree {
+    /// `recluster-PID` in the unified hierarchy.
+    unified: PathBuf,
+    /// `recluster-PID` in v1's memory hierarchy, where recluster could make it.
+    memory: Option<PathBuf>,
+    /// Where recluster was before it moved into its leaf (v2), to go back to at exit.
+    moved_from: Option<PathBuf>,
+    /// Spawns so far: each worker group's name is unique.
+    spawns: u64,
+}
+
+/// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
+#[derive(Debug)]
+pub enum Setup {
+    Off,
+    Tree(Tree),
+    /// `auto` where recluster may not create cgroups: the reason.
+    Fallback(String),
+}
+
+/// How `--plan` and the start describe a fallback: what the workers do without their groups.
+pub const FALLBACK_MEANS: &str = "workers run in recluster's own cgroup: they are signalled by process group, and --max-memory samples /proc";
+
+impl Setup {
+    /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
+    /// that is missing is an error naming the path.
+    pub fn make(mode: CgroupMode) -> Result<Setup, io::Error> {
+        if mode == CgroupMode::Off {
+            return Ok(Setup::Off);
+        }
+        match Tree::create(&Hierarchies::of_self(), std::process::id()) {
+            Ok(tree) => Ok(Setup::Tree(tree)),
+            Err(e) if mode == CgroupMode::On => Err(e),
+            Err(e) => Ok(Setup::Fallback(e.to_string())),
+        }
+    }
+
+    /// What `--plan` says, without creating anything: where the groups would go, or why not.
+    pub fn plan(mode: CgroupMode) -> String {
+        if mode == CgroupMode::Off {
+            return "off (--cgroups off)".to_string();
+        }
+        let hierarchies = Hierarchies::of_self();
+        let Some(unified) = &hierarchies.unified else {
+            return match mode {
+                CgroupMode::On => "error: no cgroup v2 hierarchy is mounted".to_string(),
+                _ => format!("none (no cgroup v2 hierarchy is mounted): {FALLBACK_MEANS}"),
+            };
+        };
+        let dir = unified.dir();
+        if !writable(&dir) {
+            return match mode {
+                CgroupMode::On => format!("error: {} is not writable", dir.display()),
+                _ => format!("none ({} is not writable): {FALLBACK_MEANS}", dir.display()),
+            };
+        }
+        let mut line = format!("one per worker under {}/recluster-PID", dir.display());
+        match &hierarchies.memory {
+            Some(memory) if writable(&memory.dir()) => line.push_str(&format!(
+                ", and under {}/recluster-PID (v1 memory)",
+                memory.dir().display()
+            )),
+            _ => {}
+        }
+        line
+    }
+}
+
+/// Whether this process may create a group in `dir`.
+fn writable(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads a NUL-terminated path and has no other memory effects.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Names the path an error happened at: `mkdir /sys/fs/cgroup/x: Permission denied`.
+fn at(doing: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
+
+impl Tree {
+    /// Creates recluster's subtree (for recluster `pid`) and moves recluster into its leaf.
+    fn create(hierarchies: &Hierarchies, pid: u32) -> Result<Tree, io::Error> {
+        let Some(unified) = &hierarchies.unified else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup v2 hierarchy is mounted",
+            ));
+        };
+        let name = format!("recluster-{pid}");
+        let base = unified.dir().join(&name);
+        fs::create_dir(&base).map_err(|e| at("mkdir", &base, e))?;
+        let mut tree = Tree {
+            unified: base,
+            memory: None,
+            moved_from: None,
+            spawns: 0,
+        };
+        if !unified.is_root() {
+            let leaf = tree.unified.join("supervisor");
+            let moved = fs::create_dir(&leaf)
+                .map_err(|e| at("mkdir", &leaf, e))
+                .and_then(|()| join(&leaf, pid));
+            if let Err(e) = moved {
+                tree.remove_created();
+                return Err(e);
+            }
+            tree.moved_from = Some(unified.dir());
+        }
+        if let Some(memory) = &hierarchies.memory {
+            tree.memory = make_memory_base(memory, &name);
+        }
+        Ok(tree)
+    }
+
+    /// Where the workers' groups are (for the start's log line).
+    pub fn describe(&self) -> String {
+        match &self.memory {
+            Some(memory) => format!("{} and {}", self.unified.display(), memory.display()),
+            None => self.unified.display().to_string(),
+        }
+    }
+
+    /// Makes the group of a worker of slot `id`, ready for its child to join.
+    pub fn worker(&mut self, id: u32) -> io::Result<WorkerGroup> {
+        self.spawns += 1;
+        let name = format!("w{id}-{}", self.spawns);
+        let mut group = WorkerGroup {
+            unified: self.unified.join(&name),
+            memory: None,
+            procs: Vec::new(),
+        };
+        fs::create_dir(&group.unified).map_err(|e| at("mkdir", &group.unified, e))?;
+        if let Some(memory) = &self.memory {
+            let dir = memory.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.memory = Some(dir),
+                Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        let dirs: Vec<PathBuf> = group.dirs().cloned().collect();
+        for dir in dirs {
+            let procs = dir.join("cgroup.procs");
+            match fs::OpenOptions::new().write(true).open(&procs) {
+                Ok(file) => group.procs.push(OwnedFd::from(file)),
+                Err(e) => {
+                    let e = at("open", &procs, e);
+                    let _ = group.remove(); // best effort: the open failed already
+                    return Err(e);
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    /// At exit: every worker group left is killed and removed, recluster moves back to where it
+    /// was, and its subtree goes. What cannot be removed is named.
+    pub fn finish(self, left: Vec<WorkerGroup>) {
+        for group in &left {
+            group.kill();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for group in left {
+            while !group.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if let Err(e) = group.remove() {
+                log::warn!("{e}");
+            }
+        }
+        if let Some(back) = &self.moved_from
+            && let Err(e) = join(back, std::process::id())
+        {
+            log::warn!("cannot move back out of its cgroup leaf: {e}");
+        }
+        self.remove_created();
+    }
+
+    /// Removes the directories recluster made (the leaf, then the bases).
+    fn remove_created(&self) {
+        let leaf = self.unified.join("supervisor");
+        for dir in [Some(&leaf), Some(&self.unified), self.memory.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove its cgroup {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+/// `recluster-PID` in v1's memory hierarchy, or none where recluster may not make it.
+fn make_memory_base(memory: &Place, name: &str) -> Option<PathBuf> {
+    let dir = memory.dir().join(name);
+    match fs::create_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            log::info!(
+                "no per-worker memory groups (mkdir {}: {e}); --max-memory samples /proc",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Moves process `pid` into the group at `dir`.
+fn join(dir: &Path, pid: u32) -> io::Result<()> {
+    let procs = dir.join("cgroup.procs");
+    fs::write(&procs, pid.to_string()).map_err(|e| at("write to", &procs, e))
+}
+
+/// One worker's group, in each hierarchy recluster uses.
+#[derive(Debug)]
+pub struct WorkerGroup {
+    unified: PathBuf,
+    memory: Option<PathBuf>,
+    /// Each group's `cgroup.procs`, open for writing until the child has joined.
+    procs: Vec<OwnedFd>,
+}
+
+impl WorkerGroup {
+    fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.unified).chain(self.memory.as_ref())
+    }
+
+    /// The open `cgroup.procs` the child writes itself into, before exec.
+    pub fn procs(&self) -> &[OwnedFd] {
+        &self.procs
+    }
+
+    /// The child has joined (or failed to): the descriptors go.
+    pub fn joined(&mut self) {
+        self.procs.clear();
+    }
+
+    /// The unified group's directory.
+    pub fn path(&self) -> &Path {
+        &self.unified
+    }
+
+    /// SIGKILL to every process in the group (`cgroup.kill`, Linux 5.14).
+    pub fn kill(&self) {
+        let kill = self.unified.join("cgroup.kill");
+        if let Err(e) = fs::write(&kill, "1") {
+            log::warn!(
+                "cannot kill what is left in {}: {e}",
+                self.unified.display()
+            );
+        }
+    }
+
+    /// Whether no process is left in it (`populated 0` in `cgroup.events`; zombies do not count).
+    pub fn is_empty(&self) -> bool {
+        match fs::read_to_string(self.unified.join("cgroup.events")) {
+            Ok(events) => events.lines().any(|l| l == "populated 0"),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Removes the group from each hierarchy; `Err` naming the path while processes are left.
+    pub fn remove(&self) -> io::Result<()> {
+        for dir in self.dirs() {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(at("rmdir", dir, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tree and the worker groups in it: those whose worker runs, by pid, and those whose worker
+/// was reaped and that wait to be empty before they are removed.
+#[derive(Debug)]
+pub struct Groups {
+    tree: Tree,
+    live: HashMap<i32, WorkerGroup>,
+    emptying: Vec<Emptying>,
+}
+
+/// A killed group not yet empty (a process in it has yet to die): tried again, sooner first.
+#[derive(Debug)]
+struct Emptying {
+    group: WorkerGroup,
+    next: Instant,
+    delay: Duration,
+    since: Instant,
+}
+
+/// How long a killed group is waited for before it is left (a process stuck in the kernel).
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+impl Groups {
+    pub fn new(tree: Tree) -> Groups {
+        Groups {
+            tree,
+            live: HashMap::new(),
+            emptying: Vec::new(),
+        }
+    }
+
+    /// Where the groups are.
+    pub fn describe(&self) -> String {
+        self.tree.describe()
+    }
+
+    /// A new worker group for slot `id` (see `Tree::worker`).
+    pub fn make(&mut self, id: u32) -> io::Result<WorkerGroup> {
+        self.tree.worker(id)
+    }
+
+    /// Worker `pid` runs in `group`.
+    pub fn started(&mut self, pid: i32, mut group: WorkerGroup) {
+        group.joined();
+        self.live.insert(pid, group);
+    }
+
+    /// A group whose worker never started: removed.
+    pub fn abandon(&mut self, group: WorkerGroup) {
+        self.reap_group(group, Instant::now());
+    }
+
+    /// Process `pid` was reaped: if it was a worker, what is left in its group is killed and the
+    /// group removed (now, or once it is empty).
+    pub fn reaped(&mut self, pid: i32, now: Instant) {
+        if let Some(group) = self.live.remove(&pid) {
+            self.reap_group(group, now);
+        }
+    }
+
+    fn reap_group(&mut self, group: WorkerGroup, now: Instant) {
+        if group.is_empty() && group.remove().is_ok() {
+            return;
+        }
+        group.kill();
+        if group.is_empty() && group.remove().is_ok() {
+            return;
+        }
+        let delay = Duration::from_millis(2);
+        self.emptying.push(Emptying {
+            group,
+            next: now + delay,
+            delay,
+            since: now,
+        });
+    }
+
+    /// SIGKILL to every process in every worker's group (recluster's stop timed out).
+    pub fn kill_all(&self) {
+        for group in self.live.values() {
+            group.kill();
+        }
+    }
+
+    /// The group worker `pid` runs in.
+    pub fn of(&self, pid: i32) -> Option<&WorkerGroup> {
+        self.live.get(&pid)
+    }
+
+    /// When a killed group is next looked at, if one waits.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.emptying.iter().map(|e| e.next).min()
+    }
+
+    /// Removes the killed groups that are empty by now.
+    pub fn retry(&mut self, now: Instant) {
+        self.emptying.retain_mut(|e| {
+            if e.next > now {
+                return true;
+            }
+            if e.group.is_empty() && e.group.remove().is_ok() {
+                return false;
+            }
+            if now.duration_since(e.since) > GIVE_UP {
+                log::warn!(
+                    "leaving the cgroup {}: processes are still in it {}s after it was killed",
+                    e.group.path().display(),
+                    GIVE_UP.as_secs()
+                );
+                return false;
+            }
+            e.group.kill();
+            e.delay = (e.delay * 2).min(Duration::from_secs(1));
+            e.next = now + e.delay;
+            true
+        });
+    }
+
+    /// At exit: every group is killed and removed, and the tree goes (see `Tree::finish`).
+    pub fn finish(self) {
+        let left = self
+            .live
+            .into_values()
+            .chain(self.emptying.into_iter().map(|e| e.group))
+            .collect();
+        self.tree.finish(left);
+    }
+}

@@ -1,0 +1,199 @@
+//! `--cgroups`: each worker in a cgroup of its own. A worker's grandchild that double-forked out of
+//! its process group is gone once the worker is restarted (`ctl restart`) and once recluster
+//! stops, and recluster leaves no cgroup behind; without permission, `auto` falls back and says
+//! so, `on` is an error naming the path. These run where the cgroup v2 hierarchy is writable (CI
+//! runs as root) and print why they skip elsewhere.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Cluster, Launch, Scratch, ctl, eventually, is_running, recluster_bin};
+
+/// The directory of this process's group in the cgroup v2 hierarchy, if one is mounted.
+fn own_unified_group() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    })?;
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = groups.lines().find_map(|l| l.strip_prefix("0::/"))?;
+    Some(mount.join(own))
+}
+
+/// The v2 group tests create recluster's subtree beside, if this process may create groups
+/// there; otherwise says why the test skips.
+fn writable_cgroups(test: &str) -> Option<PathBuf> {
+    let Some(dir) = own_unified_group() else {
+        eprintln!("skipping {test}: no cgroup v2 hierarchy is mounted");
+        return None;
+    };
+    let probe = dir.join(format!("recluster-test-probe-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            Some(dir)
+        }
+        Err(e) => {
+            eprintln!(
+                "skipping {test}: cgroups cannot be written here (mkdir {}: {e})",
+                probe.display()
+            );
+            None
+        }
+    }
+}
+
+/// A worker that starts a grandchild which leaves its process group (its own session) and
+/// ignores SIGTERM, SIGINT and SIGHUP, prints `grandchild pid=N`, then sleeps.
+fn double_forking_worker(scratch: &Scratch) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch.0.join("double-fork.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\n\
+         (setsid sh -c 'trap \"\" TERM INT HUP; exec sleep 1000' </dev/null >/dev/null 2>&1 & echo \"grandchild pid=$!\")\n\
+         exec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn grandchild(cluster: &mut Cluster) -> i32 {
+    cluster
+        .expect("a grandchild's pid", |l| l.is_worker("grandchild"))
+        .num("pid")
+}
+
+#[test]
+fn a_double_forked_grandchild_is_gone_after_ctl_restart_and_after_recluster_stops() {
+    let Some(parent) = writable_cgroups("the whole-tree kill test") else {
+        return;
+    };
+    let scratch = Scratch::new("cgroups-tree", 0o755);
+    let worker = double_forking_worker(&scratch);
+    let mut cluster = Launch::new([
+        "--cgroups".as_ref(),
+        "on".as_ref(),
+        "-n".as_ref(),
+        "1".as_ref(),
+        "--kill-timeout".as_ref(),
+        "20s".as_ref(),
+        "--".as_ref(),
+        worker.as_os_str(),
+    ])
+    .start();
+    cluster.expect_log("each worker runs in a cgroup of its own");
+    let first = grandchild(&mut cluster);
+    let subtree = parent.join(format!("recluster-{}", cluster.pid));
+    assert!(subtree.is_dir(), "{} was not made", subtree.display());
+
+    let (code, _, stderr) = ctl(cluster.pid, &["restart", "0", "--wait"]);
+    assert_eq!(code, 0, "ctl restart: {stderr}");
+    let second = grandchild(&mut cluster);
+    if !eventually(|| !is_running(first)) {
+        cluster.fail(&format!(
+            "the first worker's grandchild {first} outlived its restart"
+        ));
+    }
+    assert!(is_running(second), "the new worker's grandchild is running");
+
+    // Its stop: the grandchild ignores SIGTERM, yet goes with its worker, long before
+    // --kill-timeout (20s) would have ended it.
+    let stopping = Instant::now();
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let took = stopping.elapsed();
+    if !eventually(|| !is_running(second)) {
+        cluster.fail(&format!(
+            "the second worker's grandchild {second} outlived recluster"
+        ));
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop waited {took:?}, for --kill-timeout"
+    );
+    assert!(
+        !subtree.exists(),
+        "recluster left {} behind",
+        subtree.display()
+    );
+}
+
+/// `--cgroups auto|on` run as `nobody`, who may not create cgroups.
+fn as_nobody(mode: &str) -> Command {
+    let mut command = Command::new(recluster_bin());
+    command
+        .args([
+            "--cgroups",
+            mode,
+            "-n",
+            "1",
+            "--control",
+            "none",
+            "--",
+            "/bin/sleep",
+            "1000",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn without_permission_auto_falls_back_and_says_so_and_on_names_the_path() {
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping the fallback test: it needs root, to run recluster as nobody");
+        return;
+    }
+    let Some(parent) = own_unified_group() else {
+        eprintln!("skipping the fallback test: no cgroup v2 hierarchy is mounted");
+        return;
+    };
+    let out = as_nobody("on").output().expect("run recluster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&parent.join("recluster-").display().to_string())
+            && stderr.contains("Permission denied"),
+        "the error names the path and why: {stderr}"
+    );
+
+    let mut launch = Launch::program(recluster_bin(), ["-v"]);
+    launch.command().args(as_nobody("auto").get_args());
+    launch.command().uid(65534).gid(65534);
+    let mut cluster = launch.start();
+    cluster.expect_log("no per-worker cgroups (mkdir");
+    cluster.expect_log("started (pid");
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    let said = cluster.seen(|l| l.is_log("no per-worker cgroups")).len();
+    assert_eq!(said, 1, "the fallback is said once");
+}
+
+#[test]
+fn plan_says_where_the_groups_go_or_why_not() {
+    let (code, stdout, stderr) =
+        crate::harness::run_to_end(&["--plan", "-n", "2", "--", "/bin/true"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("worker cgroups (--cgroups auto)"))
+        .unwrap_or_else(|| panic!("no cgroups line in the plan:\n{stdout}"));
+    match writable_cgroups("the plan's writable case") {
+        Some(parent) => assert!(
+            line.contains(&format!("one per worker under {}", parent.display())),
+            "{line}"
+        ),
+        None => assert!(line.contains("none ("), "{line}"),
+    }
+    let (code, stdout, _) =
+        crate::harness::run_to_end(&["--plan", "--cgroups", "off", "--", "/bin/true"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("off (--cgroups off)"), "{stdout}");
+}
