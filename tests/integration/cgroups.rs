@@ -197,3 +197,92 @@ fn plan_says_where_the_groups_go_or_why_not() {
     assert_eq!(code, 0);
     assert!(stdout.contains("off (--cgroups off)"), "{stdout}");
 }
+
+/// The directory of process `pid`'s group in the cgroup v2 hierarchy, relative to its mount.
+fn unified_group_of(pid: i32) -> String {
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn outside_the_root_group_recluster_moves_into_a_leaf_and_back_and_removes_what_it_made() {
+    let Some(parent) = writable_cgroups("the leaf test") else {
+        return;
+    };
+    // A group of the test's own, recluster started in it.
+    let outer = parent.join(format!("recluster-test-leaf-{}", std::process::id()));
+    std::fs::create_dir(&outer).unwrap();
+    let _cleanup = RemovedOnDrop(outer.clone());
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+        outer.display()
+    );
+    let mut cluster = Launch::wrapped(
+        &["sh", "-c", &join],
+        crate::harness::cluster_args(&["--cgroups", "on", "-n", "2"], &[]),
+    )
+    .start();
+    let ready = cluster.ready(2);
+    let outer_name = unified_group_of(std::process::id() as i32);
+    let outer_name = format!(
+        "{}/recluster-test-leaf-{}",
+        outer_name.trim_end_matches('/'),
+        std::process::id()
+    );
+    let base = format!("{outer_name}/recluster-{}", cluster.pid);
+    assert_eq!(unified_group_of(cluster.pid), format!("{base}/supervisor"));
+    for line in &ready {
+        let group = unified_group_of(line.num("pid"));
+        assert!(
+            group.starts_with(&format!("{base}/w{}-", line.num("id"))),
+            "worker {} is in {group}",
+            line.num("id")
+        );
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let left: Vec<_> = std::fs::read_dir(&outer)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "recluster left {left:?} in its group");
+}
+
+/// A cgroup the test made, removed (when empty) even if the test fails.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_tree_left_by_a_recluster_killed_by_sigkill_is_removed_by_the_next_one() {
+    let Some(parent) = writable_cgroups("the stale tree test") else {
+        return;
+    };
+    // A pid that is gone: a process that has exited and been reaped.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let stale = parent.join(format!("recluster-{pid}"));
+    if std::fs::create_dir(&stale).is_err() {
+        eprintln!("skipping the stale tree test: {} exists", stale.display());
+        return;
+    }
+    let _cleanup = RemovedOnDrop(stale.clone());
+    std::fs::create_dir(stale.join("w0-1")).unwrap();
+    let mut cluster = Cluster::start(&["--cgroups", "on", "-n", "1"], &[]);
+    cluster.ready(1);
+    let _ = std::fs::remove_dir(stale.join("w0-1")); // (if the assertion fails)
+    assert!(!stale.exists(), "{} is still there", stale.display());
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}

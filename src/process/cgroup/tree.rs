@@ -6,12 +6,15 @@
 //! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
 //! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
 //! processes have no controllers for its children. At exit it moves back and removes everything
-//! it made.
+//! it made. A tree left by a recluster killed by SIGKILL (which cannot clean up) is removed by
+//! the next recluster that starts there, if its PID is gone and its groups are empty; a name taken
+//! by a recluster of the same pid in another pid namespace gets a suffix (`recluster-PID-2`).
 //!
 //! A worker's group is `recluster-PID/wN-K` (slot N, its Kth spawn). The parent opens its
 //! `cgroup.procs` in each hierarchy before the clone; the child writes `0` (itself) into each
 //! before exec — one `write`, async-signal-safe — so everything the worker starts is in it.
-//! Once the worker is reaped, its group is killed whole (`cgroup.kill`: every process in it,
+//! Once the worker's exit is reported (when it is reaped; with `--prefix`, after its last lines),
+//! its group is killed whole (`cgroup.kill`: every process in it,
 //! including one that double-forked out of the process group) and removed as soon as
 //! `cgroup.events` says `populated 0`.
 
@@ -118,9 +121,11 @@ impl Tree {
                 "no cgroup v2 hierarchy is mounted",
             ));
         };
-        let name = format!("recluster-{pid}");
-        let base = unified.dir().join(&name);
-        fs::create_dir(&base).map_err(|e| at("mkdir", &base, e))?;
+        sweep_stale(&unified.dir());
+        if let Some(memory) = &hierarchies.memory {
+            sweep_stale(&memory.dir());
+        }
+        let (name, base) = make_base(&unified.dir(), pid)?;
         let mut tree = Tree {
             unified: base,
             memory: None,
@@ -219,6 +224,68 @@ impl Tree {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!("cannot remove its cgroup {}: {e}", dir.display()),
             }
+        }
+    }
+}
+
+/// Makes `recluster-PID` in `dir`; `recluster-PID-N` where that name is taken (a recluster of the
+/// same pid in another pid namespace, PID 1 in a container above all). Its name and path.
+fn make_base(dir: &Path, pid: u32) -> io::Result<(String, PathBuf)> {
+    let mut name = format!("recluster-{pid}");
+    for n in 2..=64 {
+        let base = dir.join(&name);
+        match fs::create_dir(&base) {
+            Ok(()) => return Ok((name, base)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                name = format!("recluster-{pid}-{n}");
+            }
+            Err(e) => return Err(at("mkdir", &base, e)),
+        }
+    }
+    let base = dir.join(&name);
+    fs::create_dir(&base)
+        .map(|()| (name, base.clone()))
+        .map_err(|e| at("mkdir", &base, e))
+}
+
+/// Removes the trees in `dir` that a recluster killed by SIGKILL (which could not remove its
+/// own) left behind: `recluster-PID[-N]` whose PID no longer exists, and only their empty groups
+/// (the kernel refuses to remove a group with a process in it).
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("recluster-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if !gone {
+            continue;
+        }
+        let tree = entry.path();
+        if let Ok(groups) = fs::read_dir(&tree) {
+            for group in groups.filter_map(|e| e.ok()) {
+                if group.path().is_dir() {
+                    let _ = fs::remove_dir(group.path());
+                }
+            }
+        }
+        match fs::remove_dir(&tree) {
+            Ok(()) => log::debug!(
+                "removed {}, left by a recluster that is gone",
+                tree.display()
+            ),
+            Err(e) => log::debug!("cannot remove the stale {}: {e}", tree.display()),
         }
     }
 }
