@@ -209,7 +209,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map(|format| output::Relay::new(format, sender.clone()));
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
         .map_err(|e| Error::system("open /dev/null", e))?
-        .with_cgroups(worker_cgroups(config.cgroups)?);
+        .with_cgroups(worker_cgroups(config.cgroups, config.memory_max)?);
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(outlets.notify, config.user.as_ref().map(|u| (u.uid, u.gid)))
@@ -279,12 +279,20 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
 /// not create it).
 fn worker_cgroups(
     mode: config::policy::CgroupMode,
+    memory_max: Option<u64>,
 ) -> Result<Option<process::cgroup::tree::Groups>, Error> {
     use process::cgroup::tree::{FALLBACK_MEANS, Groups, Setup};
-    match Setup::make(mode)
+    match Setup::make(mode, memory_max)
         .map_err(|e| Error::system("create the workers' cgroups (--cgroups on)", e))?
     {
-        Setup::Off => Ok(None),
+        Setup::Off => {
+            if memory_max.is_some() {
+                log::warn!(
+                    "--memory-max is not applied: it needs per-worker cgroups (--cgroups off)"
+                );
+            }
+            Ok(None)
+        }
         Setup::Tree(tree) => {
             let groups = Groups::new(tree);
             log::info!(
@@ -294,6 +302,9 @@ fn worker_cgroups(
             Ok(Some(groups))
         }
         Setup::Fallback(reason) => {
+            if memory_max.is_some() {
+                log::warn!("--memory-max is not applied: it needs per-worker cgroups");
+            }
             log::info!(
                 "no per-worker cgroups ({reason}; --cgroups on makes this an error): {FALLBACK_MEANS}"
             );

@@ -181,6 +181,12 @@ pub struct Cli {
     #[arg(help_heading = "Guards", help = "Run each worker in a cgroup of its own", long_help, long, value_enum, value_name = "WHEN", default_value_t = CgroupMode::Auto, env = "RECLUSTER_CGROUPS")]
     pub cgroups: CgroupMode,
 
+    /// With --cgroups: each worker's group may use at most SIZE of memory (the hard limit:
+    /// memory.max on v2, memory.limit_in_bytes on v1); a worker the kernel's OOM killer ends there
+    /// is reported oom-killed (log, ctl status, /metrics, the oom hook)
+    #[arg(help_heading = "Guards", help = "With --cgroups: the hard memory limit of each worker's group", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MEMORY_MAX")]
+    pub memory_max: Option<u64>,
+
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID
@@ -195,7 +201,7 @@ pub struct Cli {
     pub user: Option<String>,
 
     /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
-    /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
+    /// reload-done, reload-abandoned, scale, stop, oom (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
     /// WORKER_GENERATION and, for exit, WORKER_EXIT). Repeatable
     #[arg(help_heading = "Operation", help = "Run COMMAND with /bin/sh -c on EVENT (repeatable)", long_help, long = "on", value_name = "EVENT=COMMAND", value_parser = parse_hook)]
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,

@@ -56,6 +56,8 @@ pub struct Config {
     pub user: Option<crate::process::user::Identity>,
     /// `--cgroups`: whether each worker runs in a cgroup of its own.
     pub cgroups: CgroupMode,
+    /// `--memory-max`: the hard memory limit of each worker's group, in bytes.
+    pub memory_max: Option<u64>,
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
     pub hook_timeout: Duration,
@@ -224,6 +226,7 @@ impl Config {
                 _ => crate::logging::LogFormat::Text,
             }),
             cgroups: cli.cgroups,
+            memory_max: cli.memory_max,
             command,
             listen: cli.listen,
             socket_mode,

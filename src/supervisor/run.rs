@@ -213,18 +213,18 @@ impl Executor<'_> {
                 }
                 self.note_oom_kills(&exits);
                 // A worker whose output is still being written is reported once it is.
-                let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
+                let (hold, mut report): (Vec<Exit>, Vec<Exit>) = exits
                     .into_iter()
                     .partition(|e| self.output_open.contains(&e.pid));
                 self.held
                     .extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
-                self.reported(&report);
+                self.reported(&mut report);
                 cluster.on_reaped(&report, self.children_left, now)
             }
             Some(Event::OutputClosed { pid }) => {
                 self.output_open.remove(&pid);
-                let released = take_held(&mut self.held, |e, _| e.pid == pid);
-                self.reported(&released);
+                let mut released = take_held(&mut self.held, |e, _| e.pid == pid);
+                self.reported(&mut released);
                 cluster.on_reaped(&released, self.children_left, now)
             }
             Some(Event::Notified) => {
@@ -265,11 +265,11 @@ impl Executor<'_> {
             None => {
                 self.plumbing.hooks.expire(now);
                 // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
-                let released = take_held(&mut self.held, |_, at| at <= now);
+                let mut released = take_held(&mut self.held, |_, at| at <= now);
                 if released.is_empty() {
                     Vec::new()
                 } else {
-                    self.reported(&released);
+                    self.reported(&mut released);
                     cluster.on_reaped(&released, self.children_left, now)
                 }
             }
@@ -440,7 +440,8 @@ impl Executor<'_> {
     }
 
     /// A process killed by SIGKILL while the kernel's OOM-kill count went up was most likely its
-    /// victim: say so beside the exit recluster reports.
+    /// victim: say so beside the exit recluster reports (unless its cgroup counts OOM kills: that
+    /// is exact, see `reported`).
     fn note_oom_kills(&mut self, exits: &[Exit]) {
         if !exits
             .iter()
@@ -452,9 +453,16 @@ impl Executor<'_> {
         if let (Some(before), Some(after)) = (self.oom_kills, now)
             && after > before
         {
+            let groups = self.plumbing.spawner.cgroups();
+            let exact = |pid: i32| {
+                groups
+                    .as_ref()
+                    .and_then(|g| g.of(pid))
+                    .is_some_and(|g| g.counts_oom_kills())
+            };
             for exit in exits
                 .iter()
-                .filter(|e| e.status == ProcessStatus::Killed(Sig::KILL))
+                .filter(|e| e.status == ProcessStatus::Killed(Sig::KILL) && !exact(e.pid))
             {
                 warn!(
                     "process {} was killed by the kernel's OOM killer (out of memory: {} OOM kill{} since)",
@@ -470,11 +478,14 @@ impl Executor<'_> {
     /// The cluster is told of these exits (and forgets those workers): their pidfds go; with
     /// `--cgroups`, what is left in a worker's group is killed and the group removed (after its
     /// last lines with `--prefix`, as its exit is reported then).
-    fn reported(&mut self, exits: &[Exit]) {
+    /// A worker killed by SIGKILL while its group counts an OOM kill is marked `oom_killed`.
+    fn reported(&mut self, exits: &mut [Exit]) {
         let mut groups = self.plumbing.spawner.cgroups();
         for exit in exits {
             self.pidfds.remove(&exit.pid);
             if let Some(groups) = groups.as_mut() {
+                exit.oom_killed = exit.status == ProcessStatus::Killed(Sig::KILL)
+                    && groups.of(exit.pid).is_some_and(|g| g.oom_kills() > 0);
                 groups.reaped(exit.pid, Instant::now());
             }
         }

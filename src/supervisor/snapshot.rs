@@ -123,6 +123,9 @@ pub struct GuardActions {
     pub memory: u64,
     /// Stopped with SIGABRT for a missed or triggered `--watchdog`.
     pub watchdog: u64,
+    /// Ended by the kernel's OOM killer in its cgroup (`--memory-max`).
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -286,3 +286,121 @@ fn a_tree_left_by_a_recluster_killed_by_sigkill_is_removed_by_the_next_one() {
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+/// Whether recluster can give its workers a memory limit here (a v1 memory hierarchy or a v2
+/// memory controller it may write), asked of recluster's own --plan; otherwise says why not.
+fn memory_groups(test: &str) -> bool {
+    writable_cgroups(test).is_some() && {
+        let (_, stdout, _) = crate::harness::run_to_end(&["--plan", "--", "/bin/true"]);
+        let v1 = stdout.contains("(v1 memory)");
+        let v2 = own_unified_group()
+            .and_then(|g| std::fs::read_to_string(g.join("cgroup.controllers")).ok())
+            .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        if !(v1 || v2) {
+            eprintln!("skipping {test}: no writable memory controller (v1 memory, or v2 memory)");
+        }
+        v1 || v2
+    }
+}
+
+#[test]
+fn a_worker_the_oom_killer_ends_under_memory_max_is_reported_oom_killed() {
+    if !memory_groups("the OOM test") {
+        return;
+    }
+    let scratch = Scratch::new("cgroups-oom", 0o755);
+    let hooked = scratch.0.join("hooked");
+    let hook = format!(
+        "oom=echo \"$RECLUSTER_EVENT $WORKER_ID $WORKER_PID\" >> '{}'",
+        hooked.display()
+    );
+    // Worker 0 touches 200 MiB under a 64 MiB limit: the kernel's OOM killer ends it.
+    let mut cluster = Cluster::start(
+        &[
+            "--cgroups",
+            "on",
+            "--memory-max",
+            "64M",
+            "-n",
+            "2",
+            "--restart",
+            "never",
+            "--admin",
+            "127.0.0.1:0",
+            "--on",
+            &hook,
+        ],
+        &["--grow-for", "0:200"],
+    );
+    let admin = cluster.expect_log("admin endpoint at http://").text;
+    let admin = admin
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let killed = cluster.expect_log("was oom-killed");
+    assert!(killed.text.contains("worker 0 (pid "), "{}", killed.text);
+    let pid: i32 = killed
+        .text
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    cluster.expect_log(&format!("worker 0 (pid {pid}) was killed by SIGKILL"));
+
+    let status = crate::harness::ctl_status(cluster.pid);
+    let slot0 = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == 0)
+        .unwrap()
+        .clone();
+    assert_eq!(slot0["last_exit"]["what"], "oom-killed", "{slot0}");
+    assert_eq!(slot0["guards"]["oom_kills"], 1, "{slot0}");
+    let (code, table, _) = ctl(cluster.pid, &["status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("oom-killed"), "{table}");
+
+    let metrics = get_metrics(&admin);
+    let sample = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("recluster_worker_oom_kills_total") && l.contains("worker_id=\"0\"")
+        })
+        .unwrap_or_else(|| panic!("no oom kills sample for slot 0:\n{metrics}"));
+    assert!(sample.ends_with(" 1"), "{sample}");
+
+    assert!(
+        eventually(
+            || std::fs::read_to_string(&hooked).is_ok_and(|t| t.contains(&format!("oom 0 {pid}")))
+        ),
+        "the oom hook did not run: {:?}",
+        std::fs::read_to_string(&hooked)
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+}
+
+/// The body of `GET /metrics` from the admin endpoint at `address`.
+fn get_metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}

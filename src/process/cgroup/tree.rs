@@ -39,6 +39,11 @@ pub struct Tree {
     moved_from: Option<PathBuf>,
     /// Spawns so far: each worker group's name is unique.
     spawns: u64,
+    /// `--memory-max`: each worker group's hard memory limit, in bytes.
+    memory_max: Option<u64>,
+    /// Whether the unified hierarchy's groups have the memory controller (`memory.max`,
+    /// `memory.events`).
+    unified_memory: bool,
 }
 
 /// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
@@ -56,12 +61,30 @@ pub const FALLBACK_MEANS: &str = "workers run in recluster's own cgroup: they ar
 impl Setup {
     /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
     /// that is missing is an error naming the path.
-    pub fn make(mode: CgroupMode) -> Result<Setup, io::Error> {
+    /// `--memory-max` needs a memory controller: without one, `on` is an error, `auto` a warning.
+    pub fn make(mode: CgroupMode, memory_max: Option<u64>) -> Result<Setup, io::Error> {
         if mode == CgroupMode::Off {
             return Ok(Setup::Off);
         }
         match Tree::create(&Hierarchies::of_self(), std::process::id()) {
-            Ok(tree) => Ok(Setup::Tree(tree)),
+            Ok(mut tree) => {
+                if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
+                    let e = io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "--memory-max needs the memory controller, which {} does not have (and no v1 memory hierarchy is writable)",
+                            tree.unified.display()
+                        ),
+                    );
+                    if mode == CgroupMode::On {
+                        tree.finish(Vec::new());
+                        return Err(e);
+                    }
+                    log::warn!("{e}: it is not applied");
+                }
+                tree.memory_max = memory_max;
+                Ok(Setup::Tree(tree))
+            }
             Err(e) if mode == CgroupMode::On => Err(e),
             Err(e) => Ok(Setup::Fallback(e.to_string())),
         }
@@ -131,6 +154,8 @@ impl Tree {
             memory: None,
             moved_from: None,
             spawns: 0,
+            memory_max: None,
+            unified_memory: false,
         };
         if !unified.is_root() {
             let leaf = tree.unified.join("supervisor");
@@ -143,7 +168,10 @@ impl Tree {
             }
             tree.moved_from = Some(unified.dir());
         }
-        if let Some(memory) = &hierarchies.memory {
+        tree.unified_memory = enable_memory(&tree.unified);
+        if let Some(memory) = &hierarchies.memory
+            && !tree.unified_memory
+        {
             tree.memory = make_memory_base(memory, &name);
         }
         Ok(tree)
@@ -172,6 +200,20 @@ impl Tree {
             match fs::create_dir(&dir) {
                 Ok(()) => group.memory = Some(dir),
                 Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        if let Some(bytes) = self.memory_max {
+            let limit = match &group.memory {
+                Some(dir) => Some(dir.join("memory.limit_in_bytes")),
+                None if self.unified_memory => Some(group.unified.join("memory.max")),
+                None => None,
+            };
+            if let Some(limit) = limit
+                && let Err(e) = fs::write(&limit, bytes.to_string())
+            {
+                let e = at("write to", &limit, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
             }
         }
         let dirs: Vec<PathBuf> = group.dirs().cloned().collect();
@@ -290,6 +332,28 @@ fn sweep_stale(dir: &Path) {
     }
 }
 
+/// Hands the memory controller to the workers' groups under `base` (v2), where recluster's own
+/// group hands it to `base`; whether they have it.
+fn enable_memory(base: &Path) -> bool {
+    let has = |file: &str| {
+        fs::read_to_string(base.join(file))
+            .is_ok_and(|list| list.split_whitespace().any(|c| c == "memory"))
+    };
+    if !has("cgroup.controllers") {
+        return false;
+    }
+    match fs::write(base.join("cgroup.subtree_control"), "+memory") {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!(
+                "no memory controller for the workers' groups: +memory in {}/cgroup.subtree_control: {e}",
+                base.display()
+            );
+            false
+        }
+    }
+}
+
 /// `recluster-PID` in v1's memory hierarchy, or none where recluster may not make it.
 fn make_memory_base(memory: &Place, name: &str) -> Option<PathBuf> {
     let dir = memory.dir().join(name);
@@ -338,6 +402,27 @@ impl WorkerGroup {
     /// The unified group's directory.
     pub fn path(&self) -> &Path {
         &self.unified
+    }
+
+    /// How many processes the kernel's OOM killer has killed in the group (`oom_kill` in v1's
+    /// `memory.oom_control` or v2's `memory.events`); 0 without a memory controller.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match &self.memory {
+            Some(dir) => dir.join("memory.oom_control"),
+            None => self.unified.join("memory.events"),
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the group has a memory controller that counts OOM kills.
+    pub fn counts_oom_kills(&self) -> bool {
+        self.memory.is_some() || self.unified.join("memory.events").exists()
     }
 
     /// SIGKILL to every process in the group (`cgroup.kill`, Linux 5.14).

@@ -80,6 +80,7 @@ fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
         pid,
         status,
         cpu: Duration::ZERO,
+        oom_killed: false,
     }]
 }
 
@@ -2011,4 +2012,39 @@ fn a_stop_signal_during_a_stop_recluster_began_itself_kills() {
         cluster.on_signal(Sig::TERM, t0 + MS),
         [Action::KillAll { groups: vec![100] }]
     );
+}
+
+#[test]
+fn a_worker_the_oom_killer_ended_in_its_cgroup_is_reported_oom_killed_and_counted() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    cluster.take_reports();
+    let t1 = t0 + 2000 * MS;
+    let mut exits = exit(100, ProcessStatus::Killed(Sig::KILL));
+    exits[0].oom_killed = true;
+    cluster.on_reaped(&exits, true, t1);
+    let reports = cluster.take_reports();
+    assert_eq!(
+        reports[0],
+        Report::OomKilled { id: 0, pid: 100 },
+        "{reports:?}"
+    );
+    assert!(
+        matches!(reports[1], Report::Ended { id: 0, .. }),
+        "its end follows: {reports:?}"
+    );
+    let last = last_exit_of(&cluster, 0, t1);
+    assert_eq!(last.what, "oom-killed");
+    assert!(last.reason.contains("OOM killer"), "{}", last.reason);
+    assert_eq!(last.signal.as_deref(), Some("SIGKILL"));
+    // A SIGKILL with no OOM kill in its group is still one from outside.
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), true, t1);
+    assert_eq!(last_exit_of(&cluster, 1, t1).what, "SIGKILL, outside");
+    let clock = Clock {
+        now: t1,
+        wall: std::time::SystemTime::now(),
+    };
+    let snapshot = cluster.snapshot(1, clock);
+    assert_eq!(snapshot.workers[0].guards.oom_kills, 1);
+    assert_eq!(snapshot.workers[1].guards.oom_kills, 0);
 }

@@ -74,7 +74,8 @@ impl Report {
             | Report::KillTimeout { .. }
             | Report::Ended { .. }
             | Report::Stopped { .. }
-            | Report::AdoptedReaped { .. } => self.render_end(f, label),
+            | Report::AdoptedReaped { .. }
+            | Report::OomKilled { .. } => self.render_end(f, label),
             Report::StopRequested { .. }
             | Report::SecondStopSignal { .. }
             | Report::RepeatedStopSignal { .. }
@@ -265,6 +266,11 @@ impl Report {
                 }
                 Ok(())
             }
+            Report::OomKilled { id, pid } => write!(
+                f,
+                "worker {} (pid {pid}) was oom-killed: the kernel's OOM killer ended it in its cgroup, at its memory limit",
+                label(*id)
+            ),
             Report::AdoptedReaped { pid, status } => {
                 write!(f, "reaped adopted process {pid} ({status})")
             }
