@@ -210,6 +210,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
         .map_err(|e| Error::system("open /dev/null", e))?
         .with_cgroups(worker_cgroups(config.cgroups, config.memory_max)?);
+    let memory_events = watch_memory(&mut spawner, &config, &sender);
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(outlets.notify, config.user.as_ref().map(|u| (u.uid, u.gid)))
@@ -230,6 +231,9 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let mut cluster = Cluster::new(config.policy, config.workers);
+    if memory_events {
+        cluster.memory_by_events();
+    }
     let formation = config
         .groups
         .clone()
@@ -273,6 +277,33 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     hooks.finish(kill_timeout);
     spawner.finish_cgroups();
     Ok(code)
+}
+
+/// `--max-memory` with the workers' v1 memory groups: a threshold on each wakes the loop when it
+/// is crossed, instead of samples. Whether it is so.
+fn watch_memory(
+    spawner: &mut Spawner,
+    config: &Config,
+    sender: &crossbeam_channel::Sender<event::Event>,
+) -> bool {
+    let (Some((bytes, _)), Some(groups)) = (config.policy.max_memory, spawner.cgroups()) else {
+        return false;
+    };
+    let events = sender.clone();
+    let crossed = Box::new(move |token| events.send(event::Event::MemoryCrossed { token }).is_ok());
+    match groups.watch_memory(bytes, crossed) {
+        Ok(true) => {
+            log::info!(
+                "--max-memory: each worker's memory cgroup wakes recluster when it crosses the limit (no sampling)"
+            );
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            log::warn!("--max-memory samples /proc: cannot watch the memory cgroups: {e}");
+            false
+        }
+    }
 }
 
 /// `--cgroups`: recluster's cgroup subtree, or none (said once, with `auto`, where recluster may

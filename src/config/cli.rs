@@ -166,7 +166,8 @@ pub struct Cli {
 
     /// Replace a worker whose process group uses more than SIZE of memory (512M, 2G; K, M, G
     /// are powers of 1024; a bare number is bytes, from 1048576 up) in 3 samples in a row: a new
-    /// worker first, then the old one stopped
+    /// worker first, then the old one stopped. With cgroup v1 memory groups (--cgroups), no
+    /// samples: the group's threshold wakes recluster, and one crossing replaces the worker
     #[arg(help_heading = "Guards", help = "Replace a worker whose process group uses more than SIZE", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 

@@ -33,6 +33,9 @@ pub enum Event {
     },
     /// A control client went away before its request was answered in full.
     ControlGone { client: u64 },
+    /// `--max-memory` on cgroup v1: the memory of the worker group numbered `token` crossed the
+    /// limit (either way; the loop reads which).
+    MemoryCrossed { token: u64 },
 }
 
 /// The signal thread's channel: it waits when this is full (the kernel holds the signals

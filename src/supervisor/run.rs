@@ -256,6 +256,19 @@ impl Executor<'_> {
                     None => Vec::new(),
                 }
             }
+            Some(Event::MemoryCrossed { token }) => {
+                let Some(groups) = self.plumbing.spawner.cgroups() else {
+                    return Vec::new();
+                };
+                // A group removed since (the kernel signals that too) has no worker.
+                let Some(pid) = groups.worker_of(token) else {
+                    return Vec::new();
+                };
+                match groups.of(pid).and_then(|g| g.memory_usage()) {
+                    Some(bytes) => cluster.on_memory_crossed(pid, bytes, now),
+                    None => Vec::new(),
+                }
+            }
             Some(Event::ControlGone { client }) => {
                 if let Some(control) = self.plumbing.control.as_mut() {
                     control.forget(client);

@@ -404,3 +404,118 @@ fn get_metrics(address: &str) -> String {
     stream.read_to_string(&mut answer).unwrap();
     answer
 }
+
+/// The directory of process `pid`'s group in the v1 memory hierarchy, if it has one.
+fn v1_memory_group_of(pid: i32) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "memory"))
+            .then(|| PathBuf::from(f[1]))
+    })?;
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let own = groups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.trim_start_matches('/').to_string())
+    })?;
+    Some(mount.join(own))
+}
+
+/// Waits (on a thread) for the memory of the v1 group at `dir` to cross `bytes`, as recluster
+/// does: a threshold through `cgroup.event_control`. The receiver gets the moment it did.
+fn crossing_of(dir: &std::path::Path, bytes: u64) -> crossbeam_channel::Receiver<Instant> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: eventfd has no memory effects; the result is checked.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(efd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just created, owned by nothing else.
+    let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let usage = std::fs::File::open(dir.join("memory.usage_in_bytes")).unwrap();
+    std::fs::write(
+        dir.join("cgroup.event_control"),
+        format!("{} {} {bytes}", eventfd.as_raw_fd(), usage.as_raw_fd()),
+    )
+    .unwrap();
+    let (sender, receiver) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _usage = usage;
+        let mut counter = 0u64;
+        // SAFETY: read writes at most 8 bytes into `counter`.
+        let n = unsafe { libc::read(eventfd.as_raw_fd(), (&raw mut counter).cast(), 8) };
+        if n == 8 {
+            let _ = sender.send(Instant::now());
+        }
+    });
+    receiver
+}
+
+#[test]
+fn a_worker_crossing_max_memory_in_one_step_is_replaced_within_100ms_without_sampling() {
+    if !memory_groups("the memory threshold test") {
+        return;
+    }
+    let scratch = Scratch::new("cgroups-threshold", 0o755);
+    let go = scratch.0.join("go");
+    // Worker 0 waits for the test's go, then touches 200 MiB in one step; the limit is 50 MiB,
+    // and no sample would come within the hour.
+    let script = scratch.0.join("grow.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"waiting pid=$$\"\nwhile [ ! -e '{}' ]; do sleep 0.01; done\nexec '{}' --grow-for 0:200\n",
+            go.display(),
+            crate::harness::worker_bin().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cluster = Launch::new([
+        "--cgroups".as_ref(),
+        "on".as_ref(),
+        "--max-memory".as_ref(),
+        "50M".as_ref(),
+        "--memory-interval".as_ref(),
+        "1h".as_ref(),
+        "-n".as_ref(),
+        "1".as_ref(),
+        "--".as_ref(),
+        script.as_os_str(),
+    ])
+    .start();
+    cluster.expect_log("wakes recluster when it crosses the limit (no sampling)");
+    let old = cluster
+        .expect("the worker waiting", |l| l.is_worker("waiting"))
+        .num("pid");
+    let group = v1_memory_group_of(old).expect("the worker's memory group");
+    // The test watches the same crossing recluster does, to time it.
+    let crossing = crossing_of(&group, 50 << 20);
+    std::fs::write(&go, "").unwrap();
+    let started = cluster.expect_log("worker 0 of generation 0 started (pid");
+    let replaced_at = Instant::now();
+    let crossed_at = crossing
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the test's own threshold woke");
+    let decided = cluster
+        .seen(|l| l.is_log(&format!("worker 0 (pid {old}) uses")))
+        .len();
+    let took = replaced_at.saturating_duration_since(crossed_at);
+    eprintln!(
+        "--max-memory threshold (v1): the new worker was running {:.1} ms after the old one crossed 50 MiB ({})",
+        took.as_secs_f64() * 1000.0,
+        started.text
+    );
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    assert_eq!(decided, 1, "the replacement says why, once");
+    assert!(
+        took < Duration::from_millis(100),
+        "replaced {took:?} after the crossing"
+    );
+}

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::hierarchy::{Hierarchies, Place};
+use super::threshold::{Watch, Watcher};
 use crate::config::policy::CgroupMode;
 
 /// recluster's subtree.
@@ -44,6 +45,8 @@ pub struct Tree {
     /// Whether the unified hierarchy's groups have the memory controller (`memory.max`,
     /// `memory.events`).
     unified_memory: bool,
+    /// `--max-memory` on v1: the threshold each memory group gets, and who waits for crossings.
+    threshold: Option<(u64, Watcher)>,
 }
 
 /// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
@@ -156,6 +159,7 @@ impl Tree {
             spawns: 0,
             memory_max: None,
             unified_memory: false,
+            threshold: None,
         };
         if !unified.is_root() {
             let leaf = tree.unified.join("supervisor");
@@ -193,6 +197,8 @@ impl Tree {
             unified: self.unified.join(&name),
             memory: None,
             procs: Vec::new(),
+            serial: self.spawns,
+            watch: None,
         };
         fs::create_dir(&group.unified).map_err(|e| at("mkdir", &group.unified, e))?;
         if let Some(memory) = &self.memory {
@@ -214,6 +220,16 @@ impl Tree {
                 let e = at("write to", &limit, e);
                 let _ = group.remove(); // best effort: nothing joined it
                 return Err(e);
+            }
+        }
+        // Before the worker joins: a threshold registered above the usage fires when crossed.
+        if let (Some((bytes, watcher)), Some(dir)) = (&self.threshold, &group.memory) {
+            match watcher.watch(dir, *bytes, group.serial) {
+                Ok(watch) => group.watch = Some(watch),
+                Err(e) => {
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
             }
         }
         let dirs: Vec<PathBuf> = group.dirs().cloned().collect();
@@ -382,6 +398,10 @@ pub struct WorkerGroup {
     memory: Option<PathBuf>,
     /// Each group's `cgroup.procs`, open for writing until the child has joined.
     procs: Vec<OwnedFd>,
+    /// Its number among the tree's groups (the token of its memory threshold's wake-ups).
+    serial: u64,
+    /// `--max-memory` on v1: its threshold's registration.
+    watch: Option<Watch>,
 }
 
 impl WorkerGroup {
@@ -402,6 +422,16 @@ impl WorkerGroup {
     /// The unified group's directory.
     pub fn path(&self) -> &Path {
         &self.unified
+    }
+
+    /// The memory its processes use now, children included (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`), if it has a memory controller.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let file = match &self.memory {
+            Some(dir) => dir.join("memory.usage_in_bytes"),
+            None => self.unified.join("memory.current"),
+        };
+        fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// How many processes the kernel's OOM killer has killed in the group (`oom_kill` in v1's
@@ -463,6 +493,8 @@ impl WorkerGroup {
 pub struct Groups {
     tree: Tree,
     live: HashMap<i32, WorkerGroup>,
+    /// The pid of each live group's worker, by the group's serial number.
+    pids: HashMap<u64, i32>,
     emptying: Vec<Emptying>,
 }
 
@@ -483,6 +515,7 @@ impl Groups {
         Groups {
             tree,
             live: HashMap::new(),
+            pids: HashMap::new(),
             emptying: Vec::new(),
         }
     }
@@ -500,6 +533,7 @@ impl Groups {
     /// Worker `pid` runs in `group`.
     pub fn started(&mut self, pid: i32, mut group: WorkerGroup) {
         group.joined();
+        self.pids.insert(group.serial, pid);
         self.live.insert(pid, group);
     }
 
@@ -511,7 +545,9 @@ impl Groups {
     /// Process `pid` was reaped: if it was a worker, what is left in its group is killed and the
     /// group removed (now, or once it is empty).
     pub fn reaped(&mut self, pid: i32, now: Instant) {
-        if let Some(group) = self.live.remove(&pid) {
+        if let Some(mut group) = self.live.remove(&pid) {
+            self.pids.remove(&group.serial);
+            group.watch = None; // its threshold goes before the group
             self.reap_group(group, now);
         }
     }
@@ -538,6 +574,26 @@ impl Groups {
         for group in self.live.values() {
             group.kill();
         }
+    }
+
+    /// `--max-memory` without polling, where the workers have v1 memory groups: a threshold at
+    /// `bytes` on each, and `crossed(token)` called on a thread when one is crossed (the token is
+    /// `worker_of`'s). Whether it is so.
+    pub fn watch_memory(
+        &mut self,
+        bytes: u64,
+        crossed: Box<dyn Fn(u64) -> bool + Send>,
+    ) -> io::Result<bool> {
+        if self.tree.memory.is_none() {
+            return Ok(false);
+        }
+        self.tree.threshold = Some((bytes, Watcher::start(crossed)?));
+        Ok(true)
+    }
+
+    /// The worker whose group's memory threshold woke with `token`, while it runs.
+    pub fn worker_of(&self, token: u64) -> Option<i32> {
+        self.pids.get(&token).copied()
     }
 
     /// The group worker `pid` runs in.
