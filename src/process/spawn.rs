@@ -185,6 +185,11 @@ impl Spawner {
         self.cgroups.as_mut()
     }
 
+    /// The workers' cgroups, to look at.
+    pub fn worker_cgroups(&self) -> Option<&Groups> {
+        self.cgroups.as_ref()
+    }
+
     /// At exit: the workers' cgroups are killed and removed, and recluster's subtree.
     pub fn finish_cgroups(&mut self) {
         if let Some(groups) = self.cgroups.take() {

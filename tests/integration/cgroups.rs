@@ -519,3 +519,67 @@ fn a_worker_crossing_max_memory_in_one_step_is_replaced_within_100ms_without_sam
         "replaced {took:?} after the crossing"
     );
 }
+
+/// The resident memory of process `pid` (VmRSS), in bytes.
+fn rss_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+#[test]
+fn ctl_status_reads_each_worker_s_memory_from_its_group_children_included() {
+    if !memory_groups("the exact usage test") {
+        return;
+    }
+    // Worker 0 grows by 100 MiB and its grandchild lives beside it.
+    let mut cluster = Cluster::start(
+        &["--cgroups", "on", "-n", "2"],
+        &["--grow-for", "0:100", "--grandchild"],
+    );
+    let grown = cluster.expect("worker 0 grown", |l| l.is_worker("grown"));
+    let pid = grown.num("pid");
+    let group = own_unified_group()
+        .unwrap()
+        .join(format!("recluster-{}", cluster.pid));
+    let procs_file = std::fs::read_dir(&group)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("cgroup.procs"))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l == pid.to_string())))
+        .expect("worker 0's group");
+    let tree: Vec<i32> = std::fs::read_to_string(&procs_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert!(tree.len() >= 2, "the worker and its grandchild: {tree:?}");
+    let summed: u64 = tree.iter().map(|p| rss_of(*p)).sum();
+    let status = crate::harness::ctl_status(cluster.pid);
+    let worker = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == pid)
+        .unwrap()
+        .clone();
+    let reported = worker["rss_bytes"].as_u64().unwrap();
+    eprintln!(
+        "worker 0: its group says {} KiB, the RSS of its {} processes sums to {} KiB",
+        reported >> 10,
+        tree.len(),
+        summed >> 10
+    );
+    let difference = reported.abs_diff(summed) as f64 / summed as f64;
+    assert!(
+        difference < 0.10,
+        "the group's {reported} and the tree's {summed} differ by {:.1} %",
+        difference * 100.0
+    );
+    assert!(worker["cpu_seconds"].as_f64().unwrap() > 0.0, "{worker}");
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+}

@@ -434,6 +434,17 @@ impl WorkerGroup {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// Where its usage is read (`ctl status`, `/status`, `/metrics`): its memory, and its CPU time.
+    pub fn usage_files(&self) -> UsageFiles {
+        UsageFiles {
+            memory: match &self.memory {
+                Some(dir) => Some(dir.join("memory.usage_in_bytes")),
+                None => Some(self.unified.join("memory.current")).filter(|f| f.exists()),
+            },
+            cpu_stat: self.unified.join("cpu.stat"),
+        }
+    }
+
     /// How many processes the kernel's OOM killer has killed in the group (`oom_kill` in v1's
     /// `memory.oom_control` or v2's `memory.events`); 0 without a memory controller.
     pub fn oom_kills(&self) -> u64 {
@@ -484,6 +495,33 @@ impl WorkerGroup {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a worker group's usage is read, by whichever thread measures a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageFiles {
+    /// `memory.usage_in_bytes` (v1) or `memory.current` (v2), with a memory controller.
+    memory: Option<PathBuf>,
+    /// v2 `cpu.stat`, whose `usage_usec` every group has.
+    cpu_stat: PathBuf,
+}
+
+impl UsageFiles {
+    /// The group's memory now (its processes, children included, page cache included), in
+    /// bytes, and the CPU time its processes have used (those that ended included), in seconds;
+    /// each `None` where it cannot be read (the group is gone).
+    pub fn read(&self) -> (Option<u64>, Option<f64>) {
+        let memory = self
+            .memory
+            .as_ref()
+            .and_then(|f| fs::read_to_string(f).ok()?.trim().parse().ok());
+        let cpu = fs::read_to_string(&self.cpu_stat).ok().and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                .map(|usec| usec as f64 / 1e6)
+        });
+        (memory, cpu)
     }
 }
 
