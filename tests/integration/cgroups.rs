@@ -23,6 +23,18 @@ fn own_unified_group() -> Option<PathBuf> {
     Some(mount.join(own))
 }
 
+/// The name of the tree recluster `pid` makes: `recluster-PID-START`, START its start time in
+/// clock ticks since boot.
+fn tree_name(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    format!("recluster-{pid}-{start}")
+}
+
 /// The v2 group tests create recluster's subtree beside, if this process may create groups
 /// there; otherwise says why the test skips.
 fn writable_cgroups(test: &str) -> Option<PathBuf> {
@@ -88,7 +100,7 @@ fn a_double_forked_grandchild_is_gone_after_ctl_restart_and_after_recluster_stop
     .start();
     cluster.expect_log("each worker runs in a cgroup of its own");
     let first = grandchild(&mut cluster);
-    let subtree = parent.join(format!("recluster-{}", cluster.pid));
+    let subtree = parent.join(tree_name(cluster.pid));
     assert!(subtree.is_dir(), "{} was not made", subtree.display());
 
     let (code, _, stderr) = ctl(cluster.pid, &["restart", "0", "--wait"]);
@@ -233,7 +245,7 @@ fn outside_the_root_group_recluster_moves_into_a_leaf_and_back_and_removes_what_
         outer_name.trim_end_matches('/'),
         std::process::id()
     );
-    let base = format!("{outer_name}/recluster-{}", cluster.pid);
+    let base = format!("{outer_name}/{}", tree_name(cluster.pid));
     assert_eq!(unified_group_of(cluster.pid), format!("{base}/supervisor"));
     for line in &ready {
         let group = unified_group_of(line.num("pid"));
@@ -272,7 +284,8 @@ fn a_tree_left_by_a_recluster_killed_by_sigkill_is_removed_by_the_next_one() {
     let mut gone = Command::new("true").spawn().unwrap();
     let pid = gone.id();
     gone.wait().unwrap();
-    let stale = parent.join(format!("recluster-{pid}"));
+    // Named as a recluster of that pid and some start time would name its tree.
+    let stale = parent.join(format!("recluster-{pid}-12345"));
     if std::fs::create_dir(&stale).is_err() {
         eprintln!("skipping the stale tree test: {} exists", stale.display());
         return;
@@ -542,9 +555,7 @@ fn ctl_status_reads_each_worker_s_memory_from_its_group_children_included() {
     );
     let grown = cluster.expect("worker 0 grown", |l| l.is_worker("grown"));
     let pid = grown.num("pid");
-    let group = own_unified_group()
-        .unwrap()
-        .join(format!("recluster-{}", cluster.pid));
+    let group = own_unified_group().unwrap().join(tree_name(cluster.pid));
     let procs_file = std::fs::read_dir(&group)
         .unwrap()
         .filter_map(|e| e.ok())

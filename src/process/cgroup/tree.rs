@@ -1,14 +1,16 @@
 //! recluster's cgroup subtree and each worker's group in it: created, joined, killed, removed.
 //!
-//! Everything recluster creates is under a directory named `recluster-PID`, made inside the
+//! Everything recluster creates is under a directory named `recluster-PID-START` (START: its
+//! start time, in clock ticks since boot, so that the name tells whether its recluster still
+//! runs), shortened to `recluster-PID` below, made inside the
 //! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
 //! in the unified (v2) hierarchy and, where it is mounted and writable, in v1's memory hierarchy.
 //! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
 //! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
 //! processes have no controllers for its children. At exit it moves back and removes everything
 //! it made. A tree left by a recluster killed by SIGKILL (which cannot clean up) is removed by
-//! the next recluster that starts there, if its PID is gone and its groups are empty; a name taken
-//! by a recluster of the same pid in another pid namespace gets a suffix (`recluster-PID-2`).
+//! the next recluster that starts there, if no process PID started at START (PID 1 of a pid
+//! namespace above all) and its groups are empty; a name taken all the same gets a suffix.
 //!
 //! A worker's group is `recluster-PID/wN-K` (slot N, its Kth spawn). The parent opens its
 //! `cgroup.procs` in each hierarchy before the clone; the child writes `0` (itself) into each
@@ -286,16 +288,18 @@ impl Tree {
     }
 }
 
-/// Makes `recluster-PID` in `dir`; `recluster-PID-N` where that name is taken (a recluster of the
-/// same pid in another pid namespace, PID 1 in a container above all). Its name and path.
+/// Makes `recluster-PID-START` in `dir`; `recluster-PID-START-N` where that name is taken (a
+/// recluster of the same pid started in the same clock tick in another pid namespace). Its name
+/// and path.
 fn make_base(dir: &Path, pid: u32) -> io::Result<(String, PathBuf)> {
-    let mut name = format!("recluster-{pid}");
+    let start = start_time(pid as i32).unwrap_or(0);
+    let mut name = format!("recluster-{pid}-{start}");
     for n in 2..=64 {
         let base = dir.join(&name);
         match fs::create_dir(&base) {
             Ok(()) => return Ok((name, base)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                name = format!("recluster-{pid}-{n}");
+                name = format!("recluster-{pid}-{start}-{n}");
             }
             Err(e) => return Err(at("mkdir", &base, e)),
         }
@@ -306,28 +310,38 @@ fn make_base(dir: &Path, pid: u32) -> io::Result<(String, PathBuf)> {
         .map_err(|e| at("mkdir", &base, e))
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Removes the trees in `dir` that a recluster killed by SIGKILL (which could not remove its
-/// own) left behind: `recluster-PID[-N]` whose PID no longer exists, and only their empty groups
-/// (the kernel refuses to remove a group with a process in it).
+/// own) left behind: `recluster-PID-START[-N]` where no process PID started at START, and only
+/// their empty groups (the kernel refuses to remove a group with a process in it).
 fn sweep_stale(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name();
-        let Some(pid) = name
+        let mut parts = name
             .to_str()
             .and_then(|n| n.strip_prefix("recluster-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .filter(|p| *p > 0)
-        else {
+            .into_iter()
+            .flat_map(|rest| rest.split('-'))
+            .map(|p| p.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(start))) = (parts.next(), parts.next()) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if !gone {
+        let Ok(pid) = i32::try_from(pid) else {
+            continue;
+        };
+        if pid <= 0 || start_time(pid) == Some(start) {
             continue;
         }
         let tree = entry.path();
