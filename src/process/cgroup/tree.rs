@@ -114,11 +114,14 @@ impl Setup {
                 _ => format!("none ({} is not writable): {FALLBACK_MEANS}", dir.display()),
             };
         }
-        let mut line = format!("one per worker under {}/recluster-PID", dir.display());
+        let mut line = format!(
+            "one per worker under {}",
+            dir.join("recluster-PID-START").display()
+        );
         match &hierarchies.memory {
             Some(memory) if writable(&memory.dir()) => line.push_str(&format!(
-                ", and under {}/recluster-PID (v1 memory)",
-                memory.dir().display()
+                ", and under {} (v1 memory)",
+                memory.dir().join("recluster-PID-START").display()
             )),
             _ => {}
         }
