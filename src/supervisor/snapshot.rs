@@ -196,12 +196,14 @@ impl Snapshot {
         let pgids: Vec<i32> = self
             .workers
             .iter()
-            .filter(|w| w.cgroup.is_none())
+            .filter(|w| w.cgroup.as_ref().is_none_or(|files| !files.complete()))
             .filter_map(|w| w.pid)
             .collect();
         let found = crate::process::usage::group_usage(&pgids);
         for worker in &mut self.workers {
-            if let (Some(files), Some(_)) = (&worker.cgroup, worker.pid) {
+            if let (Some(files), Some(_)) = (&worker.cgroup, worker.pid)
+                && files.complete()
+            {
                 let (memory, cpu) = files.read();
                 worker.rss_bytes = memory;
                 worker.cpu_seconds += cpu.unwrap_or(0.0);

@@ -80,6 +80,15 @@ fn grandchild(cluster: &mut Cluster) -> i32 {
         .num("pid")
 }
 
+/// recluster's arguments for the whole-tree tests: one double-forking worker, --kill-timeout 20s.
+fn whole_tree_args(worker: &std::path::Path) -> Vec<std::ffi::OsString> {
+    ["--cgroups", "on", "-n", "1", "--kill-timeout", "20s", "--"]
+        .iter()
+        .map(std::ffi::OsString::from)
+        .chain([worker.as_os_str().to_owned()])
+        .collect()
+}
+
 #[test]
 fn a_double_forked_grandchild_is_gone_after_ctl_restart_and_after_recluster_stops() {
     let Some(parent) = writable_cgroups("the whole-tree kill test") else {
@@ -87,18 +96,68 @@ fn a_double_forked_grandchild_is_gone_after_ctl_restart_and_after_recluster_stop
     };
     let scratch = Scratch::new("cgroups-tree", 0o755);
     let worker = double_forking_worker(&scratch);
-    let mut cluster = Launch::new([
-        "--cgroups".as_ref(),
-        "on".as_ref(),
-        "-n".as_ref(),
-        "1".as_ref(),
-        "--kill-timeout".as_ref(),
-        "20s".as_ref(),
-        "--".as_ref(),
-        worker.as_os_str(),
-    ])
-    .start();
-    cluster.expect_log("each worker runs in a cgroup of its own");
+    let cluster = Launch::new(whole_tree_args(&worker)).start();
+    whole_tree_is_killed(cluster, &parent);
+}
+
+/// Where no cgroup v2 hierarchy is mounted (here: unmounted in a mount namespace of its own),
+/// recluster kills a worker's tree frozen in v1's freezer.
+#[test]
+fn on_cgroup_v1_alone_the_tree_is_frozen_and_killed_whole() {
+    let Some(parent) = v1_freezer_group() else {
+        eprintln!("skipping the v1 whole-tree test: v1's freezer is not mounted or not writable");
+        return;
+    };
+    if writable_cgroups("the v1 whole-tree test").is_none() {
+        return;
+    }
+    let scratch = Scratch::new("cgroups-tree-v1", 0o755);
+    let worker = double_forking_worker(&scratch);
+    let unmount =
+        "umount /sys/fs/cgroup/unified 2>/dev/null || umount /sys/fs/cgroup; exec \"$0\" \"$@\"";
+    let mut launch = Launch::program("unshare", ["--mount", "sh", "-c", unmount]);
+    launch
+        .command()
+        .arg(recluster_bin())
+        .args(whole_tree_args(&worker));
+    let mut cluster = launch.start();
+    let line = cluster.expect_log("each worker runs in a cgroup of its own");
+    assert!(
+        line.text.contains(&parent.display().to_string()),
+        "in the freezer hierarchy: {}",
+        line.text
+    );
+    whole_tree_is_killed(cluster, &parent);
+}
+
+/// The directory of this process's group in v1's freezer hierarchy, if it is mounted and
+/// writable.
+fn v1_freezer_group() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "freezer"))
+            .then(|| PathBuf::from(f[1]))
+    })?;
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = groups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "freezer")
+            .then(|| path.trim_start_matches('/').to_string())
+    })?;
+    let dir = mount.join(own);
+    let probe = dir.join(format!("recluster-test-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    let _ = std::fs::remove_dir(&probe);
+    Some(dir)
+}
+
+/// The worker's grandchild goes with it at `ctl restart`, the new one at recluster's stop, and
+/// recluster's tree under `parent` goes at exit.
+fn whole_tree_is_killed(mut cluster: Cluster, parent: &std::path::Path) {
     let first = grandchild(&mut cluster);
     let subtree = parent.join(tree_name(cluster.pid));
     assert!(subtree.is_dir(), "{} was not made", subtree.display());

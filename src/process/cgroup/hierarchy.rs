@@ -32,6 +32,9 @@ pub struct Hierarchies {
     pub unified: Option<Place>,
     /// The v1 memory controller's hierarchy (thresholds, limits, OOM counts).
     pub memory: Option<Place>,
+    /// v1's freezer hierarchy: where no v2 hierarchy is mounted, a worker's tree is frozen there
+    /// to be killed whole.
+    pub freezer: Option<Place>,
 }
 
 impl Hierarchies {
@@ -46,6 +49,7 @@ impl Hierarchies {
     pub fn parse(mounts: &str, groups: &str) -> Hierarchies {
         let mut unified_mount = None;
         let mut memory_mount = None;
+        let mut freezer_mount = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [_, mount, fstype, options, ..] = fields[..] else {
@@ -57,11 +61,17 @@ impl Hierarchies {
                 "cgroup" if memory_mount.is_none() && options.split(',').any(|o| o == "memory") => {
                     memory_mount = Some(mount)
                 }
+                "cgroup"
+                    if freezer_mount.is_none() && options.split(',').any(|o| o == "freezer") =>
+                {
+                    freezer_mount = Some(mount)
+                }
                 _ => {}
             }
         }
         let mut unified_own = None;
         let mut memory_own = None;
+        let mut freezer_own = None;
         for line in groups.lines() {
             let mut parts = line.splitn(3, ':');
             let (Some(id), Some(controllers), Some(path)) =
@@ -72,8 +82,13 @@ impl Hierarchies {
             let own = relative(path);
             if id == "0" && controllers.is_empty() {
                 unified_own = own;
-            } else if controllers.split(',').any(|c| c == "memory") {
-                memory_own = own;
+            } else {
+                if controllers.split(',').any(|c| c == "memory") {
+                    memory_own = own.clone();
+                }
+                if controllers.split(',').any(|c| c == "freezer") {
+                    freezer_own = own;
+                }
             }
         }
         let place = |mount: Option<PathBuf>, own: Option<PathBuf>| {
@@ -85,6 +100,7 @@ impl Hierarchies {
         Hierarchies {
             unified: place(unified_mount, unified_own),
             memory: place(memory_mount, memory_own),
+            freezer: place(freezer_mount, freezer_own),
         }
     }
 }
@@ -140,8 +156,9 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn a_hybrid_host_gives_the_unified_hierarchy_and_v1_memory_with_recluster_s_groups() {
-        let groups = "4:memory:/sessions/abc\n1:cpu:/\n0::/\n";
+        let groups = "6:freezer:/\n4:memory:/sessions/abc\n1:cpu:/\n0::/\n";
         let h = Hierarchies::parse(HYBRID_MOUNTS, groups);
+        assert!(h.freezer.unwrap().is_root());
         let unified = h.unified.unwrap();
         assert_eq!(unified.mount, Path::new("/sys/fs/cgroup/unified"));
         assert!(unified.is_root());

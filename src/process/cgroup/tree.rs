@@ -4,7 +4,8 @@
 //! start time, in clock ticks since boot, so that the name tells whether its recluster still
 //! runs), shortened to `recluster-PID` below, made inside the
 //! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
-//! in the unified (v2) hierarchy and, where it is mounted and writable, in v1's memory hierarchy.
+//! in the unified (v2) hierarchy — or, where none is mounted, v1's freezer hierarchy — and, where
+//! it is mounted and writable, in v1's memory hierarchy.
 //! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
 //! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
 //! processes have no controllers for its children. At exit it moves back and removes everything
@@ -17,8 +18,9 @@
 //! before exec — one `write`, async-signal-safe — so everything the worker starts is in it.
 //! Once the worker's exit is reported (when it is reaped; with `--prefix`, after its last lines),
 //! its group is killed whole (`cgroup.kill`: every process in it,
-//! including one that double-forked out of the process group) and removed as soon as
-//! `cgroup.events` says `populated 0`.
+//! including one that double-forked out of the process group; on v1's freezer: frozen, each
+//! process in `cgroup.procs` killed, thawed) and removed as soon as `cgroup.events` says
+//! `populated 0` (on v1: `cgroup.procs` is empty).
 
 use std::collections::HashMap;
 use std::fs;
@@ -34,8 +36,11 @@ use crate::config::policy::CgroupMode;
 /// recluster's subtree.
 #[derive(Debug)]
 pub struct Tree {
-    /// `recluster-PID` in the unified hierarchy.
-    unified: PathBuf,
+    /// `recluster-PID` in the hierarchy that holds every worker's tree: the unified (v2) one, or
+    /// v1's freezer where no v2 hierarchy is mounted.
+    main: PathBuf,
+    /// `main` is v1's freezer: a tree is killed frozen, and no v2 file is there.
+    freezer: bool,
     /// `recluster-PID` in v1's memory hierarchy, where recluster could make it.
     memory: Option<PathBuf>,
     /// Where recluster was before it moved into its leaf (v2), to go back to at exit.
@@ -78,7 +83,7 @@ impl Setup {
                         io::ErrorKind::Unsupported,
                         format!(
                             "--memory-max needs the memory controller, which {} does not have (and no v1 memory hierarchy is writable)",
-                            tree.unified.display()
+                            tree.main.display()
                         ),
                     );
                     if mode == CgroupMode::On {
@@ -101,13 +106,18 @@ impl Setup {
             return "off (--cgroups off)".to_string();
         }
         let hierarchies = Hierarchies::of_self();
-        let Some(unified) = &hierarchies.unified else {
+        let Some(main) = hierarchies
+            .unified
+            .as_ref()
+            .or(hierarchies.freezer.as_ref())
+        else {
+            let why = "neither a cgroup v2 hierarchy nor v1's freezer is mounted";
             return match mode {
-                CgroupMode::On => "error: no cgroup v2 hierarchy is mounted".to_string(),
-                _ => format!("none (no cgroup v2 hierarchy is mounted): {FALLBACK_MEANS}"),
+                CgroupMode::On => format!("error: {why}"),
+                _ => format!("none ({why}): {FALLBACK_MEANS}"),
             };
         };
-        let dir = unified.dir();
+        let dir = main.dir();
         if !writable(&dir) {
             return match mode {
                 CgroupMode::On => format!("error: {} is not writable", dir.display()),
@@ -146,19 +156,24 @@ fn at(doing: &str, path: &Path, e: io::Error) -> io::Error {
 impl Tree {
     /// Creates recluster's subtree (for recluster `pid`) and moves recluster into its leaf.
     fn create(hierarchies: &Hierarchies, pid: u32) -> Result<Tree, io::Error> {
-        let Some(unified) = &hierarchies.unified else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no cgroup v2 hierarchy is mounted",
-            ));
+        let (main, freezer) = match (&hierarchies.unified, &hierarchies.freezer) {
+            (Some(unified), _) => (unified, false),
+            (None, Some(freezer)) => (freezer, true),
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "neither a cgroup v2 hierarchy nor v1's freezer is mounted",
+                ));
+            }
         };
-        sweep_stale(&unified.dir());
+        sweep_stale(&main.dir());
         if let Some(memory) = &hierarchies.memory {
             sweep_stale(&memory.dir());
         }
-        let (name, base) = make_base(&unified.dir(), pid)?;
+        let (name, base) = make_base(&main.dir(), pid)?;
         let mut tree = Tree {
-            unified: base,
+            main: base,
+            freezer,
             memory: None,
             moved_from: None,
             spawns: 0,
@@ -166,8 +181,8 @@ impl Tree {
             unified_memory: false,
             threshold: None,
         };
-        if !unified.is_root() {
-            let leaf = tree.unified.join("supervisor");
+        if !freezer && !main.is_root() {
+            let leaf = tree.main.join("supervisor");
             let moved = fs::create_dir(&leaf)
                 .map_err(|e| at("mkdir", &leaf, e))
                 .and_then(|()| join(&leaf, pid));
@@ -175,9 +190,9 @@ impl Tree {
                 tree.remove_created();
                 return Err(e);
             }
-            tree.moved_from = Some(unified.dir());
+            tree.moved_from = Some(main.dir());
         }
-        tree.unified_memory = enable_memory(&tree.unified);
+        tree.unified_memory = !freezer && enable_memory(&tree.main);
         if let Some(memory) = &hierarchies.memory
             && !tree.unified_memory
         {
@@ -189,8 +204,8 @@ impl Tree {
     /// Where the workers' groups are (for the start's log line).
     pub fn describe(&self) -> String {
         match &self.memory {
-            Some(memory) => format!("{} and {}", self.unified.display(), memory.display()),
-            None => self.unified.display().to_string(),
+            Some(memory) => format!("{} and {}", self.main.display(), memory.display()),
+            None => self.main.display().to_string(),
         }
     }
 
@@ -199,13 +214,14 @@ impl Tree {
         self.spawns += 1;
         let name = format!("w{id}-{}", self.spawns);
         let mut group = WorkerGroup {
-            unified: self.unified.join(&name),
+            main: self.main.join(&name),
+            freezer: self.freezer,
             memory: None,
             procs: Vec::new(),
             serial: self.spawns,
             watch: None,
         };
-        fs::create_dir(&group.unified).map_err(|e| at("mkdir", &group.unified, e))?;
+        fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
         if let Some(memory) = &self.memory {
             let dir = memory.join(&name);
             match fs::create_dir(&dir) {
@@ -216,7 +232,7 @@ impl Tree {
         if let Some(bytes) = self.memory_max {
             let limit = match &group.memory {
                 Some(dir) => Some(dir.join("memory.limit_in_bytes")),
-                None if self.unified_memory => Some(group.unified.join("memory.max")),
+                None if self.unified_memory => Some(group.main.join("memory.max")),
                 None => None,
             };
             if let Some(limit) = limit
@@ -277,8 +293,8 @@ impl Tree {
 
     /// Removes the directories recluster made (the leaf, then the bases).
     fn remove_created(&self) {
-        let leaf = self.unified.join("supervisor");
-        for dir in [Some(&leaf), Some(&self.unified), self.memory.as_ref()]
+        let leaf = self.main.join("supervisor");
+        for dir in [Some(&leaf), Some(&self.main), self.memory.as_ref()]
             .into_iter()
             .flatten()
         {
@@ -411,7 +427,10 @@ fn join(dir: &Path, pid: u32) -> io::Result<()> {
 /// One worker's group, in each hierarchy recluster uses.
 #[derive(Debug)]
 pub struct WorkerGroup {
-    unified: PathBuf,
+    /// Its group in the tree's main hierarchy (v2, or v1's freezer).
+    main: PathBuf,
+    /// `main` is in v1's freezer hierarchy.
+    freezer: bool,
     memory: Option<PathBuf>,
     /// Each group's `cgroup.procs`, open for writing until the child has joined.
     procs: Vec<OwnedFd>,
@@ -423,7 +442,7 @@ pub struct WorkerGroup {
 
 impl WorkerGroup {
     fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
-        std::iter::once(&self.unified).chain(self.memory.as_ref())
+        std::iter::once(&self.main).chain(self.memory.as_ref())
     }
 
     /// The open `cgroup.procs` the child writes itself into, before exec.
@@ -436,9 +455,9 @@ impl WorkerGroup {
         self.procs.clear();
     }
 
-    /// The unified group's directory.
+    /// Its directory in the main hierarchy.
     pub fn path(&self) -> &Path {
-        &self.unified
+        &self.main
     }
 
     /// The memory its processes use now, children included (v1 `memory.usage_in_bytes`, v2
@@ -446,7 +465,8 @@ impl WorkerGroup {
     pub fn memory_usage(&self) -> Option<u64> {
         let file = match &self.memory {
             Some(dir) => dir.join("memory.usage_in_bytes"),
-            None => self.unified.join("memory.current"),
+            None if !self.freezer => self.main.join("memory.current"),
+            None => return None,
         };
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
@@ -456,9 +476,9 @@ impl WorkerGroup {
         UsageFiles {
             memory: match &self.memory {
                 Some(dir) => Some(dir.join("memory.usage_in_bytes")),
-                None => Some(self.unified.join("memory.current")).filter(|f| f.exists()),
+                None => Some(self.main.join("memory.current")).filter(|f| f.exists()),
             },
-            cpu_stat: self.unified.join("cpu.stat"),
+            cpu_stat: (!self.freezer).then(|| self.main.join("cpu.stat")),
         }
     }
 
@@ -467,7 +487,7 @@ impl WorkerGroup {
     pub fn oom_kills(&self) -> u64 {
         let file = match &self.memory {
             Some(dir) => dir.join("memory.oom_control"),
-            None => self.unified.join("memory.events"),
+            None => self.main.join("memory.events"),
         };
         fs::read_to_string(file)
             .ok()
@@ -480,24 +500,54 @@ impl WorkerGroup {
 
     /// Whether the group has a memory controller that counts OOM kills.
     pub fn counts_oom_kills(&self) -> bool {
-        self.memory.is_some() || self.unified.join("memory.events").exists()
+        self.memory.is_some() || self.main.join("memory.events").exists()
     }
 
     /// SIGKILL to every process in the group (`cgroup.kill`, Linux 5.14).
+    /// On v1's freezer: the group is frozen (none of its processes can fork or exit, so no pid
+    /// in `cgroup.procs` is recycled meanwhile), each process gets SIGKILL, then it is thawed.
     pub fn kill(&self) {
-        let kill = self.unified.join("cgroup.kill");
-        if let Err(e) = fs::write(&kill, "1") {
-            log::warn!(
-                "cannot kill what is left in {}: {e}",
-                self.unified.display()
-            );
+        let killed = if self.freezer {
+            self.kill_frozen()
+        } else {
+            fs::write(self.main.join("cgroup.kill"), "1")
+        };
+        if let Err(e) = killed {
+            log::warn!("cannot kill what is left in {}: {e}", self.main.display());
         }
     }
 
+    fn kill_frozen(&self) -> io::Result<()> {
+        let state = self.main.join("freezer.state");
+        fs::write(&state, "FROZEN")?;
+        // Freezing takes a moment: FREEZING until every process is frozen (bounded: a process
+        // stuck in the kernel is killed all the same, and thawed).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while fs::read_to_string(&state)?.trim() != "FROZEN" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for pid in fs::read_to_string(self.main.join("cgroup.procs"))?
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory effects; the process is frozen in this group.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        fs::write(&state, "THAWED")
+    }
+
     /// Whether no process is left in it (`populated 0` in `cgroup.events`; zombies do not count).
+    /// On v1, where there is no `cgroup.events`: no process listed in `cgroup.procs`.
     pub fn is_empty(&self) -> bool {
-        match fs::read_to_string(self.unified.join("cgroup.events")) {
-            Ok(events) => events.lines().any(|l| l == "populated 0"),
+        let (file, empty): (&str, fn(&str) -> bool) = if self.freezer {
+            ("cgroup.procs", |procs| procs.trim().is_empty())
+        } else {
+            ("cgroup.events", |events| {
+                events.lines().any(|l| l == "populated 0")
+            })
+        };
+        match fs::read_to_string(self.main.join(file)) {
+            Ok(text) => empty(&text),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
     }
@@ -520,11 +570,16 @@ impl WorkerGroup {
 pub struct UsageFiles {
     /// `memory.usage_in_bytes` (v1) or `memory.current` (v2), with a memory controller.
     memory: Option<PathBuf>,
-    /// v2 `cpu.stat`, whose `usage_usec` every group has.
-    cpu_stat: PathBuf,
+    /// v2 `cpu.stat`, whose `usage_usec` every group has (none on v1's freezer).
+    cpu_stat: Option<PathBuf>,
 }
 
 impl UsageFiles {
+    /// Whether both its memory and its CPU time can be read from the group.
+    pub fn complete(&self) -> bool {
+        self.memory.is_some() && self.cpu_stat.is_some()
+    }
+
     /// The group's memory now (its processes, children included, page cache included), in
     /// bytes, and the CPU time its processes have used (those that ended included), in seconds;
     /// each `None` where it cannot be read (the group is gone).
@@ -533,7 +588,8 @@ impl UsageFiles {
             .memory
             .as_ref()
             .and_then(|f| fs::read_to_string(f).ok()?.trim().parse().ok());
-        let cpu = fs::read_to_string(&self.cpu_stat).ok().and_then(|stat| {
+        let cpu = self.cpu_stat.as_ref().and_then(|file| {
+            let stat = fs::read_to_string(file).ok()?;
             stat.lines()
                 .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
                 .map(|usec| usec as f64 / 1e6)
