@@ -209,7 +209,13 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map(|format| output::Relay::new(format, sender.clone()));
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
         .map_err(|e| Error::system("open /dev/null", e))?
-        .with_cgroups(worker_cgroups(config.cgroups, config.memory_max)?);
+        .with_cgroups(worker_cgroups(
+            config.cgroups,
+            process::cgroup::tree::Limits {
+                memory_max: config.memory_max,
+                pids_max: config.pids_max,
+            },
+        )?);
     let memory_events = watch_memory(&mut spawner, &config, &sender);
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
@@ -310,16 +316,16 @@ fn watch_memory(
 /// not create it).
 fn worker_cgroups(
     mode: config::policy::CgroupMode,
-    memory_max: Option<u64>,
+    limits: process::cgroup::tree::Limits,
 ) -> Result<Option<process::cgroup::tree::Groups>, Error> {
-    use process::cgroup::tree::{FALLBACK_MEANS, Groups, Setup};
-    match Setup::make(mode, memory_max)
+    use process::cgroup::tree::{FALLBACK_MEANS, Groups, Limits, Setup};
+    match Setup::make(mode, limits)
         .map_err(|e| Error::system("create the workers' cgroups (--cgroups on)", e))?
     {
         Setup::Off => {
-            if memory_max.is_some() {
+            if limits != Limits::default() {
                 log::warn!(
-                    "--memory-max is not applied: it needs per-worker cgroups (--cgroups off)"
+                    "--memory-max and --pids-max are not applied: they need per-worker cgroups (--cgroups off)"
                 );
             }
             Ok(None)
@@ -333,8 +339,10 @@ fn worker_cgroups(
             Ok(Some(groups))
         }
         Setup::Fallback(reason) => {
-            if memory_max.is_some() {
-                log::warn!("--memory-max is not applied: it needs per-worker cgroups");
+            if limits != Limits::default() {
+                log::warn!(
+                    "--memory-max and --pids-max are not applied: they need per-worker cgroups"
+                );
             }
             log::info!(
                 "no per-worker cgroups ({reason}; --cgroups on makes this an error): {FALLBACK_MEANS}"

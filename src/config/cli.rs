@@ -188,6 +188,11 @@ pub struct Cli {
     #[arg(help_heading = "Guards", help = "With --cgroups: the hard memory limit of each worker's group", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MEMORY_MAX")]
     pub memory_max: Option<u64>,
 
+    /// With --cgroups: each worker's group may hold at most N processes and threads (pids.max), so
+    /// a fork bomb in one worker stays there
+    #[arg(help_heading = "Guards", help = "With --cgroups: at most N processes in each worker's group", long_help, long, value_name = "N", value_parser = parse_pids_max, env = "RECLUSTER_PIDS_MAX")]
+    pub pids_max: Option<u32>,
+
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID
@@ -573,6 +578,10 @@ fn is_negative(text: &str) -> bool {
 }
 
 /// A whole number of at least `min` (`--max-restarts`, `--reload-batch`, `--backlog`).
+fn parse_pids_max(text: &str) -> Result<u32, String> {
+    parse_count(text, 1, 4_194_304)
+}
+
 fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n < min => Err(format!("it must be at least {min}")),

@@ -58,6 +58,8 @@ pub struct Config {
     pub cgroups: CgroupMode,
     /// `--memory-max`: the hard memory limit of each worker's group, in bytes.
     pub memory_max: Option<u64>,
+    /// `--pids-max`: the most processes in each worker's group.
+    pub pids_max: Option<u32>,
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
     pub hook_timeout: Duration,
@@ -227,6 +229,7 @@ impl Config {
             }),
             cgroups: cli.cgroups,
             memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
             command,
             listen: cli.listen,
             socket_mode,

@@ -653,3 +653,71 @@ fn ctl_status_reads_each_worker_s_memory_from_its_group_children_included() {
     cluster.send(libc::SIGTERM);
     cluster.finish();
 }
+
+#[test]
+fn pids_max_keeps_a_worker_s_forks_within_its_group() {
+    if writable_cgroups("the --pids-max test").is_none() {
+        return;
+    }
+    let (_, plan, _) = crate::harness::run_to_end(&["--plan", "--", "/bin/true"]);
+    let v1_pids = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.contains(" cgroup ")
+                && l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|o| o.split(',').any(|o| o == "pids"))
+        });
+    let v2_pids = own_unified_group()
+        .and_then(|g| std::fs::read_to_string(g.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "pids"));
+    if !(v1_pids || v2_pids) {
+        eprintln!("skipping the --pids-max test: no pids controller ({plan})");
+        return;
+    }
+    // The worker tries to start 20 children (each sleeps), then reports how many it could.
+    let script = r#"
+import os, time
+started = 0
+for _ in range(20):
+    try:
+        child = os.fork()
+    except OSError:
+        continue
+    if child == 0:
+        time.sleep(1000)
+        os._exit(0)
+    started += 1
+print(f"tried pid={os.getpid()} started={started}", flush=True)
+time.sleep(1000)
+"#;
+    let mut cluster = Launch::new([
+        "--cgroups",
+        "on",
+        "--pids-max",
+        "10",
+        "-n",
+        "1",
+        "--restart",
+        "never",
+        "--",
+        "python3",
+        "-c",
+        script,
+    ])
+    .start();
+    let tried = cluster.expect("the worker's try", |l| l.is_worker("tried"));
+    let (pid, started) = (tried.num("pid"), tried.num("started") as usize);
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .count();
+    eprintln!("--pids-max 10: the worker started {started} of 20 children ({children} live)");
+    cluster.send(libc::SIGTERM);
+    cluster.finish();
+    assert!(
+        (1..=9).contains(&started) && children == started,
+        "{started} children started ({children} live) beside the worker in a group of at most 10"
+    );
+}

@@ -35,6 +35,8 @@ pub struct Hierarchies {
     /// v1's freezer hierarchy: where no v2 hierarchy is mounted, a worker's tree is frozen there
     /// to be killed whole.
     pub freezer: Option<Place>,
+    /// v1's pids hierarchy (`--pids-max` where v2 has no pids controller).
+    pub pids: Option<Place>,
 }
 
 impl Hierarchies {
@@ -50,6 +52,7 @@ impl Hierarchies {
         let mut unified_mount = None;
         let mut memory_mount = None;
         let mut freezer_mount = None;
+        let mut pids_mount = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [_, mount, fstype, options, ..] = fields[..] else {
@@ -66,12 +69,16 @@ impl Hierarchies {
                 {
                     freezer_mount = Some(mount)
                 }
+                "cgroup" if pids_mount.is_none() && options.split(',').any(|o| o == "pids") => {
+                    pids_mount = Some(mount)
+                }
                 _ => {}
             }
         }
         let mut unified_own = None;
         let mut memory_own = None;
         let mut freezer_own = None;
+        let mut pids_own = None;
         for line in groups.lines() {
             let mut parts = line.splitn(3, ':');
             let (Some(id), Some(controllers), Some(path)) =
@@ -87,7 +94,10 @@ impl Hierarchies {
                     memory_own = own.clone();
                 }
                 if controllers.split(',').any(|c| c == "freezer") {
-                    freezer_own = own;
+                    freezer_own = own.clone();
+                }
+                if controllers.split(',').any(|c| c == "pids") {
+                    pids_own = own;
                 }
             }
         }
@@ -101,6 +111,7 @@ impl Hierarchies {
             unified: place(unified_mount, unified_own),
             memory: place(memory_mount, memory_own),
             freezer: place(freezer_mount, freezer_own),
+            pids: place(pids_mount, pids_own),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Tree {
     memory: Option<PathBuf>,
     /// Where recluster was before it moved into its leaf (v2), to go back to at exit.
     moved_from: Option<PathBuf>,
+    /// Its name, `recluster-PID-START`, the same in every hierarchy.
+    name: String,
     /// Spawns so far: each worker group's name is unique.
     spawns: u64,
     /// `--memory-max`: each worker group's hard memory limit, in bytes.
@@ -54,6 +56,20 @@ pub struct Tree {
     unified_memory: bool,
     /// `--max-memory` on v1: the threshold each memory group gets, and who waits for crossings.
     threshold: Option<(u64, Watcher)>,
+    /// `--pids-max`: the most processes in each worker group, and where it is kept: v2's pids
+    /// controller (`unified_pids`) or `recluster-PID` in v1's pids hierarchy.
+    pids_max: Option<u32>,
+    unified_pids: bool,
+    pids: Option<PathBuf>,
+}
+
+/// The limits each worker group gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `--memory-max`, in bytes.
+    pub memory_max: Option<u64>,
+    /// `--pids-max`.
+    pub pids_max: Option<u32>,
 }
 
 /// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
@@ -72,12 +88,45 @@ impl Setup {
     /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
     /// that is missing is an error naming the path.
     /// `--memory-max` needs a memory controller: without one, `on` is an error, `auto` a warning.
-    pub fn make(mode: CgroupMode, memory_max: Option<u64>) -> Result<Setup, io::Error> {
+    /// So does `--pids-max` the pids controller.
+    pub fn make(mode: CgroupMode, limits: Limits) -> Result<Setup, io::Error> {
         if mode == CgroupMode::Off {
             return Ok(Setup::Off);
         }
-        match Tree::create(&Hierarchies::of_self(), std::process::id()) {
+        let hierarchies = Hierarchies::of_self();
+        let Limits {
+            memory_max,
+            pids_max,
+        } = limits;
+        match Tree::create(&hierarchies, std::process::id()) {
             Ok(mut tree) => {
+                if pids_max.is_some() {
+                    tree.unified_pids = !tree.freezer && enable_controller(&tree.main, "pids");
+                    if !tree.unified_pids
+                        && let Some(pids) = &hierarchies.pids
+                    {
+                        let dir = pids.dir().join(&tree.name);
+                        match fs::create_dir(&dir) {
+                            Ok(()) => tree.pids = Some(dir),
+                            Err(e) => log::debug!("mkdir {}: {e}", dir.display()),
+                        }
+                    }
+                    if !tree.unified_pids && tree.pids.is_none() {
+                        let e = io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "--pids-max needs the pids controller, which {} does not have (and no v1 pids hierarchy is writable)",
+                                tree.main.display()
+                            ),
+                        );
+                        if mode == CgroupMode::On {
+                            tree.finish(Vec::new());
+                            return Err(e);
+                        }
+                        log::warn!("{e}: it is not applied");
+                    }
+                    tree.pids_max = pids_max;
+                }
                 if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
                     let e = io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -176,10 +225,14 @@ impl Tree {
             freezer,
             memory: None,
             moved_from: None,
+            name: name.clone(),
             spawns: 0,
             memory_max: None,
             unified_memory: false,
             threshold: None,
+            pids_max: None,
+            unified_pids: false,
+            pids: None,
         };
         if !freezer && !main.is_root() {
             let leaf = tree.main.join("supervisor");
@@ -192,7 +245,7 @@ impl Tree {
             }
             tree.moved_from = Some(main.dir());
         }
-        tree.unified_memory = !freezer && enable_memory(&tree.main);
+        tree.unified_memory = !freezer && enable_controller(&tree.main, "memory");
         if let Some(memory) = &hierarchies.memory
             && !tree.unified_memory
         {
@@ -220,6 +273,7 @@ impl Tree {
             procs: Vec::new(),
             serial: self.spawns,
             watch: None,
+            pids: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
         if let Some(memory) = &self.memory {
@@ -227,6 +281,31 @@ impl Tree {
             match fs::create_dir(&dir) {
                 Ok(()) => group.memory = Some(dir),
                 Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        if let Some(pids) = &self.pids {
+            let dir = pids.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.pids = Some(dir),
+                Err(e) => {
+                    let e = at("mkdir", &dir, e);
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(most) = self.pids_max {
+            let limit = match &group.pids {
+                Some(dir) => Some(dir.join("pids.max")),
+                None if self.unified_pids => Some(group.main.join("pids.max")),
+                None => None,
+            };
+            if let Some(limit) = limit
+                && let Err(e) = fs::write(&limit, most.to_string())
+            {
+                let e = at("write to", &limit, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
             }
         }
         if let Some(bytes) = self.memory_max {
@@ -294,9 +373,14 @@ impl Tree {
     /// Removes the directories recluster made (the leaf, then the bases).
     fn remove_created(&self) {
         let leaf = self.main.join("supervisor");
-        for dir in [Some(&leaf), Some(&self.main), self.memory.as_ref()]
-            .into_iter()
-            .flatten()
+        for dir in [
+            Some(&leaf),
+            Some(&self.main),
+            self.memory.as_ref(),
+            self.pids.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             match fs::remove_dir(dir) {
                 Ok(()) => {}
@@ -381,21 +465,22 @@ fn sweep_stale(dir: &Path) {
     }
 }
 
-/// Hands the memory controller to the workers' groups under `base` (v2), where recluster's own
-/// group hands it to `base`; whether they have it.
-fn enable_memory(base: &Path) -> bool {
-    let has = |file: &str| {
-        fs::read_to_string(base.join(file))
-            .is_ok_and(|list| list.split_whitespace().any(|c| c == "memory"))
-    };
-    if !has("cgroup.controllers") {
+/// Hands `controller` to the workers' groups under `base` (v2), where recluster's own group hands
+/// it to `base`; whether they have it.
+fn enable_controller(base: &Path, controller: &str) -> bool {
+    let listed = fs::read_to_string(base.join("cgroup.controllers"))
+        .is_ok_and(|list| list.split_whitespace().any(|c| c == controller));
+    if !listed {
         return false;
     }
-    match fs::write(base.join("cgroup.subtree_control"), "+memory") {
+    match fs::write(
+        base.join("cgroup.subtree_control"),
+        format!("+{controller}"),
+    ) {
         Ok(()) => true,
         Err(e) => {
             log::debug!(
-                "no memory controller for the workers' groups: +memory in {}/cgroup.subtree_control: {e}",
+                "no {controller} controller for the workers' groups: +{controller} in {}/cgroup.subtree_control: {e}",
                 base.display()
             );
             false
@@ -438,11 +523,15 @@ pub struct WorkerGroup {
     serial: u64,
     /// `--max-memory` on v1: its threshold's registration.
     watch: Option<Watch>,
+    /// `--pids-max` on v1: its group in the pids hierarchy.
+    pids: Option<PathBuf>,
 }
 
 impl WorkerGroup {
     fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
-        std::iter::once(&self.main).chain(self.memory.as_ref())
+        std::iter::once(&self.main)
+            .chain(self.memory.as_ref())
+            .chain(self.pids.as_ref())
     }
 
     /// The open `cgroup.procs` the child writes itself into, before exec.
