@@ -151,6 +151,7 @@ fn run() -> ! {
         && for_id == id
     {
         // A leak: MB megabytes, every page touched, kept.
+        say(&format!("growing id={id} pid={pid} mb={mb}"));
         let grown = vec![1u8; mb << 20];
         std::mem::forget(grown);
         say(&format!("grown id={id} pid={pid} mb={mb}"));

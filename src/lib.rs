@@ -209,7 +209,15 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .prefix
         .map(|format| output::Relay::new(format, sender.clone()));
     let mut spawner = Spawner::new(&config, &inherited, sockets, relay)
-        .map_err(|e| Error::system("open /dev/null", e))?;
+        .map_err(|e| Error::system("open /dev/null", e))?
+        .with_cgroups(worker_cgroups(
+            config.cgroups,
+            process::cgroup::tree::Limits {
+                memory_max: config.memory_max,
+                pids_max: config.pids_max,
+            },
+        )?);
+    let memory_events = watch_memory(&mut spawner, &config, &sender);
     let notify = match config.policy.ready {
         ReadyMode::Notify => Some(
             WorkerSockets::start(outlets.notify, config.user.as_ref().map(|u| (u.uid, u.gid)))
@@ -235,6 +243,9 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
         .map_err(|e| Error::system("start the signal thread", e))?;
     let (stop_signal, kill_timeout) = (config.policy.stop_signal, config.policy.kill_timeout);
     let mut cluster = Cluster::new(config.policy, config.workers);
+    if memory_events {
+        cluster.memory_by_events();
+    }
     let watched = config.watch.as_ref().map_or(&[][..], |w| &w.paths[..]);
     let formation = config
         .groups
@@ -277,7 +288,75 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     spawner.drain_output(std::time::Duration::from_secs(2));
     // No hook outlives recluster: the stop hooks get up to --kill-timeout.
     hooks.finish(kill_timeout);
+    spawner.finish_cgroups();
     Ok(code)
+}
+
+/// `--max-memory` with the workers' v1 memory groups: a threshold on each wakes the loop when it
+/// is crossed, instead of samples. Whether it is so.
+fn watch_memory(
+    spawner: &mut Spawner,
+    config: &Config,
+    sender: &crossbeam_channel::Sender<event::Event>,
+) -> bool {
+    let (Some((bytes, _)), Some(groups)) = (config.policy.max_memory, spawner.cgroups()) else {
+        return false;
+    };
+    let events = sender.clone();
+    let crossed = Box::new(move |token| events.send(event::Event::MemoryCrossed { token }).is_ok());
+    match groups.watch_memory(bytes, crossed) {
+        Ok(true) => {
+            log::info!(
+                "--max-memory: each worker's memory cgroup wakes recluster when it crosses the limit (no sampling)"
+            );
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            log::warn!("--max-memory samples /proc: cannot watch the memory cgroups: {e}");
+            false
+        }
+    }
+}
+
+/// `--cgroups`: recluster's cgroup subtree, or none (said once, with `auto`, where recluster may
+/// not create it).
+fn worker_cgroups(
+    mode: config::policy::CgroupMode,
+    limits: process::cgroup::tree::Limits,
+) -> Result<Option<process::cgroup::tree::Groups>, Error> {
+    use process::cgroup::tree::{FALLBACK_MEANS, Groups, Limits, Setup};
+    match Setup::make(mode, limits)
+        .map_err(|e| Error::system("create the workers' cgroups (--cgroups on)", e))?
+    {
+        Setup::Off => {
+            if limits != Limits::default() {
+                log::warn!(
+                    "--memory-max and --pids-max are not applied: they need per-worker cgroups (--cgroups off)"
+                );
+            }
+            Ok(None)
+        }
+        Setup::Tree(tree) => {
+            let groups = Groups::new(tree);
+            log::info!(
+                "each worker runs in a cgroup of its own, under {}",
+                groups.describe()
+            );
+            Ok(Some(groups))
+        }
+        Setup::Fallback(reason) => {
+            if limits != Limits::default() {
+                log::warn!(
+                    "--memory-max and --pids-max are not applied: they need per-worker cgroups"
+                );
+            }
+            log::info!(
+                "no per-worker cgroups ({reason}; --cgroups on makes this an error): {FALLBACK_MEANS}"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Before anything is bound: the command exists and may be run, the open-files limit covers what

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::config::policy::{ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
+use crate::config::policy::{
+    CgroupMode, ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer,
+};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::topology::Granularity;
 use crate::net::listen::{ListenAddress, ListenSpec};
@@ -201,7 +203,8 @@ pub struct Cli {
 
     /// Replace a worker whose process group uses more than SIZE of memory (512M, 2G; K, M, G
     /// are powers of 1024; a bare number is bytes, from 1048576 up) in 3 samples in a row: a new
-    /// worker first, then the old one stopped
+    /// worker first, then the old one stopped. With cgroup v1 memory groups (--cgroups), no
+    /// samples: the group's threshold wakes recluster, and one crossing replaces the worker
     #[arg(help_heading = "Guards", help = "Replace a worker whose process group uses more than SIZE", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MAX_MEMORY")]
     pub max_memory: Option<u64>,
 
@@ -219,6 +222,24 @@ pub struct Cli {
     /// How often --max-memory samples the workers' memory
     #[arg(hide_short_help = true, help_heading = "Guards", help = "How often --max-memory samples", long_help, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration, env = "RECLUSTER_MEMORY_INTERVAL")]
     pub memory_interval: Duration,
+
+    /// Run each worker in a cgroup of its own, made before it execs and removed once it is
+    /// reaped: its whole tree is killed when it ends (a process that left its process group
+    /// included). auto: where recluster may create cgroups (root, a delegated subtree), and said
+    /// once at start where it may not; on: a missing permission is an error naming the path
+    #[arg(help_heading = "Guards", help = "Run each worker in a cgroup of its own", long_help, long, value_enum, value_name = "WHEN", default_value_t = CgroupMode::Auto, env = "RECLUSTER_CGROUPS")]
+    pub cgroups: CgroupMode,
+
+    /// With --cgroups: each worker's group may use at most SIZE of memory (the hard limit:
+    /// memory.max on v2, memory.limit_in_bytes on v1); a worker the kernel's OOM killer ends there
+    /// is reported oom-killed (log, ctl status, /metrics, the oom hook)
+    #[arg(help_heading = "Guards", help = "With --cgroups: the hard memory limit of each worker's group", long_help, long, value_name = "SIZE", value_parser = parse_size, env = "RECLUSTER_MEMORY_MAX")]
+    pub memory_max: Option<u64>,
+
+    /// With --cgroups: each worker's group may hold at most N processes and threads (pids.max), so
+    /// a fork bomb in one worker stays there
+    #[arg(help_heading = "Guards", help = "With --cgroups: at most N processes in each worker's group", long_help, long, value_name = "N", value_parser = parse_pids_max, env = "RECLUSTER_PIDS_MAX")]
+    pub pids_max: Option<u32>,
 
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
@@ -241,7 +262,7 @@ pub struct Cli {
     pub env_file: Vec<std::path::PathBuf>,
 
     /// Run COMMAND with /bin/sh -c when EVENT happens: spawn, ready, exit, reload-start,
-    /// reload-done, reload-abandoned, scale, stop (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
+    /// reload-done, reload-abandoned, scale, stop, oom (with RECLUSTER_EVENT, WORKER_ID, WORKER_PID,
     /// WORKER_GENERATION and, for exit, WORKER_EXIT). Repeatable
     #[arg(help_heading = "Operation", help = "Run COMMAND with /bin/sh -c on EVENT (repeatable)", long_help, long = "on", value_name = "EVENT=COMMAND", value_parser = parse_hook)]
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
@@ -650,6 +671,10 @@ fn is_negative(text: &str) -> bool {
 }
 
 /// A whole number of at least `min` (`--max-restarts`, `--reload-batch`, `--backlog`).
+fn parse_pids_max(text: &str) -> Result<u32, String> {
+    parse_count(text, 1, 4_194_304)
+}
+
 fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n < min => Err(format!("it must be at least {min}")),

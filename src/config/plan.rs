@@ -1,11 +1,13 @@
 //! `--plan`: how the worker count and the CPU places were derived — each file read and its value,
-//! the topology, and `WORKER_ID → CPUs` — for a person (text) or a script (JSON).
+//! the topology, and `WORKER_ID → CPUs` — for a person (text) or a script (JSON); and where the
+//! workers' cgroups would go (`--cgroups`), or why they would not.
 
 use std::fmt::Write;
 
-use crate::config::policy::PlanFormat;
+use crate::config::policy::{CgroupMode, PlanFormat};
 use crate::config::validated::Config;
 use crate::cpu::cpuset::CpuSet;
+use crate::process::cgroup::tree::Setup;
 use crate::text::json_string::quote;
 
 /// The plan, ready to print.
@@ -79,6 +81,10 @@ fn text(config: &Config) -> String {
         None => "off: workers keep recluster's affinity".to_string(),
     };
     line("pinning", &pinning);
+    line(
+        &format!("worker cgroups (--cgroups {})", cgroup_mode(config)),
+        &Setup::plan(config.cgroups),
+    );
     let _ = writeln!(out, "\n{:<10} CPUs", "WORKER_ID");
     for id in 0..config.workers.min(MAX_ROWS) {
         let _ = writeln!(out, "{id:<10} {}", p.worker_cpus(id));
@@ -130,7 +136,7 @@ fn json(config: &Config) -> String {
         .map(|id| format!("{{\"id\":{id},\"cpus\":{}}}", set(p.worker_cpus(id))))
         .collect();
     format!(
-        "{{\"inherited\":{},\"online\":{},\"cgroup_cpuset\":{cpuset},\"allowed\":{},\"narrowed_by_cpus\":{},\"quota\":{{\"cpus\":{},\"files\":[{}]}},\"workers\":{},\"workers_given\":{},\"topology\":{},\"pin\":{pin},\"places\":{places},\"worker_cpus\":[{}]}}\n",
+        "{{\"inherited\":{},\"online\":{},\"cgroup_cpuset\":{cpuset},\"allowed\":{},\"narrowed_by_cpus\":{},\"quota\":{{\"cpus\":{},\"files\":[{}]}},\"workers\":{},\"workers_given\":{},\"topology\":{},\"pin\":{pin},\"places\":{places},\"worker_cpus\":[{}],\"cgroups\":{}}}\n",
         set(&d.inherited),
         set(&d.topology.online),
         set(&p.allowed),
@@ -140,8 +146,18 @@ fn json(config: &Config) -> String {
         config.workers,
         d.workers_given,
         string(&d.topology.describe(&p.allowed)),
-        workers.join(",")
+        workers.join(","),
+        string(&Setup::plan(config.cgroups))
     )
+}
+
+/// `--cgroups`'s value as it is written.
+fn cgroup_mode(config: &Config) -> &'static str {
+    match config.cgroups {
+        CgroupMode::Auto => "auto",
+        CgroupMode::Off => "off",
+        CgroupMode::On => "on",
+    }
 }
 
 fn count(n: usize, one: &str, many: &str) -> String {

@@ -72,3 +72,14 @@ impl Steer {
         }
     }
 }
+
+/// `--cgroups`: whether each worker runs in a cgroup of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CgroupMode {
+    /// Where recluster may create cgroups; today's behaviour (said once) where it may not.
+    Auto,
+    /// Never.
+    Off,
+    /// Always: a cgroup recluster cannot create is an error naming the path.
+    On,
+}

@@ -5,7 +5,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::config::cli::Cli;
-use crate::config::policy::{ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer};
+use crate::config::policy::{
+    CgroupMode, ExitOn, MAX_WORKERS, PlanFormat, ReadyMode, RestartMode, Steer,
+};
 use crate::cpu::cpus::{self, Budget};
 use crate::cpu::cpuset::CpuSet;
 use crate::cpu::placement::{self, Placement};
@@ -58,6 +60,12 @@ pub struct Config {
     pub prefix: Option<crate::worker_io::output::PrefixFormat>,
     /// `--user`: the identity workers run as.
     pub user: Option<crate::process::user::Identity>,
+    /// `--cgroups`: whether each worker runs in a cgroup of its own.
+    pub cgroups: CgroupMode,
+    /// `--memory-max`: the hard memory limit of each worker's group, in bytes.
+    pub memory_max: Option<u64>,
+    /// `--pids-max`: the most processes in each worker's group.
+    pub pids_max: Option<u32>,
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
     pub hook_timeout: Duration,
@@ -265,6 +273,9 @@ impl Config {
                 }
                 _ => crate::logging::LogFormat::Text,
             }),
+            cgroups: cli.cgroups,
+            memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
             command,
             listen: cli.listen,
             socket_mode,

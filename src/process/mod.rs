@@ -6,6 +6,7 @@
 //! `status` says how a process ended; `pidfd`, `descendants`, `procfs` and `usage` look at live
 //! processes (pid handles, process trees, /proc fields, memory and CPU time).
 
+pub mod cgroup;
 pub mod command;
 pub mod descendants;
 pub mod environment;

@@ -19,6 +19,9 @@ pub struct Exit {
     pub status: ProcessStatus,
     /// User and system CPU time, from the reaped `rusage`.
     pub cpu: std::time::Duration,
+    /// The kernel's OOM killer ended it in its cgroup (`--cgroups`; set by the loop, which looks
+    /// at the group before it is removed).
+    pub oom_killed: bool,
 }
 
 /// Taken for writing while reaping, for reading by `hold`.
@@ -50,6 +53,7 @@ pub fn reap_children() -> (Vec<Exit>, bool) {
                         pid,
                         status,
                         cpu: cpu_time(&usage),
+                        oom_killed: false,
                     });
                 }
             }

@@ -7,6 +7,8 @@
 //! `pidfd` for what it guards; a kernel or seccomp profile without it leaves the worker without
 //! one). Until exec the child makes only async-signal-safe system calls, in this order:
 //!
+//! 0. with `--cgroups`, `0` written to each `cgroup.procs` of its group, opened by recluster before
+//!    the clone (see `cgroup::tree`): the worker and all it starts are in its group from here;
 //! 1. `setpgid(0, 0)`: its own process group, so a terminal's Ctrl-C reaches recluster alone and
 //!    recluster can signal the worker's whole tree;
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then a check that recluster is still its parent: if recluster
@@ -49,6 +51,7 @@ use crate::cpu::placement::Placement;
 use crate::exit_code;
 use crate::net::socket::{BindError, Sockets};
 use crate::net::steering::Targets;
+use crate::process::cgroup::tree::Groups;
 use crate::process::command::{self, CommandError};
 use crate::process::pidfd::Pidfd;
 use crate::process::startup::Inherited;
@@ -138,6 +141,8 @@ pub struct Spawner {
     env_layers: EnvHistory,
     /// `--port-per-worker`: worker i gets `PORT=BASE+i`.
     port_base: Option<u16>,
+    /// With `--cgroups`: each worker's cgroup.
+    cgroups: Option<Groups>,
 }
 
 /// `LISTEN_PID=` and room for a pid, NUL-filled: the child writes its own pid in.
@@ -185,6 +190,7 @@ impl Spawner {
             env_files: config.env_files.clone(),
             env_layers: EnvHistory::new(config.env.clone()),
             port_base: config.port_per_worker,
+            cgroups: None,
         })
     }
 
@@ -216,6 +222,29 @@ impl Spawner {
     /// Whether `--env-file` was given.
     pub fn has_env_files(&self) -> bool {
         !self.env_files.is_empty()
+    }
+
+    /// Each worker runs in a cgroup of its own, made in `groups`.
+    pub fn with_cgroups(mut self, groups: Option<Groups>) -> Spawner {
+        self.cgroups = groups;
+        self
+    }
+
+    /// The workers' cgroups, with `--cgroups` where recluster could make them.
+    pub fn cgroups(&mut self) -> Option<&mut Groups> {
+        self.cgroups.as_mut()
+    }
+
+    /// The workers' cgroups, to look at.
+    pub fn worker_cgroups(&self) -> Option<&Groups> {
+        self.cgroups.as_ref()
+    }
+
+    /// At exit: the workers' cgroups are killed and removed, and recluster's subtree.
+    pub fn finish_cgroups(&mut self) {
+        if let Some(groups) = self.cgroups.take() {
+            groups.finish();
+        }
     }
 
     /// How a failed exec names what failed: the program, and the user with `--user`.
@@ -383,6 +412,14 @@ impl Spawner {
         if let Some(pipes) = &pipes {
             prepared.output = [pipes.stdout.1.as_raw_fd(), pipes.stderr.1.as_raw_fd()];
         }
+        let cgroup = match self.cgroups.as_mut().map(|g| g.make(identity.id)) {
+            Some(Ok(group)) => Some(group),
+            Some(Err(e)) => return Err(SpawnError::System("create its cgroup", e)),
+            None => None,
+        };
+        if let Some(group) = &cgroup {
+            prepared.cgroup_procs = group.procs().iter().map(|fd| fd.as_raw_fd()).collect();
+        }
         let stack_top = child_stack_top(&mut self.child_stack);
         // The kernel writes the child's pidfd here (CLONE_PIDFD, Linux 5.2; older kernels ignore
         // the flag and leave -1).
@@ -425,8 +462,14 @@ impl Spawner {
                 flags &= !libc::CLONE_PIDFD;
                 continue;
             }
+            if let (Some(group), Some(groups)) = (cgroup, self.cgroups.as_mut()) {
+                groups.abandon(group);
+            }
             return Err(SpawnError::Fork(e));
         };
+        if let (Some(group), Some(groups)) = (cgroup, self.cgroups.as_mut()) {
+            groups.started(pid, group);
+        }
         // SAFETY: a descriptor the kernel just created for this thread, owned by nothing else.
         let pidfd = (pidfd >= 0).then(|| Pidfd::from_owned(unsafe { OwnedFd::from_raw_fd(pidfd) }));
         // SAFETY: the child has exec'd or exited: nothing writes the fields any more.
@@ -599,6 +642,7 @@ impl Spawner {
             output: [-1, -1],
             credentials: self.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone())),
             affinity: self.placement.binding(identity.id).map(CpuSet::to_libc),
+            cgroup_procs: Vec::new(),
             exec_errno: 0,
             failed_step: Step::Exec,
         })
@@ -631,6 +675,8 @@ struct Prepared {
     credentials: Option<(u32, u32, Vec<libc::gid_t>)>,
     /// The CPUs it is bound to, if recluster binds it (`--pin`, `--cpus`).
     affinity: Option<libc::cpu_set_t>,
+    /// With `--cgroups`: its group's `cgroup.procs` in each hierarchy, open for writing.
+    cgroup_procs: Vec<i32>,
     /// Written by the child when it cannot exec (it shares this memory): why, and at which step.
     exec_errno: i32,
     failed_step: Step,
@@ -640,6 +686,7 @@ struct Prepared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Exec,
+    Cgroup,
     ProcessGroup,
     User,
     DeathSignal,
@@ -657,6 +704,7 @@ impl Step {
         let os = io::Error::from_raw_os_error(errno);
         let step = match self {
             Step::Exec => return os,
+            Step::Cgroup => "joining its cgroup",
             Step::ProcessGroup => "setpgid",
             Step::User => "the drop to --user",
             Step::DeathSignal => "PR_SET_PDEATHSIG",
@@ -704,6 +752,12 @@ unsafe fn exec_child(prepared: &mut Prepared) -> ! {
     // shares while the parent waits; nothing allocates, locks or unwinds.
     unsafe {
         let errno = || *libc::__errno_location();
+        for i in 0..prepared.cgroup_procs.len() {
+            // "0" is the writer itself.
+            if libc::write(prepared.cgroup_procs[i], b"0".as_ptr().cast(), 1) != 1 {
+                report_and_exit(prepared, Step::Cgroup, errno(), exit_code::FAILURE);
+            }
+        }
         if libc::setpgid(0, 0) != 0 {
             report_and_exit(prepared, Step::ProcessGroup, errno(), exit_code::FAILURE);
         }

@@ -99,6 +99,11 @@ pub struct Cluster {
     /// `--max-memory`: when the next sample is due, and samples over the limit in a row by pid.
     memory_due: Option<Instant>,
     memory_strikes: HashMap<i32, u32>,
+    /// `--max-memory` is watched by the workers' cgroups, not sampled.
+    memory_by_events: bool,
+    /// Workers whose group crossed the limit when they could not be replaced yet (a new worker
+    /// on its way, a reload), with the usage then: a crossing is told once, so it is kept.
+    memory_pending: HashMap<i32, u64>,
     /// When `start` was called.
     started: Option<Instant>,
     /// `ctl restart`: slots whose worker is to be replaced, in order, as room allows.
@@ -216,6 +221,8 @@ impl Cluster {
             watchdogs: HashMap::new(),
             memory_due: None,
             memory_strikes: HashMap::new(),
+            memory_by_events: false,
+            memory_pending: HashMap::new(),
             started: None,
             restart_queue: VecDeque::new(),
             reloads: (0, 0),
@@ -413,6 +420,7 @@ impl Cluster {
             self.note_exit(exit, now);
             self.disarm_watchdog(exit.pid);
             self.memory_strikes.remove(&exit.pid);
+            self.memory_pending.remove(&exit.pid);
             match self.places.remove(&exit.pid) {
                 Some(Place::Slot(id)) => {
                     let index = id as usize;
@@ -473,6 +481,9 @@ impl Cluster {
             Phase::Running => {
                 if !self.restart_queue.is_empty() {
                     actions.extend(self.advance_restarts(now));
+                }
+                if !self.memory_pending.is_empty() {
+                    actions.extend(self.retry_memory(now));
                 }
             }
             Phase::Delaying(delay) => {

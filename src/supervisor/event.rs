@@ -40,6 +40,9 @@ pub enum Event {
         more: usize,
         roots: Vec<usize>,
     },
+    /// `--max-memory` on cgroup v1: the memory of the worker group numbered `token` crossed the
+    /// limit (either way; the loop reads which).
+    MemoryCrossed { token: u64 },
 }
 
 /// The signal thread's channel: it waits when this is full (the kernel holds the signals

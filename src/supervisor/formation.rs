@@ -350,6 +350,7 @@ mod tests {
             pid,
             status: ProcessStatus::Exited(code),
             cpu: Duration::ZERO,
+            oom_killed: false,
         }]
     }
 

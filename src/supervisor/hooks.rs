@@ -35,9 +35,11 @@ pub enum HookEvent {
     ReloadAbandoned,
     Scale,
     Stop,
+    /// A worker the kernel's OOM killer ended in its cgroup.
+    Oom,
 }
 
-const EVENTS: [(&str, HookEvent); 8] = [
+const EVENTS: [(&str, HookEvent); 9] = [
     ("spawn", HookEvent::Spawn),
     ("ready", HookEvent::Ready),
     ("exit", HookEvent::Exit),
@@ -46,6 +48,7 @@ const EVENTS: [(&str, HookEvent); 8] = [
     ("reload-abandoned", HookEvent::ReloadAbandoned),
     ("scale", HookEvent::Scale),
     ("stop", HookEvent::Stop),
+    ("oom", HookEvent::Oom),
 ];
 
 impl fmt::Display for HookEvent {
@@ -170,6 +173,7 @@ fn event_of(report: &Report) -> Option<(HookEvent, Details)> {
             (HookEvent::Scale, worker(*id, None, None))
         }
         Report::StopRequested { .. } | Report::Finished => (HookEvent::Stop, Details::default()),
+        Report::OomKilled { id, pid } => (HookEvent::Oom, worker(*id, Some(*pid), None)),
         _ => return None,
     })
 }

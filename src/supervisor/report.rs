@@ -101,6 +101,11 @@ pub enum Report {
         pid: i32,
         status: ProcessStatus,
     },
+    /// The kernel's OOM killer ended a worker in its cgroup (`--memory-max`); its end follows.
+    OomKilled {
+        id: u32,
+        pid: i32,
+    },
     StopRequested {
         origin: Origin,
         signal: Sig,

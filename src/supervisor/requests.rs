@@ -335,6 +335,9 @@ impl Control {
             .unwrap_or_default();
         for worker in &mut snapshot.workers {
             worker.cpus = spawner.worker_binding(worker.id).map(|set| set.to_string());
+            worker.cgroup = worker
+                .pid
+                .and_then(|pid| spawner.worker_cgroups()?.of(pid).map(|g| g.usage_files()));
             worker.status = worker.pid.and_then(|pid| self.statuses.get(&pid).cloned());
             if worker.role == crate::supervisor::snapshot::WorkerRole::Slot {
                 worker.messages_dropped = drops.get(&worker.id).copied().unwrap_or(0);

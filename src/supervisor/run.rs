@@ -74,6 +74,11 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             cluster.next_deadline(),
             executor.held.iter().map(|(_, at)| *at).min(),
             executor.plumbing.hooks.next_deadline(),
+            executor
+                .plumbing
+                .spawner
+                .cgroups()
+                .and_then(|g| g.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -82,6 +87,9 @@ pub fn run(mut cluster: Cluster, plumbing: Plumbing, inbox: &Inbox) -> i32 {
             return lost_signal_thread();
         };
         let now = Instant::now();
+        if let Some(groups) = executor.plumbing.spawner.cgroups() {
+            groups.retry(now);
+        }
         // -vv: every event the loop takes and every action it carries out.
         match &event {
             Some(event) => log::trace!("event: {event:?}"),
@@ -217,7 +225,7 @@ impl Executor<'_> {
                 }
                 self.note_oom_kills(&exits);
                 // A worker whose output is still being written is reported once it is.
-                let (hold, report): (Vec<Exit>, Vec<Exit>) = exits
+                let (hold, mut report): (Vec<Exit>, Vec<Exit>) = exits
                     .into_iter()
                     .partition(|e| self.output_open.contains(&e.pid));
                 for exit in &hold {
@@ -225,13 +233,13 @@ impl Executor<'_> {
                 }
                 self.held
                     .extend(hold.into_iter().map(|e| (e, now + HOLD_OUTPUT)));
-                self.reported(&report);
+                self.reported(&mut report);
                 cluster.on_reaped(&report, self.children_left, now)
             }
             Some(Event::OutputClosed { pid }) => {
                 self.output_open.remove(&pid);
-                let released = take_held(&mut self.held, |e, _| e.pid == pid);
-                self.reported(&released);
+                let mut released = take_held(&mut self.held, |e, _| e.pid == pid);
+                self.reported(&mut released);
                 cluster.on_reaped(&released, self.children_left, now)
             }
             Some(Event::Notified) => {
@@ -285,6 +293,19 @@ impl Executor<'_> {
                 };
                 super::reloading::reload_for_changes(cluster, self.plumbing.spawner, scope, now)
             }
+            Some(Event::MemoryCrossed { token }) => {
+                let Some(groups) = self.plumbing.spawner.cgroups() else {
+                    return Vec::new();
+                };
+                // A group removed since (the kernel signals that too) has no worker.
+                let Some(pid) = groups.worker_of(token) else {
+                    return Vec::new();
+                };
+                match groups.of(pid).and_then(|g| g.memory_usage()) {
+                    Some(bytes) => cluster.on_memory_crossed(pid, bytes, now),
+                    None => Vec::new(),
+                }
+            }
             Some(Event::ControlGone { client }) => {
                 if let Some(control) = self.plumbing.control.as_mut() {
                     control.forget(client);
@@ -294,11 +315,11 @@ impl Executor<'_> {
             None => {
                 self.plumbing.hooks.expire(now);
                 // Output held open past HOLD_OUTPUT (a process the worker left holds its pipe).
-                let released = take_held(&mut self.held, |_, at| at <= now);
+                let mut released = take_held(&mut self.held, |_, at| at <= now);
                 if released.is_empty() {
                     Vec::new()
                 } else {
-                    self.reported(&released);
+                    self.reported(&mut released);
                     cluster.on_reaped(&released, self.children_left, now)
                 }
             }
@@ -347,6 +368,9 @@ impl Executor<'_> {
                 Action::KillAll { groups } => {
                     for pgid in groups {
                         self.signal_group(pgid, Sig::KILL);
+                    }
+                    if let Some(cgroups) = self.plumbing.spawner.cgroups() {
+                        cgroups.kill_all();
                     }
                     descendants::signal_children(Sig::KILL, |_| true);
                 }
@@ -471,7 +495,8 @@ impl Executor<'_> {
     }
 
     /// A process killed by SIGKILL while the kernel's OOM-kill count went up was most likely its
-    /// victim: say so beside the exit recluster reports.
+    /// victim: say so beside the exit recluster reports (unless its cgroup counts OOM kills: that
+    /// is exact, see `reported`).
     fn note_oom_kills(&mut self, exits: &[Exit]) {
         if !exits
             .iter()
@@ -483,9 +508,16 @@ impl Executor<'_> {
         if let (Some(before), Some(after)) = (self.oom_kills, now)
             && after > before
         {
+            let groups = self.plumbing.spawner.cgroups();
+            let exact = |pid: i32| {
+                groups
+                    .as_ref()
+                    .and_then(|g| g.of(pid))
+                    .is_some_and(|g| g.counts_oom_kills())
+            };
             for exit in exits
                 .iter()
-                .filter(|e| e.status == ProcessStatus::Killed(Sig::KILL))
+                .filter(|e| e.status == ProcessStatus::Killed(Sig::KILL) && !exact(e.pid))
             {
                 warn!(
                     "process {} was killed by the kernel's OOM killer (out of memory: {} OOM kill{} since)",
@@ -498,10 +530,19 @@ impl Executor<'_> {
         self.oom_kills = now;
     }
 
-    /// The cluster is told of these exits (and forgets those workers): their pidfds go.
-    fn reported(&mut self, exits: &[Exit]) {
+    /// The cluster is told of these exits (and forgets those workers): their pidfds go; with
+    /// `--cgroups`, what is left in a worker's group is killed and the group removed (after its
+    /// last lines with `--prefix`, as its exit is reported then).
+    /// A worker killed by SIGKILL while its group counts an OOM kill is marked `oom_killed`.
+    fn reported(&mut self, exits: &mut [Exit]) {
+        let mut groups = self.plumbing.spawner.cgroups();
         for exit in exits {
             self.pidfds.remove(&exit.pid);
+            if let Some(groups) = groups.as_mut() {
+                exit.oom_killed = exit.status == ProcessStatus::Killed(Sig::KILL)
+                    && groups.of(exit.pid).is_some_and(|g| g.oom_kills() > 0);
+                groups.reaped(exit.pid, Instant::now());
+            }
         }
     }
 

@@ -122,7 +122,8 @@ pub struct WorkerView {
     /// CPU time (user + system): of the slot's workers that ended (from the reaped `rusage`) and
     /// of the processes of this one's group now.
     pub cpu_seconds: f64,
-    /// Resident memory of its process group, in bytes.
+    /// Resident memory of its process group, in bytes; with `--cgroups` and a memory controller,
+    /// the memory of its cgroup (its processes, children included, page cache included).
     pub rss_bytes: Option<u64>,
     /// The CPUs it is bound to (`--pin`, `--cpus`), as a list (`0-3,8`).
     pub cpus: Option<String>,
@@ -134,6 +135,9 @@ pub struct WorkerView {
     /// Messages for this slot's workers dropped because their queue was full.
     #[serde(default)]
     pub messages_dropped: u64,
+    /// With `--cgroups`: where `measure` reads its usage from its group instead of /proc.
+    #[serde(skip)]
+    pub cgroup: Option<crate::process::cgroup::tree::UsageFiles>,
 }
 
 /// How often each guard acted on a slot's worker.
@@ -143,6 +147,9 @@ pub struct GuardActions {
     pub memory: u64,
     /// Stopped with SIGABRT for a missed or triggered `--watchdog`.
     pub watchdog: u64,
+    /// Ended by the kernel's OOM killer in its cgroup (`--memory-max`).
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,11 +214,25 @@ impl LastExit {
 
 impl Snapshot {
     /// Adds what /proc says now: each live worker's resident memory and the CPU time its group's
-    /// processes have used so far.
+    /// processes have used so far — or, for a worker in a cgroup of its own, what its group says
+    /// (exact, children included, without walking /proc).
     pub fn measure(&mut self) {
-        let pgids: Vec<i32> = self.workers.iter().filter_map(|w| w.pid).collect();
+        let pgids: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|w| w.cgroup.as_ref().is_none_or(|files| !files.complete()))
+            .filter_map(|w| w.pid)
+            .collect();
         let found = crate::process::usage::group_usage(&pgids);
         for worker in &mut self.workers {
+            if let (Some(files), Some(_)) = (&worker.cgroup, worker.pid)
+                && files.complete()
+            {
+                let (memory, cpu) = files.read();
+                worker.rss_bytes = memory;
+                worker.cpu_seconds += cpu.unwrap_or(0.0);
+                continue;
+            }
             if let Some(usage) = worker.pid.and_then(|pid| found.get(&pid)) {
                 worker.rss_bytes = Some(usage.rss_bytes);
                 worker.cpu_seconds += usage.cpu_seconds;
@@ -375,6 +396,7 @@ impl WorkerView {
             status: None,
             guards: GuardActions::default(),
             messages_dropped: 0,
+            cgroup: None,
         }
     }
 }
@@ -467,6 +489,7 @@ pub(crate) mod tests {
                 status: Some("x".repeat(200)),
                 guards: GuardActions::default(),
                 messages_dropped: 0,
+                cgroup: None,
             }],
         }
     }

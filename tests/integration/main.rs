@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod cgroups;
 mod control;
 mod day_one;
 mod docs;

@@ -296,6 +296,18 @@ fn write_slots(w: &mut Writer, snapshot: &Snapshot) {
         }
     }
     w.family(
+        "recluster_worker_oom_kills_total",
+        Kind::Counter,
+        "Times the kernel's OOM killer ended the slot's worker in its cgroup (--cgroups, --memory-max).",
+    );
+    for (x, id) in slots.iter().zip(&ids) {
+        w.sample(
+            "recluster_worker_oom_kills_total",
+            &labels_of(x, id),
+            x.guards.oom_kills as f64,
+        );
+    }
+    w.family(
         "recluster_worker_messages_dropped_total",
         Kind::Counter,
         "Messages for the slot's workers dropped because their queue was full.",

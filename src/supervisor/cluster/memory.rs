@@ -2,7 +2,8 @@
 //! row, is replaced the way a one-slot reload does it — a new worker started beside it, the old
 //! one stopped once the new one is ready — or, when N + K leaves no room, stopped first and
 //! respawned. Only that worker is touched. The samples come every `--memory-interval`, only
-//! while `--max-memory` is set.
+//! while `--max-memory` is set — unless the workers' cgroups wake recluster when one crosses the
+//! limit (`memory_by_events`): then nothing is sampled, and one crossing replaces the worker.
 
 use std::time::Instant;
 
@@ -15,6 +16,9 @@ const STRIKES: u32 = 3;
 impl Cluster {
     /// Schedules the next memory sample, if `--max-memory` is set.
     pub(super) fn schedule_memory_sample(&mut self, now: Instant) {
+        if self.memory_by_events {
+            return;
+        }
         if let Some((_, interval)) = self.policy.max_memory {
             let at = later(now, interval);
             self.memory_due = Some(at);
@@ -56,6 +60,53 @@ impl Cluster {
         }
         if self.is_running() {
             self.schedule_memory_sample(now);
+        }
+        actions
+    }
+
+    /// `--max-memory` is watched by the workers' cgroups (a threshold each): no sample is taken.
+    /// Before `start`.
+    pub fn memory_by_events(&mut self) {
+        self.memory_by_events = true;
+    }
+
+    /// Worker `pid`'s group crossed the limit, and uses `bytes` now: above it, the worker is
+    /// replaced at once (the group's usage is exact, and the kernel said it crossed).
+    /// One that cannot be replaced yet (a new worker on its way, a reload, not yet a slot's own)
+    /// is replaced once it can, unless it crosses back below first.
+    pub fn on_memory_crossed(&mut self, pid: i32, bytes: u64, now: Instant) -> Vec<Action> {
+        let Some((limit, _)) = self.policy.max_memory else {
+            return Vec::new();
+        };
+        if bytes <= limit {
+            self.memory_pending.remove(&pid);
+            return Vec::new();
+        }
+        self.memory_pending.insert(pid, bytes);
+        self.retry_memory(now)
+    }
+
+    /// Replaces the workers over the limit that can be replaced now; forgets those gone.
+    pub(super) fn retry_memory(&mut self, now: Instant) -> Vec<Action> {
+        let Some((limit, _)) = self.policy.max_memory else {
+            return Vec::new();
+        };
+        if !self.is_running() || self.reload.is_some() {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        let pending: Vec<(i32, u64)> = self.memory_pending.iter().map(|(p, b)| (*p, *b)).collect();
+        for (pid, bytes) in pending {
+            match self.places.get(&pid) {
+                Some(&Place::Slot(id)) if self.slots[id as usize].replacement.is_none() => {
+                    self.memory_pending.remove(&pid);
+                    actions.extend(self.replace_for_memory(pid, bytes, limit, now));
+                }
+                Some(_) => {} // not yet
+                None => {
+                    self.memory_pending.remove(&pid);
+                }
+            }
         }
         actions
     }

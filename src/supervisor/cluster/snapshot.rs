@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::process::reaper::Exit;
 use crate::process::status::ProcessStatus;
+use crate::supervisor::report::Report;
 use crate::supervisor::snapshot::{
     ClusterState, ClusterView, LastExit, Snapshot, WorkerRole, WorkerState, WorkerView,
 };
@@ -44,12 +45,24 @@ impl Cluster {
         };
         slot.cpu += exit.cpu;
         let relayed = slot.relayed.take();
+        let cause = if exit.oom_killed {
+            slot.guard_actions.oom_kills += 1;
+            Cause::OomKilled
+        } else {
+            cause(&worker, exit.status, relayed)
+        };
         slot.last_exit = Some(ExitRecord {
             pid: exit.pid,
             status: exit.status,
-            cause: cause(&worker, exit.status, relayed),
+            cause,
             at: now,
         });
+        if exit.oom_killed {
+            self.report(Report::OomKilled {
+                id: worker.id(),
+                pid: exit.pid,
+            });
+        }
     }
 
     /// The state of the cluster and of each worker. `pid` is recluster's own.
@@ -182,6 +195,8 @@ pub(super) enum Cause {
     KilledAfterTimeout,
     ClusterStop,
     Retired(Retire),
+    /// The kernel's OOM killer, in its cgroup (`--memory-max`).
+    OomKilled,
 }
 
 /// The signals a program's own fault brings (a crash), as opposed to one another process sends.
@@ -215,6 +230,7 @@ impl Cause {
             Cause::Watchdog => "stopped: missed --watchdog",
             Cause::KilledAfterTimeout => "killed after --kill-timeout",
             Cause::ClusterStop => "stopped with the cluster",
+            Cause::OomKilled => "killed by the kernel's OOM killer in its cgroup (--memory-max)",
             Cause::Retired(Retire::Reload) => "replaced by recluster: a rolling reload",
             Cause::Retired(Retire::Restart) => "replaced by recluster: ctl restart",
             Cause::Retired(Retire::Memory) => "replaced by recluster: above --max-memory",
@@ -241,6 +257,7 @@ impl Cause {
             Cause::Retired(Retire::ScaledDown) => "scaled down".to_string(),
             Cause::Retired(Retire::NotNeeded) => "not needed".to_string(),
             Cause::Outside => format!("{status_text}, outside"),
+            Cause::OomKilled => "oom-killed".to_string(),
             _ => status_text,
         }
     }

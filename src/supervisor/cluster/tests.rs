@@ -88,6 +88,7 @@ fn exit(pid: i32, status: ProcessStatus) -> Vec<Exit> {
         pid,
         status,
         cpu: Duration::ZERO,
+        oom_killed: false,
     }]
 }
 
@@ -2030,5 +2031,93 @@ fn a_stop_signal_during_a_stop_recluster_began_itself_kills() {
     );
 }
 
+#[test]
+fn a_worker_the_oom_killer_ended_in_its_cgroup_is_reported_oom_killed_and_counted() {
+    let t0 = Instant::now();
+    let mut cluster = running(policy(), 2, t0);
+    cluster.take_reports();
+    let t1 = t0 + 2000 * MS;
+    let mut exits = exit(100, ProcessStatus::Killed(Sig::KILL));
+    exits[0].oom_killed = true;
+    cluster.on_reaped(&exits, true, t1);
+    let reports = cluster.take_reports();
+    assert_eq!(
+        reports[0],
+        Report::OomKilled { id: 0, pid: 100 },
+        "{reports:?}"
+    );
+    assert!(
+        matches!(reports[1], Report::Ended { id: 0, .. }),
+        "its end follows: {reports:?}"
+    );
+    let last = last_exit_of(&cluster, 0, t1);
+    assert_eq!(last.what, "oom-killed");
+    assert!(last.reason.contains("OOM killer"), "{}", last.reason);
+    assert_eq!(last.signal.as_deref(), Some("SIGKILL"));
+    // A SIGKILL with no OOM kill in its group is still one from outside.
+    cluster.on_reaped(&exit(101, ProcessStatus::Killed(Sig::KILL)), true, t1);
+    assert_eq!(last_exit_of(&cluster, 1, t1).what, "SIGKILL, outside");
+    let clock = Clock {
+        now: t1,
+        wall: std::time::SystemTime::now(),
+    };
+    let snapshot = cluster.snapshot(1, clock);
+    assert_eq!(snapshot.workers[0].guards.oom_kills, 1);
+    assert_eq!(snapshot.workers[1].guards.oom_kills, 0);
+}
+
+#[test]
+fn with_memory_watched_by_cgroups_nothing_is_sampled_and_one_crossing_replaces_the_worker() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(memory_policy(), 2);
+    cluster.memory_by_events();
+    let actions = cluster.start(t0);
+    for ticket in tickets(&actions) {
+        cluster.spawned(ticket, 100 + ticket.identity.id as i32, t0);
+    }
+    let later = t0 + 10_000 * MS;
+    assert!(
+        !cluster
+            .on_timer(later)
+            .iter()
+            .any(|a| matches!(a, Action::SampleMemory { .. })),
+        "no sample is taken"
+    );
+    assert_eq!(cluster.next_deadline(), None, "no timer at all while idle");
+    // A crossing back below the limit changes nothing.
+    assert!(cluster.on_memory_crossed(100, 10 << 20, later).is_empty());
+    // One crossing above it replaces the worker, new one first.
+    let actions = cluster.on_memory_crossed(101, 300 << 20, later);
+    assert_eq!(spawns(&actions), [(1, 0)]);
+    assert_eq!(tickets(&actions)[0].role, Role::Replacement);
+    check_invariants(&cluster);
+}
+
+#[test]
+fn a_crossing_while_a_replacement_is_on_its_way_is_kept_until_the_worker_can_be_replaced() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(memory_policy(), 1);
+    cluster.memory_by_events();
+    let actions = cluster.start(t0);
+    spawn_one(&mut cluster, &actions, 100, t0);
+    let t1 = t0 + 2000 * MS;
+    cluster.on_timer(t1);
+    let actions = cluster.on_memory_crossed(100, 300 << 20, t1);
+    assert_eq!(tickets(&actions)[0].role, Role::Replacement);
+    spawn_one(&mut cluster, &actions, 200, t1);
+    // The new worker crosses too, while it is still the replacement: nothing yet.
+    assert!(cluster.on_memory_crossed(200, 300 << 20, t1).is_empty());
+    // Ready after --min-uptime: the old one is stopped, and the new one is now the slot's own.
+    let t2 = t1 + 1000 * MS;
+    assert!(cluster.on_timer(t2).contains(&stop_signal(100)));
+    cluster.on_reaped(&exit(100, ProcessStatus::Exited(0)), true, t2);
+    let actions = cluster.on_timer(t2);
+    assert_eq!(
+        spawns(&actions),
+        [(0, 0)],
+        "the kept crossing replaces it: {actions:?}"
+    );
+    check_invariants(&cluster);
+}
 mod recycle;
 mod watch;

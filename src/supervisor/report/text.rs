@@ -76,7 +76,8 @@ impl Report {
             | Report::Ended { .. }
             | Report::GroupGivenUp { .. }
             | Report::Stopped { .. }
-            | Report::AdoptedReaped { .. } => self.render_end(f, label),
+            | Report::AdoptedReaped { .. }
+            | Report::OomKilled { .. } => self.render_end(f, label),
             Report::StopRequested { .. }
             | Report::BelowMinimum { .. }
             | Report::StopDelayed { .. }
@@ -288,6 +289,11 @@ impl Report {
                 }
                 Ok(())
             }
+            Report::OomKilled { id, pid } => write!(
+                f,
+                "worker {} (pid {pid}) was oom-killed: the kernel's OOM killer ended it in its cgroup, at its memory limit",
+                label(*id)
+            ),
             Report::AdoptedReaped { pid, status } => {
                 write!(f, "reaped adopted process {pid} ({status})")
             }

@@ -348,11 +348,13 @@ fn scaling_down_a_slot_awaiting_its_recycle_forgets_it() {
             pid: 101,
             status: ProcessStatus::Killed(Sig::TERM),
             cpu: Duration::ZERO,
+            oom_killed: false,
         },
         Exit {
             pid: 201,
             status: ProcessStatus::Killed(Sig::TERM),
             cpu: Duration::ZERO,
+            oom_killed: false,
         },
     ];
     assert!(spawns(&cluster.on_reaped(&exits, true, later)).is_empty());

@@ -1,0 +1,842 @@
+//! recluster's cgroup subtree and each worker's group in it: created, joined, killed, removed.
+//!
+//! Everything recluster creates is under a directory named `recluster-PID-START` (START: its
+//! start time, in clock ticks since boot, so that the name tells whether its recluster still
+//! runs), shortened to `recluster-PID` below, made inside the
+//! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
+//! in the unified (v2) hierarchy — or, where none is mounted, v1's freezer hierarchy — and, where
+//! it is mounted and writable, in v1's memory hierarchy.
+//! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
+//! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
+//! processes have no controllers for its children. At exit it moves back and removes everything
+//! it made. A tree left by a recluster killed by SIGKILL (which cannot clean up) is removed by
+//! the next recluster that starts there, if no process PID started at START (PID 1 of a pid
+//! namespace above all) and its groups are empty; a name taken all the same gets a suffix.
+//!
+//! A worker's group is `recluster-PID/wN-K` (slot N, its Kth spawn). The parent opens its
+//! `cgroup.procs` in each hierarchy before the clone; the child writes `0` (itself) into each
+//! before exec — one `write`, async-signal-safe — so everything the worker starts is in it.
+//! Once the worker's exit is reported (when it is reaped; with `--prefix`, after its last lines),
+//! its group is killed whole (`cgroup.kill`: every process in it,
+//! including one that double-forked out of the process group; on v1's freezer: frozen, each
+//! process in `cgroup.procs` killed, thawed) and removed as soon as `cgroup.events` says
+//! `populated 0` (on v1: `cgroup.procs` is empty).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::hierarchy::{Hierarchies, Place};
+use super::threshold::{Watch, Watcher};
+use crate::config::policy::CgroupMode;
+
+/// recluster's subtree.
+#[derive(Debug)]
+pub struct Tree {
+    /// `recluster-PID` in the hierarchy that holds every worker's tree: the unified (v2) one, or
+    /// v1's freezer where no v2 hierarchy is mounted.
+    main: PathBuf,
+    /// `main` is v1's freezer: a tree is killed frozen, and no v2 file is there.
+    freezer: bool,
+    /// `recluster-PID` in v1's memory hierarchy, where recluster could make it.
+    memory: Option<PathBuf>,
+    /// Where recluster was before it moved into its leaf (v2), to go back to at exit.
+    moved_from: Option<PathBuf>,
+    /// Its name, `recluster-PID-START`, the same in every hierarchy.
+    name: String,
+    /// Spawns so far: each worker group's name is unique.
+    spawns: u64,
+    /// `--memory-max`: each worker group's hard memory limit, in bytes.
+    memory_max: Option<u64>,
+    /// Whether the unified hierarchy's groups have the memory controller (`memory.max`,
+    /// `memory.events`).
+    unified_memory: bool,
+    /// `--max-memory` on v1: the threshold each memory group gets, and who waits for crossings.
+    threshold: Option<(u64, Watcher)>,
+    /// `--pids-max`: the most processes in each worker group, and where it is kept: v2's pids
+    /// controller (`unified_pids`) or `recluster-PID` in v1's pids hierarchy.
+    pids_max: Option<u32>,
+    unified_pids: bool,
+    pids: Option<PathBuf>,
+}
+
+/// The limits each worker group gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `--memory-max`, in bytes.
+    pub memory_max: Option<u64>,
+    /// `--pids-max`.
+    pub pids_max: Option<u32>,
+}
+
+/// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
+#[derive(Debug)]
+pub enum Setup {
+    Off,
+    Tree(Tree),
+    /// `auto` where recluster may not create cgroups: the reason.
+    Fallback(String),
+}
+
+/// How `--plan` and the start describe a fallback: what the workers do without their groups.
+pub const FALLBACK_MEANS: &str = "workers run in recluster's own cgroup: they are signalled by process group, and --max-memory samples /proc";
+
+impl Setup {
+    /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
+    /// that is missing is an error naming the path.
+    /// `--memory-max` needs a memory controller: without one, `on` is an error, `auto` a warning.
+    /// So does `--pids-max` the pids controller.
+    pub fn make(mode: CgroupMode, limits: Limits) -> Result<Setup, io::Error> {
+        if mode == CgroupMode::Off {
+            return Ok(Setup::Off);
+        }
+        let hierarchies = Hierarchies::of_self();
+        let Limits {
+            memory_max,
+            pids_max,
+        } = limits;
+        match Tree::create(&hierarchies, std::process::id()) {
+            Ok(mut tree) => {
+                if pids_max.is_some() {
+                    tree.unified_pids = !tree.freezer && enable_controller(&tree.main, "pids");
+                    if !tree.unified_pids
+                        && let Some(pids) = &hierarchies.pids
+                    {
+                        let dir = pids.dir().join(&tree.name);
+                        match fs::create_dir(&dir) {
+                            Ok(()) => tree.pids = Some(dir),
+                            Err(e) => log::debug!("mkdir {}: {e}", dir.display()),
+                        }
+                    }
+                    if !tree.unified_pids && tree.pids.is_none() {
+                        let e = io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "--pids-max needs the pids controller, which {} does not have (and no v1 pids hierarchy is writable)",
+                                tree.main.display()
+                            ),
+                        );
+                        if mode == CgroupMode::On {
+                            tree.finish(Vec::new());
+                            return Err(e);
+                        }
+                        log::warn!("{e}: it is not applied");
+                    }
+                    tree.pids_max = pids_max;
+                }
+                if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
+                    let e = io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "--memory-max needs the memory controller, which {} does not have (and no v1 memory hierarchy is writable)",
+                            tree.main.display()
+                        ),
+                    );
+                    if mode == CgroupMode::On {
+                        tree.finish(Vec::new());
+                        return Err(e);
+                    }
+                    log::warn!("{e}: it is not applied");
+                }
+                tree.memory_max = memory_max;
+                Ok(Setup::Tree(tree))
+            }
+            Err(e) if mode == CgroupMode::On => Err(e),
+            Err(e) => Ok(Setup::Fallback(e.to_string())),
+        }
+    }
+
+    /// What `--plan` says, without creating anything: where the groups would go, or why not.
+    pub fn plan(mode: CgroupMode) -> String {
+        if mode == CgroupMode::Off {
+            return "off (--cgroups off)".to_string();
+        }
+        let hierarchies = Hierarchies::of_self();
+        let Some(main) = hierarchies
+            .unified
+            .as_ref()
+            .or(hierarchies.freezer.as_ref())
+        else {
+            let why = "neither a cgroup v2 hierarchy nor v1's freezer is mounted";
+            return match mode {
+                CgroupMode::On => format!("error: {why}"),
+                _ => format!("none ({why}): {FALLBACK_MEANS}"),
+            };
+        };
+        let dir = main.dir();
+        if !writable(&dir) {
+            return match mode {
+                CgroupMode::On => format!("error: {} is not writable", dir.display()),
+                _ => format!("none ({} is not writable): {FALLBACK_MEANS}", dir.display()),
+            };
+        }
+        let mut line = format!(
+            "one per worker under {}",
+            dir.join("recluster-PID-START").display()
+        );
+        match &hierarchies.memory {
+            Some(memory) if writable(&memory.dir()) => line.push_str(&format!(
+                ", and under {} (v1 memory)",
+                memory.dir().join("recluster-PID-START").display()
+            )),
+            _ => {}
+        }
+        line
+    }
+}
+
+/// Whether this process may create a group in `dir`.
+fn writable(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads a NUL-terminated path and has no other memory effects.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Names the path an error happened at: `mkdir /sys/fs/cgroup/x: Permission denied`.
+fn at(doing: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
+
+impl Tree {
+    /// Creates recluster's subtree (for recluster `pid`) and moves recluster into its leaf.
+    fn create(hierarchies: &Hierarchies, pid: u32) -> Result<Tree, io::Error> {
+        let (main, freezer) = match (&hierarchies.unified, &hierarchies.freezer) {
+            (Some(unified), _) => (unified, false),
+            (None, Some(freezer)) => (freezer, true),
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "neither a cgroup v2 hierarchy nor v1's freezer is mounted",
+                ));
+            }
+        };
+        sweep_stale(&main.dir());
+        if let Some(memory) = &hierarchies.memory {
+            sweep_stale(&memory.dir());
+        }
+        let (name, base) = make_base(&main.dir(), pid)?;
+        let mut tree = Tree {
+            main: base,
+            freezer,
+            memory: None,
+            moved_from: None,
+            name: name.clone(),
+            spawns: 0,
+            memory_max: None,
+            unified_memory: false,
+            threshold: None,
+            pids_max: None,
+            unified_pids: false,
+            pids: None,
+        };
+        if !freezer && !main.is_root() {
+            let leaf = tree.main.join("supervisor");
+            let moved = fs::create_dir(&leaf)
+                .map_err(|e| at("mkdir", &leaf, e))
+                .and_then(|()| join(&leaf, pid));
+            if let Err(e) = moved {
+                tree.remove_created();
+                return Err(e);
+            }
+            tree.moved_from = Some(main.dir());
+        }
+        tree.unified_memory = !freezer && enable_controller(&tree.main, "memory");
+        if let Some(memory) = &hierarchies.memory
+            && !tree.unified_memory
+        {
+            tree.memory = make_memory_base(memory, &name);
+        }
+        Ok(tree)
+    }
+
+    /// Where the workers' groups are (for the start's log line).
+    pub fn describe(&self) -> String {
+        match &self.memory {
+            Some(memory) => format!("{} and {}", self.main.display(), memory.display()),
+            None => self.main.display().to_string(),
+        }
+    }
+
+    /// Makes the group of a worker of slot `id`, ready for its child to join.
+    pub fn worker(&mut self, id: u32) -> io::Result<WorkerGroup> {
+        self.spawns += 1;
+        let name = format!("w{id}-{}", self.spawns);
+        let mut group = WorkerGroup {
+            main: self.main.join(&name),
+            freezer: self.freezer,
+            memory: None,
+            procs: Vec::new(),
+            serial: self.spawns,
+            watch: None,
+            pids: None,
+        };
+        fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
+        if let Some(memory) = &self.memory {
+            let dir = memory.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.memory = Some(dir),
+                Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        if let Some(pids) = &self.pids {
+            let dir = pids.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.pids = Some(dir),
+                Err(e) => {
+                    let e = at("mkdir", &dir, e);
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(most) = self.pids_max {
+            let limit = match &group.pids {
+                Some(dir) => Some(dir.join("pids.max")),
+                None if self.unified_pids => Some(group.main.join("pids.max")),
+                None => None,
+            };
+            if let Some(limit) = limit
+                && let Err(e) = fs::write(&limit, most.to_string())
+            {
+                let e = at("write to", &limit, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
+            }
+        }
+        if let Some(bytes) = self.memory_max {
+            let limit = match &group.memory {
+                Some(dir) => Some(dir.join("memory.limit_in_bytes")),
+                None if self.unified_memory => Some(group.main.join("memory.max")),
+                None => None,
+            };
+            if let Some(limit) = limit
+                && let Err(e) = fs::write(&limit, bytes.to_string())
+            {
+                let e = at("write to", &limit, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
+            }
+        }
+        // Before the worker joins: a threshold registered above the usage fires when crossed.
+        if let (Some((bytes, watcher)), Some(dir)) = (&self.threshold, &group.memory) {
+            match watcher.watch(dir, *bytes, group.serial) {
+                Ok(watch) => group.watch = Some(watch),
+                Err(e) => {
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
+            }
+        }
+        let dirs: Vec<PathBuf> = group.dirs().cloned().collect();
+        for dir in dirs {
+            let procs = dir.join("cgroup.procs");
+            match fs::OpenOptions::new().write(true).open(&procs) {
+                Ok(file) => group.procs.push(OwnedFd::from(file)),
+                Err(e) => {
+                    let e = at("open", &procs, e);
+                    let _ = group.remove(); // best effort: the open failed already
+                    return Err(e);
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    /// At exit: every worker group left is killed and removed, recluster moves back to where it
+    /// was, and its subtree goes. What cannot be removed is named.
+    pub fn finish(self, left: Vec<WorkerGroup>) {
+        for group in &left {
+            group.kill();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for group in left {
+            while !group.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if let Err(e) = group.remove() {
+                log::warn!("{e}");
+            }
+        }
+        if let Some(back) = &self.moved_from
+            && let Err(e) = join(back, std::process::id())
+        {
+            log::warn!("cannot move back out of its cgroup leaf: {e}");
+        }
+        self.remove_created();
+    }
+
+    /// Removes the directories recluster made (the leaf, then the bases).
+    fn remove_created(&self) {
+        let leaf = self.main.join("supervisor");
+        for dir in [
+            Some(&leaf),
+            Some(&self.main),
+            self.memory.as_ref(),
+            self.pids.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove its cgroup {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+/// Makes `recluster-PID-START` in `dir`; `recluster-PID-START-N` where that name is taken (a
+/// recluster of the same pid started in the same clock tick in another pid namespace). Its name
+/// and path.
+fn make_base(dir: &Path, pid: u32) -> io::Result<(String, PathBuf)> {
+    let start = start_time(pid as i32).unwrap_or(0);
+    let mut name = format!("recluster-{pid}-{start}");
+    for n in 2..=64 {
+        let base = dir.join(&name);
+        match fs::create_dir(&base) {
+            Ok(()) => return Ok((name, base)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                name = format!("recluster-{pid}-{start}-{n}");
+            }
+            Err(e) => return Err(at("mkdir", &base, e)),
+        }
+    }
+    let base = dir.join(&name);
+    fs::create_dir(&base)
+        .map(|()| (name, base.clone()))
+        .map_err(|e| at("mkdir", &base, e))
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Removes the trees in `dir` that a recluster killed by SIGKILL (which could not remove its
+/// own) left behind: `recluster-PID-START[-N]` where no process PID started at START, and only
+/// their empty groups (the kernel refuses to remove a group with a process in it).
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let mut parts = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("recluster-"))
+            .into_iter()
+            .flat_map(|rest| rest.split('-'))
+            .map(|p| p.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(start))) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = i32::try_from(pid) else {
+            continue;
+        };
+        if pid <= 0 || start_time(pid) == Some(start) {
+            continue;
+        }
+        let tree = entry.path();
+        if let Ok(groups) = fs::read_dir(&tree) {
+            for group in groups.filter_map(|e| e.ok()) {
+                if group.path().is_dir() {
+                    let _ = fs::remove_dir(group.path());
+                }
+            }
+        }
+        match fs::remove_dir(&tree) {
+            Ok(()) => log::debug!(
+                "removed {}, left by a recluster that is gone",
+                tree.display()
+            ),
+            Err(e) => log::debug!("cannot remove the stale {}: {e}", tree.display()),
+        }
+    }
+}
+
+/// Hands `controller` to the workers' groups under `base` (v2), where recluster's own group hands
+/// it to `base`; whether they have it.
+fn enable_controller(base: &Path, controller: &str) -> bool {
+    let listed = fs::read_to_string(base.join("cgroup.controllers"))
+        .is_ok_and(|list| list.split_whitespace().any(|c| c == controller));
+    if !listed {
+        return false;
+    }
+    match fs::write(
+        base.join("cgroup.subtree_control"),
+        format!("+{controller}"),
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!(
+                "no {controller} controller for the workers' groups: +{controller} in {}/cgroup.subtree_control: {e}",
+                base.display()
+            );
+            false
+        }
+    }
+}
+
+/// `recluster-PID` in v1's memory hierarchy, or none where recluster may not make it.
+fn make_memory_base(memory: &Place, name: &str) -> Option<PathBuf> {
+    let dir = memory.dir().join(name);
+    match fs::create_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            log::info!(
+                "no per-worker memory groups (mkdir {}: {e}); --max-memory samples /proc",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Moves process `pid` into the group at `dir`.
+fn join(dir: &Path, pid: u32) -> io::Result<()> {
+    let procs = dir.join("cgroup.procs");
+    fs::write(&procs, pid.to_string()).map_err(|e| at("write to", &procs, e))
+}
+
+/// One worker's group, in each hierarchy recluster uses.
+#[derive(Debug)]
+pub struct WorkerGroup {
+    /// Its group in the tree's main hierarchy (v2, or v1's freezer).
+    main: PathBuf,
+    /// `main` is in v1's freezer hierarchy.
+    freezer: bool,
+    memory: Option<PathBuf>,
+    /// Each group's `cgroup.procs`, open for writing until the child has joined.
+    procs: Vec<OwnedFd>,
+    /// Its number among the tree's groups (the token of its memory threshold's wake-ups).
+    serial: u64,
+    /// `--max-memory` on v1: its threshold's registration.
+    watch: Option<Watch>,
+    /// `--pids-max` on v1: its group in the pids hierarchy.
+    pids: Option<PathBuf>,
+}
+
+impl WorkerGroup {
+    fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.main)
+            .chain(self.memory.as_ref())
+            .chain(self.pids.as_ref())
+    }
+
+    /// The open `cgroup.procs` the child writes itself into, before exec.
+    pub fn procs(&self) -> &[OwnedFd] {
+        &self.procs
+    }
+
+    /// The child has joined (or failed to): the descriptors go.
+    pub fn joined(&mut self) {
+        self.procs.clear();
+    }
+
+    /// Its directory in the main hierarchy.
+    pub fn path(&self) -> &Path {
+        &self.main
+    }
+
+    /// The memory its processes use now, children included (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`), if it has a memory controller.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let file = match &self.memory {
+            Some(dir) => dir.join("memory.usage_in_bytes"),
+            None if !self.freezer => self.main.join("memory.current"),
+            None => return None,
+        };
+        fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// Where its usage is read (`ctl status`, `/status`, `/metrics`): its memory, and its CPU time.
+    pub fn usage_files(&self) -> UsageFiles {
+        UsageFiles {
+            memory: match &self.memory {
+                Some(dir) => Some(dir.join("memory.usage_in_bytes")),
+                None => Some(self.main.join("memory.current")).filter(|f| f.exists()),
+            },
+            cpu_stat: (!self.freezer).then(|| self.main.join("cpu.stat")),
+        }
+    }
+
+    /// How many processes the kernel's OOM killer has killed in the group (`oom_kill` in v1's
+    /// `memory.oom_control` or v2's `memory.events`); 0 without a memory controller.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match &self.memory {
+            Some(dir) => dir.join("memory.oom_control"),
+            None => self.main.join("memory.events"),
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the group has a memory controller that counts OOM kills.
+    pub fn counts_oom_kills(&self) -> bool {
+        self.memory.is_some() || self.main.join("memory.events").exists()
+    }
+
+    /// SIGKILL to every process in the group (`cgroup.kill`, Linux 5.14).
+    /// On v1's freezer: the group is frozen (none of its processes can fork or exit, so no pid
+    /// in `cgroup.procs` is recycled meanwhile), each process gets SIGKILL, then it is thawed.
+    pub fn kill(&self) {
+        let killed = if self.freezer {
+            self.kill_frozen()
+        } else {
+            fs::write(self.main.join("cgroup.kill"), "1")
+        };
+        if let Err(e) = killed {
+            log::warn!("cannot kill what is left in {}: {e}", self.main.display());
+        }
+    }
+
+    fn kill_frozen(&self) -> io::Result<()> {
+        let state = self.main.join("freezer.state");
+        fs::write(&state, "FROZEN")?;
+        // Freezing takes a moment: FREEZING until every process is frozen (bounded: a process
+        // stuck in the kernel is killed all the same, and thawed).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while fs::read_to_string(&state)?.trim() != "FROZEN" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for pid in fs::read_to_string(self.main.join("cgroup.procs"))?
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory effects; the process is frozen in this group.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        fs::write(&state, "THAWED")
+    }
+
+    /// Whether no process is left in it (`populated 0` in `cgroup.events`; zombies do not count).
+    /// On v1, where there is no `cgroup.events`: no process listed in `cgroup.procs`.
+    pub fn is_empty(&self) -> bool {
+        let (file, empty): (&str, fn(&str) -> bool) = if self.freezer {
+            ("cgroup.procs", |procs| procs.trim().is_empty())
+        } else {
+            ("cgroup.events", |events| {
+                events.lines().any(|l| l == "populated 0")
+            })
+        };
+        match fs::read_to_string(self.main.join(file)) {
+            Ok(text) => empty(&text),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Removes the group from each hierarchy; `Err` naming the path while processes are left.
+    pub fn remove(&self) -> io::Result<()> {
+        for dir in self.dirs() {
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(at("rmdir", dir, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a worker group's usage is read, by whichever thread measures a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageFiles {
+    /// `memory.usage_in_bytes` (v1) or `memory.current` (v2), with a memory controller.
+    memory: Option<PathBuf>,
+    /// v2 `cpu.stat`, whose `usage_usec` every group has (none on v1's freezer).
+    cpu_stat: Option<PathBuf>,
+}
+
+impl UsageFiles {
+    /// Whether both its memory and its CPU time can be read from the group.
+    pub fn complete(&self) -> bool {
+        self.memory.is_some() && self.cpu_stat.is_some()
+    }
+
+    /// The group's memory now (its processes, children included, page cache included), in
+    /// bytes, and the CPU time its processes have used (those that ended included), in seconds;
+    /// each `None` where it cannot be read (the group is gone).
+    pub fn read(&self) -> (Option<u64>, Option<f64>) {
+        let memory = self
+            .memory
+            .as_ref()
+            .and_then(|f| fs::read_to_string(f).ok()?.trim().parse().ok());
+        let cpu = self.cpu_stat.as_ref().and_then(|file| {
+            let stat = fs::read_to_string(file).ok()?;
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                .map(|usec| usec as f64 / 1e6)
+        });
+        (memory, cpu)
+    }
+}
+
+/// The tree and the worker groups in it: those whose worker runs, by pid, and those whose worker
+/// was reaped and that wait to be empty before they are removed.
+#[derive(Debug)]
+pub struct Groups {
+    tree: Tree,
+    live: HashMap<i32, WorkerGroup>,
+    /// The pid of each live group's worker, by the group's serial number.
+    pids: HashMap<u64, i32>,
+    emptying: Vec<Emptying>,
+}
+
+/// A killed group not yet empty (a process in it has yet to die): tried again, sooner first.
+#[derive(Debug)]
+struct Emptying {
+    group: WorkerGroup,
+    next: Instant,
+    delay: Duration,
+    since: Instant,
+}
+
+/// How long a killed group is waited for before it is left (a process stuck in the kernel).
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+impl Groups {
+    pub fn new(tree: Tree) -> Groups {
+        Groups {
+            tree,
+            live: HashMap::new(),
+            pids: HashMap::new(),
+            emptying: Vec::new(),
+        }
+    }
+
+    /// Where the groups are.
+    pub fn describe(&self) -> String {
+        self.tree.describe()
+    }
+
+    /// A new worker group for slot `id` (see `Tree::worker`).
+    pub fn make(&mut self, id: u32) -> io::Result<WorkerGroup> {
+        self.tree.worker(id)
+    }
+
+    /// Worker `pid` runs in `group`.
+    pub fn started(&mut self, pid: i32, mut group: WorkerGroup) {
+        group.joined();
+        self.pids.insert(group.serial, pid);
+        self.live.insert(pid, group);
+    }
+
+    /// A group whose worker never started: removed.
+    pub fn abandon(&mut self, group: WorkerGroup) {
+        self.reap_group(group, Instant::now());
+    }
+
+    /// Process `pid` was reaped: if it was a worker, what is left in its group is killed and the
+    /// group removed (now, or once it is empty).
+    pub fn reaped(&mut self, pid: i32, now: Instant) {
+        if let Some(mut group) = self.live.remove(&pid) {
+            self.pids.remove(&group.serial);
+            group.watch = None; // its threshold goes before the group
+            self.reap_group(group, now);
+        }
+    }
+
+    fn reap_group(&mut self, group: WorkerGroup, now: Instant) {
+        if group.is_empty() && group.remove().is_ok() {
+            return;
+        }
+        group.kill();
+        if group.is_empty() && group.remove().is_ok() {
+            return;
+        }
+        let delay = Duration::from_millis(2);
+        self.emptying.push(Emptying {
+            group,
+            next: now + delay,
+            delay,
+            since: now,
+        });
+    }
+
+    /// SIGKILL to every process in every worker's group (recluster's stop timed out).
+    pub fn kill_all(&self) {
+        for group in self.live.values() {
+            group.kill();
+        }
+    }
+
+    /// `--max-memory` without polling, where the workers have v1 memory groups: a threshold at
+    /// `bytes` on each, and `crossed(token)` called on a thread when one is crossed (the token is
+    /// `worker_of`'s). Whether it is so.
+    pub fn watch_memory(
+        &mut self,
+        bytes: u64,
+        crossed: Box<dyn Fn(u64) -> bool + Send>,
+    ) -> io::Result<bool> {
+        if self.tree.memory.is_none() {
+            return Ok(false);
+        }
+        self.tree.threshold = Some((bytes, Watcher::start(crossed)?));
+        Ok(true)
+    }
+
+    /// The worker whose group's memory threshold woke with `token`, while it runs.
+    pub fn worker_of(&self, token: u64) -> Option<i32> {
+        self.pids.get(&token).copied()
+    }
+
+    /// The group worker `pid` runs in.
+    pub fn of(&self, pid: i32) -> Option<&WorkerGroup> {
+        self.live.get(&pid)
+    }
+
+    /// When a killed group is next looked at, if one waits.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.emptying.iter().map(|e| e.next).min()
+    }
+
+    /// Removes the killed groups that are empty by now.
+    pub fn retry(&mut self, now: Instant) {
+        self.emptying.retain_mut(|e| {
+            if e.next > now {
+                return true;
+            }
+            if e.group.is_empty() && e.group.remove().is_ok() {
+                return false;
+            }
+            if now.duration_since(e.since) > GIVE_UP {
+                log::warn!(
+                    "leaving the cgroup {}: processes are still in it {}s after it was killed",
+                    e.group.path().display(),
+                    GIVE_UP.as_secs()
+                );
+                return false;
+            }
+            e.group.kill();
+            e.delay = (e.delay * 2).min(Duration::from_secs(1));
+            e.next = now + e.delay;
+            true
+        });
+    }
+
+    /// At exit: every group is killed and removed, and the tree goes (see `Tree::finish`).
+    pub fn finish(self) {
+        let left = self
+            .live
+            .into_values()
+            .chain(self.emptying.into_iter().map(|e| e.group))
+            .collect();
+        self.tree.finish(left);
+    }
+}
