@@ -238,7 +238,7 @@ pub struct Cli {
 
     /// With --cgroups: each worker's group may hold at most N processes and threads (pids.max), so
     /// a fork bomb in one worker stays there
-    #[arg(help_heading = "Guards", help = "With --cgroups: at most N processes in each worker's group", long_help, long, value_name = "N", value_parser = parse_pids_max, env = "RECLUSTER_PIDS_MAX")]
+    #[arg(hide_short_help = true, help_heading = "Guards", help = "With --cgroups: at most N processes in each worker's group", long_help, long, value_name = "N", value_parser = parse_pids_max, env = "RECLUSTER_PIDS_MAX")]
     pub pids_max: Option<u32>,
 
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their

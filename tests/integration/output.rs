@@ -124,10 +124,13 @@ fn a_workers_exit_is_reported_after_its_last_line() {
 fn a_crash_loop_of_workers_that_leave_a_process_holding_their_output_keeps_one_relay_per_slot() {
     // As a broken (or hostile) worker would: each one leaves a process holding its stdout and
     // stderr, then crashes at once. Before, every restart left its relay thread behind
-    // (about 75 KiB each): recluster grew for as long as the crash loop went on.
+    // (about 75 KiB each): recluster grew for as long as the crash loop went on. Without
+    // cgroups: with a group per worker, what the worker left is killed when its end is reported.
     let mut cluster = Launch::new([
         "-n",
         "1",
+        "--cgroups",
+        "off",
         "--prefix",
         "--restart-delay",
         "10ms",
