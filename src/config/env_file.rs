@@ -15,7 +15,8 @@
 //!   (`process::environment::reserved`), is refused: the file could not set it;
 //! - a NUL byte is refused (an environment cannot hold one); other bytes pass byte for byte.
 //!
-//! Every refusal names the file and line (`PATH:LINE: …`). Later lines and later files win.
+//! The file is opened by `env_path`, which refuses a path that a user other than root or
+//! recluster's own controls. Every refusal names the file and line (`PATH:LINE: …`). Later lines and later files win.
 //! The files' digest is the SHA-256 of their bytes, one after the other (`cat A B | sha256sum`).
 
 use std::collections::BTreeMap;
@@ -128,14 +129,9 @@ const MAX_FILE: u64 = 1 << 20;
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let fail = |e: std::io::Error| format!("failed to read env file {}: {e}", path.display());
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, so a FIFO at the path is refused below instead of holding the supervisor
-    // until someone writes to it.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(fail)?;
+    // Walked from `/` without following links others control, opened non-blocking, so a FIFO
+    // at the path is refused below instead of holding the supervisor until someone writes to it.
+    let file = crate::config::env_path::open(path)?;
     let meta = file.metadata().map_err(fail)?;
     if !meta.is_file() {
         return Err(format!(
