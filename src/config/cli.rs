@@ -257,7 +257,8 @@ pub struct Cli {
     /// Give the workers the variables of a dotenv file (KEY=VALUE lines, `export `, comments,
     /// single and double quotes; nothing is expanded), on top of recluster's environment; later
     /// files win. Read again before every reload, so a reload picks up a changed file; a
-    /// malformed file refuses the reload (the workers keep serving). Repeatable
+    /// malformed file refuses the reload (the workers keep serving). The file, the directories
+    /// above it and the symlinks on the way must belong to root or recluster's user. Repeatable
     #[arg(help_heading = "Workers", help = "Give the workers the variables of a dotenv file (repeatable)", long_help, long, value_name = "PATH", env = "RECLUSTER_ENV_FILE", value_parser = clap::value_parser!(std::path::PathBuf))]
     pub env_file: Vec<std::path::PathBuf>,
 

@@ -13,9 +13,13 @@
 //!   a command or means something else in another tool;
 //! - a variable recluster sets for each worker, or one addressed to recluster itself
 //!   (`process::environment::reserved`), is refused: the file could not set it;
-//! - a NUL byte is refused (an environment cannot hold one); other bytes pass byte for byte.
+//! - a NUL byte is refused (an environment cannot hold one); other bytes pass byte for byte;
+//! - a `KEY=VALUE` longer than `MAX_VARIABLE` (128 KiB - 1, the kernel's limit for one) is
+//!   refused, and so are files whose variables together take more than `max_total` (1 MiB, or
+//!   half of `ARG_MAX` when less), so that no worker's exec fails with E2BIG.
 //!
-//! Every refusal names the file and line (`PATH:LINE: …`). Later lines and later files win.
+//! The file is opened by `env_path`, which refuses a path that a user other than root or
+//! recluster's own controls. Every refusal names the file and line (`PATH:LINE: …`). Later lines and later files win.
 //! The files' digest is the SHA-256 of their bytes, one after the other (`cat A B | sha256sum`).
 
 use std::collections::BTreeMap;
@@ -116,9 +120,38 @@ impl EnvFiles {
                 .map_err(|e| format!("env file {}:{}: {}", path.display(), e.line, e.reason))?;
             layer.vars.extend(vars);
         }
+        let (size, max) = (environment_size(&layer.vars), max_total());
+        if size > max {
+            let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+            return Err(format!(
+                "env files {}: their variables take {size} bytes of a worker's environment, more than the {max} recluster allows, so that a worker's exec keeps room for its command line and the rest of its environment",
+                paths.join(", ")
+            ));
+        }
         layer.digest = hex(&hasher.finalize());
         Ok(layer)
     }
+}
+
+/// The longest `KEY=VALUE` an exec takes: the kernel's `MAX_ARG_STRLEN` (32 pages of 4 KiB) less
+/// the NUL. A longer one would make every start of a worker fail with E2BIG.
+pub const MAX_VARIABLE: usize = 32 * 4096 - 1;
+
+/// The most the env files' variables may take in a worker's environment (each `KEY=VALUE`, its
+/// NUL and its pointer): 1 MiB, or half of `ARG_MAX` when that is less, so that the command line
+/// and the rest of the environment keep at least as much room.
+pub fn max_total() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let half = usize::try_from(arg_max).map_or(usize::MAX, |max| max / 2);
+    (1 << 20).min(half)
+}
+
+/// What `vars` take in an environment: each `KEY=VALUE`, its NUL and its pointer.
+pub fn environment_size(vars: &BTreeMap<OsString, OsString>) -> usize {
+    vars.iter()
+        .map(|(k, v)| k.len() + 1 + v.len() + 1 + std::mem::size_of::<usize>())
+        .sum()
 }
 
 /// The longest env file read: far more than any configuration, and a bound on what a mistaken
@@ -128,14 +161,9 @@ const MAX_FILE: u64 = 1 << 20;
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let fail = |e: std::io::Error| format!("failed to read env file {}: {e}", path.display());
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, so a FIFO at the path is refused below instead of holding the supervisor
-    // until someone writes to it.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(fail)?;
+    // Walked from `/` without following links others control, opened non-blocking, so a FIFO
+    // at the path is refused below instead of holding the supervisor until someone writes to it.
+    let file = crate::config::env_path::open(path)?;
     let meta = file.metadata().map_err(fail)?;
     if !meta.is_file() {
         return Err(format!(
@@ -276,6 +304,7 @@ impl Parser<'_> {
     /// One line (or one variable spanning several): `None` for a blank or comment line.
     fn statement(&mut self) -> Result<Option<(OsString, OsString)>, LineError> {
         self.skip_blanks();
+        let first_line = self.line;
         if self.at_line_end() {
             self.end_line();
             return Ok(None);
@@ -317,6 +346,15 @@ impl Parser<'_> {
         };
         if value.contains(&0) {
             return Err(self.error(format!("the value of {name} holds a NUL byte")));
+        }
+        let length = name.len() + 1 + value.len();
+        if length > MAX_VARIABLE {
+            return Err(LineError {
+                line: first_line,
+                reason: format!(
+                    "{name}=VALUE is {length} bytes, more than the {MAX_VARIABLE} the kernel passes in one variable to a program it starts"
+                ),
+            });
         }
         Ok(Some((OsString::from(name), OsString::from_vec(value))))
     }
@@ -569,6 +607,53 @@ mod tests {
             assert_eq!(e.line, line, "{text:?}: {e:?}");
             assert!(e.reason.contains(says), "{text:?}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_variable_the_kernel_would_refuse_to_pass_is_refused_at_its_line() {
+        // "K=" and the value: 131,071 bytes pass, one more would fail every exec with E2BIG.
+        let fits = format!("A=1\nK={}\n", "x".repeat(MAX_VARIABLE - 2));
+        assert_eq!(vars(&fits)[1].1.len(), MAX_VARIABLE - 2);
+        let long = format!("A=1\nK='{}\n{}'\n", "x".repeat(70_000), "y".repeat(70_000));
+        let e = refused(&long);
+        assert_eq!(e.line, 2, "the line the variable starts on: {e:?}");
+        assert!(e.reason.contains("K=VALUE is 140003 bytes"), "{e:?}");
+        assert!(
+            refused(&format!("K={}", "x".repeat(MAX_VARIABLE - 1)))
+                .reason
+                .contains("131071")
+        );
+    }
+
+    #[test]
+    fn files_whose_variables_would_leave_exec_too_little_room_are_refused() {
+        let dir = std::env::temp_dir().join(format!("recluster-envtotal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Two files of 600 KiB, each within every limit alone.
+        let file = |name: &str| {
+            let path = dir.join(name);
+            let text: String = (0..5)
+                .map(|i| format!("{name}_{i}={}\n", "v".repeat(120 * 1024)))
+                .collect();
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (a, b) = (file("A"), file("B"));
+        let one = EnvFiles {
+            paths: vec![a.clone()],
+        };
+        assert_eq!(one.read().unwrap().vars.len(), 5);
+        let both = EnvFiles {
+            paths: vec![a.clone(), b.clone()],
+        };
+        let e = both.read().unwrap_err();
+        assert!(
+            e.starts_with(&format!("env files {}, {}: ", a.display(), b.display()))
+                && e.contains(&format!("more than the {}", max_total())),
+            "{e}"
+        );
+        assert!(max_total() <= 1 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

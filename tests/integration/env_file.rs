@@ -221,3 +221,115 @@ fn under_watch_an_edited_env_file_reaches_the_next_generation_and_a_broken_one_r
     cluster.send(libc::SIGTERM);
     assert_eq!(cluster.exit_code(), 0);
 }
+
+/// The longest `KEY=VALUE` the kernel passes to a program (`MAX_ARG_STRLEN` less the NUL).
+const LONGEST: usize = 32 * 4096 - 1;
+
+/// A file whose line 3 is `BIG=` and a value making `BIG=VALUE` `length` bytes long.
+fn big_file(length: usize) -> String {
+    format!("A=1\n# the big one\nBIG={}\n", "b".repeat(length - 4))
+}
+
+#[test]
+fn a_variable_too_long_to_exec_is_a_usage_error_at_the_start_and_refuses_a_reload() {
+    let scratch = Scratch::new("envfile-e2big", 0o700);
+    let file = scratch.0.join("app.env");
+    let path = file.display().to_string();
+    // One byte too many: every exec would fail with E2BIG (a crash loop); refused instead.
+    std::fs::write(&file, big_file(LONGEST + 1)).unwrap();
+    let mut refused = Launch::new(["--env-file", &path, "--", "/bin/sh", "-c", SHOW_ENV]).start();
+    let first = refused.expect("the first line", |_| true);
+    assert!(
+        first
+            .text
+            .contains(&format!("{path}:3: BIG=VALUE is {} bytes", LONGEST + 1)),
+        "{}",
+        first.text
+    );
+    assert_eq!(refused.exit_code(), 2);
+    assert!(refused.seen(|l| l.is_worker("env")).is_empty());
+
+    // The longest the kernel takes starts, and the worker gets all of it.
+    std::fs::write(&file, big_file(LONGEST)).unwrap();
+    let mut cluster = Launch::new([
+        "-n",
+        "2",
+        "--min-uptime",
+        "100ms",
+        "--env-file",
+        &path,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo \"env pid=$$ gen=$WORKER_GENERATION big=${#BIG}\"; exec sleep 1000",
+    ])
+    .start();
+    let old: Vec<i32> = env_lines(&mut cluster, 2)
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l.field("big"),
+                Some(&*(LONGEST - 4).to_string()),
+                "{}",
+                l.text
+            );
+            l.num("pid")
+        })
+        .collect();
+    cluster.expect_log("workers are ready");
+    std::fs::write(&file, big_file(LONGEST + 1)).unwrap();
+    let (code, _, stderr) = ctl(cluster.pid, &["reload", "--wait"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:3: BIG=VALUE is")),
+        "{stderr}"
+    );
+    cluster.expect_log(&format!(
+        "reload requested: reload refused: env file {path}:3: "
+    ));
+    assert!(
+        old.iter().all(|&pid| is_running(pid)),
+        "old workers stopped"
+    );
+    assert_eq!(ctl_status(cluster.pid)["cluster"]["generation"], 0);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+}
+
+#[test]
+fn env_files_too_large_together_for_an_exec_are_refused_naming_them() {
+    let scratch = Scratch::new("envfile-total", 0o700);
+    // Each file alone is fine (600 KiB); together they would crowd the command line out.
+    let files: Vec<String> = ["A", "B"]
+        .iter()
+        .map(|name| {
+            let path = scratch.0.join(format!("{name}.env"));
+            let text: String = (0..5)
+                .map(|i| format!("{name}_{i}={}\n", "v".repeat(120 * 1024)))
+                .collect();
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let mut cluster = Launch::new([
+        "--env-file",
+        &files[0],
+        "--env-file",
+        &files[1],
+        "--",
+        "/bin/sh",
+        "-c",
+        SHOW_ENV,
+    ])
+    .start();
+    let first = cluster.expect("the first line", |_| true);
+    assert!(
+        first
+            .text
+            .contains(&format!("env files {}, {}: ", files[0], files[1])),
+        "{}",
+        first.text
+    );
+    assert_eq!(cluster.exit_code(), 2);
+    assert!(cluster.seen(|l| l.is_worker("env")).is_empty());
+}

@@ -35,6 +35,7 @@ mod stop_delay;
 mod stopping;
 mod trust_admin;
 mod trust_ctl;
+mod trust_env_file;
 mod trust_floods;
 mod trust_hook_env;
 mod trust_notify;
