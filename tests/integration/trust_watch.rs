@@ -1,0 +1,145 @@
+//! `--watch` against whoever can write the watched tree (the workers' user, say), while recluster
+//! runs as root: a directory swapped for a link to a root-only directory must never get root's
+//! watch (nothing created in there is logged or reloads), and a name written to the tree reaches
+//! the log escaped.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// The inodes recluster's inotify descriptors watch (`/proc/PID/fdinfo`: `ino:` in hex).
+fn watched_inodes(pid: i32) -> Vec<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut inodes = Vec::new();
+    for fd in fds.flatten() {
+        let Ok(info) = fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let hex = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .expect("an inotify line names its inode");
+            inodes.push(u64::from_str_radix(hex, 16).unwrap());
+        }
+    }
+    inodes
+}
+
+/// recluster's resident memory in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// What the tree's writer does: `mkdir dir`, and at once swap it with a link to `target`.
+fn swap_in_link(dir: &Path, link: &Path, target: &Path) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+    fs::create_dir(dir).unwrap();
+    let (from, to) = (c_path(link), c_path(dir));
+    // SAFETY: two valid NUL-terminated paths.
+    let swapped = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(swapped, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+/// Waits for a `--watch: changed:` line naming `fragment`, after those already matched.
+fn changed(cluster: &mut Cluster, fragment: &str) {
+    cluster.expect(&format!("a change naming {fragment}"), |l| {
+        l.is_log("--watch: changed: ") && l.text.contains(fragment)
+    });
+}
+
+#[test]
+fn a_directory_swapped_for_a_link_to_a_root_only_one_is_never_watched() {
+    let secret = Scratch::new("watch-secret", 0o700);
+    fs::create_dir(secret.0.join("inner")).unwrap();
+    let secret_inodes = [
+        fs::metadata(&secret.0).unwrap().ino(),
+        fs::metadata(secret.0.join("inner")).unwrap().ino(),
+    ];
+    // The tree belongs to nobody, who may do anything in it.
+    let tree = Scratch::new("watch-swapped", 0o755);
+    std::os::unix::fs::chown(&tree.0, Some(65534), Some(65534)).unwrap();
+    let top = tree.0.display().to_string();
+    let mut cluster = Cluster::start(
+        &[
+            "-n",
+            "1",
+            "--min-uptime",
+            "50ms",
+            "--watch",
+            &top,
+            "--watch-delay",
+            "20ms",
+        ],
+        &[],
+    );
+    cluster.expect_log("--watch: watching ");
+    cluster.expect_log("the only worker is ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tries = 40;
+    for i in 0..tries {
+        if Instant::now() > deadline {
+            break; // a loaded machine: what was tried is checked below
+        }
+        swap_in_link(
+            &tree.0.join(format!("x{i}")),
+            &tree.0.join(format!("l{i}")),
+            &secret.0,
+        );
+        // Once this is reported, recluster has read (and acted on) the creation of x{i}.
+        fs::write(tree.0.join(format!("a{i}")), "").unwrap();
+        changed(&mut cluster, &format!("/a{i}"));
+        let watched = watched_inodes(cluster.pid);
+        if let Some(ino) = secret_inodes.iter().find(|i| watched.contains(i)) {
+            cluster.fail(&format!(
+                "try {i}: recluster watches inode {ino} of the root-only directory"
+            ));
+        }
+        // Root works in its directory; then a marker, after which whatever was seen is logged.
+        fs::write(secret.0.join(format!("SECRET{i}")), "").unwrap();
+        fs::write(secret.0.join(format!("inner/SECRET{i}")), "").unwrap();
+        fs::write(tree.0.join(format!("b{i}")), "").unwrap();
+        changed(&mut cluster, &format!("/b{i}"));
+        let leaked = cluster.seen(|l| l.text.contains("SECRET"));
+        if !leaked.is_empty() {
+            cluster.fail(&format!("try {i}: a root-only name reached the log"));
+        }
+        if rss_kib(cluster.pid) > 200 * 1024 {
+            cluster.send(libc::SIGKILL);
+            cluster.fail("recluster grew past 200 MiB");
+        }
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    assert!(
+        cluster.seen(|l| l.text.contains("SECRET")).is_empty(),
+        "a root-only name reached the log"
+    );
+}
