@@ -143,3 +143,34 @@ fn a_directory_swapped_for_a_link_to_a_root_only_one_is_never_watched() {
         "a root-only name reached the log"
     );
 }
+
+#[test]
+fn a_name_written_to_a_watched_tree_cannot_forge_a_log_line() {
+    let tree = Scratch::new("watch-forge", 0o755);
+    std::os::unix::fs::chown(&tree.0, Some(65534), Some(65534)).unwrap();
+    let top = tree.0.display().to_string();
+    let mut cluster = Cluster::start(&["-n", "1", "--watch", &top, "--watch-delay", "20ms"], &[]);
+    cluster.expect_log("--watch: watching ");
+    cluster.expect_log("the only worker is ready");
+    // A file and a directory (its creation is a change too, and it gets watched).
+    let forged = "a\nrecluster: error: FORGED \x1b[31m";
+    fs::write(tree.0.join(forged), "").unwrap();
+    fs::create_dir(tree.0.join(format!("dir{forged}"))).unwrap();
+    // Once its creation is reported, the directory is watched.
+    cluster.expect_log("/dira");
+    fs::write(tree.0.join(format!("dir{forged}/inside")), "").unwrap();
+    cluster.expect_log("/inside");
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    let forgeries = cluster.seen(|l| l.text.starts_with("recluster: error: FORGED"));
+    assert!(forgeries.is_empty(), "a forged line: {forgeries:?}");
+    let raw = cluster.seen(|l| l.text.contains('\x1b'));
+    assert!(raw.is_empty(), "a raw ESC reached the log: {raw:?}");
+    assert!(
+        !cluster
+            .seen(|l| l.is_log("--watch: changed: ")
+                && l.text.contains("a\\nrecluster: error: FORGED \\x1b[31m"))
+            .is_empty(),
+        "the name is logged, escaped"
+    );
+}
