@@ -19,6 +19,9 @@ use super::tree::{Change, Tree};
 use crate::supervisor::event::Event;
 use crate::text::escape;
 
+/// `--watch-delay` unless given.
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(300);
+
 /// At most this many paths are named per batch; the rest are counted.
 const NAMED: usize = 8;
 
