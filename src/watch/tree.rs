@@ -242,7 +242,12 @@ impl Tree {
             return None;
         }
         let mut pending = Vec::new();
+        // No more names than watches left: a directory of a million directories costs no more.
+        let room = self.budget.saturating_sub(self.dirs.len());
         for entry in dir.iter().flatten() {
+            if pending.len() > room {
+                break; // one past it, so that the budget's warning names where it stopped
+            }
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
             if name == "." || name == ".." || self.ignore.ignores(name) {
                 continue;
