@@ -1,7 +1,8 @@
 //! `--watch` against whoever can write the watched tree (the workers' user, say), while recluster
 //! runs as root: a directory swapped for a link to a root-only directory must never get root's
 //! watch (nothing created in there is logged or reloads), and a name written to the tree reaches
-//! the log escaped.
+//! the log escaped. Root stands in for the attacker in the swaps: they need only write access to
+//! the tree, which is nobody's.
 
 use std::ffi::CString;
 use std::fs;
@@ -53,19 +54,11 @@ fn c_path(path: &Path) -> CString {
 fn swap_in_link(dir: &Path, link: &Path, target: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
     fs::create_dir(dir).unwrap();
-    let (from, to) = (c_path(link), c_path(dir));
-    // SAFETY: two valid NUL-terminated paths.
-    let swapped = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(swapped, 0, "renameat2: {}", std::io::Error::last_os_error());
+    assert!(
+        exchange(&c_path(link), &c_path(dir)),
+        "renameat2: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Waits for a `--watch: changed:` line naming `fragment`, after those already matched.
@@ -142,6 +135,79 @@ fn a_directory_swapped_for_a_link_to_a_root_only_one_is_never_watched() {
         cluster.seen(|l| l.text.contains("SECRET")).is_empty(),
         "a root-only name reached the log"
     );
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: whether it swapped them.
+fn exchange(a: &CString, b: &CString) -> bool {
+    // SAFETY: two valid NUL-terminated paths.
+    let swapped = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    swapped == 0
+}
+
+#[test]
+fn a_link_swapped_in_and_out_below_a_directory_being_walked_is_never_followed() {
+    let secret = Scratch::new("watch-walk-secret", 0o700);
+    fs::create_dir(secret.0.join("inner")).unwrap();
+    let secret_inodes = [
+        fs::metadata(&secret.0).unwrap().ino(),
+        fs::metadata(secret.0.join("inner")).unwrap().ino(),
+    ];
+    let tree = Scratch::new("watch-walk", 0o755);
+    std::os::unix::fs::chown(&tree.0, Some(65534), Some(65534)).unwrap();
+    // Made outside the watched tree, on the same file system, and moved in whole.
+    let staging = Scratch::new("watch-walk-staging", 0o755);
+    let top = tree.0.display().to_string();
+    let mut cluster = Cluster::start(&["-n", "1", "--watch", &top, "--watch-delay", "20ms"], &[]);
+    cluster.expect_log("--watch: watching ");
+    cluster.expect_log("the only worker is ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..20 {
+        if Instant::now() > deadline {
+            break;
+        }
+        let made = staging.0.join(format!("p{i}"));
+        fs::create_dir_all(made.join("c/d")).unwrap();
+        std::os::unix::fs::symlink(&secret.0, made.join("l")).unwrap();
+        let moved = tree.0.join(format!("p{i}"));
+        // While recluster walks p{i}, c and the link to the secret directory trade places.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (c, l) = (c_path(&moved.join("c")), c_path(&moved.join("l")));
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut swaps = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && swaps < 20_000 {
+                    exchange(&c, &l);
+                    swaps += 1;
+                }
+            })
+        };
+        fs::rename(&made, &moved).unwrap();
+        changed(&mut cluster, &format!("/p{i}"));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        racer.join().unwrap();
+        let watched = watched_inodes(cluster.pid);
+        if let Some(ino) = secret_inodes.iter().find(|i| watched.contains(i)) {
+            cluster.fail(&format!(
+                "try {i}: recluster watches inode {ino} of the root-only directory"
+            ));
+        }
+        if rss_kib(cluster.pid) > 200 * 1024 {
+            cluster.send(libc::SIGKILL);
+            cluster.fail("recluster grew past 200 MiB");
+        }
+    }
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
 }
 
 #[test]
