@@ -142,6 +142,12 @@ fn shown(path: &Path) -> String {
 impl Tree {
     /// An inotify instance with nothing watched yet.
     pub fn new(ignore: Ignore) -> io::Result<Tree> {
+        // Without it no directory could be watched by descriptor (and by name is unsafe).
+        if !Path::new("/proc/self/fd").is_dir() {
+            return Err(io::Error::other(
+                "/proc is not mounted: recluster watches each directory through /proc/self/fd",
+            ));
+        }
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(
             |e| match e {
                 Errno::EMFILE => io::Error::other(
@@ -301,7 +307,9 @@ impl Tree {
                 });
                 entry.whole |= whole;
                 entry.roots.insert(root);
-                if entry.at.is_none() {
+                if at.is_some() {
+                    // Reached again (moved within the tree): where it is now.
+                    entry.path = path.to_path_buf();
                     entry.at = at;
                 }
                 Some(wd)
@@ -462,6 +470,14 @@ mod tests {
         assert_eq!(tree.watched(), 4, "the new directory is watched");
         std::fs::write(root.join("lib/new.py"), "x").unwrap();
         assert!(changes(&mut tree).contains(&root.join("lib/new.py")));
+        // Moved within the tree: known by its new name, and what is made in it is watched.
+        std::fs::rename(root.join("lib"), root.join("src/lib")).unwrap();
+        changes(&mut tree);
+        std::fs::create_dir(root.join("src/lib/sub")).unwrap();
+        assert_eq!(changes(&mut tree), [root.join("src/lib/sub")]);
+        std::fs::write(root.join("src/lib/sub/x.py"), "x").unwrap();
+        assert!(changes(&mut tree).contains(&root.join("src/lib/sub/x.py")));
+        assert_eq!(tree.watched(), 5);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
