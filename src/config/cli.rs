@@ -385,13 +385,13 @@ pub struct Cli {
     /// characters, ? one; matched against names, not paths), besides the defaults: .git, .hg,
     /// .svn, node_modules, target, __pycache__ and editor swap and backup files (*.swp, *.swo,
     /// *.swx, *~, .#*, #*#, 4913). Repeatable
-    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob, requires = "watch")]
+    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: names that do not count (repeatable)", long_help, long, value_name = "GLOB", env = "RECLUSTER_WATCH_IGNORE", value_parser = crate::watch::ignore::parse_glob)]
     pub watch_ignore: Vec<String>,
 
     /// With --watch: how long after a change recluster waits for the next one before it reloads
-    /// (each change within it starts the wait again, for at most ten times DUR)
-    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload", long_help, long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
-    pub watch_delay: Duration,
+    /// (each change within it starts the wait again, for at most ten times DUR) [default: 300ms]
+    #[arg(hide_short_help = true, help_heading = "Readiness and reload", help = "With --watch: how long changes are gathered before a reload [default: 300ms]", long_help, long, value_name = "DUR", value_parser = parse_duration, env = "RECLUSTER_WATCH_DELAY")]
+    pub watch_delay: Option<Duration>,
 
     /// With -f: a crash-loop give-up in GROUP ends the cluster; once any group is named, a
     /// give-up in another group stops that group only, and the rest keeps serving. Repeatable

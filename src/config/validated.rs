@@ -476,8 +476,19 @@ fn check_flag_pairs(cli: &Cli, tcp: bool) -> Result<(), Error> {
 }
 
 /// `--watch`: every path must exist at start (a typo would watch nothing, silently).
+/// `--watch-delay` or `--watch-ignore` given without it (or their environment twins) would be
+/// ignored, silently: a usage error, as `--max-age-jitter` without `--max-age`.
 fn watch(cli: &Cli) -> Result<Option<crate::watch::thread::Watch>, Error> {
     if cli.watch.is_empty() {
+        let given = [
+            ("--watch-delay", cli.watch_delay.is_some()),
+            ("--watch-ignore", !cli.watch_ignore.is_empty()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!(
+                "{flag} tells --watch how to watch: add --watch, or drop {flag}"
+            )));
+        }
         return Ok(None);
     }
     for path in &cli.watch {
@@ -496,7 +507,9 @@ fn watch(cli: &Cli) -> Result<Option<crate::watch::thread::Watch>, Error> {
     Ok(Some(crate::watch::thread::Watch {
         paths: cli.watch.clone(),
         ignore: crate::watch::ignore::Ignore::new(&cli.watch_ignore),
-        delay: cli.watch_delay,
+        delay: cli
+            .watch_delay
+            .unwrap_or(crate::watch::thread::DEFAULT_DELAY),
     }))
 }
 

@@ -272,8 +272,12 @@ impl Executor<'_> {
                 }
             }
             Some(Event::FilesChanged { paths, more, roots }) => {
-                let mut named: Vec<String> =
-                    paths.iter().map(|p| p.display().to_string()).collect();
+                // Names whoever can write the watched tree chose: escaped, so that none can
+                // forge a log line or act on the terminal.
+                let mut named: Vec<String> = paths
+                    .iter()
+                    .map(|p| crate::text::escape::controls(&p.display().to_string()).into_owned())
+                    .collect();
                 if more > 0 {
                     named.push(format!("{more} more changes"));
                 }

@@ -17,6 +17,10 @@ use crossbeam_channel::Sender;
 use super::ignore::Ignore;
 use super::tree::{Change, Tree};
 use crate::supervisor::event::Event;
+use crate::text::escape;
+
+/// `--watch-delay` unless given.
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(300);
 
 /// At most this many paths are named per batch; the rest are counted.
 const NAMED: usize = 8;
@@ -74,7 +78,10 @@ impl Batch {
 fn run(mut tree: Tree, watch: &Watch, sender: &Sender<Event>) {
     for (root, path) in watch.paths.iter().enumerate() {
         if let Err(e) = tree.add(path, root) {
-            log::warn!("--watch {}: {e}; it is not watched", path.display());
+            log::warn!(
+                "--watch {}: {e}; it is not watched",
+                escape::controls(&path.display().to_string())
+            );
         }
     }
     log::info!(
@@ -82,7 +89,7 @@ fn run(mut tree: Tree, watch: &Watch, sender: &Sender<Event>) {
         watch
             .paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| escape::controls(&p.display().to_string()).into_owned())
             .collect::<Vec<_>>()
             .join(", "),
         tree.watched()

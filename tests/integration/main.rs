@@ -41,5 +41,6 @@ mod trust_hook_env;
 mod trust_notify;
 mod trust_pids;
 mod trust_spawn;
+mod trust_watch;
 mod watching;
 mod workers;

@@ -232,3 +232,54 @@ fn with_groups_a_change_reloads_the_groups_whose_command_lies_under_it() {
     );
     stop(cluster);
 }
+
+#[test]
+fn watch_delay_or_watch_ignore_without_watch_is_a_usage_error_naming_both_flags() {
+    // `--plan json` validates and exits: a flag silently accepted would exit 0, not hang.
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(recluster_bin())
+            .args(args)
+            .args(["--plan", "json", "true"])
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap(), stderr)
+    };
+    for (args, env, flag) in [
+        (&["--watch-delay", "1s"][..], &[][..], "--watch-delay"),
+        (&[], &[("RECLUSTER_WATCH_DELAY", "1s")], "--watch-delay"),
+        (&["--watch-ignore", "*.log"], &[], "--watch-ignore"),
+        (
+            &[],
+            &[("RECLUSTER_WATCH_IGNORE", "*.log")],
+            "--watch-ignore",
+        ),
+    ] {
+        let (code, stderr) = run(args, env);
+        assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{flag} tells --watch how to watch: add --watch, or drop {flag}"
+            )),
+            "{args:?} {env:?}: {stderr}"
+        );
+    }
+    // The default delay alone is no error, and with --watch either flag is fine.
+    assert_eq!(run(&[], &[]), (0, String::new()));
+    let dir = project("watch-usage");
+    let top = dir.0.display().to_string();
+    let (code, stderr) = run(
+        &[
+            "--watch",
+            &top,
+            "--watch-delay",
+            "1s",
+            "--watch-ignore",
+            "*.log",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
