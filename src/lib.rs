@@ -292,8 +292,8 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     Ok(code)
 }
 
-/// `--max-memory` with the workers' v1 memory groups: a threshold on each wakes the loop when it
-/// is crossed, instead of samples. Whether it is so.
+/// `--max-memory` with the workers' memory groups: a v1 threshold on each, or v2's `memory.high`
+/// and `memory.events`, wakes the loop when it is crossed, instead of samples. Whether it is so.
 fn watch_memory(
     spawner: &mut Spawner,
     config: &Config,

@@ -54,7 +54,8 @@ pub struct Tree {
     /// Whether the unified hierarchy's groups have the memory controller (`memory.max`,
     /// `memory.events`).
     unified_memory: bool,
-    /// `--max-memory` on v1: the threshold each memory group gets, and who waits for crossings.
+    /// `--max-memory`: the threshold each v1 memory group gets, or the `memory.high` of each v2
+    /// group with the memory controller, and who waits for crossings.
     threshold: Option<(u64, Watcher)>,
     /// `--pids-max`: the most processes in each worker group, and where it is kept: v2's pids
     /// controller (`unified_pids`) or `recluster-PID` in v1's pids hierarchy.
@@ -273,6 +274,7 @@ impl Tree {
             procs: Vec::new(),
             serial: self.spawns,
             watch: None,
+            over_high: 0,
             pids: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
@@ -322,10 +324,22 @@ impl Tree {
                 return Err(e);
             }
         }
-        // Before the worker joins: a threshold registered above the usage fires when crossed.
-        if let (Some((bytes, watcher)), Some(dir)) = (&self.threshold, &group.memory) {
-            match watcher.watch(dir, *bytes, group.serial) {
-                Ok(watch) => group.watch = Some(watch),
+        // Before the worker joins: a threshold registered above the usage fires when crossed;
+        // on v2, `memory.high` set and `memory.events` watched before anything is charged.
+        if let Some((bytes, watcher)) = &self.threshold {
+            let watched = match &group.memory {
+                Some(dir) => watcher.watch(dir, *bytes, group.serial).map(Some),
+                None if self.unified_memory => {
+                    let high = group.main.join("memory.high");
+                    fs::write(&high, bytes.to_string())
+                        .map_err(|e| at("write to", &high, e))
+                        .and_then(|()| watcher.watch_events(&group.main, group.serial))
+                        .map(Some)
+                }
+                None => Ok(None),
+            };
+            match watched {
+                Ok(watch) => group.watch = watch,
                 Err(e) => {
                     let _ = group.remove(); // best effort: nothing joined it
                     return Err(e);
@@ -521,8 +535,10 @@ pub struct WorkerGroup {
     procs: Vec<OwnedFd>,
     /// Its number among the tree's groups (the token of its memory threshold's wake-ups).
     serial: u64,
-    /// `--max-memory` on v1: its threshold's registration.
+    /// `--max-memory`: its threshold's registration (v1), or its `memory.events` watch (v2).
     watch: Option<Watch>,
+    /// v2: the `high` and `max` counts of its `memory.events` so far (a rise is a crossing).
+    over_high: u64,
     /// `--pids-max` on v1: its group in the pids hierarchy.
     pids: Option<PathBuf>,
 }
@@ -558,6 +574,27 @@ impl WorkerGroup {
             None => return None,
         };
         fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// v2, `--max-memory`: whether the group reached `memory.high` (or `memory.max`) since last
+    /// asked — the `high` or `max` count in its `memory.events` went up. A change of another
+    /// line (`low`, `oom`, `oom_kill`) is not a crossing.
+    pub fn reached_high(&mut self) -> bool {
+        let Ok(events) = fs::read_to_string(self.main.join("memory.events")) else {
+            return false;
+        };
+        let count: u64 = events
+            .lines()
+            .filter_map(|l| {
+                let (key, value) = l.split_once(' ')?;
+                matches!(key, "high" | "max")
+                    .then(|| value.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+            .sum();
+        let rose = count > self.over_high;
+        self.over_high = self.over_high.max(count);
+        rose
     }
 
     /// Where its usage is read (`ctl status`, `/status`, `/metrics`): its memory, and its CPU time.
@@ -652,6 +689,16 @@ impl WorkerGroup {
         }
         Ok(())
     }
+}
+
+/// A worker's group woke recluster about its memory (`Groups::crossing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crossing {
+    /// v1: its usage crossed the threshold, either way; `bytes` is its usage now.
+    Usage { pid: i32, bytes: u64 },
+    /// v2: it reached `memory.high` (the kernel reclaims and throttles it there, so its usage
+    /// now, `bytes`, may be back below the limit).
+    High { pid: i32, bytes: u64 },
 }
 
 /// Where a worker group's usage is read, by whichever thread measures a snapshot.
@@ -776,24 +823,37 @@ impl Groups {
         }
     }
 
-    /// `--max-memory` without polling, where the workers have v1 memory groups: a threshold at
-    /// `bytes` on each, and `crossed(token)` called on a thread when one is crossed (the token is
-    /// `worker_of`'s). Whether it is so.
+    /// `--max-memory` without polling, where the workers have v1 memory groups (a threshold at
+    /// `bytes` on each) or v2 groups with the memory controller (`memory.high` = `bytes`, and
+    /// `memory.events` watched), and `crossed(token)` called on a thread when one is crossed
+    /// (the token is `crossing`'s). Whether it is so.
     pub fn watch_memory(
         &mut self,
         bytes: u64,
         crossed: Box<dyn Fn(u64) -> bool + Send>,
     ) -> io::Result<bool> {
-        if self.tree.memory.is_none() {
+        if self.tree.memory.is_none() && !self.tree.unified_memory {
             return Ok(false);
         }
         self.tree.threshold = Some((bytes, Watcher::start(crossed)?));
         Ok(true)
     }
 
-    /// The worker whose group's memory threshold woke with `token`, while it runs.
-    pub fn worker_of(&self, token: u64) -> Option<i32> {
-        self.pids.get(&token).copied()
+    /// What the wake-up with `token` means: the worker whose group it is (while it runs), and
+    /// whether it crossed the limit — none for a group removed since, or a change of its v2
+    /// `memory.events` that is no crossing.
+    pub fn crossing(&mut self, token: u64) -> Option<Crossing> {
+        let pid = *self.pids.get(&token)?;
+        let group = self.live.get_mut(&pid)?;
+        if group.memory.is_some() {
+            let bytes = group.memory_usage()?;
+            return Some(Crossing::Usage { pid, bytes });
+        }
+        if !group.reached_high() {
+            return None;
+        }
+        let bytes = group.memory_usage()?;
+        Some(Crossing::High { pid, bytes })
     }
 
     /// The group worker `pid` runs in.
@@ -838,5 +898,113 @@ impl Groups {
             .chain(self.emptying.into_iter().map(|e| e.group))
             .collect();
         self.tree.finish(left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This host's v2 hierarchy has no memory controller: regular files in a directory stand in
+    /// for a worker group's `memory.events` and `memory.current`, changed in place as the
+    /// kernel changes them (a write gives IN_MODIFY, as the kernel's change of the cgroup file).
+    #[test]
+    fn a_v2_group_reaching_memory_high_wakes_with_its_worker_and_its_usage() {
+        use std::io::Write;
+        let base = std::env::temp_dir().join(format!("recluster-high-{}", std::process::id()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watcher = Watcher::start(Box::new(move |token| tx.send(token).is_ok())).unwrap();
+        let tree = Tree {
+            main: base.clone(),
+            freezer: false,
+            memory: None,
+            moved_from: None,
+            name: "recluster-test".to_string(),
+            spawns: 2,
+            memory_max: None,
+            unified_memory: true,
+            threshold: Some((50 << 20, watcher.clone())),
+            pids_max: None,
+            unified_pids: false,
+            pids: None,
+        };
+        let mut groups = Groups::new(tree);
+        let write = |dir: &Path, name: &str, text: &str| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(name))
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        for serial in [1, 2] {
+            let dir = base.join(format!("w{}-{serial}", serial - 1));
+            fs::create_dir_all(&dir).unwrap();
+            write(
+                &dir,
+                "memory.events",
+                "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+            );
+            write(&dir, "memory.current", "1048576\n");
+            let group = WorkerGroup {
+                main: dir.clone(),
+                freezer: false,
+                memory: None,
+                procs: Vec::new(),
+                serial,
+                watch: Some(watcher.watch_events(&dir, serial).unwrap()),
+                over_high: 0,
+                pids: None,
+            };
+            groups.started(100 + serial as i32, group);
+        }
+        let wait = Duration::from_secs(10);
+        let w1 = base.join("w1-2");
+        // A change that is no crossing (`low` went up) wakes, and is told apart.
+        write(
+            &w1,
+            "memory.events",
+            "low 1\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(token, 2);
+        assert_eq!(groups.crossing(token), None);
+        // `high 1`: worker 102 reached memory.high; its usage is read from memory.current.
+        write(&w1, "memory.current", "52428000\n");
+        write(
+            &w1,
+            "memory.events",
+            "low 1\nhigh 1\nmax 0\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(
+            groups.crossing(token),
+            Some(Crossing::High {
+                pid: 102,
+                bytes: 52428000
+            })
+        );
+        // Read again without a new rise: nothing; `max` going up is one.
+        assert_eq!(groups.crossing(2), None);
+        let w0 = base.join("w0-1");
+        write(
+            &w0,
+            "memory.events",
+            "low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(
+            groups.crossing(token),
+            Some(Crossing::High {
+                pid: 101,
+                bytes: 1048576
+            })
+        );
+        // Once its worker is reaped, its group's wake-ups are nobody's.
+        groups.live.remove(&101);
+        groups.pids.remove(&1);
+        assert_eq!(groups.crossing(1), None);
+        let _ = fs::remove_dir_all(&base);
     }
 }
