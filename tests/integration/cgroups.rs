@@ -133,10 +133,16 @@ fn on_cgroup_v1_alone_the_tree_is_frozen_and_killed_whole() {
 /// The directory of this process's group in v1's freezer hierarchy, if it is mounted and
 /// writable.
 fn v1_freezer_group() -> Option<PathBuf> {
+    v1_group("freezer")
+}
+
+/// The directory of this process's group in the v1 hierarchy of `controller`, if it is mounted
+/// and writable.
+fn v1_group(controller: &str) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "freezer"))
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
             .then(|| PathBuf::from(f[1]))
     })?;
     let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -145,7 +151,7 @@ fn v1_freezer_group() -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers
             .split(',')
-            .any(|c| c == "freezer")
+            .any(|c| c == controller)
             .then(|| path.trim_start_matches('/').to_string())
     })?;
     let dir = mount.join(own);
@@ -153,6 +159,72 @@ fn v1_freezer_group() -> Option<PathBuf> {
     std::fs::create_dir(&probe).ok()?;
     let _ = std::fs::remove_dir(&probe);
     Some(dir)
+}
+
+/// Where no cgroup v2 hierarchy is mounted, a worker's CPU time is read from its group in v1's
+/// cpuacct hierarchy (`cpuacct.usage`), so it counts a grandchild that left its process group and
+/// ended, which /proc no longer shows.
+#[test]
+fn on_cgroup_v1_alone_cpu_time_comes_from_the_worker_s_cpuacct_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(_), Some(cpuacct)) = (v1_freezer_group(), v1_group("cpuacct")) else {
+        eprintln!(
+            "skipping the v1 CPU time test: v1's freezer or cpuacct is not mounted or not writable"
+        );
+        return;
+    };
+    if writable_cgroups("the v1 CPU time test").is_none() {
+        return;
+    }
+    let scratch = Scratch::new("cgroups-cpuacct-v1", 0o755);
+    // Its grandchild, in a session of its own, spins for a fixed count of loops and ends.
+    let worker = scratch.0.join("burn.sh");
+    std::fs::write(
+        &worker,
+        "#!/bin/sh
+         (setsid sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo burnt' </dev/null &)
+         exec sleep 1000
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let unmount =
+        "umount /sys/fs/cgroup/unified 2>/dev/null || umount /sys/fs/cgroup; exec \"$0\" \"$@\"";
+    let mut launch = Launch::program("unshare", ["--mount", "sh", "-c", unmount]);
+    launch
+        .command()
+        .arg(recluster_bin())
+        .args(["--cgroups", "on", "-n", "1", "--"])
+        .arg(&worker);
+    let mut cluster = launch.start();
+    cluster.expect("the grandchild's end", |l| l.is_worker("burnt"));
+    let subtree = cpuacct.join(tree_name(cluster.pid));
+    let group = std::fs::read_dir(&subtree)
+        .unwrap_or_else(|e| panic!("no cpuacct tree {}: {e}", subtree.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the worker's cpuacct group");
+    let usage = |p: &std::path::Path| -> f64 {
+        let text = std::fs::read_to_string(p.join("cpuacct.usage")).unwrap();
+        text.trim().parse::<u64>().unwrap() as f64 / 1e9
+    };
+    let before = usage(&group);
+    let status = crate::harness::ctl_status(cluster.pid);
+    let after = usage(&group);
+    let reported = status["workers"][0]["cpu_seconds"].as_f64().unwrap();
+    eprintln!("worker 0: {reported} s CPU reported, its cpuacct group says {before}..{after} s");
+    assert!(
+        before > 0.0 && reported >= before && reported <= after,
+        "reported {reported} s, outside its group's {before}..{after} s"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    assert!(
+        !subtree.exists(),
+        "recluster left {} behind",
+        subtree.display()
+    );
 }
 
 /// The worker's grandchild goes with it at `ctl restart`, the new one at recluster's stop, and

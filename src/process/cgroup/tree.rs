@@ -5,7 +5,8 @@
 //! runs), shortened to `recluster-PID` below, made inside the
 //! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
 //! in the unified (v2) hierarchy — or, where none is mounted, v1's freezer hierarchy — and, where
-//! it is mounted and writable, in v1's memory hierarchy.
+//! it is mounted and writable, in v1's memory hierarchy — and, without v2, in v1's cpuacct
+//! hierarchy, where each worker's CPU time is read.
 //! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
 //! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
 //! processes have no controllers for its children. At exit it moves back and removes everything
@@ -62,6 +63,9 @@ pub struct Tree {
     pids_max: Option<u32>,
     unified_pids: bool,
     pids: Option<PathBuf>,
+    /// `recluster-PID` in v1's cpuacct hierarchy, where `main` is v1's freezer (v2 groups have
+    /// `cpu.stat`) and recluster could make it.
+    cpuacct: Option<PathBuf>,
 }
 
 /// The limits each worker group gets.
@@ -220,6 +224,9 @@ impl Tree {
         if let Some(memory) = &hierarchies.memory {
             sweep_stale(&memory.dir());
         }
+        if let (true, Some(cpuacct)) = (freezer, &hierarchies.cpuacct) {
+            sweep_stale(&cpuacct.dir());
+        }
         let (name, base) = make_base(&main.dir(), pid)?;
         let mut tree = Tree {
             main: base,
@@ -234,6 +241,7 @@ impl Tree {
             pids_max: None,
             unified_pids: false,
             pids: None,
+            cpuacct: None,
         };
         if !freezer && !main.is_root() {
             let leaf = tree.main.join("supervisor");
@@ -251,6 +259,16 @@ impl Tree {
             && !tree.unified_memory
         {
             tree.memory = make_memory_base(memory, &name);
+        }
+        if let (true, Some(cpuacct)) = (freezer, &hierarchies.cpuacct) {
+            let dir = cpuacct.dir().join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => tree.cpuacct = Some(dir),
+                Err(e) => log::info!(
+                    "no per-worker cpuacct groups (mkdir {}: {e}); CPU time is read from /proc",
+                    dir.display()
+                ),
+            }
         }
         Ok(tree)
     }
@@ -276,6 +294,7 @@ impl Tree {
             watch: None,
             over_high: 0,
             pids: None,
+            cpuacct: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
         if let Some(memory) = &self.memory {
@@ -283,6 +302,16 @@ impl Tree {
             match fs::create_dir(&dir) {
                 Ok(()) => group.memory = Some(dir),
                 Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        if let Some(cpuacct) = &self.cpuacct {
+            let dir = cpuacct.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.cpuacct = Some(dir),
+                Err(e) => log::debug!(
+                    "worker {id}: no cpuacct group: mkdir {}: {e}",
+                    dir.display()
+                ),
             }
         }
         if let Some(pids) = &self.pids {
@@ -392,6 +421,7 @@ impl Tree {
             Some(&self.main),
             self.memory.as_ref(),
             self.pids.as_ref(),
+            self.cpuacct.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -541,6 +571,8 @@ pub struct WorkerGroup {
     over_high: u64,
     /// `--pids-max` on v1: its group in the pids hierarchy.
     pids: Option<PathBuf>,
+    /// Without v2: its group in v1's cpuacct hierarchy.
+    cpuacct: Option<PathBuf>,
 }
 
 impl WorkerGroup {
@@ -548,6 +580,7 @@ impl WorkerGroup {
         std::iter::once(&self.main)
             .chain(self.memory.as_ref())
             .chain(self.pids.as_ref())
+            .chain(self.cpuacct.as_ref())
     }
 
     /// The open `cgroup.procs` the child writes itself into, before exec.
@@ -605,6 +638,7 @@ impl WorkerGroup {
                 None => Some(self.main.join("memory.current")).filter(|f| f.exists()),
             },
             cpu_stat: (!self.freezer).then(|| self.main.join("cpu.stat")),
+            cpuacct: self.cpuacct.as_ref().map(|dir| dir.join("cpuacct.usage")),
         }
     }
 
@@ -708,12 +742,14 @@ pub struct UsageFiles {
     memory: Option<PathBuf>,
     /// v2 `cpu.stat`, whose `usage_usec` every group has (none on v1's freezer).
     cpu_stat: Option<PathBuf>,
+    /// Without v2: v1's `cpuacct.usage` (nanoseconds), where the worker has a cpuacct group.
+    cpuacct: Option<PathBuf>,
 }
 
 impl UsageFiles {
     /// Whether both its memory and its CPU time can be read from the group.
     pub fn complete(&self) -> bool {
-        self.memory.is_some() && self.cpu_stat.is_some()
+        self.memory.is_some() && (self.cpu_stat.is_some() || self.cpuacct.is_some())
     }
 
     /// The group's memory now (its processes, children included, page cache included), in
@@ -729,6 +765,14 @@ impl UsageFiles {
             stat.lines()
                 .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
                 .map(|usec| usec as f64 / 1e6)
+        });
+        let cpu = cpu.or_else(|| {
+            let nsec: u64 = fs::read_to_string(self.cpuacct.as_ref()?)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(nsec as f64 / 1e9)
         });
         (memory, cpu)
     }
@@ -927,6 +971,7 @@ mod tests {
             pids_max: None,
             unified_pids: false,
             pids: None,
+            cpuacct: None,
         };
         let mut groups = Groups::new(tree);
         let write = |dir: &Path, name: &str, text: &str| {
@@ -956,6 +1001,7 @@ mod tests {
                 watch: Some(watcher.watch_events(&dir, serial).unwrap()),
                 over_high: 0,
                 pids: None,
+                cpuacct: None,
             };
             groups.started(100 + serial as i32, group);
         }
