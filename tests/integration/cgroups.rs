@@ -551,10 +551,15 @@ fn get_metrics(address: &str) -> String {
 
 /// The directory of process `pid`'s group in the v1 memory hierarchy, if it has one.
 fn v1_memory_group_of(pid: i32) -> Option<PathBuf> {
+    v1_group_of(pid, "memory")
+}
+
+/// The directory of process `pid`'s group in the v1 hierarchy of `controller`.
+fn v1_group_of(pid: i32, controller: &str) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "memory"))
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
             .then(|| PathBuf::from(f[1]))
     })?;
     let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -563,7 +568,7 @@ fn v1_memory_group_of(pid: i32) -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers
             .split(',')
-            .any(|c| c == "memory")
+            .any(|c| c == controller)
             .then(|| path.trim_start_matches('/').to_string())
     })?;
     Some(mount.join(own))
@@ -792,4 +797,65 @@ time.sleep(1000)
         (1..=9).contains(&started) && children == started,
         "{started} children started ({children} live) beside the worker in a group of at most 10"
     );
+}
+
+/// `--cpu-weight 50`: each worker's group has half the kernel's default weight — `cpu.weight` 50
+/// with v2's cpu controller, else `cpu.shares` 512 in v1's cpu hierarchy.
+#[test]
+fn cpu_weight_is_set_on_each_worker_s_group() {
+    for (weight, why) in [("0", "at least 1"), ("10001", "at most 10000")] {
+        let (code, _, stderr) =
+            crate::harness::run_to_end(&["--cpu-weight", weight, "--", "/bin/true"]);
+        assert!(
+            code == 2 && stderr.contains(why),
+            "--cpu-weight {weight}: {code} {stderr}"
+        );
+    }
+    if writable_cgroups("the --cpu-weight test").is_none() {
+        return;
+    }
+    let v2_cpu = own_unified_group()
+        .and_then(|g| std::fs::read_to_string(g.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+    if !v2_cpu && v1_group("cpu").is_none() {
+        eprintln!("skipping the --cpu-weight test: no writable cpu controller");
+        return;
+    }
+    let mut cluster = Cluster::start(&["--cgroups", "on", "--cpu-weight", "50", "-n", "2"], &[]);
+    let pids: Vec<i32> = cluster.ready(2).iter().map(|l| l.num("pid")).collect();
+    let cgroup2 = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        });
+    for pid in pids {
+        let (file, expected) = if v2_cpu {
+            let group = unified_group_of(pid);
+            let dir = cgroup2.clone().unwrap().join(group.trim_start_matches('/'));
+            (dir.join("cpu.weight"), "50")
+        } else {
+            let dir = v1_group_of(pid, "cpu").expect("the worker's v1 cpu group");
+            (dir.join("cpu.shares"), "512")
+        };
+        let value = std::fs::read_to_string(&file).unwrap_or_default();
+        eprintln!("worker {pid}: {} = {}", file.display(), value.trim());
+        assert!(
+            file.display().to_string().contains(&tree_name(cluster.pid)),
+            "{} is not in recluster's tree",
+            file.display()
+        );
+        assert_eq!(value.trim(), expected, "{}", file.display());
+    }
+    let tree = tree_name(cluster.pid);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    if let Some(cpu) = v1_group("cpu").filter(|_| !v2_cpu) {
+        assert!(
+            !cpu.join(&tree).exists(),
+            "recluster left {tree} in {}",
+            cpu.display()
+        );
+    }
 }

@@ -40,6 +40,8 @@ pub struct Hierarchies {
     /// v1's cpuacct hierarchy: where no v2 hierarchy is mounted, a worker's CPU time is read
     /// from its group there (`cpuacct.usage`).
     pub cpuacct: Option<Place>,
+    /// v1's cpu hierarchy (`--cpu-weight` as `cpu.shares` where v2 has no cpu controller).
+    pub cpu: Option<Place>,
 }
 
 impl Hierarchies {
@@ -57,6 +59,7 @@ impl Hierarchies {
         let mut freezer_mount = None;
         let mut pids_mount = None;
         let mut cpuacct_mount = None;
+        let mut cpu_mount = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [_, mount, fstype, options, ..] = fields[..] else {
@@ -69,6 +72,9 @@ impl Hierarchies {
                 && options.split(',').any(|o| o == "cpuacct")
             {
                 cpuacct_mount = Some(mount.clone());
+            }
+            if fstype == "cgroup" && cpu_mount.is_none() && options.split(',').any(|o| o == "cpu") {
+                cpu_mount = Some(mount.clone());
             }
             match fstype {
                 "cgroup2" if unified_mount.is_none() => unified_mount = Some(mount),
@@ -91,6 +97,7 @@ impl Hierarchies {
         let mut freezer_own = None;
         let mut pids_own = None;
         let mut cpuacct_own = None;
+        let mut cpu_own = None;
         for line in groups.lines() {
             let mut parts = line.splitn(3, ':');
             let (Some(id), Some(controllers), Some(path)) =
@@ -111,6 +118,9 @@ impl Hierarchies {
                 if controllers.split(',').any(|c| c == "cpuacct") {
                     cpuacct_own = own.clone();
                 }
+                if controllers.split(',').any(|c| c == "cpu") {
+                    cpu_own = own.clone();
+                }
                 if controllers.split(',').any(|c| c == "pids") {
                     pids_own = own;
                 }
@@ -128,6 +138,7 @@ impl Hierarchies {
             freezer: place(freezer_mount, freezer_own),
             pids: place(pids_mount, pids_own),
             cpuacct: place(cpuacct_mount, cpuacct_own),
+            cpu: place(cpu_mount, cpu_own),
         }
     }
 }
@@ -188,6 +199,10 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert!(h.freezer.unwrap().is_root());
         assert_eq!(
             h.cpuacct.unwrap().dir(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/x")
+        );
+        assert_eq!(
+            h.cpu.unwrap().dir(),
             Path::new("/sys/fs/cgroup/cpu,cpuacct/x")
         );
         let unified = h.unified.unwrap();

@@ -66,6 +66,12 @@ pub struct Tree {
     /// `recluster-PID` in v1's cpuacct hierarchy, where `main` is v1's freezer (v2 groups have
     /// `cpu.stat`) and recluster could make it.
     cpuacct: Option<PathBuf>,
+    /// `--cpu-weight`: each worker group's CPU weight (v2's scale), and where it is kept: v2's
+    /// cpu controller (`unified_cpu`) or `recluster-PID` in v1's cpu hierarchy (`cpu`; the same
+    /// directory as `cpuacct` where the two are mounted together).
+    cpu_weight: Option<u32>,
+    unified_cpu: bool,
+    cpu: Option<PathBuf>,
 }
 
 /// The limits each worker group gets.
@@ -75,13 +81,15 @@ pub struct Limits {
     pub memory_max: Option<u64>,
     /// `--pids-max`.
     pub pids_max: Option<u32>,
+    /// `--cpu-weight`.
+    pub cpu_weight: Option<u32>,
 }
 
 /// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
 #[derive(Debug)]
 pub enum Setup {
     Off,
-    Tree(Tree),
+    Tree(Box<Tree>),
     /// `auto` where recluster may not create cgroups: the reason.
     Fallback(String),
 }
@@ -93,7 +101,7 @@ impl Setup {
     /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
     /// that is missing is an error naming the path.
     /// `--memory-max` needs a memory controller: without one, `on` is an error, `auto` a warning.
-    /// So does `--pids-max` the pids controller.
+    /// So does `--pids-max` the pids controller, and `--cpu-weight` the cpu controller.
     pub fn make(mode: CgroupMode, limits: Limits) -> Result<Setup, io::Error> {
         if mode == CgroupMode::Off {
             return Ok(Setup::Off);
@@ -102,6 +110,7 @@ impl Setup {
         let Limits {
             memory_max,
             pids_max,
+            cpu_weight,
         } = limits;
         match Tree::create(&hierarchies, std::process::id()) {
             Ok(mut tree) => {
@@ -132,6 +141,42 @@ impl Setup {
                     }
                     tree.pids_max = pids_max;
                 }
+                if cpu_weight.is_some() {
+                    tree.unified_cpu = !tree.freezer && enable_controller(&tree.main, "cpu");
+                    if !tree.unified_cpu
+                        && let Some(cpu) = &hierarchies.cpu
+                    {
+                        let together = hierarchies
+                            .cpuacct
+                            .as_ref()
+                            .is_some_and(|c| c.mount == cpu.mount);
+                        if together && tree.cpuacct.is_some() {
+                            tree.cpu = tree.cpuacct.clone();
+                        } else {
+                            sweep_stale(&cpu.dir());
+                            let dir = cpu.dir().join(&tree.name);
+                            match fs::create_dir(&dir) {
+                                Ok(()) => tree.cpu = Some(dir),
+                                Err(e) => log::debug!("mkdir {}: {e}", dir.display()),
+                            }
+                        }
+                    }
+                    if !tree.unified_cpu && tree.cpu.is_none() {
+                        let e = io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "--cpu-weight needs the cpu controller, which {} does not have (and no v1 cpu hierarchy is writable)",
+                                tree.main.display()
+                            ),
+                        );
+                        if mode == CgroupMode::On {
+                            tree.finish(Vec::new());
+                            return Err(e);
+                        }
+                        log::warn!("{e}: it is not applied");
+                    }
+                    tree.cpu_weight = cpu_weight;
+                }
                 if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
                     let e = io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -147,7 +192,7 @@ impl Setup {
                     log::warn!("{e}: it is not applied");
                 }
                 tree.memory_max = memory_max;
-                Ok(Setup::Tree(tree))
+                Ok(Setup::Tree(Box::new(tree)))
             }
             Err(e) if mode == CgroupMode::On => Err(e),
             Err(e) => Ok(Setup::Fallback(e.to_string())),
@@ -242,6 +287,9 @@ impl Tree {
             unified_pids: false,
             pids: None,
             cpuacct: None,
+            cpu_weight: None,
+            unified_cpu: false,
+            cpu: None,
         };
         if !freezer && !main.is_root() {
             let leaf = tree.main.join("supervisor");
@@ -295,6 +343,7 @@ impl Tree {
             over_high: 0,
             pids: None,
             cpuacct: None,
+            cpu: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
         if let Some(memory) = &self.memory {
@@ -312,6 +361,41 @@ impl Tree {
                     "worker {id}: no cpuacct group: mkdir {}: {e}",
                     dir.display()
                 ),
+            }
+        }
+        // Its v1 cpu group, unless that is its cpuacct group (mounted together).
+        if let Some(cpu) = self
+            .cpu
+            .as_ref()
+            .filter(|c| Some(*c) != self.cpuacct.as_ref())
+        {
+            let dir = cpu.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.cpu = Some(dir),
+                Err(e) => {
+                    let e = at("mkdir", &dir, e);
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(weight) = self.cpu_weight {
+            let file = if self.unified_cpu {
+                Some((group.main.join("cpu.weight"), u64::from(weight)))
+            } else {
+                let v1 = match &group.cpu {
+                    Some(dir) => Some(dir),
+                    None if self.cpu.is_some() => group.cpuacct.as_ref(),
+                    None => None,
+                };
+                v1.map(|dir| (dir.join("cpu.shares"), shares(weight)))
+            };
+            if let Some((file, value)) = file
+                && let Err(e) = fs::write(&file, value.to_string())
+            {
+                let e = at("write to", &file, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
             }
         }
         if let Some(pids) = &self.pids {
@@ -422,6 +506,7 @@ impl Tree {
             self.memory.as_ref(),
             self.pids.as_ref(),
             self.cpuacct.as_ref(),
+            self.cpu.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -532,6 +617,12 @@ fn enable_controller(base: &Path, controller: &str) -> bool {
     }
 }
 
+/// v1's `cpu.shares` for `--cpu-weight` (v2's `cpu.weight`, 1 to 10000, 100 the default): the
+/// same proportion of v1's default, 1024 (at least v1's 2).
+fn shares(weight: u32) -> u64 {
+    (u64::from(weight) * 1024 / 100).max(2)
+}
+
 /// `recluster-PID` in v1's memory hierarchy, or none where recluster may not make it.
 fn make_memory_base(memory: &Place, name: &str) -> Option<PathBuf> {
     let dir = memory.dir().join(name);
@@ -573,6 +664,8 @@ pub struct WorkerGroup {
     pids: Option<PathBuf>,
     /// Without v2: its group in v1's cpuacct hierarchy.
     cpuacct: Option<PathBuf>,
+    /// `--cpu-weight` on v1: its group in the cpu hierarchy (none where that is `cpuacct`).
+    cpu: Option<PathBuf>,
 }
 
 impl WorkerGroup {
@@ -581,6 +674,7 @@ impl WorkerGroup {
             .chain(self.memory.as_ref())
             .chain(self.pids.as_ref())
             .chain(self.cpuacct.as_ref())
+            .chain(self.cpu.as_ref())
     }
 
     /// The open `cgroup.procs` the child writes itself into, before exec.
@@ -972,6 +1066,9 @@ mod tests {
             unified_pids: false,
             pids: None,
             cpuacct: None,
+            cpu_weight: None,
+            unified_cpu: false,
+            cpu: None,
         };
         let mut groups = Groups::new(tree);
         let write = |dir: &Path, name: &str, text: &str| {
@@ -1002,6 +1099,7 @@ mod tests {
                 over_high: 0,
                 pids: None,
                 cpuacct: None,
+                cpu: None,
             };
             groups.started(100 + serial as i32, group);
         }
@@ -1052,5 +1150,13 @@ mod tests {
         groups.pids.remove(&1);
         assert_eq!(groups.crossing(1), None);
         let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn cpu_weight_maps_to_v1_shares_in_proportion_to_the_defaults() {
+        assert_eq!(shares(100), 1024);
+        assert_eq!(shares(50), 512);
+        assert_eq!(shares(10_000), 102_400);
+        assert_eq!(shares(1), 10);
     }
 }
