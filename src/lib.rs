@@ -215,6 +215,7 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
             process::cgroup::tree::Limits {
                 memory_max: config.memory_max,
                 pids_max: config.pids_max,
+                cpu_weight: config.cpu_weight,
             },
         )?);
     let memory_events = watch_memory(&mut spawner, &config, &sender);
@@ -292,8 +293,8 @@ fn run(mut config: Config, inherited: &startup::Inherited) -> Result<i32, Error>
     Ok(code)
 }
 
-/// `--max-memory` with the workers' v1 memory groups: a threshold on each wakes the loop when it
-/// is crossed, instead of samples. Whether it is so.
+/// `--max-memory` with the workers' memory groups: a v1 threshold on each, or v2's `memory.high`
+/// and `memory.events`, wakes the loop when it is crossed, instead of samples. Whether it is so.
 fn watch_memory(
     spawner: &mut Spawner,
     config: &Config,
@@ -332,13 +333,13 @@ fn worker_cgroups(
         Setup::Off => {
             if limits != Limits::default() {
                 log::warn!(
-                    "--memory-max and --pids-max are not applied: they need per-worker cgroups (--cgroups off)"
+                    "--memory-max, --pids-max and --cpu-weight are not applied: they need per-worker cgroups (--cgroups off)"
                 );
             }
             Ok(None)
         }
         Setup::Tree(tree) => {
-            let groups = Groups::new(tree);
+            let groups = Groups::new(*tree);
             log::info!(
                 "each worker runs in a cgroup of its own, under {}",
                 groups.describe()
@@ -348,7 +349,7 @@ fn worker_cgroups(
         Setup::Fallback(reason) => {
             if limits != Limits::default() {
                 log::warn!(
-                    "--memory-max and --pids-max are not applied: they need per-worker cgroups"
+                    "--memory-max, --pids-max and --cpu-weight are not applied: they need per-worker cgroups"
                 );
             }
             log::info!(

@@ -241,6 +241,12 @@ pub struct Cli {
     #[arg(hide_short_help = true, help_heading = "Guards", help = "With --cgroups: at most N processes in each worker's group", long_help, long, value_name = "N", value_parser = parse_pids_max, env = "RECLUSTER_PIDS_MAX")]
     pub pids_max: Option<u32>,
 
+    /// With --cgroups: each worker's group gets CPU weight N, from 1 to 10000, 100 being the
+    /// kernel's default (cpu.weight on v2 with the cpu controller; else cpu.shares, N * 1024 / 100,
+    /// in v1's cpu hierarchy): under contention the workers share the CPU in proportion to it
+    #[arg(hide_short_help = true, help_heading = "Guards", help = "With --cgroups: the CPU weight of each worker's group (1-10000, default 100)", long_help, long, value_name = "N", value_parser = parse_cpu_weight, env = "RECLUSTER_CPU_WEIGHT")]
+    pub cpu_weight: Option<u32>,
+
     /// Run the workers as USER (a name or a number), with USER's groups, or GROUP as their
     /// primary group; recluster keeps its own identity (it binds the sockets). Needs root, or
     /// CAP_SETUID and CAP_SETGID
@@ -674,6 +680,11 @@ fn is_negative(text: &str) -> bool {
 /// A whole number of at least `min` (`--max-restarts`, `--reload-batch`, `--backlog`).
 fn parse_pids_max(text: &str) -> Result<u32, String> {
     parse_count(text, 1, 4_194_304)
+}
+
+/// `--cpu-weight`: v2's `cpu.weight` range.
+fn parse_cpu_weight(text: &str) -> Result<u32, String> {
+    parse_count(text, 1, 10_000)
 }
 
 fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {

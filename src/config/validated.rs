@@ -66,6 +66,8 @@ pub struct Config {
     pub memory_max: Option<u64>,
     /// `--pids-max`: the most processes in each worker's group.
     pub pids_max: Option<u32>,
+    /// `--cpu-weight`: the CPU weight of each worker's group (v2's scale).
+    pub cpu_weight: Option<u32>,
     /// `--on`: lifecycle hooks, and `--hook-timeout`.
     pub hooks: Vec<crate::supervisor::hooks::HookSpec>,
     pub hook_timeout: Duration,
@@ -276,6 +278,7 @@ impl Config {
             cgroups: cli.cgroups,
             memory_max: cli.memory_max,
             pids_max: cli.pids_max,
+            cpu_weight: cli.cpu_weight,
             command,
             listen: cli.listen,
             socket_mode,

@@ -46,7 +46,7 @@ pub enum Report {
         timeout: Duration,
     },
     /// `--max-memory`: a worker's process group used `bytes`, over `limit`, three samples in a
-    /// row; it is replaced (`stop_first`: stopped, then respawned, with no room for both).
+    /// row (or its cgroup crossed `limit` once; on v2, reached it as `memory.high`); it is replaced (`stop_first`: stopped, then respawned, with no room for both).
     OverMemory {
         id: u32,
         pid: i32,

@@ -298,15 +298,16 @@ impl Executor<'_> {
                 super::reloading::reload_for_changes(cluster, self.plumbing.spawner, scope, now)
             }
             Some(Event::MemoryCrossed { token }) => {
+                use crate::process::cgroup::tree::Crossing;
                 let Some(groups) = self.plumbing.spawner.cgroups() else {
                     return Vec::new();
                 };
                 // A group removed since (the kernel signals that too) has no worker.
-                let Some(pid) = groups.worker_of(token) else {
-                    return Vec::new();
-                };
-                match groups.of(pid).and_then(|g| g.memory_usage()) {
-                    Some(bytes) => cluster.on_memory_crossed(pid, bytes, now),
+                match groups.crossing(token) {
+                    Some(Crossing::Usage { pid, bytes }) => {
+                        cluster.on_memory_crossed(pid, bytes, now)
+                    }
+                    Some(Crossing::High { pid, bytes }) => cluster.on_memory_high(pid, bytes, now),
                     None => Vec::new(),
                 }
             }

@@ -133,10 +133,16 @@ fn on_cgroup_v1_alone_the_tree_is_frozen_and_killed_whole() {
 /// The directory of this process's group in v1's freezer hierarchy, if it is mounted and
 /// writable.
 fn v1_freezer_group() -> Option<PathBuf> {
+    v1_group("freezer")
+}
+
+/// The directory of this process's group in the v1 hierarchy of `controller`, if it is mounted
+/// and writable.
+fn v1_group(controller: &str) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "freezer"))
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
             .then(|| PathBuf::from(f[1]))
     })?;
     let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
@@ -145,7 +151,7 @@ fn v1_freezer_group() -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers
             .split(',')
-            .any(|c| c == "freezer")
+            .any(|c| c == controller)
             .then(|| path.trim_start_matches('/').to_string())
     })?;
     let dir = mount.join(own);
@@ -153,6 +159,72 @@ fn v1_freezer_group() -> Option<PathBuf> {
     std::fs::create_dir(&probe).ok()?;
     let _ = std::fs::remove_dir(&probe);
     Some(dir)
+}
+
+/// Where no cgroup v2 hierarchy is mounted, a worker's CPU time is read from its group in v1's
+/// cpuacct hierarchy (`cpuacct.usage`), so it counts a grandchild that left its process group and
+/// ended, which /proc no longer shows.
+#[test]
+fn on_cgroup_v1_alone_cpu_time_comes_from_the_worker_s_cpuacct_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let (Some(_), Some(cpuacct)) = (v1_freezer_group(), v1_group("cpuacct")) else {
+        eprintln!(
+            "skipping the v1 CPU time test: v1's freezer or cpuacct is not mounted or not writable"
+        );
+        return;
+    };
+    if writable_cgroups("the v1 CPU time test").is_none() {
+        return;
+    }
+    let scratch = Scratch::new("cgroups-cpuacct-v1", 0o755);
+    // Its grandchild, in a session of its own, spins for a fixed count of loops and ends.
+    let worker = scratch.0.join("burn.sh");
+    std::fs::write(
+        &worker,
+        "#!/bin/sh
+         (setsid sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo burnt' </dev/null &)
+         exec sleep 1000
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let unmount =
+        "umount /sys/fs/cgroup/unified 2>/dev/null || umount /sys/fs/cgroup; exec \"$0\" \"$@\"";
+    let mut launch = Launch::program("unshare", ["--mount", "sh", "-c", unmount]);
+    launch
+        .command()
+        .arg(recluster_bin())
+        .args(["--cgroups", "on", "-n", "1", "--"])
+        .arg(&worker);
+    let mut cluster = launch.start();
+    cluster.expect("the grandchild's end", |l| l.is_worker("burnt"));
+    let subtree = cpuacct.join(tree_name(cluster.pid));
+    let group = std::fs::read_dir(&subtree)
+        .unwrap_or_else(|e| panic!("no cpuacct tree {}: {e}", subtree.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the worker's cpuacct group");
+    let usage = |p: &std::path::Path| -> f64 {
+        let text = std::fs::read_to_string(p.join("cpuacct.usage")).unwrap();
+        text.trim().parse::<u64>().unwrap() as f64 / 1e9
+    };
+    let before = usage(&group);
+    let status = crate::harness::ctl_status(cluster.pid);
+    let after = usage(&group);
+    let reported = status["workers"][0]["cpu_seconds"].as_f64().unwrap();
+    eprintln!("worker 0: {reported} s CPU reported, its cpuacct group says {before}..{after} s");
+    assert!(
+        before > 0.0 && reported >= before && reported <= after,
+        "reported {reported} s, outside its group's {before}..{after} s"
+    );
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    assert!(
+        !subtree.exists(),
+        "recluster left {} behind",
+        subtree.display()
+    );
 }
 
 /// The worker's grandchild goes with it at `ctl restart`, the new one at recluster's stop, and
@@ -479,10 +551,15 @@ fn get_metrics(address: &str) -> String {
 
 /// The directory of process `pid`'s group in the v1 memory hierarchy, if it has one.
 fn v1_memory_group_of(pid: i32) -> Option<PathBuf> {
+    v1_group_of(pid, "memory")
+}
+
+/// The directory of process `pid`'s group in the v1 hierarchy of `controller`.
+fn v1_group_of(pid: i32, controller: &str) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     let mount = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == "memory"))
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
             .then(|| PathBuf::from(f[1]))
     })?;
     let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -491,7 +568,7 @@ fn v1_memory_group_of(pid: i32) -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         controllers
             .split(',')
-            .any(|c| c == "memory")
+            .any(|c| c == controller)
             .then(|| path.trim_start_matches('/').to_string())
     })?;
     Some(mount.join(own))
@@ -720,4 +797,65 @@ time.sleep(1000)
         (1..=9).contains(&started) && children == started,
         "{started} children started ({children} live) beside the worker in a group of at most 10"
     );
+}
+
+/// `--cpu-weight 50`: each worker's group has half the kernel's default weight — `cpu.weight` 50
+/// with v2's cpu controller, else `cpu.shares` 512 in v1's cpu hierarchy.
+#[test]
+fn cpu_weight_is_set_on_each_worker_s_group() {
+    for (weight, why) in [("0", "at least 1"), ("10001", "at most 10000")] {
+        let (code, _, stderr) =
+            crate::harness::run_to_end(&["--cpu-weight", weight, "--", "/bin/true"]);
+        assert!(
+            code == 2 && stderr.contains(why),
+            "--cpu-weight {weight}: {code} {stderr}"
+        );
+    }
+    if writable_cgroups("the --cpu-weight test").is_none() {
+        return;
+    }
+    let v2_cpu = own_unified_group()
+        .and_then(|g| std::fs::read_to_string(g.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+    if !v2_cpu && v1_group("cpu").is_none() {
+        eprintln!("skipping the --cpu-weight test: no writable cpu controller");
+        return;
+    }
+    let mut cluster = Cluster::start(&["--cgroups", "on", "--cpu-weight", "50", "-n", "2"], &[]);
+    let pids: Vec<i32> = cluster.ready(2).iter().map(|l| l.num("pid")).collect();
+    let cgroup2 = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        });
+    for pid in pids {
+        let (file, expected) = if v2_cpu {
+            let group = unified_group_of(pid);
+            let dir = cgroup2.clone().unwrap().join(group.trim_start_matches('/'));
+            (dir.join("cpu.weight"), "50")
+        } else {
+            let dir = v1_group_of(pid, "cpu").expect("the worker's v1 cpu group");
+            (dir.join("cpu.shares"), "512")
+        };
+        let value = std::fs::read_to_string(&file).unwrap_or_default();
+        eprintln!("worker {pid}: {} = {}", file.display(), value.trim());
+        assert!(
+            file.display().to_string().contains(&tree_name(cluster.pid)),
+            "{} is not in recluster's tree",
+            file.display()
+        );
+        assert_eq!(value.trim(), expected, "{}", file.display());
+    }
+    let tree = tree_name(cluster.pid);
+    cluster.send(libc::SIGTERM);
+    assert_eq!(cluster.exit_code(), 0);
+    if let Some(cpu) = v1_group("cpu").filter(|_| !v2_cpu) {
+        assert!(
+            !cpu.join(&tree).exists(),
+            "recluster left {tree} in {}",
+            cpu.display()
+        );
+    }
 }

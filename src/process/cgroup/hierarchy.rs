@@ -37,6 +37,11 @@ pub struct Hierarchies {
     pub freezer: Option<Place>,
     /// v1's pids hierarchy (`--pids-max` where v2 has no pids controller).
     pub pids: Option<Place>,
+    /// v1's cpuacct hierarchy: where no v2 hierarchy is mounted, a worker's CPU time is read
+    /// from its group there (`cpuacct.usage`).
+    pub cpuacct: Option<Place>,
+    /// v1's cpu hierarchy (`--cpu-weight` as `cpu.shares` where v2 has no cpu controller).
+    pub cpu: Option<Place>,
 }
 
 impl Hierarchies {
@@ -53,12 +58,24 @@ impl Hierarchies {
         let mut memory_mount = None;
         let mut freezer_mount = None;
         let mut pids_mount = None;
+        let mut cpuacct_mount = None;
+        let mut cpu_mount = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [_, mount, fstype, options, ..] = fields[..] else {
                 continue;
             };
             let mount = PathBuf::from(unescape_mount(mount));
+            // Often mounted together with cpu (`cpu,cpuacct`): apart from the others.
+            if fstype == "cgroup"
+                && cpuacct_mount.is_none()
+                && options.split(',').any(|o| o == "cpuacct")
+            {
+                cpuacct_mount = Some(mount.clone());
+            }
+            if fstype == "cgroup" && cpu_mount.is_none() && options.split(',').any(|o| o == "cpu") {
+                cpu_mount = Some(mount.clone());
+            }
             match fstype {
                 "cgroup2" if unified_mount.is_none() => unified_mount = Some(mount),
                 "cgroup" if memory_mount.is_none() && options.split(',').any(|o| o == "memory") => {
@@ -79,6 +96,8 @@ impl Hierarchies {
         let mut memory_own = None;
         let mut freezer_own = None;
         let mut pids_own = None;
+        let mut cpuacct_own = None;
+        let mut cpu_own = None;
         for line in groups.lines() {
             let mut parts = line.splitn(3, ':');
             let (Some(id), Some(controllers), Some(path)) =
@@ -96,6 +115,12 @@ impl Hierarchies {
                 if controllers.split(',').any(|c| c == "freezer") {
                     freezer_own = own.clone();
                 }
+                if controllers.split(',').any(|c| c == "cpuacct") {
+                    cpuacct_own = own.clone();
+                }
+                if controllers.split(',').any(|c| c == "cpu") {
+                    cpu_own = own.clone();
+                }
                 if controllers.split(',').any(|c| c == "pids") {
                     pids_own = own;
                 }
@@ -112,6 +137,8 @@ impl Hierarchies {
             memory: place(memory_mount, memory_own),
             freezer: place(freezer_mount, freezer_own),
             pids: place(pids_mount, pids_own),
+            cpuacct: place(cpuacct_mount, cpuacct_own),
+            cpu: place(cpu_mount, cpu_own),
         }
     }
 }
@@ -159,7 +186,7 @@ mod tests {
     use super::*;
 
     const HYBRID_MOUNTS: &str = "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
-cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
+cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
 cgroup /sys/fs/cgroup/freezer cgroup rw,relatime,freezer 0 0
 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
@@ -167,9 +194,17 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn a_hybrid_host_gives_the_unified_hierarchy_and_v1_memory_with_recluster_s_groups() {
-        let groups = "6:freezer:/\n4:memory:/sessions/abc\n1:cpu:/\n0::/\n";
+        let groups = "6:freezer:/\n4:memory:/sessions/abc\n1:cpu,cpuacct:/x\n0::/\n";
         let h = Hierarchies::parse(HYBRID_MOUNTS, groups);
         assert!(h.freezer.unwrap().is_root());
+        assert_eq!(
+            h.cpuacct.unwrap().dir(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/x")
+        );
+        assert_eq!(
+            h.cpu.unwrap().dir(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/x")
+        );
         let unified = h.unified.unwrap();
         assert_eq!(unified.mount, Path::new("/sys/fs/cgroup/unified"));
         assert!(unified.is_root());

@@ -5,7 +5,8 @@
 //! runs), shortened to `recluster-PID` below, made inside the
 //! group recluster itself runs in (so every limit its caller set keeps applying to the workers),
 //! in the unified (v2) hierarchy — or, where none is mounted, v1's freezer hierarchy — and, where
-//! it is mounted and writable, in v1's memory hierarchy.
+//! it is mounted and writable, in v1's memory hierarchy — and, without v2, in v1's cpuacct
+//! hierarchy, where each worker's CPU time is read.
 //! On v2, where recluster is not in the root group, it first moves itself (and nothing else)
 //! into the leaf `recluster-PID/supervisor`: the no-internal-process rule lets a group with
 //! processes have no controllers for its children. At exit it moves back and removes everything
@@ -54,13 +55,23 @@ pub struct Tree {
     /// Whether the unified hierarchy's groups have the memory controller (`memory.max`,
     /// `memory.events`).
     unified_memory: bool,
-    /// `--max-memory` on v1: the threshold each memory group gets, and who waits for crossings.
+    /// `--max-memory`: the threshold each v1 memory group gets, or the `memory.high` of each v2
+    /// group with the memory controller, and who waits for crossings.
     threshold: Option<(u64, Watcher)>,
     /// `--pids-max`: the most processes in each worker group, and where it is kept: v2's pids
     /// controller (`unified_pids`) or `recluster-PID` in v1's pids hierarchy.
     pids_max: Option<u32>,
     unified_pids: bool,
     pids: Option<PathBuf>,
+    /// `recluster-PID` in v1's cpuacct hierarchy, where `main` is v1's freezer (v2 groups have
+    /// `cpu.stat`) and recluster could make it.
+    cpuacct: Option<PathBuf>,
+    /// `--cpu-weight`: each worker group's CPU weight (v2's scale), and where it is kept: v2's
+    /// cpu controller (`unified_cpu`) or `recluster-PID` in v1's cpu hierarchy (`cpu`; the same
+    /// directory as `cpuacct` where the two are mounted together).
+    cpu_weight: Option<u32>,
+    unified_cpu: bool,
+    cpu: Option<PathBuf>,
 }
 
 /// The limits each worker group gets.
@@ -70,13 +81,15 @@ pub struct Limits {
     pub memory_max: Option<u64>,
     /// `--pids-max`.
     pub pids_max: Option<u32>,
+    /// `--cpu-weight`.
+    pub cpu_weight: Option<u32>,
 }
 
 /// What `make` found: the tree, or why there is none (said once at start and by `--plan`).
 #[derive(Debug)]
 pub enum Setup {
     Off,
-    Tree(Tree),
+    Tree(Box<Tree>),
     /// `auto` where recluster may not create cgroups: the reason.
     Fallback(String),
 }
@@ -88,7 +101,7 @@ impl Setup {
     /// Sets up recluster's subtree as `--cgroups` says. With `on`, a hierarchy or a permission
     /// that is missing is an error naming the path.
     /// `--memory-max` needs a memory controller: without one, `on` is an error, `auto` a warning.
-    /// So does `--pids-max` the pids controller.
+    /// So does `--pids-max` the pids controller, and `--cpu-weight` the cpu controller.
     pub fn make(mode: CgroupMode, limits: Limits) -> Result<Setup, io::Error> {
         if mode == CgroupMode::Off {
             return Ok(Setup::Off);
@@ -97,6 +110,7 @@ impl Setup {
         let Limits {
             memory_max,
             pids_max,
+            cpu_weight,
         } = limits;
         match Tree::create(&hierarchies, std::process::id()) {
             Ok(mut tree) => {
@@ -127,6 +141,42 @@ impl Setup {
                     }
                     tree.pids_max = pids_max;
                 }
+                if cpu_weight.is_some() {
+                    tree.unified_cpu = !tree.freezer && enable_controller(&tree.main, "cpu");
+                    if !tree.unified_cpu
+                        && let Some(cpu) = &hierarchies.cpu
+                    {
+                        let together = hierarchies
+                            .cpuacct
+                            .as_ref()
+                            .is_some_and(|c| c.mount == cpu.mount);
+                        if together && tree.cpuacct.is_some() {
+                            tree.cpu = tree.cpuacct.clone();
+                        } else {
+                            sweep_stale(&cpu.dir());
+                            let dir = cpu.dir().join(&tree.name);
+                            match fs::create_dir(&dir) {
+                                Ok(()) => tree.cpu = Some(dir),
+                                Err(e) => log::debug!("mkdir {}: {e}", dir.display()),
+                            }
+                        }
+                    }
+                    if !tree.unified_cpu && tree.cpu.is_none() {
+                        let e = io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "--cpu-weight needs the cpu controller, which {} does not have (and no v1 cpu hierarchy is writable)",
+                                tree.main.display()
+                            ),
+                        );
+                        if mode == CgroupMode::On {
+                            tree.finish(Vec::new());
+                            return Err(e);
+                        }
+                        log::warn!("{e}: it is not applied");
+                    }
+                    tree.cpu_weight = cpu_weight;
+                }
                 if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
                     let e = io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -142,7 +192,7 @@ impl Setup {
                     log::warn!("{e}: it is not applied");
                 }
                 tree.memory_max = memory_max;
-                Ok(Setup::Tree(tree))
+                Ok(Setup::Tree(Box::new(tree)))
             }
             Err(e) if mode == CgroupMode::On => Err(e),
             Err(e) => Ok(Setup::Fallback(e.to_string())),
@@ -219,6 +269,9 @@ impl Tree {
         if let Some(memory) = &hierarchies.memory {
             sweep_stale(&memory.dir());
         }
+        if let (true, Some(cpuacct)) = (freezer, &hierarchies.cpuacct) {
+            sweep_stale(&cpuacct.dir());
+        }
         let (name, base) = make_base(&main.dir(), pid)?;
         let mut tree = Tree {
             main: base,
@@ -233,6 +286,10 @@ impl Tree {
             pids_max: None,
             unified_pids: false,
             pids: None,
+            cpuacct: None,
+            cpu_weight: None,
+            unified_cpu: false,
+            cpu: None,
         };
         if !freezer && !main.is_root() {
             let leaf = tree.main.join("supervisor");
@@ -250,6 +307,16 @@ impl Tree {
             && !tree.unified_memory
         {
             tree.memory = make_memory_base(memory, &name);
+        }
+        if let (true, Some(cpuacct)) = (freezer, &hierarchies.cpuacct) {
+            let dir = cpuacct.dir().join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => tree.cpuacct = Some(dir),
+                Err(e) => log::info!(
+                    "no per-worker cpuacct groups (mkdir {}: {e}); CPU time is read from /proc",
+                    dir.display()
+                ),
+            }
         }
         Ok(tree)
     }
@@ -273,7 +340,10 @@ impl Tree {
             procs: Vec::new(),
             serial: self.spawns,
             watch: None,
+            over_high: 0,
             pids: None,
+            cpuacct: None,
+            cpu: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
         if let Some(memory) = &self.memory {
@@ -281,6 +351,51 @@ impl Tree {
             match fs::create_dir(&dir) {
                 Ok(()) => group.memory = Some(dir),
                 Err(e) => log::debug!("worker {id}: no memory group: mkdir {}: {e}", dir.display()),
+            }
+        }
+        if let Some(cpuacct) = &self.cpuacct {
+            let dir = cpuacct.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.cpuacct = Some(dir),
+                Err(e) => log::debug!(
+                    "worker {id}: no cpuacct group: mkdir {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        // Its v1 cpu group, unless that is its cpuacct group (mounted together).
+        if let Some(cpu) = self
+            .cpu
+            .as_ref()
+            .filter(|c| Some(*c) != self.cpuacct.as_ref())
+        {
+            let dir = cpu.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => group.cpu = Some(dir),
+                Err(e) => {
+                    let e = at("mkdir", &dir, e);
+                    let _ = group.remove(); // best effort: nothing joined it
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(weight) = self.cpu_weight {
+            let file = if self.unified_cpu {
+                Some((group.main.join("cpu.weight"), u64::from(weight)))
+            } else {
+                let v1 = match &group.cpu {
+                    Some(dir) => Some(dir),
+                    None if self.cpu.is_some() => group.cpuacct.as_ref(),
+                    None => None,
+                };
+                v1.map(|dir| (dir.join("cpu.shares"), shares(weight)))
+            };
+            if let Some((file, value)) = file
+                && let Err(e) = fs::write(&file, value.to_string())
+            {
+                let e = at("write to", &file, e);
+                let _ = group.remove(); // best effort: nothing joined it
+                return Err(e);
             }
         }
         if let Some(pids) = &self.pids {
@@ -322,10 +437,22 @@ impl Tree {
                 return Err(e);
             }
         }
-        // Before the worker joins: a threshold registered above the usage fires when crossed.
-        if let (Some((bytes, watcher)), Some(dir)) = (&self.threshold, &group.memory) {
-            match watcher.watch(dir, *bytes, group.serial) {
-                Ok(watch) => group.watch = Some(watch),
+        // Before the worker joins: a threshold registered above the usage fires when crossed;
+        // on v2, `memory.high` set and `memory.events` watched before anything is charged.
+        if let Some((bytes, watcher)) = &self.threshold {
+            let watched = match &group.memory {
+                Some(dir) => watcher.watch(dir, *bytes, group.serial).map(Some),
+                None if self.unified_memory => {
+                    let high = group.main.join("memory.high");
+                    fs::write(&high, bytes.to_string())
+                        .map_err(|e| at("write to", &high, e))
+                        .and_then(|()| watcher.watch_events(&group.main, group.serial))
+                        .map(Some)
+                }
+                None => Ok(None),
+            };
+            match watched {
+                Ok(watch) => group.watch = watch,
                 Err(e) => {
                     let _ = group.remove(); // best effort: nothing joined it
                     return Err(e);
@@ -378,6 +505,8 @@ impl Tree {
             Some(&self.main),
             self.memory.as_ref(),
             self.pids.as_ref(),
+            self.cpuacct.as_ref(),
+            self.cpu.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -488,6 +617,12 @@ fn enable_controller(base: &Path, controller: &str) -> bool {
     }
 }
 
+/// v1's `cpu.shares` for `--cpu-weight` (v2's `cpu.weight`, 1 to 10000, 100 the default): the
+/// same proportion of v1's default, 1024 (at least v1's 2).
+fn shares(weight: u32) -> u64 {
+    (u64::from(weight) * 1024 / 100).max(2)
+}
+
 /// `recluster-PID` in v1's memory hierarchy, or none where recluster may not make it.
 fn make_memory_base(memory: &Place, name: &str) -> Option<PathBuf> {
     let dir = memory.dir().join(name);
@@ -521,10 +656,16 @@ pub struct WorkerGroup {
     procs: Vec<OwnedFd>,
     /// Its number among the tree's groups (the token of its memory threshold's wake-ups).
     serial: u64,
-    /// `--max-memory` on v1: its threshold's registration.
+    /// `--max-memory`: its threshold's registration (v1), or its `memory.events` watch (v2).
     watch: Option<Watch>,
+    /// v2: the `high` and `max` counts of its `memory.events` so far (a rise is a crossing).
+    over_high: u64,
     /// `--pids-max` on v1: its group in the pids hierarchy.
     pids: Option<PathBuf>,
+    /// Without v2: its group in v1's cpuacct hierarchy.
+    cpuacct: Option<PathBuf>,
+    /// `--cpu-weight` on v1: its group in the cpu hierarchy (none where that is `cpuacct`).
+    cpu: Option<PathBuf>,
 }
 
 impl WorkerGroup {
@@ -532,6 +673,8 @@ impl WorkerGroup {
         std::iter::once(&self.main)
             .chain(self.memory.as_ref())
             .chain(self.pids.as_ref())
+            .chain(self.cpuacct.as_ref())
+            .chain(self.cpu.as_ref())
     }
 
     /// The open `cgroup.procs` the child writes itself into, before exec.
@@ -560,6 +703,27 @@ impl WorkerGroup {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// v2, `--max-memory`: whether the group reached `memory.high` (or `memory.max`) since last
+    /// asked — the `high` or `max` count in its `memory.events` went up. A change of another
+    /// line (`low`, `oom`, `oom_kill`) is not a crossing.
+    pub fn reached_high(&mut self) -> bool {
+        let Ok(events) = fs::read_to_string(self.main.join("memory.events")) else {
+            return false;
+        };
+        let count: u64 = events
+            .lines()
+            .filter_map(|l| {
+                let (key, value) = l.split_once(' ')?;
+                matches!(key, "high" | "max")
+                    .then(|| value.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+            .sum();
+        let rose = count > self.over_high;
+        self.over_high = self.over_high.max(count);
+        rose
+    }
+
     /// Where its usage is read (`ctl status`, `/status`, `/metrics`): its memory, and its CPU time.
     pub fn usage_files(&self) -> UsageFiles {
         UsageFiles {
@@ -568,6 +732,7 @@ impl WorkerGroup {
                 None => Some(self.main.join("memory.current")).filter(|f| f.exists()),
             },
             cpu_stat: (!self.freezer).then(|| self.main.join("cpu.stat")),
+            cpuacct: self.cpuacct.as_ref().map(|dir| dir.join("cpuacct.usage")),
         }
     }
 
@@ -654,6 +819,16 @@ impl WorkerGroup {
     }
 }
 
+/// A worker's group woke recluster about its memory (`Groups::crossing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crossing {
+    /// v1: its usage crossed the threshold, either way; `bytes` is its usage now.
+    Usage { pid: i32, bytes: u64 },
+    /// v2: it reached `memory.high` (the kernel reclaims and throttles it there, so its usage
+    /// now, `bytes`, may be back below the limit).
+    High { pid: i32, bytes: u64 },
+}
+
 /// Where a worker group's usage is read, by whichever thread measures a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageFiles {
@@ -661,12 +836,14 @@ pub struct UsageFiles {
     memory: Option<PathBuf>,
     /// v2 `cpu.stat`, whose `usage_usec` every group has (none on v1's freezer).
     cpu_stat: Option<PathBuf>,
+    /// Without v2: v1's `cpuacct.usage` (nanoseconds), where the worker has a cpuacct group.
+    cpuacct: Option<PathBuf>,
 }
 
 impl UsageFiles {
     /// Whether both its memory and its CPU time can be read from the group.
     pub fn complete(&self) -> bool {
-        self.memory.is_some() && self.cpu_stat.is_some()
+        self.memory.is_some() && (self.cpu_stat.is_some() || self.cpuacct.is_some())
     }
 
     /// The group's memory now (its processes, children included, page cache included), in
@@ -682,6 +859,14 @@ impl UsageFiles {
             stat.lines()
                 .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
                 .map(|usec| usec as f64 / 1e6)
+        });
+        let cpu = cpu.or_else(|| {
+            let nsec: u64 = fs::read_to_string(self.cpuacct.as_ref()?)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(nsec as f64 / 1e9)
         });
         (memory, cpu)
     }
@@ -776,24 +961,37 @@ impl Groups {
         }
     }
 
-    /// `--max-memory` without polling, where the workers have v1 memory groups: a threshold at
-    /// `bytes` on each, and `crossed(token)` called on a thread when one is crossed (the token is
-    /// `worker_of`'s). Whether it is so.
+    /// `--max-memory` without polling, where the workers have v1 memory groups (a threshold at
+    /// `bytes` on each) or v2 groups with the memory controller (`memory.high` = `bytes`, and
+    /// `memory.events` watched), and `crossed(token)` called on a thread when one is crossed
+    /// (the token is `crossing`'s). Whether it is so.
     pub fn watch_memory(
         &mut self,
         bytes: u64,
         crossed: Box<dyn Fn(u64) -> bool + Send>,
     ) -> io::Result<bool> {
-        if self.tree.memory.is_none() {
+        if self.tree.memory.is_none() && !self.tree.unified_memory {
             return Ok(false);
         }
         self.tree.threshold = Some((bytes, Watcher::start(crossed)?));
         Ok(true)
     }
 
-    /// The worker whose group's memory threshold woke with `token`, while it runs.
-    pub fn worker_of(&self, token: u64) -> Option<i32> {
-        self.pids.get(&token).copied()
+    /// What the wake-up with `token` means: the worker whose group it is (while it runs), and
+    /// whether it crossed the limit — none for a group removed since, or a change of its v2
+    /// `memory.events` that is no crossing.
+    pub fn crossing(&mut self, token: u64) -> Option<Crossing> {
+        let pid = *self.pids.get(&token)?;
+        let group = self.live.get_mut(&pid)?;
+        if group.memory.is_some() {
+            let bytes = group.memory_usage()?;
+            return Some(Crossing::Usage { pid, bytes });
+        }
+        if !group.reached_high() {
+            return None;
+        }
+        let bytes = group.memory_usage()?;
+        Some(Crossing::High { pid, bytes })
     }
 
     /// The group worker `pid` runs in.
@@ -838,5 +1036,127 @@ impl Groups {
             .chain(self.emptying.into_iter().map(|e| e.group))
             .collect();
         self.tree.finish(left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This host's v2 hierarchy has no memory controller: regular files in a directory stand in
+    /// for a worker group's `memory.events` and `memory.current`, changed in place as the
+    /// kernel changes them (a write gives IN_MODIFY, as the kernel's change of the cgroup file).
+    #[test]
+    fn a_v2_group_reaching_memory_high_wakes_with_its_worker_and_its_usage() {
+        use std::io::Write;
+        let base = std::env::temp_dir().join(format!("recluster-high-{}", std::process::id()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let watcher = Watcher::start(Box::new(move |token| tx.send(token).is_ok())).unwrap();
+        let tree = Tree {
+            main: base.clone(),
+            freezer: false,
+            memory: None,
+            moved_from: None,
+            name: "recluster-test".to_string(),
+            spawns: 2,
+            memory_max: None,
+            unified_memory: true,
+            threshold: Some((50 << 20, watcher.clone())),
+            pids_max: None,
+            unified_pids: false,
+            pids: None,
+            cpuacct: None,
+            cpu_weight: None,
+            unified_cpu: false,
+            cpu: None,
+        };
+        let mut groups = Groups::new(tree);
+        let write = |dir: &Path, name: &str, text: &str| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(name))
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        for serial in [1, 2] {
+            let dir = base.join(format!("w{}-{serial}", serial - 1));
+            fs::create_dir_all(&dir).unwrap();
+            write(
+                &dir,
+                "memory.events",
+                "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+            );
+            write(&dir, "memory.current", "1048576\n");
+            let group = WorkerGroup {
+                main: dir.clone(),
+                freezer: false,
+                memory: None,
+                procs: Vec::new(),
+                serial,
+                watch: Some(watcher.watch_events(&dir, serial).unwrap()),
+                over_high: 0,
+                pids: None,
+                cpuacct: None,
+                cpu: None,
+            };
+            groups.started(100 + serial as i32, group);
+        }
+        let wait = Duration::from_secs(10);
+        let w1 = base.join("w1-2");
+        // A change that is no crossing (`low` went up) wakes, and is told apart.
+        write(
+            &w1,
+            "memory.events",
+            "low 1\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(token, 2);
+        assert_eq!(groups.crossing(token), None);
+        // `high 1`: worker 102 reached memory.high; its usage is read from memory.current.
+        write(&w1, "memory.current", "52428000\n");
+        write(
+            &w1,
+            "memory.events",
+            "low 1\nhigh 1\nmax 0\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(
+            groups.crossing(token),
+            Some(Crossing::High {
+                pid: 102,
+                bytes: 52428000
+            })
+        );
+        // Read again without a new rise: nothing; `max` going up is one.
+        assert_eq!(groups.crossing(2), None);
+        let w0 = base.join("w0-1");
+        write(
+            &w0,
+            "memory.events",
+            "low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n",
+        );
+        let token = rx.recv_timeout(wait).unwrap();
+        assert_eq!(
+            groups.crossing(token),
+            Some(Crossing::High {
+                pid: 101,
+                bytes: 1048576
+            })
+        );
+        // Once its worker is reaped, its group's wake-ups are nobody's.
+        groups.live.remove(&101);
+        groups.pids.remove(&1);
+        assert_eq!(groups.crossing(1), None);
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn cpu_weight_maps_to_v1_shares_in_proportion_to_the_defaults() {
+        assert_eq!(shares(100), 1024);
+        assert_eq!(shares(50), 512);
+        assert_eq!(shares(10_000), 102_400);
+        assert_eq!(shares(1), 10);
     }
 }

@@ -3,7 +3,8 @@
 //! one stopped once the new one is ready — or, when N + K leaves no room, stopped first and
 //! respawned. Only that worker is touched. The samples come every `--memory-interval`, only
 //! while `--max-memory` is set — unless the workers' cgroups wake recluster when one crosses the
-//! limit (`memory_by_events`): then nothing is sampled, and one crossing replaces the worker.
+//! limit (`memory_by_events`: a v1 threshold, or v2's `memory.high` reached): then nothing is
+//! sampled, and one crossing replaces the worker.
 
 use std::time::Instant;
 
@@ -80,6 +81,17 @@ impl Cluster {
         };
         if bytes <= limit {
             self.memory_pending.remove(&pid);
+            return Vec::new();
+        }
+        self.memory_pending.insert(pid, bytes);
+        self.retry_memory(now)
+    }
+
+    /// Worker `pid`'s group reached `memory.high` (= the limit; v2), and uses `bytes` now: it is
+    /// replaced as for a crossing, even where the kernel's reclaim has brought its usage back
+    /// below the limit (it is throttled there, and would stay so).
+    pub fn on_memory_high(&mut self, pid: i32, bytes: u64, now: Instant) -> Vec<Action> {
+        if self.policy.max_memory.is_none() {
             return Vec::new();
         }
         self.memory_pending.insert(pid, bytes);

@@ -2094,6 +2094,27 @@ fn with_memory_watched_by_cgroups_nothing_is_sampled_and_one_crossing_replaces_t
 }
 
 #[test]
+fn a_v2_group_reaching_memory_high_replaces_its_worker_though_reclaim_brought_it_below() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::new(memory_policy(), 2);
+    cluster.memory_by_events();
+    let actions = cluster.start(t0);
+    for ticket in tickets(&actions) {
+        cluster.spawned(ticket, 100 + ticket.identity.id as i32, t0);
+    }
+    let later = t0 + 10_000 * MS;
+    cluster.on_timer(later);
+    // memory.high is the limit: the kernel holds the group there, so its usage read after the
+    // event may be below it; the worker is replaced all the same, and only that one.
+    let actions = cluster.on_memory_high(101, 10 << 20, later);
+    assert_eq!(spawns(&actions), [(1, 0)]);
+    assert_eq!(tickets(&actions)[0].role, Role::Replacement);
+    // A worker gone before its event is looked at is forgotten.
+    assert!(cluster.on_memory_high(999, 10 << 20, later).is_empty());
+    check_invariants(&cluster);
+}
+
+#[test]
 fn a_crossing_while_a_replacement_is_on_its_way_is_kept_until_the_worker_can_be_replaced() {
     let t0 = Instant::now();
     let mut cluster = Cluster::new(memory_policy(), 1);

@@ -178,9 +178,16 @@ impl Report {
                 stop_first,
             } => {
                 let id = label(*id);
+                // At or below the limit only where its v2 group reached memory.high (= the
+                // limit), and the kernel's reclaim brought it back.
+                let over = if bytes > limit {
+                    "above"
+                } else {
+                    "after reaching"
+                };
                 write!(
                     f,
-                    "worker {id} (pid {pid}) uses {} MiB, above --max-memory {} MiB: {}",
+                    "worker {id} (pid {pid}) uses {} MiB, {over} --max-memory {} MiB: {}",
                     bytes >> 20,
                     limit >> 20,
                     if *stop_first {
