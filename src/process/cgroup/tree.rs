@@ -126,18 +126,7 @@ impl Setup {
                         }
                     }
                     if !tree.unified_pids && tree.pids.is_none() {
-                        let e = io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!(
-                                "--pids-max needs the pids controller, which {} does not have (and no v1 pids hierarchy is writable)",
-                                tree.main.display()
-                            ),
-                        );
-                        if mode == CgroupMode::On {
-                            tree.finish(Vec::new());
-                            return Err(e);
-                        }
-                        log::warn!("{e}: it is not applied");
+                        tree = without_controller(tree, "--pids-max", "pids", mode)?;
                     }
                     tree.pids_max = pids_max;
                 }
@@ -162,34 +151,12 @@ impl Setup {
                         }
                     }
                     if !tree.unified_cpu && tree.cpu.is_none() {
-                        let e = io::Error::new(
-                            io::ErrorKind::Unsupported,
-                            format!(
-                                "--cpu-weight needs the cpu controller, which {} does not have (and no v1 cpu hierarchy is writable)",
-                                tree.main.display()
-                            ),
-                        );
-                        if mode == CgroupMode::On {
-                            tree.finish(Vec::new());
-                            return Err(e);
-                        }
-                        log::warn!("{e}: it is not applied");
+                        tree = without_controller(tree, "--cpu-weight", "cpu", mode)?;
                     }
                     tree.cpu_weight = cpu_weight;
                 }
                 if memory_max.is_some() && tree.memory.is_none() && !tree.unified_memory {
-                    let e = io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!(
-                            "--memory-max needs the memory controller, which {} does not have (and no v1 memory hierarchy is writable)",
-                            tree.main.display()
-                        ),
-                    );
-                    if mode == CgroupMode::On {
-                        tree.finish(Vec::new());
-                        return Err(e);
-                    }
-                    log::warn!("{e}: it is not applied");
+                    tree = without_controller(tree, "--memory-max", "memory", mode)?;
                 }
                 tree.memory_max = memory_max;
                 Ok(Setup::Tree(Box::new(tree)))
@@ -1037,6 +1004,29 @@ impl Groups {
             .collect();
         self.tree.finish(left);
     }
+}
+
+/// A limit asked for (`flag`) where recluster may write no hierarchy with its `controller`: under
+/// `--cgroups on` an error (and the tree undone); otherwise a warning, and the limit not applied.
+fn without_controller(
+    tree: Tree,
+    flag: &str,
+    controller: &str,
+    mode: CgroupMode,
+) -> io::Result<Tree> {
+    let e = io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{flag} needs the {controller} controller, which {} does not have (and no v1 {controller} hierarchy is writable)",
+            tree.main.display()
+        ),
+    );
+    if mode == CgroupMode::On {
+        tree.finish(Vec::new());
+        return Err(e);
+    }
+    log::warn!("{e}: it is not applied");
+    Ok(tree)
 }
 
 #[cfg(test)]
