@@ -215,6 +215,11 @@ fn writable(dir: &Path) -> bool {
 }
 
 /// Names the path an error happened at: `mkdir /sys/fs/cgroup/x: Permission denied`.
+/// Writes a limit (`pids.max`, `memory.max`, `cpu.shares`, …); the error names the file.
+fn write_limit(file: &Path, value: impl ToString) -> io::Result<()> {
+    fs::write(file, value.to_string()).map_err(|e| at("write to", file, e))
+}
+
 fn at(doing: &str, path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
 }
@@ -313,6 +318,23 @@ impl Tree {
             cpu: None,
         };
         fs::create_dir(&group.main).map_err(|e| at("mkdir", &group.main, e))?;
+        match self.furnish(id, &mut group) {
+            Ok(()) => Ok(group),
+            Err(e) => {
+                let _ = group.remove(); // best effort: nothing joined it
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives worker `id`'s new group (its main directory made) its other hierarchies' groups,
+    /// its limits, its memory watch and the open `cgroup.procs` its child joins through.
+    fn furnish(&self, id: u32, group: &mut WorkerGroup) -> io::Result<()> {
+        let name = group
+            .main
+            .file_name()
+            .expect("a worker group has a name")
+            .to_owned();
         if let Some(memory) = &self.memory {
             let dir = memory.join(&name);
             match fs::create_dir(&dir) {
@@ -337,108 +359,64 @@ impl Tree {
             .filter(|c| Some(*c) != self.cpuacct.as_ref())
         {
             let dir = cpu.join(&name);
-            match fs::create_dir(&dir) {
-                Ok(()) => group.cpu = Some(dir),
-                Err(e) => {
-                    let e = at("mkdir", &dir, e);
-                    let _ = group.remove(); // best effort: nothing joined it
-                    return Err(e);
-                }
-            }
+            fs::create_dir(&dir).map_err(|e| at("mkdir", &dir, e))?;
+            group.cpu = Some(dir);
         }
         if let Some(weight) = self.cpu_weight {
-            let file = if self.unified_cpu {
-                Some((group.main.join("cpu.weight"), u64::from(weight)))
+            if self.unified_cpu {
+                write_limit(&group.main.join("cpu.weight"), u64::from(weight))?;
             } else {
                 let v1 = match &group.cpu {
                     Some(dir) => Some(dir),
                     None if self.cpu.is_some() => group.cpuacct.as_ref(),
                     None => None,
                 };
-                v1.map(|dir| (dir.join("cpu.shares"), shares(weight)))
-            };
-            if let Some((file, value)) = file
-                && let Err(e) = fs::write(&file, value.to_string())
-            {
-                let e = at("write to", &file, e);
-                let _ = group.remove(); // best effort: nothing joined it
-                return Err(e);
+                if let Some(dir) = v1 {
+                    write_limit(&dir.join("cpu.shares"), shares(weight))?;
+                }
             }
         }
         if let Some(pids) = &self.pids {
             let dir = pids.join(&name);
-            match fs::create_dir(&dir) {
-                Ok(()) => group.pids = Some(dir),
-                Err(e) => {
-                    let e = at("mkdir", &dir, e);
-                    let _ = group.remove(); // best effort: nothing joined it
-                    return Err(e);
-                }
-            }
+            fs::create_dir(&dir).map_err(|e| at("mkdir", &dir, e))?;
+            group.pids = Some(dir);
         }
         if let Some(most) = self.pids_max {
-            let limit = match &group.pids {
-                Some(dir) => Some(dir.join("pids.max")),
-                None if self.unified_pids => Some(group.main.join("pids.max")),
-                None => None,
-            };
-            if let Some(limit) = limit
-                && let Err(e) = fs::write(&limit, most.to_string())
-            {
-                let e = at("write to", &limit, e);
-                let _ = group.remove(); // best effort: nothing joined it
-                return Err(e);
+            match &group.pids {
+                Some(dir) => write_limit(&dir.join("pids.max"), most)?,
+                None if self.unified_pids => write_limit(&group.main.join("pids.max"), most)?,
+                None => {}
             }
         }
         if let Some(bytes) = self.memory_max {
-            let limit = match &group.memory {
-                Some(dir) => Some(dir.join("memory.limit_in_bytes")),
-                None if self.unified_memory => Some(group.main.join("memory.max")),
-                None => None,
-            };
-            if let Some(limit) = limit
-                && let Err(e) = fs::write(&limit, bytes.to_string())
-            {
-                let e = at("write to", &limit, e);
-                let _ = group.remove(); // best effort: nothing joined it
-                return Err(e);
+            match &group.memory {
+                Some(dir) => write_limit(&dir.join("memory.limit_in_bytes"), bytes)?,
+                None if self.unified_memory => write_limit(&group.main.join("memory.max"), bytes)?,
+                None => {}
             }
         }
         // Before the worker joins: a threshold registered above the usage fires when crossed;
         // on v2, `memory.high` set and `memory.events` watched before anything is charged.
         if let Some((bytes, watcher)) = &self.threshold {
-            let watched = match &group.memory {
-                Some(dir) => watcher.watch(dir, *bytes, group.serial).map(Some),
+            group.watch = match &group.memory {
+                Some(dir) => Some(watcher.watch(dir, *bytes, group.serial)?),
                 None if self.unified_memory => {
-                    let high = group.main.join("memory.high");
-                    fs::write(&high, bytes.to_string())
-                        .map_err(|e| at("write to", &high, e))
-                        .and_then(|()| watcher.watch_events(&group.main, group.serial))
-                        .map(Some)
+                    write_limit(&group.main.join("memory.high"), *bytes)?;
+                    Some(watcher.watch_events(&group.main, group.serial)?)
                 }
-                None => Ok(None),
+                None => None,
             };
-            match watched {
-                Ok(watch) => group.watch = watch,
-                Err(e) => {
-                    let _ = group.remove(); // best effort: nothing joined it
-                    return Err(e);
-                }
-            }
         }
         let dirs: Vec<PathBuf> = group.dirs().cloned().collect();
         for dir in dirs {
             let procs = dir.join("cgroup.procs");
-            match fs::OpenOptions::new().write(true).open(&procs) {
-                Ok(file) => group.procs.push(OwnedFd::from(file)),
-                Err(e) => {
-                    let e = at("open", &procs, e);
-                    let _ = group.remove(); // best effort: the open failed already
-                    return Err(e);
-                }
-            }
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|e| at("open", &procs, e))?;
+            group.procs.push(OwnedFd::from(file));
         }
-        Ok(group)
+        Ok(())
     }
 
     /// At exit: every worker group left is killed and removed, recluster moves back to where it
