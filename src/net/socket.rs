@@ -155,16 +155,20 @@ impl Members {
             }
             return true;
         }
-        self.close(id)
+        self.close(id, true)
     }
 
-    /// Closes slot `id`'s socket: the kernel moves its last member into the hole (the listener's
-    /// own socket, index 0, is never closed here).
-    fn close(&mut self, id: u32) -> bool {
+    /// Closes recluster's copy of slot `id`'s socket (the listener's own, index 0, is never
+    /// closed here), shut down first with `shut` so that it leaves the group now: the kernel
+    /// moves its last member into the hole. Without `shut`, a process still holding a copy keeps
+    /// it listening until it closes it.
+    fn close(&mut self, id: u32, shut: bool) -> bool {
         let Some(socket) = self.sockets.remove(&id) else {
             return false;
         };
-        stop_listening(&socket);
+        if shut {
+            stop_listening(&socket);
+        }
         drop(socket);
         let at = self.index.remove(&id).expect("a member has an index");
         self.slots.swap_remove(at);
@@ -466,7 +470,10 @@ impl Sockets {
         let mut closed = false;
         for (listener, group) in first.iter_mut().zip(members.iter_mut()) {
             if *steering_failed {
-                closed |= group.close(id);
+                // Nothing steered connections away from this slot: its worker, stopping now,
+                // may still accept what waits in its queue, so its copy keeps listening (only
+                // recluster's is closed) until the worker ends.
+                closed |= group.close(id, false);
             } else if group.slots.len() > 1 {
                 closed |= group.remove(listener, id);
             }
